@@ -1,0 +1,210 @@
+//! HTTP request and response bodies (`/api/v1/...`).
+//!
+//! Request types reject unknown fields by name, so a typo in a client never
+//! passes silently.
+
+use crate::event::Envelope;
+use crate::model::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Every error answer: `{"error":{"code":"..","message":".."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// Absolute working directory; defaults to the daemon's working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+fn default_provider() -> String {
+    "demo".to_string()
+}
+
+/// `PATCH /api/v1/sessions/{id}`: every field optional, at least one required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSessionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+}
+
+impl PatchSessionRequest {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none() && self.draft.is_none() && self.policy.is_none() && self.archived.is_none()
+    }
+}
+
+/// A session as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub provider: String,
+    pub cwd: String,
+    pub title: String,
+    pub policy: Policy,
+    pub status: SessionStatus,
+    pub archived: bool,
+    pub draft: String,
+    pub active_turn: Option<String>,
+    pub usage: Usage,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// `GET /api/v1/sessions/{id}`: the session with its turns and pending approvals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: SessionView,
+    pub turns: Vec<TurnView>,
+    pub pending_approvals: Vec<ApprovalView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTurnRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartTurnResponse {
+    pub turn_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteerRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnView {
+    pub id: String,
+    pub session_id: String,
+    pub text: String,
+    pub status: TurnStatus,
+    pub reason: Option<String>,
+    pub usage: Usage,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub session_id: String,
+    pub turn_id: String,
+    pub action: Action,
+    pub status: ApprovalStatus,
+    pub decided_by: Option<DecidedBy>,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalList {
+    pub approvals: Vec<ApprovalView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<Envelope>,
+    /// The cursor to pass as `since` for the next page.
+    pub next: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorHealth {
+    pub restarts: u64,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub uptime_s: u64,
+    /// The highest seq in the event log.
+    pub head_seq: u64,
+    pub sessions: u64,
+    pub actors: BTreeMap<String, ActorHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashRequest {
+    /// `session:ID`, `turn:ID`, `provider:ID` (a session id) or `front`.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub name: String,
+    pub kind: String,
+    pub command: Option<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderList {
+    pub providers: Vec<ProviderView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let err = serde_json::from_str::<StartTurnRequest>(r#"{"text":"hi","txet":1}"#).unwrap_err();
+        assert!(err.to_string().contains("txet"), "{err}");
+    }
+
+    #[test]
+    fn create_session_defaults_to_demo() {
+        let req: CreateSessionRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(req.provider, "demo");
+        assert!(req.policy.is_none());
+    }
+}

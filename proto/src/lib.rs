@@ -1,0 +1,17 @@
+//! Bosun's wire types: what crosses the HTTP and WebSocket boundary, and the
+//! event envelope that the store persists and subscribers receive.
+//!
+//! Invariant: nothing in this crate knows about actors, sled or processes. Internal
+//! snapshot types live in `bosun-state`; they are converted into these at the edge.
+
+pub mod api;
+pub mod codec;
+pub mod event;
+pub mod model;
+pub mod ws;
+
+pub use api::*;
+pub use codec::{CodecError, Encoded, WireFormat, MSGPACK_SUBPROTOCOL};
+pub use event::{now_ts, Envelope, EventType, NewEvent, Topic, ENVELOPE_VERSION};
+pub use model::*;
+pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

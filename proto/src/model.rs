@@ -1,0 +1,190 @@
+//! Small vocabulary types shared by the API, the events and the store.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {s:?}; expected one of: {}",
+                        stringify!($name),
+                        [$($wire),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// How the daemon decides on an agent's request to act.
+    Policy {
+        PlanOnly => "plan-only",
+        FullAccess => "full-access",
+    }
+);
+
+wire_enum!(
+    /// Where a session stands, as a client sees it.
+    SessionStatus {
+        Idle => "idle",
+        Running => "running",
+        AwaitingApproval => "awaiting_approval",
+        Archived => "archived",
+    }
+);
+
+wire_enum!(
+    /// The lifecycle of a turn: started → running → (awaiting_approval ↔ running)* → end.
+    TurnStatus {
+        Started => "started",
+        Running => "running",
+        AwaitingApproval => "awaiting_approval",
+        Completed => "completed",
+        Interrupted => "interrupted",
+        Failed => "failed",
+    }
+);
+
+impl TurnStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, TurnStatus::Completed | TurnStatus::Interrupted | TurnStatus::Failed)
+    }
+}
+
+wire_enum!(
+    ApprovalStatus {
+        Pending => "pending",
+        Accepted => "accepted",
+        Declined => "declined",
+        Cancelled => "cancelled",
+    }
+);
+
+wire_enum!(
+    /// A decision on an approval, as a client sends it.
+    Decision {
+        Accept => "accept",
+        Decline => "decline",
+    }
+);
+
+impl Decision {
+    pub fn resulting_status(self) -> ApprovalStatus {
+        match self {
+            Decision::Accept => ApprovalStatus::Accepted,
+            Decision::Decline => ApprovalStatus::Declined,
+        }
+    }
+}
+
+wire_enum!(
+    /// Who took a decision: a person through the API, or the daemon under `full-access`.
+    DecidedBy {
+        User => "user",
+        Policy => "policy",
+        Daemon => "daemon",
+    }
+);
+
+wire_enum!(
+    /// What a streamed chunk carries.
+    ChunkKind {
+        Text => "text",
+        Thought => "thought",
+        CommandOutput => "command_output",
+        Notice => "notice",
+    }
+);
+
+wire_enum!(
+    ProviderState {
+        Starting => "starting",
+        Ready => "ready",
+        Busy => "busy",
+        Crashed => "crashed",
+        Stopped => "stopped",
+    }
+);
+
+/// An action an agent asks permission for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Run a shell command in `cwd`.
+    Command { command: String, cwd: String },
+    /// Write or change a file.
+    FileChange { path: String, summary: String },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Command { command, cwd } => format!("run `{command}` in {cwd}"),
+            Action::FileChange { path, summary } => format!("change {path}: {summary}"),
+        }
+    }
+}
+
+/// Token counts, per turn and summed per session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_parse_their_wire_names_only() {
+        assert_eq!("plan-only".parse::<Policy>(), Ok(Policy::PlanOnly));
+        let err = "yolo".parse::<Policy>().unwrap_err();
+        assert!(err.contains("plan-only, full-access"), "{err}");
+        assert_eq!(serde_json::to_string(&TurnStatus::AwaitingApproval).unwrap(), "\"awaiting_approval\"");
+        assert!(TurnStatus::Failed.is_final());
+        assert!(!TurnStatus::Running.is_final());
+    }
+
+    #[test]
+    fn action_is_tagged_by_kind() {
+        let a = Action::Command { command: "ls".into(), cwd: "/tmp".into() };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["kind"], "command");
+        assert_eq!(serde_json::from_value::<Action>(v).unwrap(), a);
+    }
+}
