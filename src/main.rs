@@ -1,1 +1,112 @@
-fn main() {}
+//! `bosun`: the daemon (`bosun serve`) and its command-line client.
+
+mod bench;
+mod cli;
+mod config;
+mod daemon;
+mod front;
+mod logging;
+
+use anyhow::Context as _;
+use clap::Parser;
+use config::{DaemonConfig, FileConfig, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "bosun", version, about = "A supervised, durable daemon for AI coding-agent sessions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Measure the store, the fan-out and restarts (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the store lives (default: $XDG_DATA_HOME/bosun).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file (listen, data_dir, log_format, [providers.NAME]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Obey POST /api/v1/debug/crash (for crash-recovery demos and tests).
+    #[arg(long)]
+    enable_fault_injection: bool,
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Capacity of the in-memory live fan-out; a subscriber further behind is
+    /// caught up from the store. Small values exercise that path in tests.
+    #[arg(long, hide = true)]
+    live_capacity: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Client(cmd) => {
+            let code = runtime.block_on(cli::run(cmd))?;
+            std::process::exit(code);
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = DaemonConfig {
+        listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("the default listen address is valid")),
+        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(config::default_data_dir),
+        providers: file.providers.into_values().collect(),
+        fault_injection: args.enable_fault_injection,
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        live_capacity: args.live_capacity,
+    };
+    logging::init(config.log_format);
+    let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can drive your agents");
+    }
+    if config.fault_injection {
+        tracing::warn!("fault injection is on: POST /api/v1/debug/crash makes actors panic");
+    }
+    let data_dir = config.data_dir.clone();
+    daemon::run(config, listener, shutdown_signal(), move |_| {
+        // The one line on stdout: scripts and tests read the URL from it.
+        println!("bosun listening on http://{addr} (data dir {})", data_dir.display());
+    })
+    .await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,21 @@
+//! Bosun's actors: OTP-style supervision on ractor, and the actors of the
+//! supervision tree (sessions, turns, provider workers, diagnostics).
+//!
+//! Invariants:
+//! - actors find each other by name ([`names`]), never by a stored reference;
+//! - every event is persisted through the store before anyone can see it;
+//! - no actor handler reads an agent's output; drivers' tasks do and send it in.
 
+pub mod context;
+pub mod diagnostics;
+pub mod error;
+pub mod names;
+pub mod provider;
+pub mod route;
+pub mod session;
+pub mod sessions;
+pub mod supervision;
+pub mod turn;
+
+pub use context::{Context, HealthCounters, Settings};
+pub use error::{DaemonError, DaemonResult};

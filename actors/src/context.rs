@@ -1,0 +1,106 @@
+//! What every actor of one daemon shares: the store, the providers, and the
+//! restart counters that `/health` reports.
+
+use crate::names;
+use bosun_adapters::ProviderRegistry;
+use bosun_state::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub providers: Arc<ProviderRegistry>,
+    pub settings: Settings,
+    pub health: Arc<HealthCounters>,
+}
+
+/// Daemon-wide settings the actors need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether `Crash` messages (from `/api/v1/debug/crash`) are obeyed.
+    pub fault_injection: bool,
+    /// Where a session runs when its creator names no `cwd`.
+    pub default_cwd: PathBuf,
+}
+
+impl Context {
+    pub fn new(store: Store, providers: ProviderRegistry, settings: Settings) -> Context {
+        Context { store, providers: Arc::new(providers), settings, health: Arc::new(HealthCounters::new()) }
+    }
+
+    /// The hook every supervisor calls when it restarts a child: counts the
+    /// restart by actor kind and records an `actor:restarted` event.
+    pub fn restart_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let health = self.health.clone();
+        Arc::new(move |child: &str| {
+            health.record_restart(names::kind_of(child));
+            crate::diagnostics::report_restart(child);
+        })
+    }
+}
+
+/// Restart counts by actor kind, and when the daemon started.
+pub struct HealthCounters {
+    started: Instant,
+    restarts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl HealthCounters {
+    fn new() -> HealthCounters {
+        let kinds = ["root", "front", "sessions", "session", "turn", "provider", "diagnostics"];
+        HealthCounters {
+            started: Instant::now(),
+            restarts: Mutex::new(kinds.iter().map(|k| (k.to_string(), 0)).collect()),
+        }
+    }
+
+    pub fn record_restart(&self, kind: &str) {
+        let mut map = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(kind.to_string()).or_insert(0) += 1;
+    }
+
+    pub fn restarts(&self) -> BTreeMap<String, u64> {
+        self.restarts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// A short random id with a kind prefix: `s_` sessions, `t_` turns.
+pub fn new_id(prefix: &str) -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &hex[..12])
+}
+
+/// A stable id derived from parts, for records that must be found again from
+/// the same inputs (an approval re-asked by a resumed provider).
+pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0u8)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{prefix}{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let a = new_id("s_");
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, new_id("s_"));
+        assert_eq!(derived_id("a_", &["t1", "r1"]), derived_id("a_", &["t1", "r1"]));
+        assert_ne!(derived_id("a_", &["t1", "r1"]), derived_id("a_", &["t1r", "1"]));
+    }
+}

@@ -1,0 +1,476 @@
+//! The session actor: one per session, owner of the session record, and the
+//! supervisor of the session's turn actor and provider worker.
+//!
+//! The provider worker starts with the first turn (an idle session costs only
+//! this actor), and stays for the next turns.
+
+use crate::context::{new_id, Context};
+use crate::error::{DaemonError, DaemonResult};
+use crate::names;
+use crate::provider::{ProviderArgs, ProviderWorker};
+use crate::supervision::{
+    Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision, SupervisorConfig,
+};
+use crate::turn::{TurnActor, TurnArgs, TurnMsg};
+use bosun_proto::{
+    ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, PatchSessionRequest, SessionView, Topic,
+    TurnStatus, Usage,
+};
+use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnRecord};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits on what a client may store in a session.
+pub const MAX_TITLE_BYTES: usize = 200;
+pub const MAX_DRAFT_BYTES: usize = 64 * 1024;
+pub const MAX_TURN_TEXT_BYTES: usize = 256 * 1024;
+
+pub struct SessionActor;
+
+pub struct SessionArgs {
+    pub ctx: Context,
+    pub session_id: String,
+}
+
+pub struct SessionState {
+    ctx: Context,
+    record: SessionRecord,
+    sup: Supervision,
+    closed: bool,
+}
+
+pub enum SessionMsg {
+    Patch(PatchSessionRequest, RpcReplyPort<DaemonResult<SessionView>>),
+    StartTurn(String, RpcReplyPort<DaemonResult<String>>),
+    Interrupt(String, RpcReplyPort<DaemonResult<()>>),
+    Steer(String, String, RpcReplyPort<DaemonResult<()>>),
+    Decide(String, Decision, RpcReplyPort<DaemonResult<ApprovalView>>),
+    /// Ends the session for good: stops its children, cancels what waits,
+    /// deletes its records and records `session:closed`.
+    Close(RpcReplyPort<DaemonResult<()>>),
+    /// From the turn actor: its status moved (running ↔ awaiting_approval).
+    TurnStatus { turn_id: String, status: TurnStatus },
+    /// From the turn actor: the turn has ended and its end is on record.
+    TurnEnded { turn_id: String, status: TurnStatus, usage: Usage },
+    Crash,
+    Restart(RestartChild),
+}
+
+impl From<RestartChild> for SessionMsg {
+    fn from(r: RestartChild) -> Self {
+        SessionMsg::Restart(r)
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+        let record = args
+            .ctx
+            .store
+            .get::<SessionRecord>(&args.session_id)?
+            .ok_or_else(|| format!("session {} has no record", args.session_id))?;
+        let config = SupervisorConfig {
+            strategy: Strategy::OneForOne,
+            intensity: Intensity { max_restarts: 10, within: Duration::from_secs(30) },
+            backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
+            on_restart: Some(args.ctx.restart_hook()),
+        };
+        Ok(SessionState { sup: Supervision::new(config), record, ctx: args.ctx, closed: false })
+    }
+
+    async fn post_start(&self, myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        state.recover_active_turn(&myself).await
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        state.sup.shutdown().await;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        if state.closed {
+            refuse_closed(msg);
+            return Ok(());
+        }
+        match msg {
+            SessionMsg::Patch(patch, reply) => {
+                let r = state.patch(patch).await;
+                let _ = reply.send(r);
+            }
+            SessionMsg::StartTurn(text, reply) => {
+                let r = state.start_turn(&myself, text).await;
+                let _ = reply.send(r);
+            }
+            SessionMsg::Interrupt(turn_id, reply) => {
+                let r = match state.active_turn(&turn_id) {
+                    Ok(()) => crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt).await.and_then(|r| r),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            SessionMsg::Steer(turn_id, text, reply) => {
+                let r = match state.active_turn(&turn_id) {
+                    Ok(()) => crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), |p| TurnMsg::Steer(text, p)).await.and_then(|r| r),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            SessionMsg::Decide(approval_id, decision, reply) => {
+                let r = state.decide(approval_id, decision).await;
+                let _ = reply.send(r);
+            }
+            SessionMsg::Close(reply) => {
+                let r = state.close().await;
+                let _ = reply.send(r);
+            }
+            SessionMsg::TurnStatus { turn_id, status } => {
+                if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
+                    let awaiting = status == TurnStatus::AwaitingApproval;
+                    if state.record.awaiting_approval != awaiting {
+                        state.record.awaiting_approval = awaiting;
+                        state.save(Batch::new()).await?;
+                    }
+                }
+            }
+            SessionMsg::TurnEnded { turn_id, status, usage } => {
+                if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
+                    state.record.active_turn = None;
+                    state.record.awaiting_approval = false;
+                    state.record.usage.add(usage);
+                    state.save(Batch::new()).await?;
+                    tracing::info!(session_id = %state.record.id, turn_id = %turn_id, %status, "session idle");
+                }
+            }
+            SessionMsg::Crash => {
+                if state.ctx.settings.fault_injection {
+                    panic!("injected fault: session {}", state.record.id);
+                }
+            }
+            SessionMsg::Restart(req) => {
+                let outcome = state.sup.handle_restart(req, &myself).await?;
+                state.after_supervision(outcome).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SessionMsg>, evt: SupervisionEvent, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = &evt {
+            let name = cell.get_name().unwrap_or_default();
+            tracing::warn!(session_id = %state.record.id, actor = %name, error = %err, "child failed");
+            if name == names::provider(&state.record.id) {
+                state.provider_crashed(&err.to_string()).await;
+            }
+        }
+        let outcome = state.sup.handle_event(&evt, &myself).await?;
+        state.after_supervision(outcome).await
+    }
+}
+
+/// Answers what arrives after `Close`: the session is gone.
+fn refuse_closed(msg: SessionMsg) {
+    let gone = || DaemonError::NotFound("session not found".into());
+    match msg {
+        SessionMsg::Patch(_, r) => drop(r.send(Err(gone()))),
+        SessionMsg::StartTurn(_, r) => drop(r.send(Err(gone()))),
+        SessionMsg::Interrupt(_, r) | SessionMsg::Steer(_, _, r) | SessionMsg::Close(r) => drop(r.send(Err(gone()))),
+        SessionMsg::Decide(_, _, r) => drop(r.send(Err(gone()))),
+        _ => {}
+    }
+}
+
+impl SessionState {
+    fn topic(&self) -> Topic {
+        Topic::session(&self.record.id)
+    }
+
+    /// Persists the record (with whatever else is in `batch`) and announces it.
+    async fn save(&mut self, mut batch: Batch) -> DaemonResult<()> {
+        self.record.updated_at = bosun_proto::now_ts();
+        batch.put(&self.record)?;
+        batch.event(NewEvent::new(self.topic(), EventType::SessionUpdate, json!(self.record.view())));
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    fn active_turn(&self, turn_id: &str) -> DaemonResult<()> {
+        match &self.record.active_turn {
+            Some(active) if active == turn_id => Ok(()),
+            _ => Err(DaemonError::Conflict(format!("turn {turn_id} is not the active turn of session {}", self.record.id))),
+        }
+    }
+
+    async fn patch(&mut self, patch: PatchSessionRequest) -> DaemonResult<SessionView> {
+        if let Some(title) = &patch.title {
+            if title.trim().is_empty() || title.len() > MAX_TITLE_BYTES {
+                return Err(DaemonError::BadRequest(format!("title must be 1 to {MAX_TITLE_BYTES} bytes")));
+            }
+        }
+        if patch.draft.as_ref().is_some_and(|d| d.len() > MAX_DRAFT_BYTES) {
+            return Err(DaemonError::BadRequest(format!("draft must be at most {MAX_DRAFT_BYTES} bytes")));
+        }
+        if patch.archived == Some(true) && self.record.active_turn.is_some() {
+            return Err(DaemonError::Conflict("the session has an active turn; interrupt it before archiving".into()));
+        }
+        if let Some(title) = patch.title {
+            self.record.title = title;
+        }
+        if let Some(draft) = patch.draft {
+            self.record.draft = draft;
+        }
+        if let Some(policy) = patch.policy {
+            self.record.policy = policy;
+        }
+        if let Some(archived) = patch.archived {
+            self.record.archived = archived;
+        }
+        self.save(Batch::new()).await?;
+        Ok(self.record.view())
+    }
+
+    async fn start_turn(&mut self, myself: &ActorRef<SessionMsg>, text: String) -> DaemonResult<String> {
+        if self.record.archived {
+            return Err(DaemonError::Conflict("the session is archived; unarchive it to start a turn".into()));
+        }
+        if let Some(active) = &self.record.active_turn {
+            return Err(DaemonError::Busy { session_id: self.record.id.clone(), turn_id: active.clone() });
+        }
+        if text.trim().is_empty() || text.len() > MAX_TURN_TEXT_BYTES {
+            return Err(DaemonError::BadRequest(format!("text must be 1 to {MAX_TURN_TEXT_BYTES} bytes")));
+        }
+        self.ensure_provider(myself).await?;
+        let number = self.record.turn_count + 1;
+        let turn = TurnRecord {
+            id: new_id("t_"),
+            session_id: self.record.id.clone(),
+            number,
+            text,
+            steers: vec![],
+            status: TurnStatus::Started,
+            reason: None,
+            usage: Usage::default(),
+            checkpoint: None,
+            chunks: 0,
+            events_seen: 0,
+            approvals: vec![],
+            started_at: bosun_proto::now_ts(),
+            ended_at: None,
+        };
+        self.record.turn_count = number;
+        self.record.active_turn = Some(turn.id.clone());
+        let mut batch = Batch::new();
+        batch.put(&turn)?;
+        batch.event(NewEvent::new(
+            self.topic(),
+            EventType::TurnStarted,
+            json!({"turn_id": turn.id, "number": number, "text": turn.text, "status": TurnStatus::Started}),
+        ));
+        self.save(batch).await?;
+        tracing::info!(session_id = %self.record.id, turn_id = %turn.id, "turn started");
+        self.start_turn_actor(myself, number).await?;
+        Ok(turn.id)
+    }
+
+    async fn ensure_provider(&mut self, myself: &ActorRef<SessionMsg>) -> DaemonResult<()> {
+        let name = names::provider(&self.record.id);
+        if self.sup.child(&name).is_some() {
+            return Ok(());
+        }
+        let ctx = self.ctx.clone();
+        let session_id = self.record.id.clone();
+        let provider = self.record.provider.clone();
+        let spec = ChildSpec {
+            id: name.clone(),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            start: Arc::new(move |sup| {
+                let args = ProviderArgs { ctx: ctx.clone(), session_id: session_id.clone(), provider: provider.clone() };
+                let name = name.clone();
+                Box::pin(async move { Ok(ProviderWorker::spawn_linked(Some(name), ProviderWorker, args, sup).await?.0.get_cell()) })
+            }),
+        };
+        self.sup
+            .start_child(spec, &myself.get_cell())
+            .await
+            .map_err(|e| DaemonError::Unavailable(format!("provider {} could not start: {e}", self.record.provider)))?;
+        Ok(())
+    }
+
+    async fn start_turn_actor(&mut self, myself: &ActorRef<SessionMsg>, number: u64) -> DaemonResult<()> {
+        let name = names::turn(&self.record.id);
+        let ctx = self.ctx.clone();
+        let session_id = self.record.id.clone();
+        let spec = ChildSpec {
+            id: name.clone(),
+            // Restarted if it fails; a turn that ends stops it normally.
+            restart: Restart::Transient,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            start: Arc::new(move |sup| {
+                let args = TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number };
+                let name = name.clone();
+                Box::pin(async move { Ok(TurnActor::spawn_linked(Some(name), TurnActor, args, sup).await?.0.get_cell()) })
+            }),
+        };
+        self.sup
+            .start_child(spec, &myself.get_cell())
+            .await
+            .map_err(|e| DaemonError::Internal(format!("turn actor could not start: {e}")))?;
+        Ok(())
+    }
+
+    /// After a restart (of this actor or of the daemon): a turn that was under
+    /// way is picked up again by a new turn actor, which resumes or fails it.
+    async fn recover_active_turn(&mut self, myself: &ActorRef<SessionMsg>) -> Result<(), ActorProcessingErr> {
+        let Some(turn_id) = self.record.active_turn.clone() else { return Ok(()) };
+        let number = self.record.turn_count;
+        let turn = self.ctx.store.get::<TurnRecord>(&TurnRecord::key_for(&self.record.id, number))?;
+        match turn {
+            Some(turn) if turn.id == turn_id && !turn.status.is_final() => {
+                tracing::info!(session_id = %self.record.id, turn_id = %turn_id, status = %turn.status, "recovering the active turn");
+                if let Err(e) = self.ensure_provider(myself).await {
+                    self.fail_turn(turn, format!("cut by a restart, and the provider could not start again: {e}")).await?;
+                    return Ok(());
+                }
+                self.start_turn_actor(myself, number).await?;
+            }
+            Some(turn) => {
+                // The turn ended but the session missed it.
+                self.record.active_turn = None;
+                self.record.awaiting_approval = false;
+                if turn.id == turn_id {
+                    self.record.usage.add(turn.usage);
+                }
+                self.save(Batch::new()).await?;
+            }
+            None => {
+                self.record.active_turn = None;
+                self.record.awaiting_approval = false;
+                self.save(Batch::new()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a turn that no actor can run any more, cancelling its approvals.
+    async fn fail_turn(&mut self, mut turn: TurnRecord, reason: String) -> DaemonResult<()> {
+        let mut batch = Batch::new();
+        self.cancel_approvals(&turn, &mut batch)?;
+        let now = bosun_proto::now_ts();
+        turn.status = TurnStatus::Failed;
+        turn.reason = Some(reason.clone());
+        turn.ended_at = Some(now);
+        batch.put(&turn)?;
+        batch.event(NewEvent::new(self.topic(), EventType::StreamComplete, json!({"turn_id": turn.id, "chunks": turn.chunks})));
+        batch.event(NewEvent::new(
+            self.topic(),
+            EventType::TurnCompleted,
+            json!({"turn_id": turn.id, "status": TurnStatus::Failed, "reason": reason, "usage": turn.usage}),
+        ));
+        self.record.active_turn = None;
+        self.record.awaiting_approval = false;
+        self.save(batch).await?;
+        tracing::warn!(session_id = %self.record.id, turn_id = %turn.id, reason = %reason, "turn failed");
+        Ok(())
+    }
+
+    fn cancel_approvals(&self, turn: &TurnRecord, batch: &mut Batch) -> DaemonResult<()> {
+        for id in &turn.approvals {
+            if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(id)? {
+                if a.status == ApprovalStatus::Pending {
+                    a.status = ApprovalStatus::Cancelled;
+                    a.decided_by = Some(DecidedBy::Daemon);
+                    a.decided_at = Some(bosun_proto::now_ts());
+                    batch.event(NewEvent::new(self.topic(), EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})));
+                    batch.put(&a)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn decide(&mut self, approval_id: String, decision: Decision) -> DaemonResult<ApprovalView> {
+        let approval = self
+            .ctx
+            .store
+            .get::<ApprovalRecord>(&approval_id)?
+            .filter(|a| a.session_id == self.record.id)
+            .ok_or_else(|| DaemonError::NotFound(format!("approval {approval_id} not found")))?;
+        if self.record.active_turn.as_deref() == Some(approval.turn_id.as_str()) {
+            return crate::route::call::<TurnMsg, _, _>(&names::turn(&self.record.id), |p| TurnMsg::Decide(approval_id, decision, p))
+                .await
+                .and_then(|r| r);
+        }
+        if approval.status == decision.resulting_status() {
+            Ok(approval.view())
+        } else {
+            Err(DaemonError::Conflict(format!("approval {approval_id} is already {}", approval.status)))
+        }
+    }
+
+    async fn close(&mut self) -> DaemonResult<()> {
+        self.sup.shutdown().await;
+        let mut batch = Batch::new();
+        if let Some(turn_id) = self.record.active_turn.clone() {
+            let key = TurnRecord::key_for(&self.record.id, self.record.turn_count);
+            if let Some(mut turn) = self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && !t.status.is_final()) {
+                self.cancel_approvals(&turn, &mut batch)?;
+                turn.status = TurnStatus::Interrupted;
+                turn.reason = Some("the session was deleted".into());
+                turn.ended_at = Some(bosun_proto::now_ts());
+                batch.event(NewEvent::new(
+                    self.topic(),
+                    EventType::TurnCompleted,
+                    json!({"turn_id": turn.id, "status": turn.status, "reason": turn.reason, "usage": turn.usage}),
+                ));
+            }
+        }
+        for turn in self.ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(&self.record.id))? {
+            for approval in &turn.approvals {
+                batch.delete::<ApprovalRecord>(approval);
+            }
+            batch.delete::<TurnRecord>(&bosun_state::Record::key(&turn));
+        }
+        batch.delete::<SessionRecord>(&self.record.id);
+        batch.event(NewEvent::new(self.topic(), EventType::SessionClosed, json!({"session_id": self.record.id})));
+        self.ctx.store.commit(batch).await?;
+        self.closed = true;
+        tracing::info!(session_id = %self.record.id, "session closed");
+        Ok(())
+    }
+
+    /// The provider worker died: say so to clients before it is restarted.
+    async fn provider_crashed(&mut self, error: &str) {
+        let mut batch = Batch::new();
+        batch.event(NewEvent::new(
+            self.topic(),
+            EventType::ProviderStatus,
+            json!({"provider": self.record.provider, "status": "crashed", "error": error}),
+        ));
+        if let Err(e) = self.ctx.store.commit(batch).await {
+            tracing::error!(session_id = %self.record.id, error = %e, "could not record a provider crash");
+        }
+    }
+
+    async fn after_supervision(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
+        match outcome {
+            Outcome::Restarted { ids } => {
+                if ids.contains(&names::provider(&self.record.id)) && self.record.active_turn.is_some() {
+                    // The old worker took the turn's driver with it.
+                    crate::route::send(&names::turn(&self.record.id), TurnMsg::ProviderRestarted);
+                }
+                Ok(())
+            }
+            Outcome::Escalate { reason } => {
+                self.sup.shutdown().await;
+                Err(format!("session {}: {reason}", self.record.id).into())
+            }
+            _ => Ok(()),
+        }
+    }
+}

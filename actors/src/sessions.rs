@@ -1,0 +1,191 @@
+//! The sessions supervisor: creates and deletes sessions, and keeps one
+//! session actor running per stored session (one_for_one: a session that
+//! crashes is restarted alone and reloads its record).
+
+use crate::context::{new_id, Context};
+use crate::error::{DaemonError, DaemonResult};
+use crate::names;
+use crate::session::{SessionActor, SessionArgs, SessionMsg, MAX_TITLE_BYTES};
+use crate::supervision::{
+    Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
+    SupervisorConfig,
+};
+use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView, Topic, Usage};
+use bosun_state::{Batch, SessionRecord};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct SessionsSupervisor;
+
+pub struct SessionsState {
+    ctx: Context,
+    sup: Supervision,
+}
+
+pub enum SessionsMsg {
+    Create(CreateSessionRequest, RpcReplyPort<DaemonResult<SessionView>>),
+    Delete(String, RpcReplyPort<DaemonResult<()>>),
+    Children(RpcReplyPort<Vec<ChildInfo>>),
+    Crash,
+    Restart(RestartChild),
+}
+
+impl From<RestartChild> for SessionsMsg {
+    fn from(r: RestartChild) -> Self {
+        SessionsMsg::Restart(r)
+    }
+}
+
+impl Actor for SessionsSupervisor {
+    type Msg = SessionsMsg;
+    type State = SessionsState;
+    type Arguments = Context;
+
+    async fn pre_start(&self, _myself: ActorRef<SessionsMsg>, ctx: Context) -> Result<SessionsState, ActorProcessingErr> {
+        let config = SupervisorConfig {
+            strategy: Strategy::OneForOne,
+            // Many sessions: allow more restarts in all before giving up on them all.
+            intensity: Intensity { max_restarts: 50, within: Duration::from_secs(30) },
+            backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
+            on_restart: Some(ctx.restart_hook()),
+        };
+        Ok(SessionsState { sup: Supervision::new(config), ctx })
+    }
+
+    async fn post_start(&self, myself: ActorRef<SessionsMsg>, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        let records = state.ctx.store.scan::<SessionRecord>()?;
+        let count = records.len();
+        for record in records {
+            state.start_session(&myself, record.id).await?;
+        }
+        tracing::info!(sessions = count, "sessions started");
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SessionsMsg>, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        state.sup.shutdown().await;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<SessionsMsg>, msg: SessionsMsg, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionsMsg::Create(req, reply) => {
+                let r = state.create(&myself, req).await;
+                let _ = reply.send(r);
+            }
+            SessionsMsg::Delete(id, reply) => {
+                let r = state.delete(&id).await;
+                let _ = reply.send(r);
+            }
+            SessionsMsg::Children(reply) => {
+                let _ = reply.send(state.sup.children());
+            }
+            SessionsMsg::Crash => {
+                if state.ctx.settings.fault_injection {
+                    panic!("injected fault: sessions supervisor");
+                }
+            }
+            SessionsMsg::Restart(req) => {
+                let outcome = state.sup.handle_restart(req, &myself).await?;
+                state.after_supervision(outcome).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SessionsMsg>, evt: SupervisionEvent, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        let outcome = state.sup.handle_event(&evt, &myself).await?;
+        state.after_supervision(outcome).await
+    }
+}
+
+impl SessionsState {
+    async fn start_session(&mut self, myself: &ActorRef<SessionsMsg>, session_id: String) -> Result<(), ActorProcessingErr> {
+        let name = names::session(&session_id);
+        let ctx = self.ctx.clone();
+        let spec = ChildSpec {
+            id: name.clone(),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(Duration::from_secs(10)),
+            start: Arc::new(move |sup| {
+                let args = SessionArgs { ctx: ctx.clone(), session_id: session_id.clone() };
+                let name = name.clone();
+                Box::pin(async move { Ok(SessionActor::spawn_linked(Some(name), SessionActor, args, sup).await?.0.get_cell()) })
+            }),
+        };
+        self.sup.start_child(spec, &myself.get_cell()).await?;
+        Ok(())
+    }
+
+    async fn create(&mut self, myself: &ActorRef<SessionsMsg>, req: CreateSessionRequest) -> DaemonResult<SessionView> {
+        if self.ctx.providers.get(&req.provider).is_none() {
+            let known: Vec<&str> = self.ctx.providers.list().map(|p| p.name.as_str()).collect();
+            return Err(DaemonError::BadRequest(format!("unknown provider {:?}; known: {}", req.provider, known.join(", "))));
+        }
+        let cwd = match req.cwd {
+            Some(cwd) => cwd,
+            None => self.ctx.settings.default_cwd.to_string_lossy().into_owned(),
+        };
+        let path = Path::new(&cwd);
+        if !path.is_absolute() {
+            return Err(DaemonError::BadRequest(format!("cwd must be an absolute path, got {cwd:?}")));
+        }
+        if !path.is_dir() {
+            return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
+        }
+        let title = req.title.unwrap_or_default();
+        if title.len() > MAX_TITLE_BYTES {
+            return Err(DaemonError::BadRequest(format!("title must be at most {MAX_TITLE_BYTES} bytes")));
+        }
+        let id = new_id("s_");
+        let now = bosun_proto::now_ts();
+        let record = SessionRecord {
+            title: if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title },
+            id: id.clone(),
+            provider: req.provider,
+            cwd,
+            policy: req.policy.unwrap_or(Policy::PlanOnly),
+            archived: false,
+            draft: String::new(),
+            active_turn: None,
+            awaiting_approval: false,
+            usage: Usage::default(),
+            turn_count: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let mut batch = Batch::new();
+        batch.put(&record)?;
+        batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));
+        self.ctx.store.commit(batch).await?;
+        tracing::info!(session_id = %id, provider = %record.provider, "session created");
+        self.start_session(myself, id)
+            .await
+            .map_err(|e| DaemonError::Internal(format!("session actor could not start: {e}")))?;
+        Ok(record.view())
+    }
+
+    async fn delete(&mut self, id: &str) -> DaemonResult<()> {
+        let name = names::session(id);
+        if self.sup.child(&name).is_none() && self.ctx.store.get::<SessionRecord>(id)?.is_none() {
+            return Err(DaemonError::NotFound(format!("session {id} not found")));
+        }
+        crate::route::call::<SessionMsg, _, _>(&name, SessionMsg::Close).await.and_then(|r| r)?;
+        self.sup
+            .terminate_child(&name)
+            .await
+            .map_err(|e| DaemonError::Internal(format!("stopping session {id}: {e}")))?;
+        Ok(())
+    }
+
+    async fn after_supervision(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
+        if let Outcome::Escalate { reason } = outcome {
+            self.sup.shutdown().await;
+            return Err(format!("sessions supervisor: {reason}").into());
+        }
+        Ok(())
+    }
+}

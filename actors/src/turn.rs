@@ -1,0 +1,455 @@
+//! The turn actor: one per active turn, named by its session. It is the only
+//! writer of its turn's record, events and approvals, and it is where the
+//! session's approval policy is enforced.
+//!
+//! Every agent event it takes in is persisted (with the turn's new checkpoint)
+//! before anything else happens, so a restart of this actor, of the provider
+//! worker or of the whole daemon resumes from exactly what clients have seen.
+
+use crate::context::{derived_id, Context};
+use crate::diagnostics;
+use crate::error::{DaemonError, DaemonResult};
+use crate::names;
+use crate::provider::{ProviderMsg, RunAck};
+use crate::session::SessionMsg;
+use bosun_adapters::{AgentEvent, LogLevel, TurnControl, TurnInput, TurnOutcome};
+use bosun_proto::{
+    Action, ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, Policy, Topic, TurnStatus,
+};
+use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnRecord};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long an interrupted provider gets to stop before the turn is ended anyway.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+pub struct TurnActor;
+
+pub struct TurnArgs {
+    pub ctx: Context,
+    pub session_id: String,
+    /// The turn's number in its session: the key of its record.
+    pub number: u64,
+}
+
+pub struct TurnState {
+    ctx: Context,
+    record: TurnRecord,
+    cwd: PathBuf,
+    topic: Topic,
+}
+
+pub enum TurnMsg {
+    /// The `no`-th event of the turn, from the provider worker.
+    Agent { no: u64, event: AgentEvent },
+    Interrupt(RpcReplyPort<DaemonResult<()>>),
+    Steer(String, RpcReplyPort<DaemonResult<()>>),
+    Decide(String, Decision, RpcReplyPort<DaemonResult<ApprovalView>>),
+    /// The provider worker was restarted: the turn must be resumed on it, or failed.
+    ProviderRestarted,
+    InterruptTimeout,
+    Crash,
+}
+
+impl Actor for TurnActor {
+    type Msg = TurnMsg;
+    type State = TurnState;
+    type Arguments = TurnArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<TurnMsg>, args: TurnArgs) -> Result<TurnState, ActorProcessingErr> {
+        let key = TurnRecord::key_for(&args.session_id, args.number);
+        let record = args
+            .ctx
+            .store
+            .get::<TurnRecord>(&key)?
+            .ok_or_else(|| format!("turn record {key} is missing"))?;
+        let session = args
+            .ctx
+            .store
+            .get::<SessionRecord>(&args.session_id)?
+            .ok_or_else(|| format!("session {} is missing", args.session_id))?;
+        Ok(TurnState { topic: Topic::session(&args.session_id), cwd: PathBuf::from(session.cwd), record, ctx: args.ctx })
+    }
+
+    async fn post_start(&self, myself: ActorRef<TurnMsg>, state: &mut TurnState) -> Result<(), ActorProcessingErr> {
+        if state.record.status.is_final() {
+            // Ended before a crash could tell the session; let the session catch up.
+            state.notify_session_ended();
+            myself.stop(None);
+            return Ok(());
+        }
+        state.run_on_provider(&myself).await
+    }
+
+    async fn handle(&self, myself: ActorRef<TurnMsg>, msg: TurnMsg, state: &mut TurnState) -> Result<(), ActorProcessingErr> {
+        if state.record.status.is_final() {
+            // Only answers remain to be given once the turn has ended.
+            match msg {
+                TurnMsg::Interrupt(reply) => drop(reply.send(Ok(()))),
+                TurnMsg::Steer(_, reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
+                TurnMsg::Decide(id, decision, reply) => drop(reply.send(state.decide_after_end(&id, decision))),
+                _ => {}
+            }
+            return Ok(());
+        }
+        match msg {
+            TurnMsg::Agent { no, event } => state.on_agent_event(&myself, no, event).await?,
+            TurnMsg::Interrupt(reply) => {
+                let result = state.interrupt(&myself).await;
+                let _ = reply.send(result);
+            }
+            TurnMsg::Steer(text, reply) => {
+                let result = state.steer(text).await;
+                let _ = reply.send(result);
+            }
+            TurnMsg::Decide(id, decision, reply) => {
+                let result = state.decide(&id, decision, DecidedBy::User).await;
+                let _ = reply.send(result);
+            }
+            TurnMsg::ProviderRestarted => state.run_on_provider(&myself).await?,
+            TurnMsg::InterruptTimeout => {
+                tracing::warn!(session_id = %state.record.session_id, turn_id = %state.record.id, "provider did not stop in time; ending the turn");
+                state.finish(&myself, TurnStatus::Interrupted, Some("interrupted; the provider did not stop in time".into())).await?;
+            }
+            TurnMsg::Crash => {
+                if state.ctx.settings.fault_injection {
+                    panic!("injected fault: turn {}", state.record.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TurnState {
+    fn session_id(&self) -> &str {
+        &self.record.session_id
+    }
+
+    /// Starts the turn on the provider worker, resumes it there after a crash,
+    /// or re-attaches to it if it kept running while this actor restarted.
+    async fn run_on_provider(&mut self, myself: &ActorRef<TurnMsg>) -> Result<(), ActorProcessingErr> {
+        let fresh = self.record.status == TurnStatus::Started && self.record.events_seen == 0;
+        let input = TurnInput {
+            session_id: self.record.session_id.clone(),
+            turn_id: self.record.id.clone(),
+            text: self.record.text.clone(),
+            cwd: self.cwd.clone(),
+            resume: if fresh { None } else { self.record.checkpoint.clone() },
+        };
+        let delivered = self.record.events_seen;
+        let name = names::provider(self.session_id());
+        let answer = crate::route::call::<ProviderMsg, _, _>(&name, |reply| ProviderMsg::RunTurn { input, delivered, reply }).await;
+        match answer {
+            Ok(Ok(ack)) => {
+                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, ?ack, "turn on provider");
+                if self.record.status == TurnStatus::Started {
+                    self.set_status(TurnStatus::Running).await?;
+                } else if ack == RunAck::Started && !fresh {
+                    self.notice("resumed after a restart").await?;
+                }
+                Ok(())
+            }
+            Ok(Err(reason)) => {
+                let reason = format!("the turn was cut by a crash and cannot be resumed: {reason}");
+                self.finish(myself, TurnStatus::Failed, Some(reason)).await
+            }
+            Err(e) => self.finish(myself, TurnStatus::Failed, Some(format!("the provider is unavailable: {e}"))).await,
+        }
+    }
+
+    async fn on_agent_event(&mut self, myself: &ActorRef<TurnMsg>, no: u64, event: AgentEvent) -> Result<(), ActorProcessingErr> {
+        if no <= self.record.events_seen {
+            return Ok(()); // a replay of what is already persisted
+        }
+        if no != self.record.events_seen + 1 {
+            tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, no, seen = self.record.events_seen, "gap in agent events");
+        }
+        self.record.events_seen = no;
+        match event {
+            AgentEvent::Chunk { kind, text, checkpoint } => {
+                if checkpoint.is_some() {
+                    self.record.checkpoint = checkpoint;
+                }
+                let index = self.record.chunks;
+                self.record.chunks += 1;
+                let mut batch = Batch::new();
+                batch.put(&self.record)?;
+                batch.event(self.event(
+                    EventType::StreamChunk,
+                    json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
+                ));
+                self.ctx.store.commit(batch).await?;
+            }
+            AgentEvent::ApprovalRequest { request_id, action, checkpoint } => {
+                if checkpoint.is_some() {
+                    self.record.checkpoint = checkpoint;
+                }
+                self.on_approval_request(request_id, action).await?;
+            }
+            AgentEvent::Usage(usage) => {
+                self.record.usage = usage;
+                let mut batch = Batch::new();
+                batch.put(&self.record)?;
+                self.ctx.store.commit(batch).await?;
+            }
+            AgentEvent::Log { level, message } => {
+                let level = match level {
+                    LogLevel::Info => "info",
+                    LogLevel::Warn => "warn",
+                    LogLevel::Error => "error",
+                };
+                diagnostics::report(level, Some(self.session_id()), Some(&self.record.id), message);
+                let mut batch = Batch::new();
+                batch.put(&self.record)?;
+                self.ctx.store.commit(batch).await?;
+            }
+            AgentEvent::Finished(outcome) => {
+                let (status, reason) = match outcome {
+                    TurnOutcome::Completed => (TurnStatus::Completed, None),
+                    TurnOutcome::Interrupted => (TurnStatus::Interrupted, None),
+                    TurnOutcome::Failed(reason) => (TurnStatus::Failed, Some(reason)),
+                };
+                self.finish(myself, status, reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_approval_request(&mut self, request_id: String, action: Action) -> Result<(), ActorProcessingErr> {
+        let id = derived_id("a_", &[&self.record.id, &request_id]);
+        if let Some(existing) = self.ctx.store.get::<ApprovalRecord>(&id)? {
+            // A resumed provider asks again: answer from the record.
+            let mut batch = Batch::new();
+            batch.put(&self.record)?;
+            self.ctx.store.commit(batch).await?;
+            match existing.status {
+                ApprovalStatus::Pending => self.set_status(TurnStatus::AwaitingApproval).await?,
+                status => self.send_decision(&request_id, status == ApprovalStatus::Accepted),
+            }
+            return Ok(());
+        }
+        let policy = self
+            .ctx
+            .store
+            .get::<SessionRecord>(self.session_id())?
+            .map(|s| s.policy)
+            .unwrap_or(Policy::PlanOnly);
+        let now = bosun_proto::now_ts();
+        let mut approval = ApprovalRecord {
+            id: id.clone(),
+            session_id: self.record.session_id.clone(),
+            turn_id: self.record.id.clone(),
+            request_id: request_id.clone(),
+            action,
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            requested_at: now.clone(),
+            decided_at: None,
+        };
+        self.record.approvals.push(id.clone());
+        let mut batch = Batch::new();
+        batch.event(self.event(EventType::ApprovalRequested, json!({"approval": approval.view(), "policy": policy})));
+        match policy {
+            Policy::FullAccess => {
+                // Accepted by the daemon, and still on record for audit.
+                approval.status = ApprovalStatus::Accepted;
+                approval.decided_by = Some(DecidedBy::Policy);
+                approval.decided_at = Some(now);
+                batch.event(self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": true})));
+                batch.put(&approval)?.put(&self.record)?;
+                self.ctx.store.commit(batch).await?;
+                self.send_decision(&request_id, true);
+            }
+            Policy::PlanOnly => {
+                self.record.status = TurnStatus::AwaitingApproval;
+                batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::AwaitingApproval})));
+                batch.put(&approval)?.put(&self.record)?;
+                self.ctx.store.commit(batch).await?;
+                self.notify_session_status();
+                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
+            }
+        }
+        Ok(())
+    }
+
+    async fn decide(&mut self, approval_id: &str, decision: Decision, by: DecidedBy) -> DaemonResult<ApprovalView> {
+        let mut approval = self
+            .ctx
+            .store
+            .get::<ApprovalRecord>(approval_id)?
+            .filter(|a| a.turn_id == self.record.id)
+            .ok_or_else(|| DaemonError::NotFound(format!("approval {approval_id} not found")))?;
+        let wanted = decision.resulting_status();
+        if approval.status == wanted {
+            return Ok(approval.view()); // the same decision again: nothing to do
+        }
+        if approval.status != ApprovalStatus::Pending {
+            return Err(DaemonError::Conflict(format!("approval {approval_id} is already {}", approval.status)));
+        }
+        approval.status = wanted;
+        approval.decided_by = Some(by);
+        approval.decided_at = Some(bosun_proto::now_ts());
+        let still_waiting = self.pending_approvals(Some(approval_id))?;
+        let mut batch = Batch::new();
+        batch.put(&approval)?;
+        batch.event(self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": false})));
+        if !still_waiting && self.record.status == TurnStatus::AwaitingApproval {
+            self.record.status = TurnStatus::Running;
+            batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::Running})));
+        }
+        batch.put(&self.record)?;
+        self.ctx.store.commit(batch).await?;
+        self.notify_session_status();
+        self.send_decision(&approval.request_id, decision == Decision::Accept);
+        tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id, %decision, "approval decided");
+        Ok(approval.view())
+    }
+
+    /// A decision arriving after the turn ended: idempotent for the same
+    /// answer, a conflict otherwise (the approval was cancelled or decided).
+    fn decide_after_end(&self, approval_id: &str, decision: Decision) -> DaemonResult<ApprovalView> {
+        let approval = self
+            .ctx
+            .store
+            .get::<ApprovalRecord>(approval_id)?
+            .ok_or_else(|| DaemonError::NotFound(format!("approval {approval_id} not found")))?;
+        if approval.status == decision.resulting_status() {
+            Ok(approval.view())
+        } else {
+            Err(DaemonError::Conflict(format!("approval {approval_id} is already {}", approval.status)))
+        }
+    }
+
+    /// Whether any approval of this turn other than `except` is still pending.
+    fn pending_approvals(&self, except: Option<&str>) -> DaemonResult<bool> {
+        for id in &self.record.approvals {
+            if Some(id.as_str()) == except {
+                continue;
+            }
+            if let Some(a) = self.ctx.store.get::<ApprovalRecord>(id)? {
+                if a.status == ApprovalStatus::Pending {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn send_decision(&self, request_id: &str, approved: bool) {
+        self.control(TurnControl::Decision { request_id: request_id.to_string(), approved });
+    }
+
+    /// Sends a control to the provider; false if the worker is not there.
+    fn control(&self, control: TurnControl) -> bool {
+        crate::route::send(
+            &names::provider(self.session_id()),
+            ProviderMsg::Control { turn_id: self.record.id.clone(), control },
+        )
+    }
+
+    async fn interrupt(&mut self, myself: &ActorRef<TurnMsg>) -> DaemonResult<()> {
+        tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, "interrupt requested");
+        if self.control(TurnControl::Interrupt) {
+            myself.send_after(INTERRUPT_GRACE, || TurnMsg::InterruptTimeout);
+            Ok(())
+        } else {
+            self.finish(myself, TurnStatus::Interrupted, Some("interrupted while the provider was restarting".into()))
+                .await
+                .map_err(|e| DaemonError::Internal(e.to_string()))
+        }
+    }
+
+    async fn steer(&mut self, text: String) -> DaemonResult<()> {
+        self.record.steers.push(text.clone());
+        let mut batch = Batch::new();
+        batch.put(&self.record)?;
+        batch.event(self.event(EventType::TurnSteer, json!({"turn_id": self.record.id, "text": text})));
+        self.ctx.store.commit(batch).await?;
+        if !self.control(TurnControl::Steer(text)) {
+            return Err(DaemonError::Unavailable("the provider is restarting; steer again shortly".into()));
+        }
+        Ok(())
+    }
+
+    async fn set_status(&mut self, status: TurnStatus) -> Result<(), ActorProcessingErr> {
+        if self.record.status == status {
+            return Ok(());
+        }
+        self.record.status = status;
+        let mut batch = Batch::new();
+        batch.put(&self.record)?;
+        batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": status})));
+        self.ctx.store.commit(batch).await?;
+        self.notify_session_status();
+        Ok(())
+    }
+
+    /// A daemon-side line in the turn's stream (e.g. "resumed after a restart").
+    async fn notice(&mut self, text: &str) -> Result<(), ActorProcessingErr> {
+        let index = self.record.chunks;
+        self.record.chunks += 1;
+        let mut batch = Batch::new();
+        batch.put(&self.record)?;
+        batch.event(self.event(
+            EventType::StreamChunk,
+            json!({"turn_id": self.record.id, "index": index, "kind": "notice", "text": format!("[bosun] {text}\n")}),
+        ));
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Ends the turn: cancels what still waits, records the end, tells the
+    /// provider and the session, and stops this actor.
+    async fn finish(&mut self, myself: &ActorRef<TurnMsg>, status: TurnStatus, reason: Option<String>) -> Result<(), ActorProcessingErr> {
+        let now = bosun_proto::now_ts();
+        let mut batch = Batch::new();
+        for id in self.record.approvals.clone() {
+            if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(&id)? {
+                if a.status == ApprovalStatus::Pending {
+                    a.status = ApprovalStatus::Cancelled;
+                    a.decided_by = Some(DecidedBy::Daemon);
+                    a.decided_at = Some(now.clone());
+                    batch.event(self.event(EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})));
+                    batch.put(&a)?;
+                }
+            }
+        }
+        self.record.status = status;
+        self.record.reason = reason.clone();
+        self.record.ended_at = Some(now);
+        batch.put(&self.record)?;
+        batch.event(self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.record.chunks})));
+        batch.event(self.event(
+            EventType::TurnCompleted,
+            json!({"turn_id": self.record.id, "status": status, "reason": reason, "usage": self.record.usage}),
+        ));
+        self.ctx.store.commit(batch).await?;
+        tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, %status, reason = reason.as_deref().unwrap_or(""), "turn ended");
+        crate::route::send(&names::provider(self.session_id()), ProviderMsg::TurnDone { turn_id: self.record.id.clone() });
+        self.notify_session_ended();
+        myself.stop(None);
+        Ok(())
+    }
+
+    fn notify_session_status(&self) {
+        crate::route::send(
+            &names::session(self.session_id()),
+            SessionMsg::TurnStatus { turn_id: self.record.id.clone(), status: self.record.status },
+        );
+    }
+
+    fn notify_session_ended(&self) {
+        crate::route::send(
+            &names::session(self.session_id()),
+            SessionMsg::TurnEnded { turn_id: self.record.id.clone(), status: self.record.status, usage: self.record.usage },
+        );
+    }
+
+    fn event(&self, kind: EventType, data: serde_json::Value) -> NewEvent {
+        NewEvent::new(self.topic.clone(), kind, data)
+    }
+}
+

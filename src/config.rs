@@ -1,0 +1,84 @@
+//! The daemon's configuration: a TOML file, overridden by command-line flags.
+
+use anyhow::Context as _;
+use bosun_adapters::ProviderSpec;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// What a config file may say. Unknown keys are refused by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        for (name, spec) in config.providers.iter_mut() {
+            spec.name = name.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Everything `bosun serve` runs with, once file and flags are merged.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub providers: Vec<ProviderSpec>,
+    pub fault_injection: bool,
+    pub log_format: LogFormat,
+    /// Overrides the store's live fan-out capacity.
+    pub live_capacity: Option<usize>,
+}
+
+/// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("bosun");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local").join("share").join("bosun")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_providers_and_refuses_unknown_keys() {
+        let config: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            [providers.mydemo]
+            kind = "demo"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert!(config.providers.contains_key("mydemo"));
+        let err = toml::from_str::<FileConfig>("lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = toml::from_str::<FileConfig>("[providers.x]\nkind = \"nope\"").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

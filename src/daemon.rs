@@ -1,0 +1,129 @@
+//! Wiring the daemon: open the store, build the shared context, start the
+//! supervision tree, serve until told to stop.
+//!
+//! `run` takes its listener and its shutdown signal as arguments, so tests and
+//! benchmarks start a real daemon on `127.0.0.1:0`.
+
+use crate::config::DaemonConfig;
+use crate::front::{Front, FrontArgs};
+use anyhow::Context as _;
+use bosun_actors::diagnostics::Diagnostics;
+use bosun_actors::sessions::SessionsSupervisor;
+use bosun_actors::supervision::{Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig};
+use bosun_actors::{names, Context, Settings};
+use bosun_adapters::ProviderRegistry;
+use bosun_state::{FlushPolicy, Store, StoreConfig};
+use ractor::Actor;
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a graceful stop waits for the tree before giving up on it.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let mut store_config = StoreConfig {
+        path: config.data_dir.join("store"),
+        flush: FlushPolicy::GroupCommit,
+        ..StoreConfig::default()
+    };
+    if let Some(capacity) = config.live_capacity {
+        store_config.live_capacity = capacity.max(1);
+    }
+    Store::open(store_config).with_context(|| format!("opening the store in {}", config.data_dir.display()))
+}
+
+/// Runs a daemon on `listener` until `shutdown` resolves. `ready` is called
+/// once the tree is up and the front accepts requests.
+pub async fn run(
+    config: DaemonConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&Context),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = open_store(&config)?;
+    let providers = ProviderRegistry::new(config.providers.clone()).context("loading providers")?;
+    let default_cwd = std::env::current_dir().context("reading the current directory")?;
+    let ctx = Context::new(store.clone(), providers, Settings { fault_injection: config.fault_injection, default_cwd });
+    let listener = Arc::new(listener);
+
+    let sup_config = SupervisorConfig {
+        strategy: Strategy::OneForOne,
+        intensity: Intensity { max_restarts: 10, within: Duration::from_secs(60) },
+        backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
+        on_restart: Some(ctx.restart_hook()),
+    };
+    let children = vec![diagnostics_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener)];
+    let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
+        .await
+        .context("starting the supervision tree")?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        head_seq = store.durable_head(),
+        sessions = store.count::<bosun_state::SessionRecord>(),
+        "ready"
+    );
+    ready(&ctx);
+
+    let mut root_handle = root_handle;
+    let outcome = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            if root.stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT)).await.is_err() {
+                tracing::warn!("the supervision tree did not stop in time; killing it");
+                root.kill();
+            }
+            let _ = root_handle.await;
+            Ok(())
+        }
+        // The root gave up (its restart intensity was exceeded): exit with an
+        // error so the process supervisor (systemd, ...) starts a fresh daemon.
+        _ = &mut root_handle => Err(anyhow::anyhow!("the root supervisor stopped; the daemon cannot go on")),
+    };
+    store.close();
+    outcome
+}
+
+fn diagnostics_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec {
+        id: names::DIAGNOSTICS.to_string(),
+        restart: Restart::Permanent,
+        shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+        start: Arc::new(move |sup| {
+            let ctx = ctx.clone();
+            Box::pin(async move { Ok(Diagnostics::spawn_linked(Some(names::DIAGNOSTICS.to_string()), Diagnostics, ctx, sup).await?.0.get_cell()) })
+        }),
+    }
+}
+
+fn sessions_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec {
+        id: names::SESSIONS.to_string(),
+        restart: Restart::Permanent,
+        shutdown: Shutdown::Timeout(Duration::from_secs(15)),
+        start: Arc::new(move |sup| {
+            let ctx = ctx.clone();
+            Box::pin(async move {
+                Ok(SessionsSupervisor::spawn_linked(Some(names::SESSIONS.to_string()), SessionsSupervisor, ctx, sup).await?.0.get_cell())
+            })
+        }),
+    }
+}
+
+fn front_spec(ctx: &Context, listener: Arc<TcpListener>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec {
+        id: names::FRONT.to_string(),
+        restart: Restart::Permanent,
+        shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+        start: Arc::new(move |sup| {
+            let args = FrontArgs { ctx: ctx.clone(), listener: listener.clone() };
+            Box::pin(async move { Ok(Front::spawn_linked(Some(names::FRONT.to_string()), Front, args, sup).await?.0.get_cell()) })
+        }),
+    }
+}

@@ -1,0 +1,383 @@
+//! The HTTP API (`/health`, `/api/v1/...`): one dispatcher matching on method
+//! and path, so every failure — unknown path, wrong method, bad body — gets
+//! the same JSON error shape.
+//!
+//! Reads go to the store; every change goes through the actor that owns it.
+
+use super::error::ApiError;
+use bosun_actors::names;
+use bosun_actors::session::SessionMsg;
+use bosun_actors::sessions::SessionsMsg;
+use bosun_actors::{route, Context};
+use bosun_proto::*;
+use bosun_state::{ApprovalRecord, SessionRecord, TurnRecord};
+use bytes::{Buf, Bytes};
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest page of `/api/v1/events`.
+pub const MAX_EVENTS_PAGE: usize = 10_000;
+
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Reads the body, refusing it past [`MAX_BODY_BYTES`] whatever the
+/// content-length says (chunked bodies included).
+pub async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        if body.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            body.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+pub async fn dispatch(ctx: &Context, req: Request) -> Response {
+    match route_request(ctx, &req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn not_allowed(req: &Request, allowed: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed { method: req.method.to_string(), path: req.path.clone(), allowed }
+}
+
+async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+    let m = &req.method;
+    match segments.as_slice() {
+        ["health"] => match *m {
+            Method::GET => Ok(json_reply(StatusCode::OK, &health(ctx))),
+            _ => Err(not_allowed(req, "GET")),
+        },
+        ["api", "v1", rest @ ..] => match (rest, m.clone()) {
+            (["sessions"], Method::GET) => list_sessions(ctx, req),
+            (["sessions"], Method::POST) => create_session(ctx, req).await,
+            (["sessions"], _) => Err(not_allowed(req, "GET, POST")),
+            (["sessions", id], Method::GET) => get_session(ctx, req, id),
+            (["sessions", id], Method::PATCH) => patch_session(ctx, req, id).await,
+            (["sessions", id], Method::DELETE) => delete_session(ctx, req, id).await,
+            (["sessions", _], _) => Err(not_allowed(req, "GET, PATCH, DELETE")),
+            (["sessions", id, "turns"], Method::POST) => start_turn(ctx, req, id).await,
+            (["sessions", id, "turns"], Method::GET) => list_turns(ctx, req, id),
+            (["sessions", _, "turns"], _) => Err(not_allowed(req, "GET, POST")),
+            (["sessions", id, "turns", turn_id, "interrupt"], Method::POST) => interrupt(ctx, req, id, turn_id).await,
+            (["sessions", id, "turns", turn_id, "steer"], Method::POST) => steer(ctx, req, id, turn_id).await,
+            (["sessions", _, "turns", _, "interrupt" | "steer"], _) => Err(not_allowed(req, "POST")),
+            (["approvals"], Method::GET) => list_approvals(ctx, req),
+            (["approvals"], _) => Err(not_allowed(req, "GET")),
+            (["approvals", id], Method::GET) => get_approval(ctx, req, id),
+            (["approvals", id], Method::POST) => decide(ctx, req, id).await,
+            (["approvals", _], _) => Err(not_allowed(req, "GET, POST")),
+            (["events"], Method::GET) => events(ctx, req),
+            (["events"], _) => Err(not_allowed(req, "GET")),
+            (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),
+            (["providers"], _) => Err(not_allowed(req, "GET")),
+            (["debug", "crash"], Method::POST) => crash(ctx, req).await,
+            (["debug", "crash"], _) => Err(not_allowed(req, "POST")),
+            _ => Err(ApiError::NotFound(format!("no such endpoint: {}", req.path))),
+        },
+        _ => Err(ApiError::NotFound(format!("no such endpoint: {}", req.path))),
+    }
+}
+
+/// Parses a JSON body into `T`, naming what is wrong (unknown fields included).
+fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let content_type = req
+        .headers
+        .get(warp::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" {
+        return Err(ApiError::UnsupportedMediaType(content_type.to_string()));
+    }
+    serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Parses the query string into `T`; unknown parameters are refused by name.
+fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(&req.query).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
+
+fn no_query(req: &Request) -> Result<(), ApiError> {
+    query::<NoQuery>(req).map(|_| ())
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn load_session(ctx: &Context, id: &str) -> Result<SessionRecord, ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::NotFound(format!("session {id:?} not found")));
+    }
+    ctx.store.get::<SessionRecord>(id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))
+}
+
+fn health(ctx: &Context) -> Health {
+    let restarts = ctx.health.restarts();
+    let running = |kind: &str| match kind {
+        "root" => route::lookup_now::<()>(names::ROOT).is_some(),
+        "front" => route::lookup_now::<()>(names::FRONT).is_some(),
+        "sessions" => route::lookup_now::<()>(names::SESSIONS).is_some(),
+        "diagnostics" => route::lookup_now::<()>(names::DIAGNOSTICS).is_some(),
+        _ => true,
+    };
+    let actors: BTreeMap<String, ActorHealth> = restarts
+        .into_iter()
+        .map(|(kind, restarts)| {
+            let running = running(&kind);
+            (kind, ActorHealth { restarts, running })
+        })
+        .collect();
+    Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: ctx.health.uptime_s(),
+        head_seq: ctx.store.durable_head(),
+        sessions: ctx.store.count::<SessionRecord>() as u64,
+        actors,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListSessionsQuery {
+    archived: Option<bool>,
+}
+
+fn list_sessions(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    let q: ListSessionsQuery = query(req)?;
+    let mut sessions: Vec<SessionView> = ctx
+        .store
+        .scan::<SessionRecord>()?
+        .iter()
+        .filter(|s| q.archived.is_none_or(|a| s.archived == a))
+        .map(SessionRecord::view)
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(json_reply(StatusCode::OK, &SessionList { sessions }))
+}
+
+async fn create_session(_ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let body: CreateSessionRequest = json_body(req)?;
+    let view = route::call::<SessionsMsg, _, _>(names::SESSIONS, |r| SessionsMsg::Create(body, r)).await??;
+    Ok(json_reply(StatusCode::CREATED, &view))
+}
+
+fn get_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let record = load_session(ctx, id)?;
+    let turns: Vec<TurnView> = ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
+    let mut pending_approvals = Vec::new();
+    if let Some(active) = &record.active_turn {
+        let key = TurnRecord::key_for(id, record.turn_count);
+        if let Some(turn) = ctx.store.get::<TurnRecord>(&key)?.filter(|t| &t.id == active) {
+            for approval_id in &turn.approvals {
+                if let Some(a) = ctx.store.get::<ApprovalRecord>(approval_id)? {
+                    if a.status == ApprovalStatus::Pending {
+                        pending_approvals.push(a.view());
+                    }
+                }
+            }
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &SessionDetail { session: record.view(), turns, pending_approvals }))
+}
+
+async fn patch_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let patch: PatchSessionRequest = json_body(req)?;
+    if patch.is_empty() {
+        return Err(ApiError::BadRequest("nothing to change: give title, draft, policy or archived".into()));
+    }
+    load_session(ctx, id)?;
+    let view = route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::Patch(patch, r)).await??;
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+async fn delete_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    load_session(ctx, id)?;
+    let id_owned = id.to_string();
+    route::call::<SessionsMsg, _, _>(names::SESSIONS, |r| SessionsMsg::Delete(id_owned, r)).await??;
+    Ok(json_reply(StatusCode::OK, &json!({"id": id, "deleted": true})))
+}
+
+async fn start_turn(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let body: StartTurnRequest = json_body(req)?;
+    load_session(ctx, id)?;
+    let turn_id = route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::StartTurn(body.text, r)).await??;
+    Ok(json_reply(StatusCode::ACCEPTED, &StartTurnResponse { turn_id }))
+}
+
+fn list_turns(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    load_session(ctx, id)?;
+    let turns: Vec<TurnView> = ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
+    Ok(json_reply(StatusCode::OK, &json!({ "turns": turns })))
+}
+
+async fn interrupt(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    load_session(ctx, id)?;
+    let t = turn_id.to_string();
+    route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::Interrupt(t, r)).await??;
+    Ok(json_reply(StatusCode::ACCEPTED, &json!({"turn_id": turn_id, "interrupting": true})))
+}
+
+async fn steer(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let body: SteerRequest = json_body(req)?;
+    if body.text.trim().is_empty() {
+        return Err(ApiError::BadRequest("text must not be empty".into()));
+    }
+    load_session(ctx, id)?;
+    let t = turn_id.to_string();
+    route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::Steer(t, body.text, r)).await??;
+    Ok(json_reply(StatusCode::ACCEPTED, &json!({"turn_id": turn_id, "steered": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    status: Option<String>,
+    session: Option<String>,
+}
+
+fn list_approvals(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    let q: ApprovalsQuery = query(req)?;
+    let status = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(s.parse::<ApprovalStatus>().map_err(ApiError::BadRequest)?),
+    };
+    let mut approvals: Vec<ApprovalView> = ctx
+        .store
+        .scan::<ApprovalRecord>()?
+        .iter()
+        .filter(|a| status.is_none_or(|s| a.status == s))
+        .filter(|a| q.session.as_deref().is_none_or(|s| a.session_id == s))
+        .map(ApprovalRecord::view)
+        .collect();
+    approvals.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
+    Ok(json_reply(StatusCode::OK, &ApprovalList { approvals }))
+}
+
+fn load_approval(ctx: &Context, id: &str) -> Result<ApprovalRecord, ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::NotFound(format!("approval {id:?} not found")));
+    }
+    ctx.store.get::<ApprovalRecord>(id)?.ok_or_else(|| ApiError::NotFound(format!("approval {id} not found")))
+}
+
+fn get_approval(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    Ok(json_reply(StatusCode::OK, &load_approval(ctx, id)?.view()))
+}
+
+async fn decide(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let body: DecisionRequest = json_body(req)?;
+    let approval = load_approval(ctx, id)?;
+    let approval_id = id.to_string();
+    let view = route::call::<SessionMsg, _, _>(&names::session(&approval.session_id), |r| {
+        SessionMsg::Decide(approval_id, body.decision, r)
+    })
+    .await??;
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    session: Option<String>,
+    topic: Option<String>,
+    limit: Option<usize>,
+}
+
+fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    let q: EventsQuery = query(req)?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_EVENTS_PAGE}")));
+    }
+    let topic = match (q.session, q.topic) {
+        (Some(_), Some(_)) => return Err(ApiError::BadRequest("give session or topic, not both".into())),
+        (Some(s), None) => Some(Topic::parse(&format!("session:{s}")).ok_or_else(|| ApiError::BadRequest(format!("bad session id {s:?}")))?),
+        (None, Some(t)) => Some(Topic::parse(&t).ok_or_else(|| ApiError::BadRequest(format!("bad topic {t:?}")))?),
+        (None, None) => None,
+    };
+    // Read the head first: when fewer than `limit` events come back, every
+    // matching event up to it has been seen, so `next` may jump to it.
+    let head = ctx.store.durable_head();
+    let events = ctx.store.events_since(q.since, topic.as_ref(), limit)?;
+    let next = match events.last() {
+        Some(last) if events.len() == limit => last.seq,
+        Some(last) => last.seq.max(head),
+        None => q.since.max(head),
+    };
+    Ok(json_reply(StatusCode::OK, &EventsPage { events, next }))
+}
+
+fn providers(ctx: &Context) -> ProviderList {
+    ProviderList {
+        providers: ctx
+            .providers
+            .list()
+            .map(|p| ProviderView {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_string(),
+                command: p.command.clone(),
+                status: "available".into(),
+            })
+            .collect(),
+    }
+}
+
+async fn crash(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+    if !ctx.settings.fault_injection {
+        return Err(ApiError::Forbidden("fault injection is off; start the daemon with --enable-fault-injection".into()));
+    }
+    no_query(req)?;
+    let body: CrashRequest = json_body(req)?;
+    let sent = super::crash_target(ctx, &body.target)?;
+    Ok(json_reply(StatusCode::ACCEPTED, &json!({"target": body.target, "actor": sent})))
+}

@@ -1,0 +1,81 @@
+//! API errors and their HTTP form: `{"error":{"code","message"}}` with the
+//! status that fits.
+
+use bosun_actors::DaemonError;
+use bosun_proto::ErrorBody;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body must be JSON (content-type: application/json), got {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("store: {0}")]
+    Store(#[from] bosun_state::StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Daemon(e) => match e {
+                DaemonError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
+                DaemonError::Busy { .. } | DaemonError::Conflict(_) => StatusCode::CONFLICT,
+                DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Daemon(e) => e.code(),
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Store(_) => "internal",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        }
+        let mut response = warp::reply::with_status(warp::reply::json(&self.body()), status).into_response();
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            if let Ok(value) = warp::http::HeaderValue::from_str(allowed) {
+                response.headers_mut().insert(warp::http::header::ALLOW, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,189 @@
+//! The front: warp serving the HTTP API and the WebSocket on a listener the
+//! daemon bound once, run by a supervised actor. If the front crashes it is
+//! restarted on the same listener; open WebSocket connections are not cut.
+
+mod api;
+mod error;
+mod ws;
+
+pub use error::ApiError;
+
+use bosun_actors::diagnostics::DiagnosticsMsg;
+use bosun_actors::provider::ProviderMsg;
+use bosun_actors::session::SessionMsg;
+use bosun_actors::sessions::SessionsMsg;
+use bosun_actors::turn::TurnMsg;
+use bosun_actors::{names, route, Context};
+use bosun_proto::{WireFormat, MSGPACK_SUBPROTOCOL};
+use bosun_state::SessionRecord;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use warp::http::{HeaderMap, Method};
+use warp::path::FullPath;
+use warp::reply::Reply;
+use warp::Filter;
+
+/// Largest WebSocket frame a client may send.
+const MAX_WS_FRAME: usize = 64 * 1024;
+
+pub fn routes(ctx: Context) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let ws_ctx = ctx.clone();
+    let websocket = warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .map(move |ws: warp::ws::Ws, protocols: Option<String>| {
+            let ctx = ws_ctx.clone();
+            let msgpack = protocols
+                .as_deref()
+                .is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
+            let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
+            let reply = ws.max_message_size(MAX_WS_FRAME).on_upgrade(move |socket| ws::serve(socket, ctx, format));
+            if msgpack {
+                warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
+            } else {
+                reply.into_response()
+            }
+        });
+    let api = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
+            let ctx = ctx.clone();
+            async move {
+                let body = match api::read_body(Box::pin(body)).await {
+                    Ok(body) => body,
+                    Err(e) => return e.into_response(),
+                };
+                let req = api::Request { method, path: path.as_str().to_string(), query, headers, body };
+                api::dispatch(&ctx, req).await
+            }
+        });
+    websocket.or(api).unify().recover(|rejection: warp::Rejection| async move {
+        // Only the WebSocket filter can reject (a plain GET /ws, say).
+        let err = if rejection.is_not_found() {
+            ApiError::NotFound("no such endpoint".into())
+        } else {
+            ApiError::BadRequest(format!("{rejection:?}"))
+        };
+        Ok::<_, std::convert::Infallible>(err.into_response())
+    })
+    .unify()
+}
+
+/// Sends a `Crash` to the actor a `/api/v1/debug/crash` target names.
+/// Returns the actor's name.
+pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
+    let (kind, id) = target.split_once(':').unwrap_or((target, ""));
+    // Sent a moment later, so the HTTP answer goes out even when the front itself is the target.
+    let later = Duration::from_millis(50);
+    let name = match (kind, id) {
+        ("front", "") => {
+            send_later::<FrontMsg>(names::FRONT, later, || FrontMsg::Crash)?;
+            names::FRONT.to_string()
+        }
+        ("sessions", "") => {
+            send_later::<SessionsMsg>(names::SESSIONS, later, || SessionsMsg::Crash)?;
+            names::SESSIONS.to_string()
+        }
+        ("diagnostics", "") => {
+            send_later::<DiagnosticsMsg>(names::DIAGNOSTICS, later, || DiagnosticsMsg::Crash)?;
+            names::DIAGNOSTICS.to_string()
+        }
+        ("session", id) if !id.is_empty() => {
+            let name = names::session(id);
+            send_later::<SessionMsg>(&name, later, || SessionMsg::Crash)?;
+            name
+        }
+        ("provider", id) if !id.is_empty() => {
+            let name = names::provider(id);
+            send_later::<ProviderMsg>(&name, later, || ProviderMsg::Crash)?;
+            name
+        }
+        ("turn", id) if !id.is_empty() => {
+            let session = ctx
+                .store
+                .scan::<SessionRecord>()?
+                .into_iter()
+                .find(|s| s.active_turn.as_deref() == Some(id))
+                .ok_or_else(|| ApiError::NotFound(format!("no active turn {id}")))?;
+            let name = names::turn(&session.id);
+            send_later::<TurnMsg>(&name, later, || TurnMsg::Crash)?;
+            name
+        }
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions or diagnostics"
+            )))
+        }
+    };
+    tracing::warn!(actor = %name, "fault injected");
+    Ok(name)
+}
+
+fn send_later<M: ractor::Message>(name: &str, delay: Duration, msg: impl FnOnce() -> M + Send + 'static) -> Result<(), ApiError> {
+    let actor: ActorRef<M> = route::lookup_now(name).ok_or_else(|| ApiError::NotFound(format!("actor {name} is not running")))?;
+    actor.send_after(delay, msg);
+    Ok(())
+}
+
+pub struct Front;
+
+pub struct FrontArgs {
+    pub ctx: Context,
+    /// Bound once by the daemon, so a restarted front serves the same address.
+    pub listener: Arc<TcpListener>,
+}
+
+pub enum FrontMsg {
+    Crash,
+}
+
+pub struct FrontState {
+    ctx: Context,
+    server: JoinHandle<()>,
+}
+
+impl Actor for Front {
+    type Msg = FrontMsg;
+    type State = FrontState;
+    type Arguments = FrontArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<FrontMsg>, args: FrontArgs) -> Result<FrontState, ActorProcessingErr> {
+        let std_listener = args.listener.try_clone()?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let server = tokio::spawn(warp::serve(routes(args.ctx.clone())).incoming(listener).run());
+        Ok(FrontState { ctx: args.ctx, server })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<FrontMsg>, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
+        state.server.abort();
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<FrontMsg>, msg: FrontMsg, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FrontMsg::Crash => {
+                if state.ctx.settings.fault_injection {
+                    // Stop accepting on the old server before the panic unwinds,
+                    // so the restarted front is the only one serving.
+                    state.server.abort();
+                    panic!("injected fault: front");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FrontState {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

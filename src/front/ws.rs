@@ -1,0 +1,257 @@
+//! One WebSocket connection: subscriptions, replay from the store, then the
+//! live tail, with no gap and no duplicate across the switch.
+//!
+//! The connection keeps a cursor: the seq up to which every event of its
+//! topics has been sent. The live receiver is taken *before* the store is
+//! read, so whatever the store did not yet hold arrives live; anything at or
+//! below the cursor is dropped as a duplicate. A connection that falls behind
+//! the in-memory fan-out (`Lagged`) is caught up from the store, so a slow
+//! client loses nothing and slows nobody else.
+
+use bosun_actors::Context;
+use bosun_proto::codec::Encoded;
+use bosun_proto::ws::Control;
+use bosun_proto::{ClientOp, Envelope, ErrorDetail, TopicFilter, WireFormat};
+use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use warp::ws::{Message, WebSocket};
+
+/// How long one frame may take to go out before the client is deemed gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Keep-alive pings, so idle connections survive proxies and NATs.
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// Events read from the store per page during replay.
+const REPLAY_PAGE: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("socket: {0}")]
+    Socket(#[from] warp::Error),
+    #[error("the client did not take a frame within {0:?}")]
+    SendTimeout(Duration),
+    #[error("encoding: {0}")]
+    Codec(#[from] bosun_proto::CodecError),
+    #[error("store: {0}")]
+    Store(#[from] bosun_state::StoreError),
+}
+
+struct Connection {
+    ctx: Context,
+    format: WireFormat,
+    sink: futures::stream::SplitSink<WebSocket, Message>,
+    filters: Vec<TopicFilter>,
+    live: Option<broadcast::Receiver<Arc<Envelope>>>,
+    /// Every event with seq ≤ cursor on the subscribed topics has been sent.
+    cursor: u64,
+}
+
+pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
+    let (sink, mut stream) = socket.split();
+    let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0 };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let result: Result<(), ConnError> = async {
+        loop {
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    None => return Ok(()),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        return Ok(());
+                    }
+                    Some(Ok(msg)) => {
+                        if msg.is_close() {
+                            return Ok(());
+                        }
+                        conn.on_client_frame(msg).await?;
+                    }
+                },
+                event = recv_live(&mut conn.live) => conn.on_live(event).await?,
+                _ = ping.tick() => conn.send_raw(Message::ping(Vec::new())).await?,
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::info!(error = %e, "websocket closed");
+    }
+    let _ = conn.sink.close().await;
+}
+
+/// The next live event, or never if not subscribed yet.
+async fn recv_live(live: &mut Option<broadcast::Receiver<Arc<Envelope>>>) -> Result<Arc<Envelope>, RecvError> {
+    match live {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    async fn send_raw(&mut self, msg: Message) -> Result<(), ConnError> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(msg)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::SendTimeout(SEND_TIMEOUT)),
+        }
+    }
+
+    async fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ConnError> {
+        let msg = match self.format.encode(value)? {
+            Encoded::Text(text) => Message::text(text),
+            Encoded::Binary(bytes) => Message::binary(bytes),
+        };
+        self.send_raw(msg).await
+    }
+
+    async fn send_error(&mut self, code: &str, message: String) -> Result<(), ConnError> {
+        self.send(&Control::Error { error: ErrorDetail { code: code.into(), message } }).await
+    }
+
+    async fn on_client_frame(&mut self, msg: Message) -> Result<(), ConnError> {
+        if msg.is_ping() || msg.is_pong() {
+            return Ok(());
+        }
+        let parsed: Result<ClientOp, String> = if msg.is_text() {
+            serde_json::from_slice(msg.as_bytes()).map_err(|e| e.to_string())
+        } else {
+            rmp_serde::from_slice(msg.as_bytes()).map_err(|e| e.to_string())
+        };
+        let op = match parsed {
+            Ok(op) => op,
+            Err(e) => return self.send_error("bad_frame", format!("invalid frame: {e}")).await,
+        };
+        match op {
+            ClientOp::Ping { nonce } => self.send(&Control::Pong { nonce }).await,
+            ClientOp::Subscribe { topics, since } => self.subscribe(topics, since).await,
+            ClientOp::Unsubscribe { topics } => {
+                self.filters.retain(|f| !topics.contains(&f.as_string()));
+                self.send(&Control::Unsubscribed { topics }).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, topics: Vec<String>, since: u64) -> Result<(), ConnError> {
+        if topics.is_empty() {
+            return self.send_error("bad_topic", "topics must name at least one topic".into()).await;
+        }
+        let mut new = Vec::new();
+        for t in &topics {
+            match TopicFilter::parse(t) {
+                Some(f) => new.push(f),
+                None => {
+                    let message = format!("unknown topic {t:?}; use \"*\", \"system\" or \"session:<id>\"");
+                    return self.send_error("bad_topic", message).await;
+                }
+            }
+        }
+        if self.live.is_none() {
+            // Take the live receiver first, then the head: any event above the
+            // head is certain to arrive on the receiver.
+            self.live = Some(self.ctx.store.subscribe());
+            self.cursor = self.ctx.store.durable_head();
+        }
+        new.retain(|f| !self.filters.contains(f));
+        let head = self.cursor;
+        self.send(&Control::Subscribed { topics, since, head }).await?;
+        // Topics already subscribed are live up to the cursor; replay only the new ones.
+        if since < head {
+            self.replay(&new, since, head).await?;
+        }
+        self.filters.extend(new);
+        Ok(())
+    }
+
+    async fn on_live(&mut self, event: Result<Arc<Envelope>, RecvError>) -> Result<(), ConnError> {
+        match event {
+            Ok(env) => {
+                if env.seq <= self.cursor {
+                    return Ok(());
+                }
+                self.cursor = env.seq;
+                if self.filters.iter().any(|f| f.matches(&env.topic)) {
+                    self.send(env.as_ref()).await?;
+                }
+                Ok(())
+            }
+            Err(RecvError::Lagged(missed)) => {
+                // Behind the fan-out: fetch what was skipped from the store.
+                let from = self.cursor;
+                let to = self.ctx.store.durable_head();
+                tracing::debug!(missed, from, to, "websocket subscriber lagged; catching up from the store");
+                let filters = self.filters.clone();
+                self.replay(&filters, from, to).await?;
+                self.cursor = self.cursor.max(to);
+                Ok(())
+            }
+            Err(RecvError::Closed) => {
+                // The store is shutting down.
+                self.live = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends every stored event with `since < seq ≤ until` on `filters`, in seq order.
+    async fn replay(&mut self, filters: &[TopicFilter], since: u64, until: u64) -> Result<(), ConnError> {
+        if filters.is_empty() || since >= until {
+            return Ok(());
+        }
+        let mut source = ReplaySource::new(filters, since, until);
+        while let Some(env) = source.next(&self.ctx)? {
+            self.send(&env).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges the stored events of several topics into one seq-ordered stream.
+struct ReplaySource {
+    /// `None` reads the whole log (a `*` subscription).
+    topics: Vec<Option<bosun_proto::Topic>>,
+    pages: Vec<VecDeque<Envelope>>,
+    /// Per topic, the seq after which the next page is read.
+    read_upto: Vec<u64>,
+    exhausted: Vec<bool>,
+    until: u64,
+}
+
+impl ReplaySource {
+    fn new(filters: &[TopicFilter], since: u64, until: u64) -> ReplaySource {
+        let topics: Vec<Option<bosun_proto::Topic>> = if filters.contains(&TopicFilter::All) {
+            vec![None]
+        } else {
+            filters
+                .iter()
+                .filter_map(|f| match f {
+                    TopicFilter::Topic(t) => Some(Some(t.clone())),
+                    TopicFilter::All => None,
+                })
+                .collect()
+        };
+        let n = topics.len();
+        ReplaySource { topics, pages: vec![VecDeque::new(); n], read_upto: vec![since; n], exhausted: vec![false; n], until }
+    }
+
+    fn next(&mut self, ctx: &Context) -> Result<Option<Envelope>, ConnError> {
+        for i in 0..self.topics.len() {
+            if self.pages[i].is_empty() && !self.exhausted[i] {
+                let page = ctx.store.events_since(self.read_upto[i], self.topics[i].as_ref(), REPLAY_PAGE)?;
+                if page.len() < REPLAY_PAGE || page.last().is_some_and(|e| e.seq >= self.until) {
+                    self.exhausted[i] = true;
+                }
+                if let Some(last) = page.last() {
+                    self.read_upto[i] = last.seq;
+                }
+                let until = self.until;
+                self.pages[i] = page.into_iter().filter(|e| e.seq <= until).collect();
+            }
+        }
+        let best = (0..self.topics.len())
+            .filter_map(|i| self.pages[i].front().map(|e| (e.seq, i)))
+            .min();
+        Ok(best.and_then(|(_, i)| self.pages[i].pop_front()))
+    }
+}

@@ -1,0 +1,188 @@
+//! Snapshot types: what the daemon keeps about sessions, turns and approvals.
+//!
+//! These are internal types, versioned independently of the wire types in
+//! `bosun-proto`; `SCHEMA` is written beside every stored value so a future
+//! daemon can migrate old snapshots (see [`Record::migrate`]).
+
+use bosun_proto::{
+    Action, ApprovalStatus, ApprovalView, DecidedBy, Policy, SessionStatus, SessionView, TurnStatus, TurnView, Usage,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// A kind of snapshot, stored in its own sled tree.
+pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The sled tree holding this kind.
+    const TREE: &'static str;
+    /// The schema version written with every value of this kind.
+    const SCHEMA: u16;
+
+    /// The key of this record in its tree.
+    fn key(&self) -> String;
+
+    /// Turns a value written under an older schema into the current one.
+    /// The default knows no older schema.
+    fn migrate(from_schema: u16, _bytes: &[u8]) -> Result<Self, StoreError> {
+        Err(StoreError::UnsupportedSchema { tree: Self::TREE, found: from_schema, current: Self::SCHEMA })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub provider: String,
+    pub cwd: String,
+    pub title: String,
+    pub policy: Policy,
+    pub archived: bool,
+    pub draft: String,
+    pub active_turn: Option<String>,
+    /// Set while the active turn waits on the user.
+    pub awaiting_approval: bool,
+    pub usage: Usage,
+    /// How many turns were started, used to order turn keys.
+    pub turn_count: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for SessionRecord {
+    const TREE: &'static str = "sessions";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl SessionRecord {
+    pub fn status(&self) -> SessionStatus {
+        if self.archived {
+            SessionStatus::Archived
+        } else if self.awaiting_approval {
+            SessionStatus::AwaitingApproval
+        } else if self.active_turn.is_some() {
+            SessionStatus::Running
+        } else {
+            SessionStatus::Idle
+        }
+    }
+
+    pub fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            provider: self.provider.clone(),
+            cwd: self.cwd.clone(),
+            title: self.title.clone(),
+            policy: self.policy,
+            status: self.status(),
+            archived: self.archived,
+            draft: self.draft.clone(),
+            active_turn: self.active_turn.clone(),
+            usage: self.usage,
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    pub id: String,
+    pub session_id: String,
+    /// Position of this turn in its session (1-based); orders the turn keys.
+    pub number: u64,
+    pub text: String,
+    pub steers: Vec<String>,
+    pub status: TurnStatus,
+    pub reason: Option<String>,
+    pub usage: Usage,
+    /// The provider's own resume point (opaque to the daemon), updated as the
+    /// turn progresses, so a restarted worker can pick the turn up.
+    pub checkpoint: Option<serde_json::Value>,
+    /// How many stream chunks this turn has emitted (their `index` runs 0..).
+    pub chunks: u64,
+    /// How many agent events the turn has taken in, so a re-attached worker
+    /// replays only what came after them.
+    #[serde(default)]
+    pub events_seen: u64,
+    /// Ids of the approvals this turn asked for, in order.
+    #[serde(default)]
+    pub approvals: Vec<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+}
+
+impl Record for TurnRecord {
+    const TREE: &'static str = "turns";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        TurnRecord::key_for(&self.session_id, self.number)
+    }
+}
+
+impl TurnRecord {
+    /// Turns are keyed `<session>/<number, zero-padded>` so a prefix scan lists
+    /// a session's turns in order.
+    pub fn key_for(session_id: &str, number: u64) -> String {
+        format!("{session_id}/{number:010}")
+    }
+
+    pub fn prefix_for(session_id: &str) -> String {
+        format!("{session_id}/")
+    }
+
+    pub fn view(&self) -> TurnView {
+        TurnView {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            text: self.text.clone(),
+            status: self.status,
+            reason: self.reason.clone(),
+            usage: self.usage,
+            started_at: self.started_at.clone(),
+            ended_at: self.ended_at.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub session_id: String,
+    pub turn_id: String,
+    /// The provider's id for this request, so a resumed provider that asks
+    /// again is matched to the same approval.
+    pub request_id: String,
+    pub action: Action,
+    pub status: ApprovalStatus,
+    pub decided_by: Option<DecidedBy>,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+}
+
+impl Record for ApprovalRecord {
+    const TREE: &'static str = "approvals";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl ApprovalRecord {
+    pub fn view(&self) -> ApprovalView {
+        ApprovalView {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            turn_id: self.turn_id.clone(),
+            action: self.action.clone(),
+            status: self.status,
+            decided_by: self.decided_by,
+            requested_at: self.requested_at.clone(),
+            decided_at: self.decided_at.clone(),
+        }
+    }
+}

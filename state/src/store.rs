@@ -1,0 +1,347 @@
+//! The store handle: opening, reads, and the door to the writer thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use bosun_proto::{Envelope, Topic};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::codec::{self, EVENTS, META, TOPIC_INDEX};
+use crate::writer::{Ack, Msg, Request, Writer};
+use crate::{Batch, Record, StoreError};
+
+/// Layout version of the whole store (tree names, key and value layouts),
+/// recorded in the `meta` tree. Record schemas are versioned separately.
+pub const FORMAT_VERSION: u16 = 1;
+const FORMAT_KEY: &[u8] = b"format";
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub flush: FlushPolicy,
+    /// Capacity of the live broadcast; a subscriber further behind gets
+    /// `Lagged` and must catch up with `events_since`.
+    pub live_capacity: usize,
+    /// Most requests one group commit takes from the queue.
+    pub max_group: usize,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig { path: path.into(), ..Self::default() }
+    }
+}
+
+impl Default for StoreConfig {
+    /// The path is empty: set it (`open` refuses an empty path).
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::new(), flush: FlushPolicy::GroupCommit, live_capacity: 8192, max_group: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Requests queued while the writer is busy share one flush.
+    #[default]
+    GroupCommit,
+    /// One flush per `commit` call; only for comparison in benchmarks.
+    EveryRequest,
+}
+
+/// State shared by the handle (readers) and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) db: sled::Db,
+    pub(crate) events: sled::Tree,
+    pub(crate) index: sled::Tree,
+    trees: RwLock<HashMap<&'static str, sled::Tree>>,
+    /// Highest seq that is flushed and published. Readers never go past it.
+    pub(crate) head: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) live: broadcast::Sender<Arc<Envelope>>,
+    /// Lets tests stop the writer between apply and flush, or fail the flush.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) before_flush: Mutex<Option<Box<dyn FnMut() -> Result<(), sled::Error> + Send>>>,
+}
+
+impl Shared {
+    pub(crate) fn tree(&self, name: &'static str) -> Result<sled::Tree, StoreError> {
+        if codec::is_reserved(name) {
+            return Err(StoreError::ReservedTree(name));
+        }
+        if let Some(tree) = self.trees.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(tree.clone());
+        }
+        let tree = self.db.open_tree(name)?;
+        self.trees.write().unwrap_or_else(|e| e.into_inner()).insert(name, tree.clone());
+        Ok(tree)
+    }
+}
+
+/// The durable store. Cheap to clone; every clone talks to the same writer.
+/// The writer stops on [`Store::close`] or when the last clone drops; the sled
+/// database (and its file lock) is released when the last clone drops.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Msg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if config.path.as_os_str().is_empty() {
+            return Err(StoreError::Config("empty path".into()));
+        }
+        // No background flush: every write goes through the writer, which
+        // flushes before it acknowledges, so a timer would only add work.
+        let db = sled::Config::new().path(&config.path).flush_every_ms(None).open()?;
+        check_format(&db)?;
+        let events = db.open_tree(EVENTS)?;
+        let index = db.open_tree(TOPIC_INDEX)?;
+        // The last key is found by descending the tree, not by scanning it.
+        let head = match events.last()? {
+            Some((key, _)) => codec::seq_from_key(&key)?,
+            None => 0,
+        };
+        let (live, _) = broadcast::channel(config.live_capacity.max(1));
+        let shared = Arc::new(Shared {
+            db,
+            events,
+            index,
+            trees: RwLock::new(HashMap::new()),
+            head: AtomicU64::new(head),
+            flushes: AtomicU64::new(0),
+            live,
+            #[cfg(test)]
+            before_flush: Mutex::new(None),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer::new(shared.clone(), receiver, config.flush, config.max_group.max(1), head);
+        let handle = std::thread::Builder::new()
+            .name("bosun-store-writer".into())
+            .spawn(move || writer.run())
+            ?;
+        tracing::debug!(path = %config.path.display(), head, "store opened");
+        Ok(Store { inner: Arc::new(Inner { shared, sender, writer: Mutex::new(Some(handle)) }) })
+    }
+
+    /// Returns once the batch is flushed to disk and its events are published,
+    /// with the envelopes in seq order. Dropping the future does not cancel
+    /// the commit: once submitted, the batch is written.
+    pub async fn commit(&self, batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(batch, Ack::Async(tx))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::commit`] for threads outside the async runtime. Safe to call
+    /// from a runtime thread too (it blocks that thread until the flush).
+    pub fn commit_blocking(&self, batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(batch, Ack::Blocking(tx))?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit(&self, batch: Batch, ack: Ack) -> Result<(), StoreError> {
+        self.inner.sender.send(Msg::Commit(Request { batch, ack })).map_err(|_| StoreError::Closed)
+    }
+
+    /// The live tail, in seq order, from the next published event on.
+    /// Subscribe before reading history and de-duplicate by seq; on `Lagged`,
+    /// catch up with [`Store::events_since`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.inner.shared.live.subscribe()
+    }
+
+    pub fn durable_head(&self) -> u64 {
+        self.inner.shared.head.load(Ordering::Acquire)
+    }
+
+    /// Events with `seq > since`, ascending, at most `limit`, never beyond
+    /// [`Store::durable_head`]: an event applied but not yet flushed could
+    /// still vanish in a crash, so no reader may see it.
+    pub fn events_since(&self, since: u64, topic: Option<&Topic>, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let head = self.durable_head();
+        if limit == 0 || since >= head {
+            return Ok(Vec::new());
+        }
+        match topic {
+            None => self.all_events_since(since, head, limit),
+            Some(topic) => self.topic_events_since(topic, since, head, limit),
+        }
+    }
+
+    fn all_events_since(&self, since: u64, head: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let shared = &self.inner.shared;
+        let mut out = Vec::with_capacity(limit.min((head - since) as usize).min(4096));
+        for item in shared.events.range(codec::seq_key(since + 1)..=codec::seq_key(head)).take(limit) {
+            let (_, value) = item?;
+            out.push(codec::decode_envelope(&value)?);
+        }
+        Ok(out)
+    }
+
+    fn topic_events_since(&self, topic: &Topic, since: u64, head: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let shared = &self.inner.shared;
+        let prefix = codec::index_prefix(topic);
+        let start = codec::index_key(&prefix, since + 1);
+        let end = codec::index_key(&prefix, head);
+        let mut seqs: Vec<u64> = Vec::new();
+        // An entry keyed at or below `since` may still list later seqs of its
+        // group; only the last such entry can (groups cover disjoint ranges).
+        if let Some(item) = shared.index.range(prefix.as_slice()..start.as_slice()).next_back() {
+            let (key, value) = item?;
+            seqs.extend(codec::index_seqs(&key, &value)?.into_iter().filter(|&s| s > since && s <= head));
+        }
+        if seqs.len() < limit {
+            for item in shared.index.range(start.as_slice()..=end.as_slice()) {
+                let (key, value) = item?;
+                seqs.extend(codec::index_seqs(&key, &value)?.into_iter().filter(|&s| s <= head));
+                if seqs.len() >= limit {
+                    break;
+                }
+            }
+        }
+        seqs.truncate(limit);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(value) = shared.events.get(codec::seq_key(seq))? else {
+                tracing::warn!(seq, %topic, "topic index names a missing event");
+                continue;
+            };
+            let env = codec::decode_envelope(&value)?;
+            // Guards against an index entry left over from a failed commit
+            // whose seq was later reused for another topic.
+            if env.topic == *topic {
+                out.push(env);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        match tree.get(key.as_bytes())? {
+            Some(value) => codec::decode_record(&value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record of a kind, in key order.
+    pub fn scan<R: Record>(&self) -> Result<Vec<R>, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        decode_all(tree.iter())
+    }
+
+    /// Records whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<R: Record>(&self, prefix: &str) -> Result<Vec<R>, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        decode_all(tree.scan_prefix(prefix.as_bytes()))
+    }
+
+    /// How many records of a kind are stored (walks the tree; 0 if it cannot
+    /// be read).
+    pub fn count<R: Record>(&self) -> usize {
+        self.inner.shared.tree(R::TREE).map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// Rewrites every record of a kind stored under an older schema in the
+    /// current one (through [`Record::migrate`]), in one commit. Reads migrate
+    /// on the fly anyway; this makes the upgrade permanent. Call it before
+    /// anything else writes that kind: a concurrent put could be overwritten.
+    pub fn upgrade<R: Record>(&self) -> Result<usize, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        let mut batch = Batch::new();
+        for item in tree.iter() {
+            let (_, value) = item?;
+            if codec::record_schema(R::TREE, &value)? != R::SCHEMA {
+                let record: R = codec::decode_record(&value)?;
+                batch.put(&record)?;
+            }
+        }
+        let upgraded = batch.write_count();
+        self.commit_blocking(batch)?;
+        Ok(upgraded)
+    }
+
+    /// How many sled flushes the writer has done since open.
+    pub fn flush_count(&self) -> u64 {
+        self.inner.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writer after it has committed every request queued before
+    /// this call; later commits fail with [`StoreError::Closed`]. Reads keep
+    /// working until the last clone drops.
+    pub fn close(&self) {
+        self.inner.shutdown();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            // Queued behind every request already sent, so those drain first.
+            let _ = self.sender.send(Msg::Stop);
+            if handle.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn decode_all<R: Record>(iter: sled::Iter) -> Result<Vec<R>, StoreError> {
+    let mut out = Vec::new();
+    for item in iter {
+        let (_, value) = item?;
+        out.push(codec::decode_record(&value)?);
+    }
+    Ok(out)
+}
+
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    let meta = db.open_tree(META)?;
+    match meta.get(FORMAT_KEY)? {
+        Some(value) => {
+            let bytes: [u8; 2] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::corrupt(META, format!("format of {} bytes", value.len())))?;
+            let found = u16::from_be_bytes(bytes);
+            if found != FORMAT_VERSION {
+                return Err(StoreError::UnsupportedSchema { tree: META, found, current: FORMAT_VERSION });
+            }
+        }
+        None => {
+            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            db.flush()?;
+        }
+    }
+    Ok(())
+}

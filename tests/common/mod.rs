@@ -1,0 +1,309 @@
+//! Test harness: the real `bosun` binary on a free loopback port, spoken to
+//! over HTTP and WebSocket.
+#![allow(dead_code)]
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bosun");
+
+#[derive(Clone, Default)]
+pub struct Options {
+    pub fault_injection: bool,
+    pub live_capacity: Option<usize>,
+    pub config: Option<String>,
+    pub log: Option<String>,
+}
+
+/// A running daemon. Dropping it kills the process.
+pub struct Daemon {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub options: Options,
+    pub http: reqwest::Client,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn start(data_dir: &Path, options: Options) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        if options.fault_injection {
+            cmd.arg("--enable-fault-injection");
+        }
+        if let Some(cap) = options.live_capacity {
+            cmd.arg("--live-capacity").arg(cap.to_string());
+        }
+        if let Some(config) = &options.config {
+            let path = data_dir.join("bosun-test.toml");
+            std::fs::create_dir_all(data_dir).expect("data dir");
+            std::fs::write(&path, config).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env("BOSUN_LOG", options.log.clone().unwrap_or_else(|| "info".into()));
+        cmd.current_dir(data_dir.parent().unwrap_or(data_dir));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn bosun");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                if std::env::var_os("BOSUN_TEST_VERBOSE").is_some() {
+                    eprintln!("[daemon] {line}");
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not print its URL; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        Daemon { child, url, data_dir: data_dir.to_path_buf(), options, http: reqwest::Client::new(), stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(mut self) -> Daemon {
+        self.kill9();
+        Daemon::start(&self.data_dir.clone(), self.options.clone())
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.url.replacen("http://", "ws://", 1))
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn ok_get(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn new_session(&self, cwd: &Path, policy: &str) -> String {
+        let (status, body) = self
+            .post("/api/v1/sessions", json!({"provider":"demo","cwd":cwd,"title":"test","policy":policy}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn start_turn(&self, session: &str, text: &str) -> String {
+        let (status, body) = self.post(&format!("/api/v1/sessions/{session}/turns"), json!({"text": text})).await;
+        assert_eq!(status, 202, "{body}");
+        body["turn_id"].as_str().expect("turn_id").to_string()
+    }
+
+    /// All stored events with seq > since for a session (or all), paging.
+    pub async fn events(&self, session: Option<&str>, since: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut since = since;
+        loop {
+            let path = match session {
+                Some(s) => format!("/api/v1/events?since={since}&session={s}&limit=1000"),
+                None => format!("/api/v1/events?since={since}&limit=1000"),
+            };
+            let page = self.ok_get(&path).await;
+            let events = page["events"].as_array().expect("events").clone();
+            let n = events.len();
+            out.extend(events);
+            since = page["next"].as_u64().expect("next");
+            if n < 1000 {
+                return out;
+            }
+        }
+    }
+
+    /// Polls until `pred` holds for the session's event list, or panics.
+    pub async fn wait_events(&self, session: &str, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = self.events(Some(session), 0).await;
+            if pred(&events) {
+                return events;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; events: {:#?}", events.iter().rev().take(10).collect::<Vec<_>>());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_turn_end(&self, session: &str, turn: &str) -> Value {
+        let events = self
+            .wait_events(session, "turn:completed", |evs| evs.iter().any(|e| is_turn_completed(e, turn)))
+            .await;
+        events.into_iter().find(|e| is_turn_completed(e, turn)).expect("turn:completed")
+    }
+
+    pub async fn wait_pending_approval(&self, session: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body = self.ok_get(&format!("/api/v1/approvals?status=pending&session={session}")).await;
+            if let Some(a) = body["approvals"].as_array().and_then(|a| a.first()) {
+                return a.clone();
+            }
+            assert!(Instant::now() < deadline, "no pending approval for {session}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_health(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get("/health").await;
+            if status == 200 && pred(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "health never matched: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is_turn_completed(e: &Value, turn: &str) -> bool {
+    e["type"] == "turn:completed" && e["data"]["turn_id"] == turn
+}
+
+/// The text of a turn's stream chunks, in index order, checking indexes run 0.. without gap or duplicate.
+pub fn turn_text(events: &[Value], turn: &str, kind: Option<&str>) -> String {
+    let chunks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn)
+        .collect();
+    for (i, c) in chunks.iter().enumerate() {
+        assert_eq!(c["data"]["index"].as_u64(), Some(i as u64), "chunk indexes must run 0.. without gap: {c}");
+    }
+    chunks
+        .iter()
+        .filter(|c| kind.is_none_or(|k| c["data"]["kind"] == k))
+        .map(|c| c["data"]["text"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// Seqs must be strictly increasing.
+pub fn assert_increasing(events: &[Value]) {
+    for w in events.windows(2) {
+        assert!(w[0]["seq"].as_u64() < w[1]["seq"].as_u64(), "seq not increasing: {} then {}", w[0], w[1]);
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_connect(daemon: &Daemon) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(daemon.ws_url()).await.expect("ws connect");
+    ws
+}
+
+pub async fn ws_send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.expect("ws send");
+}
+
+/// The next JSON frame (skipping pings), or None on timeout.
+pub async fn ws_next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next()).await.ok()??.ok()?;
+        match msg {
+            Message::Text(t) => return Some(serde_json::from_str(&t).expect("json frame")),
+            Message::Binary(b) => return Some(rmp_serde::from_slice(&b).expect("msgpack frame")),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// Subscribes and returns the `subscribed` answer.
+pub async fn ws_subscribe(ws: &mut Ws, topics: &[&str], since: u64) -> Value {
+    ws_send(ws, json!({"op":"subscribe","topics":topics,"since":since})).await;
+    let ack = ws_next(ws, Duration::from_secs(10)).await.expect("subscribed");
+    assert_eq!(ack["op"], "subscribed", "{ack}");
+    ack
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("bosun-test").tempdir().expect("tempdir")
+}
