@@ -130,17 +130,35 @@ async fn interrupt_kills_a_running_command() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
     let s = d.new_session(dir.path(), "full-access").await;
-    let marker = format!("bosun-test-sleep-{}", std::process::id());
-    let t = d.start_turn(&s, &format!("RUN: sleep 300; echo {marker}")).await;
+    // A sleep whose argument is unique to this test, to find it in /proc.
+    let marker = format!("299.{}", std::process::id());
+    let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
     d.wait_events(&s, "the command started", |evs| evs.iter().any(|e| e["type"] == "approval:resolved")).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
     assert_eq!(status, 202);
     let done = d.wait_turn_end(&s, &t).await;
     assert_eq!(done["data"]["status"], "interrupted");
     // No `sleep 300` left behind.
-    let out = std::process::Command::new("pgrep").args(["-f", &marker]).output();
-    if let Ok(out) = out {
-        assert!(out.stdout.is_empty(), "process left behind: {}", String::from_utf8_lossy(&out.stdout));
+    let left = processes_with(&format!("sleep {marker}"));
+    assert!(left.is_empty(), "process left behind: {left:?}");
+}
+
+/// Command lines of live processes that mention `needle` (from /proc, so no
+/// extra tool is needed).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+        if cmdline.contains(needle) && !zombie {
+            found.push(cmdline);
+        }
     }
+    found
 }
