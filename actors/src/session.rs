@@ -109,14 +109,21 @@ impl Actor for SessionActor {
             }
             SessionMsg::Interrupt(turn_id, reply) => {
                 let r = match state.active_turn(&turn_id) {
-                    Ok(()) => crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt).await.and_then(|r| r),
+                    Ok(()) => {
+                        let r = crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt).await;
+                        state.unless_ended(&turn_id, r)
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
             }
             SessionMsg::Steer(turn_id, text, reply) => {
                 let r = match state.active_turn(&turn_id) {
-                    Ok(()) => crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), |p| TurnMsg::Steer(text, p)).await.and_then(|r| r),
+                    Ok(()) => {
+                        let name = names::turn(&state.record.id);
+                        let r = crate::route::call::<TurnMsg, _, _>(&name, |p| TurnMsg::Steer(text, p)).await;
+                        state.unless_ended(&turn_id, r)
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
@@ -173,6 +180,16 @@ impl Actor for SessionActor {
     }
 }
 
+/// A decision on an approval that is no longer the turn actor's to take:
+/// the same answer again succeeds, any other is a conflict.
+fn settle_again(approval: &ApprovalRecord, decision: Decision) -> DaemonResult<ApprovalView> {
+    if approval.status == decision.resulting_status() {
+        Ok(approval.view())
+    } else {
+        Err(DaemonError::Conflict(format!("approval {} is already {}", approval.id, approval.status)))
+    }
+}
+
 /// Answers what arrives after `Close`: the session is gone.
 fn refuse_closed(msg: SessionMsg) {
     let gone = || DaemonError::NotFound("session not found".into());
@@ -197,6 +214,21 @@ impl SessionState {
         batch.event(NewEvent::new(self.topic(), EventType::SessionUpdate, json!(self.record.view())));
         self.ctx.store.commit(batch).await?;
         Ok(())
+    }
+
+    /// The answer of a call to the turn actor; if the actor stopped before
+    /// answering because the turn has just ended, a conflict saying so.
+    fn unless_ended(&self, turn_id: &str, answer: DaemonResult<DaemonResult<()>>) -> DaemonResult<()> {
+        match answer {
+            Err(DaemonError::Unavailable(reason)) => {
+                let key = TurnRecord::key_for(&self.record.id, self.record.turn_count);
+                match self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && t.status.is_final()) {
+                    Some(turn) => Err(DaemonError::Conflict(format!("turn {turn_id} has already ended ({})", turn.status))),
+                    None => Err(DaemonError::Unavailable(reason)),
+                }
+            }
+            other => other.and_then(|r| r),
+        }
     }
 
     fn active_turn(&self, turn_id: &str) -> DaemonResult<()> {
@@ -402,15 +434,26 @@ impl SessionState {
             .filter(|a| a.session_id == self.record.id)
             .ok_or_else(|| DaemonError::NotFound(format!("approval {approval_id} not found")))?;
         if self.record.active_turn.as_deref() == Some(approval.turn_id.as_str()) {
-            return crate::route::call::<TurnMsg, _, _>(&names::turn(&self.record.id), |p| TurnMsg::Decide(approval_id, decision, p))
-                .await
-                .and_then(|r| r);
+            let id = approval_id.clone();
+            let name = names::turn(&self.record.id);
+            match crate::route::call::<TurnMsg, _, _>(&name, |p| TurnMsg::Decide(id, decision, p)).await {
+                // The turn actor stopped before answering: the turn may have just
+                // ended, in which case the record now says how it was settled.
+                Err(DaemonError::Unavailable(reason)) => {
+                    let settled = self
+                        .ctx
+                        .store
+                        .get::<ApprovalRecord>(&approval_id)?
+                        .filter(|a| a.status != ApprovalStatus::Pending);
+                    return match settled {
+                        Some(approval) => settle_again(&approval, decision),
+                        None => Err(DaemonError::Unavailable(reason)),
+                    };
+                }
+                other => return other.and_then(|r| r),
+            }
         }
-        if approval.status == decision.resulting_status() {
-            Ok(approval.view())
-        } else {
-            Err(DaemonError::Conflict(format!("approval {approval_id} is already {}", approval.status)))
-        }
+        settle_again(&approval, decision)
     }
 
     async fn close(&mut self) -> DaemonResult<()> {

@@ -87,7 +87,7 @@ impl Actor for TurnActor {
         if state.record.status.is_final() {
             // Only answers remain to be given once the turn has ended.
             match msg {
-                TurnMsg::Interrupt(reply) => drop(reply.send(Ok(()))),
+                TurnMsg::Interrupt(reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
                 TurnMsg::Steer(_, reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
                 TurnMsg::Decide(id, decision, reply) => drop(reply.send(state.decide_after_end(&id, decision))),
                 _ => {}

@@ -135,8 +135,11 @@ impl Server {
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => Err(ApiError::from(body.error).into()),
             // Not the daemon's error shape: something else answers on that
-            // port, or a proxy is in the way. Show what came back.
-            Err(_) => bail!("{method} {url} answered HTTP {status}: {}", text.trim().chars().take(200).collect::<String>()),
+            // port, or a proxy is in the way. Show the start of what came back.
+            Err(_) => {
+                let start: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
+                bail!("{method} {url} answered HTTP {status} without a bosun error body; is a bosun daemon listening at {}? ({start})", self.base())
+            }
         }
     }
 
@@ -145,7 +148,11 @@ impl Server {
             return self.unreachable(&root_cause(&e));
         }
         if e.is_timeout() {
-            return anyhow!("the daemon at {} did not answer {method} {url} within {}s", self.base(), REQUEST_TIMEOUT.as_secs());
+            return anyhow!(
+                "the daemon at {} did not answer {method} {url} within {}s",
+                self.base(),
+                REQUEST_TIMEOUT.as_secs()
+            );
         }
         anyhow!(e).context(format!("{method} {url}"))
     }
@@ -189,7 +196,10 @@ mod tests {
     fn endpoints_encode_segments_and_keep_prefixes() {
         let s = Server::new("http://127.0.0.1:7878/").unwrap();
         assert_eq!(s.endpoint(&["api", "v1", "sessions", "s_1"]).as_str(), "http://127.0.0.1:7878/api/v1/sessions/s_1");
-        assert_eq!(s.endpoint(&["api", "v1", "sessions", "../x?y"]).as_str(), "http://127.0.0.1:7878/api/v1/sessions/..%2Fx%3Fy");
+        assert_eq!(
+            s.endpoint(&["api", "v1", "sessions", "../x?y"]).as_str(),
+            "http://127.0.0.1:7878/api/v1/sessions/..%2Fx%3Fy"
+        );
         assert_eq!(s.ws_endpoint().unwrap().as_str(), "ws://127.0.0.1:7878/ws");
         let s = Server::new("localhost:9/bosun").unwrap();
         assert_eq!(s.endpoint(&["health"]).as_str(), "http://localhost:9/bosun/health");

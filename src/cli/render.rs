@@ -106,9 +106,7 @@ pub fn event_approval(data: &Value) -> Option<ApprovalView> {
 /// The turn an event is about, if any: `data.turn_id`, or the approval's turn.
 pub fn event_turn(env: &Envelope) -> Option<&str> {
     let data = &env.data;
-    data.get("turn_id")
-        .or_else(|| data.get("approval").and_then(|a| a.get("turn_id")))
-        .and_then(Value::as_str)
+    data.get("turn_id").or_else(|| data.get("approval").and_then(|a| a.get("turn_id"))).and_then(Value::as_str)
 }
 
 /// One line for `bosun events`: seq, ts, topic, type, what happened.
@@ -186,7 +184,8 @@ mod tests {
 
     #[test]
     fn tables_pad_all_but_the_last_column() {
-        let t = table(&["ID", "TITLE"], &[vec!["s_1".into(), "a long title".into()], vec!["s_22222".into(), "x".into()]]);
+        let t =
+            table(&["ID", "TITLE"], &[vec!["s_1".into(), "a long title".into()], vec!["s_22222".into(), "x".into()]]);
         assert_eq!(t, "ID       TITLE\ns_1      a long title\ns_22222  x");
     }
 

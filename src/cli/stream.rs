@@ -41,7 +41,8 @@ impl<'a> EventStream<'a> {
     }
 
     async fn connect(&self) -> anyhow::Result<Socket> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(self.url.as_str()).await.map_err(|e| self.connect_error(e))?;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(self.url.as_str()).await.map_err(|e| self.connect_error(e))?;
         let op = ClientOp::Subscribe { topics: self.topics.clone(), since: self.last_seq };
         let frame = serde_json::to_string(&op).context("encoding the subscription")?;
         socket.send(Message::text(frame)).await.with_context(|| format!("subscribing on {}", self.url))?;
@@ -52,7 +53,12 @@ impl<'a> EventStream<'a> {
         match e {
             tungstenite::Error::Io(io) => self.server.unreachable(&io.to_string()),
             tungstenite::Error::Http(response) => {
-                anyhow!("the daemon at {} refused the WebSocket on {}: HTTP {}", self.server.base(), self.url, response.status())
+                anyhow!(
+                    "the daemon at {} refused the WebSocket on {}: HTTP {}",
+                    self.server.base(),
+                    self.url,
+                    response.status()
+                )
             }
             other => anyhow!(other).context(format!("opening the WebSocket {}", self.url)),
         }
@@ -92,7 +98,9 @@ impl<'a> EventStream<'a> {
                 Ok(ServerFrame::Control(Control::Error { error })) => return Err(ApiError::from(error).into()),
                 Ok(ServerFrame::Control(_)) => continue,
                 // A frame from a newer daemon: say so, but keep following.
-                Err(e) => super::note(&format!("skipping a frame this client does not understand ({e}): {}", text.as_str())),
+                Err(e) => {
+                    super::note(&format!("skipping a frame this client does not understand ({e}): {}", text.as_str()))
+                }
             }
         }
     }
@@ -108,7 +116,10 @@ impl<'a> EventStream<'a> {
                     return Ok(socket);
                 }
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(e.context(format!("the connection to the daemon dropped and did not come back within {}s", RECONNECT_FOR.as_secs())))
+                    return Err(e.context(format!(
+                        "the connection to the daemon dropped and did not come back within {}s",
+                        RECONNECT_FOR.as_secs()
+                    )))
                 }
                 Err(_) => {}
             }

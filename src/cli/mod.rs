@@ -1,0 +1,816 @@
+//! The command-line client: `bosun session|send|approve|interrupt|events|status`.
+//!
+//! Each subcommand is one function that talks to the daemon at `--server`
+//! (or `BOSUN_URL`) through [`http::Server`] and, for live output, through the
+//! WebSocket with [`stream::EventStream`]. With `--json` the daemon's answers
+//! are printed as they came, one document per line for streams.
+//!
+//! Exit codes: 0 success; 1 an error (the daemon's or ours, printed as
+//! `error: ...` on stderr); 2 a usage error (clap); for `send --wait` the end
+//! of the turn: 0 completed, 1 failed, 130 interrupted (or Ctrl-C).
+
+mod http;
+mod render;
+mod stream;
+
+use anyhow::{bail, Context as _};
+use bosun_proto::*;
+use http::{Answer, Server};
+use render::{color_stderr, color_stdout, dim};
+use serde_json::Value;
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::time::Duration;
+use stream::EventStream;
+
+const DEFAULT_URL: &str = "http://127.0.0.1:7878";
+/// Events asked for per `GET /api/v1/events` page.
+const EVENTS_PAGE: usize = 1000;
+/// After `session:closed`, how long `send --wait` still waits for the
+/// `turn:completed` that the deletion causes.
+const CLOSED_GRACE: Duration = Duration::from_secs(3);
+
+/// `println!` that returns an error instead of panicking when stdout is gone
+/// (`bosun events | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).context("writing to stdout")
+    };
+}
+
+/// Options every client subcommand takes. They are flattened into each
+/// subcommand (the top-level parser is not ours), and global so they may
+/// also follow a nested subcommand: `bosun session ls --json`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The daemon's URL.
+    #[arg(long, value_name = "URL", env = "BOSUN_URL", default_value = DEFAULT_URL, global = true)]
+    server: String,
+    /// Print the daemon's JSON answers as they are (one document per line for streams).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Create, list, show, change and delete sessions.
+    Session(SessionArgs),
+    /// Send a message to a session: starts a turn (prints its id, or with --wait the reply).
+    Send(SendArgs),
+    /// Accept or decline an action an agent asked for.
+    Approve(ApproveArgs),
+    /// Interrupt the active turn of a session.
+    Interrupt(InterruptArgs),
+    /// Print the event log; with --follow, keep printing live events.
+    Events(EventsArgs),
+    /// Show the daemon's health.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SessionCommand {
+    /// Create a session; prints its id.
+    New(NewSessionArgs),
+    /// List sessions, newest first.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show a session with its turns and pending approvals.
+    Show {
+        #[arg(value_parser = id_arg)]
+        id: String,
+    },
+    /// Change a session's title, policy or archived flag.
+    Set(SetSessionArgs),
+    /// Delete a session: its active turn is interrupted, its pending approvals cancelled.
+    #[command(visible_alias = "delete")]
+    Rm {
+        #[arg(value_parser = id_arg)]
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct NewSessionArgs {
+    /// The agent provider.
+    #[arg(long, default_value = "demo")]
+    provider: String,
+    /// The agent's working directory (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    #[arg(long)]
+    title: Option<String>,
+    /// Who accepts the agent's actions (the daemon's default: plan-only).
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SetSessionArgs {
+    #[arg(value_parser = id_arg)]
+    id: String,
+    #[command(flatten)]
+    changes: SessionChanges,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+struct SessionChanges {
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
+    #[arg(long, conflicts_with = "unarchive")]
+    archive: bool,
+    #[arg(long)]
+    unarchive: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PolicyArg {
+    /// Every action waits for `bosun approve`.
+    PlanOnly,
+    /// The daemon accepts every action itself (and records it).
+    FullAccess,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::PlanOnly => Policy::PlanOnly,
+            PolicyArg::FullAccess => Policy::FullAccess,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The session.
+    #[arg(value_parser = id_arg)]
+    session: String,
+    /// The message; several words are joined with spaces; `-` reads it from stdin.
+    #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+    text: Vec<String>,
+    /// Print the reply live and exit when the turn ends: 0 completed, 1 failed, 130 interrupted.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The approval (`a_...`), as `send --wait` or `session show` print it.
+    #[arg(value_parser = id_arg)]
+    approval: String,
+    #[arg(value_enum)]
+    decision: DecisionArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DecisionArg {
+    Accept,
+    Decline,
+}
+
+impl From<DecisionArg> for Decision {
+    fn from(d: DecisionArg) -> Decision {
+        match d {
+            DecisionArg::Accept => Decision::Accept,
+            DecisionArg::Decline => Decision::Decline,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InterruptArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The session whose active turn to interrupt.
+    #[arg(value_parser = id_arg)]
+    session: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only the events of this session.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Only the events of this topic (`system`, `session:<id>`).
+    #[arg(long, conflicts_with = "session")]
+    topic: Option<String>,
+    /// Start after this seq.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    since: u64,
+    /// After the backlog, keep printing live events until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Refuses ids that could not name anything and that URL path handling
+/// would silently drop (`.`, `..`).
+fn id_arg(s: &str) -> Result<String, String> {
+    match s {
+        "" | "." | ".." => Err(format!("{s:?} is not an id")),
+        _ => Ok(s.to_string()),
+    }
+}
+
+pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
+    match dispatch(cmd).await {
+        Ok(code) => Ok(code),
+        // A reader that went away (`| head`) is not worth an error message;
+        // exit as a process killed by SIGPIPE would.
+        Err(err) if is_broken_pipe(&err) => Ok(141),
+        Err(err) => {
+            // `{:#}` shows the context chain on one line; an API error shows
+            // as `<message> (<code>)`.
+            eprintln!("error: {err:#}");
+            Ok(1)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
+    match cmd {
+        ClientCommand::Session(args) => {
+            let client = Client::new(&args.common)?;
+            match args.command {
+                SessionCommand::New(new) => session_new(&client, new).await,
+                SessionCommand::Ls => session_ls(&client).await,
+                SessionCommand::Show { id } => session_show(&client, &id).await,
+                SessionCommand::Set(set) => session_set(&client, set).await,
+                SessionCommand::Rm { id } => session_rm(&client, &id).await,
+            }
+        }
+        ClientCommand::Send(args) => send(&Client::new(&args.common)?, args).await,
+        ClientCommand::Approve(args) => {
+            approve(&Client::new(&args.common)?, &args.approval, args.decision.into()).await
+        }
+        ClientCommand::Interrupt(args) => interrupt(&Client::new(&args.common)?, &args.session).await,
+        ClientCommand::Events(args) => events(&Client::new(&args.common)?, args).await,
+        ClientCommand::Status(args) => status(&Client::new(&args.common)?).await,
+    }
+}
+
+/// What every subcommand needs: the daemon and the output mode.
+struct Client {
+    server: Server,
+    json: bool,
+    /// Appended to the commands we suggest (`bosun approve ...`), so they
+    /// reach the same daemon when it is not the default one.
+    server_hint: String,
+}
+
+impl Client {
+    fn new(common: &CommonArgs) -> anyhow::Result<Client> {
+        let server = Server::new(&common.server)?;
+        let from_env = std::env::var("BOSUN_URL").ok();
+        let server_hint = if common.server == DEFAULT_URL || from_env.as_deref() == Some(common.server.as_str()) {
+            String::new()
+        } else {
+            format!(" --server {}", common.server)
+        };
+        Ok(Client { server, json: common.json, server_hint })
+    }
+
+    /// Prints an answer as the daemon sent it, on one line.
+    fn print_raw(&self, answer: &Answer) -> anyhow::Result<()> {
+        outln!("{}", answer.text.trim_end())
+    }
+}
+
+/// A dim line on stderr: progress and hints that are not the output proper.
+fn note(text: &str) {
+    eprintln!("{}", dim(color_stderr(), text));
+}
+
+fn session_path(id: &str) -> [&str; 4] {
+    ["api", "v1", "sessions", id]
+}
+
+async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i32> {
+    // The daemon resolves nothing relative to the client, so send an
+    // absolute path; it checks that the directory exists.
+    let cwd = match args.cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let cwd = std::path::absolute(&cwd).with_context(|| format!("making {} absolute", cwd.display()))?;
+    let cwd = cwd.to_str().with_context(|| format!("the directory {} is not valid UTF-8", cwd.display()))?.to_string();
+    let body = CreateSessionRequest {
+        provider: args.provider,
+        cwd: Some(cwd),
+        title: args.title,
+        policy: args.policy.map(Policy::from),
+    };
+    let answer = client.server.post(&["api", "v1", "sessions"], Some(&body)).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let s: SessionView = answer.parse("the new session")?;
+    // The id alone on stdout, so `id=$(bosun session new)` works.
+    outln!("{}", s.id)?;
+    note(&format!("created session {} {:?} ({}, {}) in {}", s.id, s.title, s.provider, s.policy, s.cwd));
+    Ok(0)
+}
+
+async fn session_ls(client: &Client) -> anyhow::Result<i32> {
+    let answer = client.server.get(&["api", "v1", "sessions"], &[]).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let list: SessionList = answer.parse("the sessions")?;
+    if list.sessions.is_empty() {
+        note("no sessions; create one with: bosun session new");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.status.to_string(),
+                s.provider.clone(),
+                s.policy.to_string(),
+                s.active_turn.clone().unwrap_or_else(|| "-".into()),
+                render::clip(&s.title, 50),
+            ]
+        })
+        .collect();
+    outln!("{}", render::table(&["ID", "STATUS", "PROVIDER", "POLICY", "ACTIVE TURN", "TITLE"], &rows))?;
+    Ok(0)
+}
+
+async fn session_show(client: &Client, id: &str) -> anyhow::Result<i32> {
+    let answer = client.server.get(&session_path(id), &[]).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let detail: SessionDetail = answer.parse("the session")?;
+    let s = &detail.session;
+    let bold = color_stdout();
+    outln!("{}  {}", render::bold(bold, &s.id), s.title)?;
+    let mut fields = vec![
+        ("status", s.status.to_string() + &s.active_turn.as_ref().map(|t| format!(" (turn {t})")).unwrap_or_default()),
+        ("provider", s.provider.clone()),
+        ("policy", s.policy.to_string()),
+        ("cwd", s.cwd.clone()),
+        ("created", s.created_at.clone()),
+        ("updated", s.updated_at.clone()),
+        ("usage", format!("{} in, {} out tokens", s.usage.input_tokens, s.usage.output_tokens)),
+    ];
+    if s.archived {
+        fields.push(("archived", "yes".into()));
+    }
+    if !s.draft.is_empty() {
+        fields.push(("draft", render::quote(&s.draft, 60)));
+    }
+    for (name, value) in fields {
+        outln!("  {name:<9} {value}")?;
+    }
+
+    outln!("turns: {}", detail.turns.len())?;
+    if !detail.turns.is_empty() {
+        let rows: Vec<Vec<String>> = detail
+            .turns
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let reason = t.reason.as_deref().map(|r| format!(" ({})", render::clip(r, 60))).unwrap_or_default();
+                vec![
+                    (i + 1).to_string(),
+                    t.id.clone(),
+                    t.status.to_string() + &reason,
+                    t.started_at.clone(),
+                    render::quote(&t.text, 50),
+                ]
+            })
+            .collect();
+        let table = render::table(&["#", "TURN", "STATUS", "STARTED", "TEXT"], &rows);
+        for line in table.lines() {
+            outln!("  {line}")?;
+        }
+    }
+
+    outln!("pending approvals: {}", detail.pending_approvals.len())?;
+    for a in &detail.pending_approvals {
+        outln!("  {}  {} (turn {})", a.id, a.action.describe(), a.turn_id)?;
+        outln!("  {}", dim(bold, &format!("  approve with: bosun approve {} accept{}", a.id, client.server_hint)))?;
+    }
+    Ok(0)
+}
+
+async fn session_set(client: &Client, args: SetSessionArgs) -> anyhow::Result<i32> {
+    let c = args.changes;
+    let archived = if c.archive {
+        Some(true)
+    } else if c.unarchive {
+        Some(false)
+    } else {
+        None
+    };
+    let patch = PatchSessionRequest { title: c.title, draft: None, policy: c.policy.map(Policy::from), archived };
+    let answer = client.server.patch(&session_path(&args.id), &patch).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let s: SessionView = answer.parse("the session")?;
+    outln!("session {} {:?}: {}, policy {}", s.id, s.title, s.status, s.policy)?;
+    Ok(0)
+}
+
+async fn session_rm(client: &Client, id: &str) -> anyhow::Result<i32> {
+    let answer = client.server.delete(&session_path(id)).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+    } else {
+        outln!("deleted session {id}")?;
+    }
+    Ok(0)
+}
+
+/// The message: the words joined, or stdin for `-` (multi-line prompts).
+fn message_text(words: &[String]) -> anyhow::Result<String> {
+    if words == ["-"] {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the message from stdin")?;
+        return Ok(text);
+    }
+    Ok(words.join(" "))
+}
+
+async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
+    let body = StartTurnRequest { text: message_text(&args.text)? };
+    let turns = ["api", "v1", "sessions", args.session.as_str(), "turns"];
+    if !args.wait {
+        let answer = client.server.post(&turns, Some(&body)).await?;
+        if client.json {
+            client.print_raw(&answer)?;
+        } else {
+            outln!("{}", answer.parse::<StartTurnResponse>("the new turn")?.turn_id)?;
+        }
+        return Ok(0);
+    }
+
+    // Read the log's head *before* the turn starts and subscribe from it:
+    // the daemon replays everything after it, so even the first chunks,
+    // emitted before the subscription is live, are not missed. Subscribing
+    // before the POST also means no turn is started that we cannot watch.
+    let health: Health = client.server.get(&["health"], &[]).await?.parse("the daemon's health")?;
+    let mut events =
+        EventStream::open(&client.server, vec![Topic::session(&args.session).to_string()], health.head_seq).await?;
+    let answer = client.server.post(&turns, Some(&body)).await?;
+    let turn_id = answer.parse::<StartTurnResponse>("the new turn")?.turn_id;
+
+    let mut reply = ReplyPrinter { mid_line: false, color: color_stdout(), server_hint: &client.server_hint };
+    let ctrl_c = ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    loop {
+        let grace = async {
+            match closed_at {
+                Some(at) => tokio::time::sleep_until(at + CLOSED_GRACE).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (env, frame) = tokio::select! {
+            next = events.next() => next?,
+            () = &mut ctrl_c => {
+                reply.finish_line()?;
+                // Ctrl-C stops watching, not the agent: say how to stop it.
+                eprintln!("stopped watching; turn {turn_id} goes on (stop it with: bosun interrupt {}{})", args.session, client.server_hint);
+                return Ok(130);
+            }
+            () = grace => {
+                reply.finish_line()?;
+                eprintln!("session {} was deleted; turn {turn_id} ended with it", args.session);
+                return Ok(130);
+            }
+        };
+        // Deleting the session interrupts the turn; its `turn:completed`
+        // should follow, but do not wait for it forever.
+        if env.kind == EventType::SessionClosed {
+            closed_at.get_or_insert_with(tokio::time::Instant::now);
+            continue;
+        }
+        // The topic carries the whole session: keep this turn's events only.
+        if render::event_turn(&env) != Some(turn_id.as_str()) {
+            continue;
+        }
+        if client.json {
+            outln!("{frame}")?;
+        } else {
+            reply.event(&env)?;
+        }
+        if env.kind == EventType::TurnCompleted {
+            reply.finish_line()?;
+            return Ok(turn_exit_code(&turn_id, &env.data));
+        }
+    }
+}
+
+/// Resolves on Ctrl-C. If the handler cannot be installed, never: the
+/// default SIGINT behaviour (the process ends) is then still in place.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// 0 completed, 1 failed, 130 interrupted; the reason goes to stderr.
+fn turn_exit_code(turn_id: &str, data: &Value) -> i32 {
+    let reason = data.get("reason").and_then(Value::as_str);
+    match data.get("status").and_then(Value::as_str) {
+        Some("completed") => 0,
+        Some("interrupted") => {
+            eprintln!("turn {turn_id} interrupted{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+            130
+        }
+        status => {
+            eprintln!("turn {turn_id} {}: {}", status.unwrap_or("ended"), reason.unwrap_or("no reason given"));
+            1
+        }
+    }
+}
+
+/// Prints a turn's events as a reply: chunks as they come, other things on
+/// lines of their own.
+struct ReplyPrinter<'a> {
+    /// Whether the last thing written to stdout left the cursor mid-line.
+    mid_line: bool,
+    color: bool,
+    server_hint: &'a str,
+}
+
+impl ReplyPrinter<'_> {
+    fn event(&mut self, env: &Envelope) -> anyhow::Result<()> {
+        let data = &env.data;
+        let text = data.get("text").and_then(Value::as_str).unwrap_or("");
+        match env.kind {
+            EventType::StreamChunk => match data.get("kind").and_then(Value::as_str) {
+                Some("text" | "command_output") => self.write(text, text),
+                Some("thought") => self.write(&dim(self.color, text), text),
+                // A notice is a line of its own, whether or not it ends in one.
+                _ => self.line(&dim(self.color, &format!("[notice] {}", text.trim_end_matches('\n')))),
+            },
+            EventType::ApprovalRequested => {
+                // Under full-access the daemon decides at once; the resolved
+                // event says so.
+                if data.get("policy").and_then(Value::as_str) == Some(Policy::FullAccess.as_str()) {
+                    return Ok(());
+                }
+                let Some(a) = render::event_approval(data) else { return Ok(()) };
+                let line = format!(
+                    "approval {} requested: {} — approve with: bosun approve {} accept{}",
+                    a.id,
+                    a.action.describe(),
+                    a.id,
+                    self.server_hint
+                );
+                self.line(&render::bold(self.color, &line))
+            }
+            EventType::ApprovalResolved => {
+                let Some(a) = render::event_approval(data) else { return Ok(()) };
+                let line = if data.get("automatic").and_then(Value::as_bool) == Some(true) {
+                    format!(
+                        "approval {} {} by the {} policy: {}",
+                        a.id,
+                        a.status,
+                        Policy::FullAccess,
+                        a.action.describe()
+                    )
+                } else {
+                    format!(
+                        "approval {} {}{}",
+                        a.id,
+                        a.status,
+                        a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default()
+                    )
+                };
+                self.line(&dim(self.color, &line))
+            }
+            EventType::DiagnosticsLog => match data.get("level").and_then(Value::as_str) {
+                Some(level @ ("warn" | "error")) => {
+                    let message = data.get("message").and_then(Value::as_str).unwrap_or("");
+                    self.line(&dim(self.color, &format!("[{level}] {message}")))
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Streamed text, as is; `plain` is the text without styling.
+    fn write(&mut self, styled: &str, plain: &str) -> anyhow::Result<()> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        // Flush at once: this is a live stream, not lines.
+        out.write_all(styled.as_bytes()).and_then(|()| out.flush()).context("writing to stdout")?;
+        self.mid_line = !plain.ends_with('\n');
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.finish_line()?;
+        outln!("{line}")
+    }
+
+    fn finish_line(&mut self) -> anyhow::Result<()> {
+        if self.mid_line {
+            outln!()?;
+            self.mid_line = false;
+        }
+        Ok(())
+    }
+}
+
+async fn approve(client: &Client, id: &str, decision: Decision) -> anyhow::Result<i32> {
+    let answer = client.server.post(&["api", "v1", "approvals", id], Some(&DecisionRequest { decision })).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let a: ApprovalView = answer.parse("the approval")?;
+    outln!("approval {} {}: {}", a.id, a.status, a.action.describe())?;
+    Ok(0)
+}
+
+async fn interrupt(client: &Client, session: &str) -> anyhow::Result<i32> {
+    // Interrupting names a turn; the user names the session, so look up
+    // which turn is active. Should it end meanwhile, the daemon answers
+    // `conflict`, which is reported like any error.
+    let s: SessionView = client.server.get(&session_path(session), &[]).await?.parse("the session")?;
+    let Some(turn) = s.active_turn else {
+        bail!("session {session} has no active turn (it is {})", s.status);
+    };
+    let answer =
+        client.server.post(&["api", "v1", "sessions", session, "turns", &turn, "interrupt"], None::<&()>).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+    } else {
+        outln!("interrupting turn {turn} of session {session}")?;
+    }
+    Ok(0)
+}
+
+async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<i32> {
+    let print = |env: &Envelope, frame: Option<&str>| -> anyhow::Result<()> {
+        match (client.json, frame) {
+            (true, Some(frame)) => outln!("{frame}"),
+            (true, None) => outln!("{}", serde_json::to_string(env).context("encoding an event")?),
+            (false, _) => outln!("{}", render::event_line(env)),
+        }
+    };
+
+    // The backlog, page by page: `next` is where the following page starts.
+    let mut query = vec![("limit", EVENTS_PAGE.to_string())];
+    if let Some(session) = &args.session {
+        query.push(("session", session.clone()));
+    }
+    if let Some(topic) = &args.topic {
+        query.push(("topic", topic.clone()));
+    }
+    let mut since = args.since;
+    loop {
+        let mut page_query = query.clone();
+        page_query.push(("since", since.to_string()));
+        let page: EventsPage =
+            client.server.get(&["api", "v1", "events"], &page_query).await?.parse("a page of events")?;
+        for env in &page.events {
+            print(env, None)?;
+        }
+        let full = page.events.len() == EVENTS_PAGE;
+        // A cursor that does not move would loop forever; trust only progress.
+        let moved = page.next > since;
+        since = since.max(page.next);
+        if !full || !moved {
+            break;
+        }
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+
+    // Live: subscribe from where the backlog ended, so nothing falls between.
+    let topics = match (args.session, args.topic) {
+        (Some(session), _) => vec![Topic::session(&session).to_string()],
+        (None, Some(topic)) => vec![topic],
+        (None, None) => vec!["*".to_string()],
+    };
+    let mut stream = EventStream::open(&client.server, topics, since).await?;
+    let ctrl_c = ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            next = stream.next() => {
+                let (env, frame) = next?;
+                print(&env, Some(&frame))?;
+            }
+            () = &mut ctrl_c => return Ok(130),
+        }
+    }
+}
+
+async fn status(client: &Client) -> anyhow::Result<i32> {
+    let answer = client.server.get(&["health"], &[]).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let h: Health = answer.parse("the daemon's health")?;
+    outln!("bosun {} at {}: {}", h.version, client.server.base(), h.status)?;
+    outln!("  uptime    {}", render::duration(h.uptime_s))?;
+    outln!("  head seq  {}", h.head_seq)?;
+    outln!("  sessions  {}", h.sessions)?;
+    let restarts: Vec<String> = h
+        .actors
+        .iter()
+        .map(|(kind, a)| format!("{kind} {}{}", a.restarts, if a.running { "" } else { " (down)" }))
+        .collect();
+    outln!("  restarts  {}", if restarts.is_empty() { "none".to_string() } else { restarts.join(", ") })?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The shape `main.rs` gives us: flattened into the top-level command.
+    #[derive(Debug, Parser)]
+    #[command(name = "bosun")]
+    struct Top {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+        Top::try_parse_from(std::iter::once("bosun").chain(args.iter().copied())).map(|t| t.command)
+    }
+
+    #[test]
+    fn the_parser_is_consistent() {
+        Top::command().debug_assert();
+    }
+
+    #[test]
+    fn common_options_go_before_or_after_nested_subcommands() {
+        for args in [
+            &["session", "ls", "--json", "--server", "http://x:1"][..],
+            &["session", "--json", "--server", "http://x:1", "ls"],
+        ] {
+            let Ok(ClientCommand::Session(s)) = parse(args) else { panic!("{args:?}") };
+            assert!(s.common.json);
+            assert_eq!(s.common.server, "http://x:1");
+        }
+        let Ok(ClientCommand::Status(s)) = parse(&["status", "--server", "http://y:2", "--json"]) else { panic!() };
+        assert!(s.common.json);
+        assert_eq!(s.common.server, "http://y:2");
+    }
+
+    #[test]
+    fn send_joins_words_and_takes_wait_anywhere() {
+        let Ok(ClientCommand::Send(s)) = parse(&["send", "s_1", "hello", "--wait", "world"]) else { panic!() };
+        assert!(s.wait);
+        assert_eq!(message_text(&s.text).unwrap(), "hello world");
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&["approve", "a_1", "maybe"]).is_err());
+        assert!(parse(&["session", "set", "s_1"]).is_err(), "set needs a change");
+        assert!(parse(&["session", "show", ".."]).is_err());
+        assert!(parse(&["events", "--session", "s", "--topic", "system"]).is_err());
+        assert!(parse(&["session", "new", "--policy", "full-access"]).is_ok());
+    }
+}
