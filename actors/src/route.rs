@@ -14,7 +14,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn lookup<M: Message>(name: &str, grace: Duration) -> Option<ActorRef<M>> {
     let deadline = Instant::now() + grace;
     loop {
-        if let Some(cell) = ractor::registry::where_is(name.to_string()) {
+        if let Some(cell) = ractor::registry::where_is(name) {
             return Some(cell.into());
         }
         if Instant::now() >= deadline {
@@ -26,7 +26,7 @@ pub async fn lookup<M: Message>(name: &str, grace: Duration) -> Option<ActorRef<
 
 /// The actor under `name` now, without waiting.
 pub fn lookup_now<M: Message>(name: &str) -> Option<ActorRef<M>> {
-    ractor::registry::where_is(name.to_string()).map(Into::into)
+    ractor::registry::where_is(name).map(Into::into)
 }
 
 /// Calls the actor under `name` and waits for its answer.
