@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use bosun_proto::{Envelope, Topic};
+use sled::IVec;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::codec::{self, EVENTS, META, TOPIC_INDEX};
@@ -16,7 +17,8 @@ use crate::{Batch, Record, StoreError};
 
 /// Layout version of the whole store (tree names, key and value layouts),
 /// recorded in the `meta` tree. Record schemas are versioned separately.
-pub const FORMAT_VERSION: u16 = 1;
+/// 1 stored one event per key; 2 stores pages of events.
+pub const FORMAT_VERSION: u16 = 2;
 const FORMAT_KEY: &[u8] = b"format";
 
 #[derive(Debug, Clone)]
@@ -109,7 +111,7 @@ impl Store {
         let index = db.open_tree(TOPIC_INDEX)?;
         // The last key is found by descending the tree, not by scanning it.
         let head = match events.last()? {
-            Some((key, _)) => codec::seq_from_key(&key)?,
+            Some((key, value)) => codec::Page::parse(&key, &value)?.last(),
             None => 0,
         };
         let (live, _) = broadcast::channel(config.live_capacity.max(1));
@@ -132,6 +134,18 @@ impl Store {
             ?;
         tracing::debug!(path = %config.path.display(), head, "store opened");
         Ok(Store { inner: Arc::new(Inner { shared, sender, writer: Mutex::new(Some(handle)) }) })
+    }
+
+    /// Makes the next open fast. sled writes its recovery snapshot only when
+    /// it opens a database, and on open replays everything logged since the
+    /// previous open (about 0.7 s after writing a million events here, against
+    /// 0.06 s with nothing to replay). Opening once at clean shutdown, after
+    /// every clone of the store is dropped, moves that cost out of start-up.
+    /// Fails (sled cannot take its lock) while a store on `path` is open.
+    pub fn checkpoint(path: &std::path::Path) -> Result<(), StoreError> {
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        drop(db);
+        Ok(())
     }
 
     /// Returns once the batch is flushed to disk and its events are published,
@@ -187,11 +201,25 @@ impl Store {
     }
 
     fn all_events_since(&self, since: u64, head: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
-        let shared = &self.inner.shared;
-        let mut out = Vec::with_capacity(limit.min((head - since) as usize).min(4096));
-        for item in shared.events.range(codec::seq_key(since + 1)..=codec::seq_key(head)).take(limit) {
-            let (_, value) = item?;
-            out.push(codec::decode_envelope(&value)?);
+        let events = &self.inner.shared.events;
+        let wanted = limit.min(usize::try_from(head - since).unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(wanted.min(4096));
+        // Start at the page holding since + 1, which may begin before it.
+        let start = match events.range(..=codec::seq_key(since + 1)).next_back() {
+            Some(item) => item?.0,
+            None => IVec::from(&codec::seq_key(since + 1)),
+        };
+        for item in events.range(start..=IVec::from(&codec::seq_key(head))) {
+            let (key, value) = item?;
+            let page = codec::Page::parse(&key, &value)?;
+            for seq in page.first().max(since + 1)..=page.last().min(head) {
+                if let Some(envelope) = page.envelope(seq) {
+                    out.push(envelope?);
+                }
+                if out.len() >= wanted {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
@@ -219,16 +247,31 @@ impl Store {
         }
         seqs.truncate(limit);
         let mut out = Vec::with_capacity(seqs.len());
+        // Consecutive seqs of a topic often share a page: keep the last one.
+        let mut page: Option<(IVec, IVec)> = None;
         for seq in seqs {
-            let Some(value) = shared.events.get(codec::seq_key(seq))? else {
+            let held = match &page {
+                Some((key, value)) => codec::Page::parse(key, value)?.holds(seq),
+                None => false,
+            };
+            if !held {
+                page = match shared.events.range(..=codec::seq_key(seq)).next_back() {
+                    Some(item) => Some(item?),
+                    None => None,
+                };
+            }
+            let envelope = match &page {
+                Some((key, value)) => codec::Page::parse(key, value)?.envelope(seq).transpose()?,
+                None => None,
+            };
+            let Some(envelope) = envelope else {
                 tracing::warn!(seq, %topic, "topic index names a missing event");
                 continue;
             };
-            let env = codec::decode_envelope(&value)?;
             // Guards against an index entry left over from a failed commit
             // whose seq was later reused for another topic.
-            if env.topic == *topic {
-                out.push(env);
+            if envelope.topic == *topic {
+                out.push(envelope);
             }
         }
         Ok(out)

@@ -367,7 +367,9 @@ fn reopen_keeps_events_head_and_records() {
         drop(store);
         clone.commit_blocking(one_event(&topic, 99)).unwrap();
     }
+    Store::checkpoint(&dir.path().join("db")).expect("checkpoint once every handle is gone");
     let store = open(&dir);
+    assert!(Store::checkpoint(&dir.path().join("db")).is_err(), "refused while the store is open");
     assert_eq!(store.durable_head(), 61);
     assert_eq!(store.events_since(0, None, usize::MAX).unwrap().len(), 61);
     assert_eq!(store.events_since(0, Some(&topic), usize::MAX).unwrap().len(), 31);
@@ -426,6 +428,13 @@ async fn topic_reads_match_a_filtered_full_read() {
                 let want: Vec<_> = tail.iter().take(limit).cloned().collect();
                 assert_eq!(got, want, "topic {topic} since {since} limit {limit}");
             }
+        }
+    }
+    for since in 0..=head {
+        for limit in [1, 7] {
+            let got = store.events_since(since, None, limit).unwrap();
+            let want: Vec<_> = all.iter().skip(since as usize).take(limit).cloned().collect();
+            assert_eq!(got, want, "all topics since {since} limit {limit}");
         }
     }
     assert!(store.events_since(0, Some(&Topic::session("none")), 10).unwrap().is_empty());
@@ -746,7 +755,9 @@ fn append_run(policy: FlushPolicy, callers: u64, per_caller: u64, events_per_com
 fn bench_append_throughput() {
     append_run(FlushPolicy::EveryRequest, 64, 300, 1);
     append_run(FlushPolicy::GroupCommit, 64, 300, 1);
+    append_run(FlushPolicy::GroupCommit, 128, 400, 1);
     append_run(FlushPolicy::GroupCommit, 512, 400, 1);
+    append_run(FlushPolicy::GroupCommit, 1024, 200, 1);
     append_run(FlushPolicy::GroupCommit, 64, 300, 10);
 }
 
@@ -754,39 +765,48 @@ fn bench_append_throughput() {
 #[ignore]
 fn bench_restart_to_ready() {
     let dir = tempfile::tempdir().unwrap();
+    // BOSUN_BENCH_DIR keeps the store (and skips populating it if it exists).
+    let path = std::env::var_os("BOSUN_BENCH_DIR").map_or_else(|| dir.path().join("db"), std::path::PathBuf::from);
+    let open = |_: &tempfile::TempDir| Store::open(StoreConfig::new(&path)).unwrap();
     let sessions = 10_000u64;
     let events = 1_000_000u64;
-    {
+    if !path.exists() {
         let store = open(&dir);
         let start = Instant::now();
-        let mut seq = 0;
-        while seq < events {
+        for chunk in 0..events / 1000 {
             let mut batch = Batch::new();
-            for _ in 0..1000 {
-                let s = seq % sessions;
-                batch.event(NewEvent::new(Topic::session(&format!("s{s}")), EventType::StreamChunk, json!({ "text": "x".repeat(120) })));
-                seq += 1;
+            for k in 0..1000 {
+                let s = (chunk * 1000 + k) % sessions;
+                batch.event(NewEvent::new(
+                    Topic::session(&format!("s{s}")),
+                    EventType::StreamChunk,
+                    json!({ "turn": "t1", "index": chunk, "text": "x".repeat(120) }),
+                ));
             }
-            if seq <= sessions * 1000 / 1000 * 1000 && seq / 1000 <= sessions / 1000 * 1000 {
-                for s in (seq - 1000)..seq {
-                    if s < sessions {
-                        batch.put(&session(&format!("s{s}"), "bench")).unwrap();
-                    }
-                }
+            // Each session record is written (again) as its events come in.
+            for s in (chunk * 10) % sessions..(chunk * 10) % sessions + 10 {
+                batch.put(&session(&format!("s{s}"), "bench")).unwrap();
             }
             store.commit_blocking(batch).unwrap();
         }
         println!("populated {events} events, {} sessions in {:?}", store.count::<SessionRecord>(), start.elapsed());
+        drop(store);
+        if std::env::var_os("BOSUN_BENCH_CHECKPOINT").is_some() {
+            let start = Instant::now();
+            Store::checkpoint(&path).unwrap();
+            println!("checkpoint at shutdown: {:?}", start.elapsed());
+        }
     }
     for round in 0..2 {
         let start = Instant::now();
         let store = open(&dir);
-        let sessions = store.scan::<SessionRecord>().unwrap();
+        let opened = start.elapsed();
+        let all = store.scan::<SessionRecord>().unwrap();
         let head = store.durable_head();
-        println!("restart {round}: open + scan {} sessions, head {head}: {:?}", sessions.len(), start.elapsed());
+        println!("restart {round}: open {opened:?}, + scan of {} sessions {:?} (head {head})", all.len(), start.elapsed());
         let start = Instant::now();
-        let tail = store.events_since(head - 100, Some(&Topic::session("s42")), 100).unwrap();
-        let all = store.events_since(head - 1000, None, 1000).unwrap();
-        println!("  reads: topic tail {} + last {} events in {:?}", tail.len(), all.len(), start.elapsed());
+        let tail = store.events_since(0, Some(&Topic::session("s42")), 100).unwrap();
+        let last = store.events_since(head - 1000, None, 1000).unwrap();
+        println!("  reads: {} events of one session + last {} events in {:?}", tail.len(), last.len(), start.elapsed());
     }
 }

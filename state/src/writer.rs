@@ -69,7 +69,9 @@ const INDEX_AT: usize = 1;
 struct Plan {
     trees: Vec<sled::Tree>,
     tree_names: Vec<&'static str>,
-    events: Vec<(IVec, IVec)>,
+    /// (seq, encoded envelope) of every staged event, seq ascending, no gap.
+    encoded: Vec<(u64, Vec<u8>)>,
+    pages: Vec<(IVec, IVec)>,
     index: Vec<(IVec, IVec)>,
     /// (tree position, key, value or delete)
     writes: Vec<(usize, IVec, Option<IVec>)>,
@@ -131,7 +133,8 @@ impl Writer {
         let mut plan = Plan {
             trees: vec![self.shared.events.clone(), self.shared.index.clone()],
             tree_names: vec![codec::EVENTS, codec::TOPIC_INDEX],
-            events: Vec::new(),
+            encoded: Vec::new(),
+            pages: Vec::new(),
             index: Vec::new(),
             writes: Vec::new(),
         };
@@ -147,6 +150,7 @@ impl Writer {
         if staged.is_empty() {
             return;
         }
+        plan.pages = codec::build_pages(&plan.encoded);
         plan.index = index_entries(&staged);
 
         let olds = RefCell::new(Vec::new());
@@ -169,7 +173,7 @@ impl Writer {
                     // Err only means nobody listens right now.
                     let _ = self.shared.live.send(envelope.clone());
                 }
-                tracing::trace!(requests = staged.len(), events = plan.events.len(), "group committed");
+                tracing::trace!(requests = staged.len(), events = plan.encoded.len(), "group committed");
                 for Staged { ack, envelopes } in staged {
                     ack.send(Ok(envelopes));
                 }
@@ -216,13 +220,13 @@ impl Writer {
         for event in batch.events {
             let envelope =
                 Envelope { v: ENVELOPE_VERSION, seq, ts: ts.clone(), topic: event.topic, kind: event.kind, data: event.data };
-            encoded.push((IVec::from(&codec::seq_key(seq)), IVec::from(codec::encode_envelope(&envelope)?)));
+            encoded.push((seq, codec::encode_envelope(&envelope)?));
             envelopes.push(Arc::new(envelope));
             seq += 1;
         }
 
         self.next_seq = seq;
-        plan.events.append(&mut encoded);
+        plan.encoded.append(&mut encoded);
         plan.writes.append(&mut writes);
         Ok(envelopes)
     }
@@ -251,16 +255,11 @@ fn index_entries(staged: &[Staged]) -> Vec<(IVec, IVec)> {
 /// One transaction, so a crash keeps all of the group or none of it. `olds`
 /// receives the previous value of every record write, for `undo`.
 fn apply(plan: &Plan, olds: &RefCell<Vec<Option<IVec>>>) -> Result<(), sled::Error> {
-    if std::env::var_os("XPLAIN").is_some() {
-        for (key, value) in &plan.events { plan.trees[EVENTS_AT].insert(key, value.clone())?; }
-        for (key, value) in &plan.index { plan.trees[INDEX_AT].insert(key, value.clone())?; }
-        return Ok(());
-    }
     let result: Result<(), TransactionError<()>> = plan.trees[..].transaction(|tx| {
         // sled may run this closure again on a conflict; start clean.
         let mut olds = olds.borrow_mut();
         olds.clear();
-        for (key, value) in &plan.events {
+        for (key, value) in &plan.pages {
             tx[EVENTS_AT].insert(key, value)?;
         }
         for (key, value) in &plan.index {
@@ -284,7 +283,7 @@ fn apply(plan: &Plan, olds: &RefCell<Vec<Option<IVec>>>) -> Result<(), sled::Err
 /// Puts the in-memory trees back as they were before the group, newest write
 /// first so a key written twice ends at its original value.
 fn undo(plan: &Plan, olds: &[Option<IVec>]) -> Result<(), sled::Error> {
-    for (key, _) in &plan.events {
+    for (key, _) in &plan.pages {
         plan.trees[EVENTS_AT].remove(key)?;
     }
     for (key, _) in &plan.index {
