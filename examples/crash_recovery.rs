@@ -837,27 +837,24 @@ fn find_bosun(explicit: Option<PathBuf>) -> Result<PathBuf> {
         ensure!(path.is_file(), "no bosun binary at {}", path.display());
         return Ok(path);
     }
-    // This example lives in target/<profile>/examples/.
+    // This example lives in target/<profile>/examples/; the daemon goes beside
+    // it. `cargo run --example` does not build the daemon, so build it here
+    // (a no-op when it is up to date) rather than run a stale one.
     let exe = std::env::current_exe().context("locating this example")?;
-    let beside = exe.parent().and_then(Path::parent).map(|dir| dir.join("bosun"));
-    if let Some(path) = beside.as_ref().filter(|p| p.is_file()) {
-        return Ok(path.clone());
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let profile_dir = exe.parent().and_then(Path::parent).context("the example is not in target/<profile>/examples")?;
+    let release = profile_dir.file_name().is_some_and(|name| name == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building bosun (cargo build --bin bosun)…");
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "bosun", "--manifest-path"])
-        .arg(manifest.join("Cargo.toml"))
-        .status()
-        .context("running cargo build --bin bosun")?;
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "--bin", "bosun", "--manifest-path"]).arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo build --bin bosun")?;
     ensure!(status.success(), "cargo build --bin bosun failed");
-    let built = manifest.join("target/debug/bosun");
-    [beside, Some(built)]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .context("cargo build --bin bosun succeeded, but no binary was found in target/debug")
+    let built = profile_dir.join("bosun");
+    ensure!(built.is_file(), "cargo build --bin bosun succeeded, but {} is missing", built.display());
+    Ok(built)
 }
 
 #[tokio::main]
