@@ -52,15 +52,23 @@ struct ServeArgs {
     live_capacity: Option<usize>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
-        Command::Client(cmd) => {
-            let code = runtime.block_on(cli::run(cmd))?;
-            std::process::exit(code);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| match cli.command {
+            Command::Serve(args) => runtime.block_on(serve(args)).map(|()| 0),
+            Command::Bench(args) => runtime.block_on(bench::run(args)).map(|()| 0),
+            Command::Client(cmd) => runtime.block_on(cli::run(cmd)),
+        });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // The chain of contexts says what went wrong; a backtrace would not help a user.
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
         }
     }
 }
