@@ -1,0 +1,381 @@
+//! `bosun bench`: measures the store, the WebSocket fan-out, restarts and the
+//! memory of idle sessions, and prints one table (or JSON with `--json`).
+//!
+//! A benchmark, not a timed test: it reports what it measured and whether the
+//! targets were met, and fails only when a correctness check fails (an
+//! acknowledged event missing, a subscriber short of events). The machine is
+//! shared, so compare numbers within one run (the ratio of the two flush
+//! policies, say) rather than across runs. See docs/BENCHMARKS.md.
+
+mod append;
+mod fanout;
+mod restart;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Run only these parts (comma-separated or repeated); default: all, in this order.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Print one JSON object on stdout instead of the table (progress stays on stderr).
+    #[arg(long)]
+    json: bool,
+    /// Where the temporary data dirs go (default: the system temp dir). Use a
+    /// directory on the disk you want measured: flushes on tmpfs cost nothing.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+
+    /// append: concurrent tokio tasks, each committing one event at a time.
+    #[arg(long, default_value_t = 128)]
+    appenders: usize,
+    /// append: seconds measured per flush policy (after a 1 s warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    append_secs: f64,
+    /// append: distinct topics the appenders write to (default: one per
+    /// appender, as if each were a session streaming a turn).
+    #[arg(long)]
+    append_topics: Option<usize>,
+    /// append, fanout, restart: bytes of text in each event's payload.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+
+    /// fanout: WebSocket clients subscribed to the one topic.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// fanout: events committed per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// fanout: seconds of steady commits.
+    #[arg(long, default_value_t = 10.0)]
+    fanout_secs: f64,
+
+    /// fanout: set TCP_NODELAY on the listening socket (Linux passes it on to
+    /// accepted connections). `bosun serve` does not do this today; the flag
+    /// shows what Nagle's algorithm costs the fan-out.
+    #[arg(long)]
+    nodelay: bool,
+
+    /// restart: sessions in the store.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// restart: events in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// restart: how many times the daemon is started on the populated store.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+
+    /// memory: idle sessions in the populated store.
+    #[arg(long, default_value_t = 10_000)]
+    memory_sessions: usize,
+    /// memory: seconds to wait after ready before reading VmRSS.
+    #[arg(long, default_value_t = 2.0)]
+    settle_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Durable append throughput: group commit against one flush per commit.
+    Append,
+    /// Append-to-receipt latency at many WebSocket subscribers.
+    Fanout,
+    /// Restart-to-ready with a large store.
+    Restart,
+    /// Resident memory per idle session actor.
+    Memory,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory];
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Append => "append",
+            Part::Fanout => "fanout",
+            Part::Restart => "restart",
+            Part::Memory => "memory",
+        }
+    }
+}
+
+/// One line of the table.
+pub struct Row {
+    metric: String,
+    value: String,
+    target: String,
+    /// `Some(true)`: target met; `Some(false)`: missed; `None`: no target.
+    met: Option<bool>,
+}
+
+impl Row {
+    fn info(metric: impl Into<String>, value: impl Into<String>) -> Row {
+        Row { metric: metric.into(), value: value.into(), target: String::new(), met: None }
+    }
+
+    fn target(metric: impl Into<String>, value: impl Into<String>, target: impl Into<String>, met: bool) -> Row {
+        Row { metric: metric.into(), value: value.into(), target: target.into(), met: Some(met) }
+    }
+}
+
+/// What one part measured.
+pub struct Report {
+    rows: Vec<Row>,
+    /// The raw numbers, for `--json`.
+    data: Value,
+    /// Correctness checks that failed (lost or missing events): these make
+    /// `bosun bench` exit non-zero, unlike a missed target.
+    failures: Vec<String>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let parts: Vec<Part> = if args.only.is_empty() { Part::ALL.to_vec() } else { Part::ALL.into_iter().filter(|p| args.only.contains(p)).collect() };
+    let base = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let mut machine = machine();
+
+    let mut reports: Vec<(Part, Report)> = Vec::new();
+    for part in parts {
+        progress(&format!("== {} ==", part.name()));
+        let started = std::time::Instant::now();
+        let report = match part {
+            Part::Append => append::run(&args, &base).await,
+            Part::Fanout => fanout::run(&args, &base).await,
+            Part::Restart => restart::run_restart(&args, &base).await,
+            Part::Memory => restart::run_memory(&args, &base).await,
+        }
+        .with_context(|| format!("bench part {}", part.name()))?;
+        progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));
+        reports.push((part, report));
+    }
+
+    // Sampled again at the end: the load during the run is what matters.
+    machine["loadavg_end"] = json!(loadavg());
+    if args.json {
+        let mut parts = serde_json::Map::new();
+        for (part, report) in &reports {
+            let rows: Vec<Value> = report
+                .rows
+                .iter()
+                .map(|r| json!({"metric": r.metric, "value": r.value, "target": r.target, "met": r.met}))
+                .collect();
+            parts.insert(part.name().into(), json!({"data": report.data, "rows": rows, "failures": report.failures}));
+        }
+        let out = json!({"machine": machine, "parts": parts});
+        println!("{}", serde_json::to_string_pretty(&out).context("encoding the JSON report")?);
+    } else {
+        print_table(&machine, &reports);
+    }
+
+    let failures: Vec<String> =
+        reports.iter().flat_map(|(part, r)| r.failures.iter().map(move |f| format!("{}: {f}", part.name()))).collect();
+    if !failures.is_empty() {
+        anyhow::bail!("correctness checks failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+fn print_table(machine: &Value, reports: &[(Part, Report)]) {
+    println!(
+        "bosun bench: {} CPU(s) {}, {} MiB RAM, kernel {}, load average {} at start, {} at end",
+        machine["cpus"],
+        machine["cpu_model"].as_str().unwrap_or("?"),
+        machine["mem_mib"],
+        machine["kernel"].as_str().unwrap_or("?"),
+        machine["loadavg"].as_str().unwrap_or("?"),
+        machine["loadavg_end"].as_str().unwrap_or("?"),
+    );
+    let header = ["part", "metric", "value", "target", "met"];
+    let mut lines: Vec<[String; 5]> = Vec::new();
+    for (part, report) in reports {
+        for row in &report.rows {
+            let met = match row.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            };
+            lines.push([part.name().into(), row.metric.clone(), row.value.clone(), row.target.clone(), met.into()]);
+        }
+    }
+    let mut widths = header.map(|h| h.chars().count());
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let fmt = |cells: [&str; 5]| {
+        let mut s = String::new();
+        for (cell, w) in cells.iter().zip(widths) {
+            s.push_str(cell);
+            s.push_str(&" ".repeat(w - cell.chars().count()));
+            s.push_str("  ");
+        }
+        s.trim_end().to_string()
+    };
+    println!("{}", fmt(header));
+    println!("{}", fmt(widths.map(|w| "-".repeat(w)).each_ref().map(|s| s.as_str())));
+    for line in &lines {
+        println!("{}", fmt(line.each_ref().map(|s| s.as_str())));
+    }
+}
+
+/// Progress goes to stderr so `--json` output stays clean.
+fn progress(msg: &str) {
+    eprintln!("{msg}");
+}
+
+/// What the numbers were measured on.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib = proc_field_kib(&meminfo, "MemTotal:").unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    json!({"cpus": cpus, "cpu_model": model, "mem_mib": mem_kib / 1024, "kernel": kernel, "loadavg": loadavg()})
+}
+
+/// The 1-minute load average: other work on a shared machine skews results.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
+}
+
+/// CPU time (user + system) and command name from a /proc `stat` file: of
+/// the whole process for /proc/self/stat (exited threads included), of one
+/// thread for /proc/self/task/TID/stat. /proc counts in clock ticks; USER_HZ
+/// is 100 on every Linux port (reading sysconf would need libc, which this
+/// crate does not link).
+fn stat_cpu(path: &Path) -> Option<(String, Duration)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The name is in parentheses and may itself hold spaces or ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((name, Duration::from_millis(ticks * 10)))
+}
+
+/// A `Name:   1234 kB` field of a /proc file, in KiB.
+fn proc_field_kib(text: &str, field: &str) -> Option<u64> {
+    text.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A directory removed when dropped, so a failed part leaves nothing behind.
+/// (tempfile is only a dev-dependency of this crate.)
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new(base: &Path, label: &str) -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = base.join(format!("bosun-bench-{}-{label}-{nanos:09}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("warning: could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The nearest-rank percentile of sorted values (`p` in 0..=100).
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Nanoseconds as milliseconds with 2 decimals.
+fn ms(nanos: u64) -> String {
+    format!("{:.2} ms", nanos as f64 / 1e6)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// 1234567 → "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Total size of the files under `path`: (apparent bytes, allocated bytes).
+fn dir_size(path: &Path) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let meta = entry.metadata().with_context(|| format!("stat {}", entry.path().display()))?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                apparent += meta.len();
+                // st_blocks counts 512-byte units whatever the block size.
+                allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok((apparent, allocated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&v, 0.0), 1);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(proc_field_kib("VmHWM:\t  10 kB\nVmRSS:\t  2048 kB\n", "VmRSS:"), Some(2048));
+    }
+}
