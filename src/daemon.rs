@@ -48,6 +48,9 @@ pub async fn run(
     let providers = ProviderRegistry::new(config.providers.clone()).context("loading providers")?;
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(store.clone(), providers, Settings { fault_injection: config.fault_injection, default_cwd });
+    // Small WebSocket frames must not wait for Nagle's algorithm and delayed
+    // ACKs (tens of ms); Linux passes the option on to accepted sockets.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY on the listener")?;
     let listener = Arc::new(listener);
 
     let sup_config = SupervisorConfig {

@@ -44,7 +44,9 @@ impl Actor for SessionsSupervisor {
     type State = SessionsState;
     type Arguments = Context;
 
-    async fn pre_start(&self, _myself: ActorRef<SessionsMsg>, ctx: Context) -> Result<SessionsState, ActorProcessingErr> {
+    /// Starts one actor per stored session before the supervisor counts as
+    /// started, so the daemon reports ready only once every session answers.
+    async fn pre_start(&self, myself: ActorRef<SessionsMsg>, ctx: Context) -> Result<SessionsState, ActorProcessingErr> {
         let config = SupervisorConfig {
             strategy: Strategy::OneForOne,
             // Many sessions: allow more restarts in all before giving up on them all.
@@ -52,17 +54,18 @@ impl Actor for SessionsSupervisor {
             backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
             on_restart: Some(ctx.restart_hook()),
         };
-        Ok(SessionsState { sup: Supervision::new(config), ctx })
-    }
-
-    async fn post_start(&self, myself: ActorRef<SessionsMsg>, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+        let mut state = SessionsState { sup: Supervision::new(config), ctx };
         let records = state.ctx.store.scan::<SessionRecord>()?;
         let count = records.len();
         for record in records {
-            state.start_session(&myself, record.id).await?;
+            if let Err(e) = state.start_session(&myself, record.id).await {
+                // Without this, the sessions already started would be left unsupervised.
+                state.sup.shutdown().await;
+                return Err(e);
+            }
         }
         tracing::info!(sessions = count, "sessions started");
-        Ok(())
+        Ok(state)
     }
 
     async fn post_stop(&self, _myself: ActorRef<SessionsMsg>, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use warp::ws::{Message, WebSocket};
 
 /// How long one frame may take to go out before the client is deemed gone.
@@ -26,6 +26,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 512;
+/// Live events written to the socket before one flush.
+const LIVE_BATCH: usize = 64;
+/// Replayed events written to the socket before one flush.
+const REPLAY_FLUSH_EVERY: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -51,13 +55,24 @@ struct Connection {
 
 pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
     let (sink, mut stream) = socket.split();
+    // The socket is read on its own task: polling `stream.next()` afresh in
+    // every `select!` pass makes tungstenite zero its 128 KiB read buffer each
+    // time, which cost a sixth of the daemon's CPU under fan-out load.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        while let Some(frame) = stream.next().await {
+            if frames_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0 };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let result: Result<(), ConnError> = async {
         loop {
             tokio::select! {
-                frame = stream.next() => match frame {
+                frame = frames.recv() => match frame {
                     None => return Ok(()),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
@@ -70,7 +85,23 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
                         conn.on_client_frame(msg).await?;
                     }
                 },
-                event = recv_live(&mut conn.live) => conn.on_live(event).await?,
+                event = recv_live(&mut conn.live) => {
+                    conn.on_live(event).await?;
+                    // Whatever else is already waiting goes out with the same flush.
+                    for _ in 0..LIVE_BATCH {
+                        let Some(more) = conn.live.as_mut().map(|rx| rx.try_recv()) else { break };
+                        match more {
+                            Ok(env) => conn.on_live(Ok(env)).await?,
+                            Err(TryRecvError::Lagged(n)) => conn.on_live(Err(RecvError::Lagged(n))).await?,
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => {
+                                conn.on_live(Err(RecvError::Closed)).await?;
+                                break;
+                            }
+                        }
+                    }
+                    conn.flush().await?;
+                }
                 _ = ping.tick() => conn.send_raw(Message::ping(Vec::new())).await?,
             }
         }
@@ -79,6 +110,7 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
     if let Err(e) = result {
         tracing::info!(error = %e, "websocket closed");
     }
+    reader.abort();
     let _ = conn.sink.close().await;
 }
 
@@ -98,12 +130,28 @@ impl Connection {
         }
     }
 
-    async fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ConnError> {
+    /// Writes a frame without flushing; `flush` (or `send`) pushes it out.
+    async fn queue<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ConnError> {
         let msg = match self.format.encode(value)? {
             Encoded::Text(text) => Message::text(text),
             Encoded::Binary(bytes) => Message::binary(bytes),
         };
-        self.send_raw(msg).await
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.feed(msg)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::SendTimeout(SEND_TIMEOUT)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.flush()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::SendTimeout(SEND_TIMEOUT)),
+        }
+    }
+
+    async fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ConnError> {
+        self.queue(value).await?;
+        self.flush().await
     }
 
     async fn send_error(&mut self, code: &str, message: String) -> Result<(), ConnError> {
@@ -172,7 +220,7 @@ impl Connection {
                 }
                 self.cursor = env.seq;
                 if self.filters.iter().any(|f| f.matches(&env.topic)) {
-                    self.send(env.as_ref()).await?;
+                    self.queue(env.as_ref()).await?;
                 }
                 Ok(())
             }
@@ -200,10 +248,15 @@ impl Connection {
             return Ok(());
         }
         let mut source = ReplaySource::new(filters, since, until);
+        let mut queued = 0;
         while let Some(env) = source.next(&self.ctx)? {
-            self.send(&env).await?;
+            self.queue(&env).await?;
+            queued += 1;
+            if queued % REPLAY_FLUSH_EVERY == 0 {
+                self.flush().await?;
+            }
         }
-        Ok(())
+        self.flush().await
     }
 }
 
