@@ -179,7 +179,8 @@ fn cpu_text(cpu: Option<Duration>, wall: Duration, receipts: u64) -> String {
 pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     let dir = TempDir::new(base, "fanout")?;
-    let listener = bind(args.nodelay)?;
+    // Bound as `bosun serve` binds; `daemon::run` sets TCP_NODELAY itself.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let config = DaemonConfig {
         listen: addr,
@@ -220,19 +221,6 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
         Err(_) => progress("   warning: the in-process daemon did not stop within 30 s"),
     }
     outcome
-}
-
-/// A loopback listener on a free port, bound as `bosun serve` binds (std,
-/// default options) unless `nodelay`.
-fn bind(nodelay: bool) -> anyhow::Result<std::net::TcpListener> {
-    if !nodelay {
-        return std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0");
-    }
-    let socket = tokio::net::TcpSocket::new_v4().context("creating a socket")?;
-    socket.set_nodelay(true).context("setting TCP_NODELAY")?;
-    socket.bind(([127, 0, 0, 1], 0).into()).context("binding 127.0.0.1:0")?;
-    let listener = socket.listen(1024).context("listening")?;
-    listener.into_std().context("converting the listener")
 }
 
 async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> anyhow::Result<Report> {
@@ -385,7 +373,6 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
     ];
     let data = json!({
         "subscribers": args.subscribers,
-        "nodelay": args.nodelay,
         "events": total,
         "rate_target": args.rate,
         "rate_achieved": achieved_rate,

@@ -53,12 +53,6 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10.0)]
     fanout_secs: f64,
 
-    /// fanout: set TCP_NODELAY on the listening socket (Linux passes it on to
-    /// accepted connections). `bosun serve` does not do this today; the flag
-    /// shows what Nagle's algorithm costs the fan-out.
-    #[arg(long)]
-    nodelay: bool,
-
     /// restart: sessions in the store.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
