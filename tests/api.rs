@@ -11,7 +11,8 @@ async fn sessions_crud_and_events() {
     let d = Daemon::start(&dir.path().join("data"), Options::default());
     let health = d.ok_get("/health").await;
     assert_eq!(health["status"], "ok");
-    assert!(health["actors"]["front"]["running"].as_bool().unwrap());
+    assert_eq!(health["actors"]["front"]["running"], 1);
+    assert_eq!(health["actors"]["sessions"]["running"], 1);
 
     let id = d.new_session(dir.path(), "plan-only").await;
     let list = d.ok_get("/api/v1/sessions").await;

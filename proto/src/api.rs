@@ -156,8 +156,10 @@ pub struct EventsPage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorHealth {
+    /// Restarts of actors of this kind since the daemon started.
     pub restarts: u64,
-    pub running: bool,
+    /// Actors of this kind running now (0 or 1 for the singletons).
+    pub running: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

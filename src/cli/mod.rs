@@ -752,12 +752,9 @@ async fn status(client: &Client) -> anyhow::Result<i32> {
     outln!("  uptime    {}", render::duration(h.uptime_s))?;
     outln!("  head seq  {}", h.head_seq)?;
     outln!("  sessions  {}", h.sessions)?;
-    let restarts: Vec<String> = h
-        .actors
-        .iter()
-        .map(|(kind, a)| format!("{kind} {}{}", a.restarts, if a.running { "" } else { " (down)" }))
-        .collect();
-    outln!("  restarts  {}", if restarts.is_empty() { "none".to_string() } else { restarts.join(", ") })?;
+    let actors: Vec<String> =
+        h.actors.iter().map(|(kind, a)| format!("{kind} {} running/{} restarts", a.running, a.restarts)).collect();
+    outln!("  actors    {}", if actors.is_empty() { "none".to_string() } else { actors.join(", ") })?;
     Ok(0)
 }
 

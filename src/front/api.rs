@@ -149,18 +149,16 @@ fn load_session(ctx: &Context, id: &str) -> Result<SessionRecord, ApiError> {
 }
 
 fn health(ctx: &Context) -> Health {
-    let restarts = ctx.health.restarts();
-    let running = |kind: &str| match kind {
-        "root" => route::lookup_now::<()>(names::ROOT).is_some(),
-        "front" => route::lookup_now::<()>(names::FRONT).is_some(),
-        "sessions" => route::lookup_now::<()>(names::SESSIONS).is_some(),
-        "diagnostics" => route::lookup_now::<()>(names::DIAGNOSTICS).is_some(),
-        _ => true,
-    };
-    let actors: BTreeMap<String, ActorHealth> = restarts
+    let mut running: BTreeMap<String, u64> = BTreeMap::new();
+    for name in ractor::registry::registered() {
+        *running.entry(names::kind_of(&name).to_string()).or_insert(0) += 1;
+    }
+    let actors: BTreeMap<String, ActorHealth> = ctx
+        .health
+        .restarts()
         .into_iter()
         .map(|(kind, restarts)| {
-            let running = running(&kind);
+            let running = running.get(&kind).copied().unwrap_or(0);
             (kind, ActorHealth { restarts, running })
         })
         .collect();
