@@ -79,6 +79,8 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             Method::GET => Ok(json_reply(StatusCode::OK, &health(ctx))),
             _ => Err(not_allowed(req, "GET")),
         },
+        // A WebSocket upgrade is answered before this dispatcher; anything else here is a mistake.
+        ["ws"] => Err(ApiError::BadRequest("/ws speaks WebSocket: send GET with Connection: Upgrade and Upgrade: websocket".into())),
         ["api", "v1", rest @ ..] => match (rest, m.clone()) {
             (["sessions"], Method::GET) => list_sessions(ctx, req),
             (["sessions"], Method::POST) => create_session(ctx, req).await,
