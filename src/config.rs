@@ -31,7 +31,8 @@ pub enum LogFormat {
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let mut config: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let mut config: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         for (name, spec) in config.providers.iter_mut() {
             spec.name = name.clone();
         }

@@ -9,7 +9,9 @@ use crate::front::{Front, FrontArgs};
 use anyhow::Context as _;
 use bosun_actors::diagnostics::Diagnostics;
 use bosun_actors::sessions::SessionsSupervisor;
-use bosun_actors::supervision::{Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig};
+use bosun_actors::supervision::{
+    Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig,
+};
 use bosun_actors::{names, Context, Settings};
 use bosun_adapters::ProviderRegistry;
 use bosun_state::{FlushPolicy, Store, StoreConfig};
@@ -23,12 +25,10 @@ use std::time::{Duration, Instant};
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let mut store_config = StoreConfig {
-        path: config.data_dir.join("store"),
-        flush: FlushPolicy::GroupCommit,
-        ..StoreConfig::default()
-    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let mut store_config =
+        StoreConfig { path: config.data_dir.join("store"), flush: FlushPolicy::GroupCommit, ..StoreConfig::default() };
     if let Some(capacity) = config.live_capacity {
         store_config.live_capacity = capacity.max(1);
     }
@@ -98,7 +98,12 @@ fn diagnostics_spec(ctx: &Context) -> ChildSpec {
         shutdown: Shutdown::Timeout(Duration::from_secs(5)),
         start: Arc::new(move |sup| {
             let ctx = ctx.clone();
-            Box::pin(async move { Ok(Diagnostics::spawn_linked(Some(names::DIAGNOSTICS.to_string()), Diagnostics, ctx, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Diagnostics::spawn_linked(Some(names::DIAGNOSTICS.to_string()), Diagnostics, ctx, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         }),
     }
 }
@@ -112,7 +117,10 @@ fn sessions_spec(ctx: &Context) -> ChildSpec {
         start: Arc::new(move |sup| {
             let ctx = ctx.clone();
             Box::pin(async move {
-                Ok(SessionsSupervisor::spawn_linked(Some(names::SESSIONS.to_string()), SessionsSupervisor, ctx, sup).await?.0.get_cell())
+                Ok(SessionsSupervisor::spawn_linked(Some(names::SESSIONS.to_string()), SessionsSupervisor, ctx, sup)
+                    .await?
+                    .0
+                    .get_cell())
             })
         }),
     }
@@ -126,7 +134,9 @@ fn front_spec(ctx: &Context, listener: Arc<TcpListener>) -> ChildSpec {
         shutdown: Shutdown::Timeout(Duration::from_secs(5)),
         start: Arc::new(move |sup| {
             let args = FrontArgs { ctx: ctx.clone(), listener: listener.clone() };
-            Box::pin(async move { Ok(Front::spawn_linked(Some(names::FRONT.to_string()), Front, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Front::spawn_linked(Some(names::FRONT.to_string()), Front, args, sup).await?.0.get_cell())
+            })
         }),
     }
 }

@@ -79,7 +79,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let config = DaemonConfig {
-        listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("the default listen address is valid")),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("the default listen address is valid")),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(config::default_data_dir),
         providers: file.providers.into_values().collect(),
         fault_injection: args.enable_fault_injection,

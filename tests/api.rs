@@ -23,13 +23,18 @@ async fn sessions_crud_and_events() {
     assert_eq!(s["cwd"], dir.path().to_str().unwrap());
 
     let (status, s) = d
-        .request(reqwest::Method::PATCH, &format!("/api/v1/sessions/{id}"), Some(json!({"title":"renamed","draft":"half a thought"})))
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/sessions/{id}"),
+            Some(json!({"title":"renamed","draft":"half a thought"})),
+        )
         .await;
     assert_eq!(status, 200, "{s}");
     assert_eq!(s["title"], "renamed");
     assert_eq!(s["draft"], "half a thought");
 
-    let (status, s) = d.request(reqwest::Method::PATCH, &format!("/api/v1/sessions/{id}"), Some(json!({"archived":true}))).await;
+    let (status, s) =
+        d.request(reqwest::Method::PATCH, &format!("/api/v1/sessions/{id}"), Some(json!({"archived":true}))).await;
     assert_eq!(status, 200);
     assert_eq!(s["status"], "archived");
     let (status, err) = d.post(&format!("/api/v1/sessions/{id}/turns"), json!({"text":"hi"})).await;
@@ -85,7 +90,14 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     // Wrong content type.
-    let resp = d.http.post(format!("{}/api/v1/sessions", d.url)).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let resp = d
+        .http
+        .post(format!("{}/api/v1/sessions", d.url))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unsupported_media_type");

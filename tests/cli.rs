@@ -54,7 +54,10 @@ async fn client_drives_sessions_turns_and_approvals() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = stdout(&out);
     assert!(text.contains("approved-by-cli"), "{text}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains(approval_id) || text.contains(approval_id), "the approval id is shown");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(approval_id) || text.contains(approval_id),
+        "the approval id is shown"
+    );
 
     // --json for scripts.
     let out = bosun(&d, &["session", "ls", "--json"]);
@@ -68,7 +71,10 @@ async fn client_drives_sessions_turns_and_approvals() {
 
     // Interrupt a slow turn from the CLI.
     let turn = d.start_turn(&id, "SLOW").await;
-    d.wait_events(&id, "streaming", |evs| evs.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn)).await;
+    d.wait_events(&id, "streaming", |evs| {
+        evs.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn)
+    })
+    .await;
     let out = bosun(&d, &["interrupt", &id]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.wait_turn_end(&id, &turn).await["data"]["status"], "interrupted");

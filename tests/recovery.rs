@@ -71,7 +71,8 @@ async fn kill_9_mid_stream_loses_nothing_a_client_saw() {
     let d = Daemon::start(&data, Options::default());
 
     // (a) Every event the client saw is stored, same seq, same payload.
-    let stored: BTreeMap<u64, Value> = d.events(None, 0).await.into_iter().map(|e| (e["seq"].as_u64().unwrap(), e)).collect();
+    let stored: BTreeMap<u64, Value> =
+        d.events(None, 0).await.into_iter().map(|e| (e["seq"].as_u64().unwrap(), e)).collect();
     for e in &received {
         let seq = e["seq"].as_u64().unwrap();
         assert_eq!(stored.get(&seq), Some(e), "event {seq} seen by a client must survive kill -9");
@@ -93,9 +94,8 @@ async fn kill_9_mid_stream_loses_nothing_a_client_saw() {
 
     // (c) The cut turn is resumed, never stuck: the ticks go on from where they stopped.
     let before = chunk_count(&d.events(Some(&streaming), 0).await, &slow_turn);
-    let events = d
-        .wait_events(&streaming, "the stream to go on", |evs| chunk_count(evs, &slow_turn) >= before + 5)
-        .await;
+    let events =
+        d.wait_events(&streaming, "the stream to go on", |evs| chunk_count(evs, &slow_turn) >= before + 5).await;
     assert_ticks_consecutive(&events, &slow_turn);
     let session = d.ok_get(&format!("/api/v1/sessions/{streaming}")).await;
     assert_eq!(session["status"], "running");

@@ -131,7 +131,9 @@ async fn messagepack_subprotocol_and_bad_frames() {
     req.headers_mut().insert("sec-websocket-protocol", "bosun.msgpack.v1".parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "bosun.msgpack.v1");
-    ws.send(Message::text(json!({"op":"subscribe","topics":[format!("session:{s}")],"since":0}).to_string())).await.unwrap();
+    ws.send(Message::text(json!({"op":"subscribe","topics":[format!("session:{s}")],"since":0}).to_string()))
+        .await
+        .unwrap();
     let frame = ws.next().await.unwrap().unwrap();
     assert!(frame.is_binary(), "msgpack frames are binary");
     let ack: Value = rmp_serde::from_slice(&frame.into_data()).unwrap();

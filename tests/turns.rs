@@ -104,10 +104,12 @@ async fn one_turn_at_a_time_interrupt_and_steer() {
     assert_eq!(err["error"]["code"], "busy");
     d.wait_events(&s, "a few chunks", |evs| evs.iter().filter(|e| e["type"] == "stream:chunk").count() >= 3).await;
 
-    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/steer"), json!({"text":"focus on tests"})).await;
+    let (status, body) =
+        d.post(&format!("/api/v1/sessions/{s}/turns/{t}/steer"), json!({"text":"focus on tests"})).await;
     assert_eq!(status, 202, "{body}");
     d.wait_events(&s, "steer acknowledged", |evs| {
-        evs.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["text"].as_str().unwrap_or("").contains("focus on tests"))
+        evs.iter()
+            .any(|e| e["type"] == "stream:chunk" && e["data"]["text"].as_str().unwrap_or("").contains("focus on tests"))
     })
     .await;
 
@@ -117,7 +119,7 @@ async fn one_turn_at_a_time_interrupt_and_steer() {
     assert_eq!(done["data"]["status"], "interrupted");
     let events = d.events(Some(&s), 0).await;
     turn_text(&events, &t, None); // indexes run without gap
-    // The session is free again.
+                                  // The session is free again.
     let t2 = d.start_turn(&s, "short one").await;
     assert_eq!(d.wait_turn_end(&s, &t2).await["data"]["status"], "completed");
     // Interrupting a finished turn is a conflict, not a crash.

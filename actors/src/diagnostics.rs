@@ -46,7 +46,12 @@ impl Actor for Diagnostics {
         Ok(ctx)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: DiagnosticsMsg, ctx: &mut Context) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: DiagnosticsMsg,
+        ctx: &mut Context,
+    ) -> Result<(), ActorProcessingErr> {
         let event = match msg {
             DiagnosticsMsg::Crash => {
                 if ctx.settings.fault_injection {

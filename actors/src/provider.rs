@@ -64,10 +64,19 @@ pub enum RunAck {
 pub enum ProviderMsg {
     /// Start, resume or re-attach a turn. `delivered` is how many of the turn's
     /// events the turn actor has already persisted.
-    RunTurn { input: TurnInput, delivered: u64, reply: RpcReplyPort<Result<RunAck, String>> },
-    Control { turn_id: String, control: TurnControl },
+    RunTurn {
+        input: TurnInput,
+        delivered: u64,
+        reply: RpcReplyPort<Result<RunAck, String>>,
+    },
+    Control {
+        turn_id: String,
+        control: TurnControl,
+    },
     /// The turn actor has recorded the turn's end: drop it.
-    TurnDone { turn_id: String },
+    TurnDone {
+        turn_id: String,
+    },
     Crash,
 }
 
@@ -76,12 +85,20 @@ impl Actor for ProviderWorker {
     type State = ProviderState;
     type Arguments = ProviderArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: ProviderArgs) -> Result<ProviderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ProviderArgs,
+    ) -> Result<ProviderState, ActorProcessingErr> {
         let driver = args.ctx.providers.driver(&args.provider)?;
         Ok(ProviderState { ctx: args.ctx, session_id: args.session_id, provider: args.provider, driver, current: None })
     }
 
-    async fn post_start(&self, _myself: ActorRef<Self::Msg>, state: &mut ProviderState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
         let caps = state.driver.capabilities();
         let mut batch = Batch::new();
         batch.event(NewEvent::new(
@@ -99,7 +116,12 @@ impl Actor for ProviderWorker {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: ProviderMsg, state: &mut ProviderState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: ProviderMsg,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ProviderMsg::RunTurn { input, delivered, reply } => {
                 let result = state.run_turn(input, delivered);
@@ -111,7 +133,9 @@ impl Actor for ProviderWorker {
                         tracing::debug!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn that has finished");
                     }
                 }
-                _ => tracing::warn!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn this worker is not running"),
+                _ => {
+                    tracing::warn!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn this worker is not running")
+                }
             },
             ProviderMsg::TurnDone { turn_id } => {
                 if state.current.as_ref().is_some_and(|c| c.turn_id == turn_id) {

@@ -51,9 +51,16 @@ pub enum SessionMsg {
     /// deletes its records and records `session:closed`.
     Close(RpcReplyPort<DaemonResult<()>>),
     /// From the turn actor: its status moved (running ↔ awaiting_approval).
-    TurnStatus { turn_id: String, status: TurnStatus },
+    TurnStatus {
+        turn_id: String,
+        status: TurnStatus,
+    },
     /// From the turn actor: the turn has ended and its end is on record.
-    TurnEnded { turn_id: String, status: TurnStatus, usage: Usage },
+    TurnEnded {
+        turn_id: String,
+        status: TurnStatus,
+        usage: Usage,
+    },
     Crash,
     Restart(RestartChild),
 }
@@ -69,7 +76,11 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
         let record = args
             .ctx
             .store
@@ -84,16 +95,29 @@ impl Actor for SessionActor {
         Ok(SessionState { sup: Supervision::new(config), record, ctx: args.ctx, closed: false })
     }
 
-    async fn post_start(&self, myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         state.recover_active_turn(&myself).await
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         state.sup.shutdown().await;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         if state.closed {
             refuse_closed(msg);
             return Ok(());
@@ -110,7 +134,8 @@ impl Actor for SessionActor {
             SessionMsg::Interrupt(turn_id, reply) => {
                 let r = match state.active_turn(&turn_id) {
                     Ok(()) => {
-                        let r = crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt).await;
+                        let r = crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt)
+                            .await;
                         state.unless_ended(&turn_id, r)
                     }
                     Err(e) => Err(e),
@@ -167,7 +192,12 @@ impl Actor for SessionActor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SessionMsg>, evt: SupervisionEvent, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        evt: SupervisionEvent,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = &evt {
             let name = cell.get_name().unwrap_or_default();
             tracing::warn!(session_id = %state.record.id, actor = %name, error = %err, "child failed");
@@ -223,7 +253,9 @@ impl SessionState {
             Err(DaemonError::Unavailable(reason)) => {
                 let key = TurnRecord::key_for(&self.record.id, self.record.turn_count);
                 match self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && t.status.is_final()) {
-                    Some(turn) => Err(DaemonError::Conflict(format!("turn {turn_id} has already ended ({})", turn.status))),
+                    Some(turn) => {
+                        Err(DaemonError::Conflict(format!("turn {turn_id} has already ended ({})", turn.status)))
+                    }
                     None => Err(DaemonError::Unavailable(reason)),
                 }
             }
@@ -234,7 +266,10 @@ impl SessionState {
     fn active_turn(&self, turn_id: &str) -> DaemonResult<()> {
         match &self.record.active_turn {
             Some(active) if active == turn_id => Ok(()),
-            _ => Err(DaemonError::Conflict(format!("turn {turn_id} is not the active turn of session {}", self.record.id))),
+            _ => Err(DaemonError::Conflict(format!(
+                "turn {turn_id} is not the active turn of session {}",
+                self.record.id
+            ))),
         }
     }
 
@@ -322,9 +357,12 @@ impl SessionState {
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             start: Arc::new(move |sup| {
-                let args = ProviderArgs { ctx: ctx.clone(), session_id: session_id.clone(), provider: provider.clone() };
+                let args =
+                    ProviderArgs { ctx: ctx.clone(), session_id: session_id.clone(), provider: provider.clone() };
                 let name = name.clone();
-                Box::pin(async move { Ok(ProviderWorker::spawn_linked(Some(name), ProviderWorker, args, sup).await?.0.get_cell()) })
+                Box::pin(async move {
+                    Ok(ProviderWorker::spawn_linked(Some(name), ProviderWorker, args, sup).await?.0.get_cell())
+                })
             }),
         };
         self.sup
@@ -346,7 +384,9 @@ impl SessionState {
             start: Arc::new(move |sup| {
                 let args = TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number };
                 let name = name.clone();
-                Box::pin(async move { Ok(TurnActor::spawn_linked(Some(name), TurnActor, args, sup).await?.0.get_cell()) })
+                Box::pin(
+                    async move { Ok(TurnActor::spawn_linked(Some(name), TurnActor, args, sup).await?.0.get_cell()) },
+                )
             }),
         };
         self.sup
@@ -366,7 +406,8 @@ impl SessionState {
             Some(turn) if turn.id == turn_id && !turn.status.is_final() => {
                 tracing::info!(session_id = %self.record.id, turn_id = %turn_id, status = %turn.status, "recovering the active turn");
                 if let Err(e) = self.ensure_provider(myself).await {
-                    self.fail_turn(turn, format!("cut by a restart, and the provider could not start again: {e}")).await?;
+                    self.fail_turn(turn, format!("cut by a restart, and the provider could not start again: {e}"))
+                        .await?;
                     return Ok(());
                 }
                 self.start_turn_actor(myself, number).await?;
@@ -398,7 +439,11 @@ impl SessionState {
         turn.reason = Some(reason.clone());
         turn.ended_at = Some(now);
         batch.put(&turn)?;
-        batch.event(NewEvent::new(self.topic(), EventType::StreamComplete, json!({"turn_id": turn.id, "chunks": turn.chunks})));
+        batch.event(NewEvent::new(
+            self.topic(),
+            EventType::StreamComplete,
+            json!({"turn_id": turn.id, "chunks": turn.chunks}),
+        ));
         batch.event(NewEvent::new(
             self.topic(),
             EventType::TurnCompleted,
@@ -418,7 +463,11 @@ impl SessionState {
                     a.status = ApprovalStatus::Cancelled;
                     a.decided_by = Some(DecidedBy::Daemon);
                     a.decided_at = Some(bosun_proto::now_ts());
-                    batch.event(NewEvent::new(self.topic(), EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})));
+                    batch.event(NewEvent::new(
+                        self.topic(),
+                        EventType::ApprovalResolved,
+                        json!({"approval": a.view(), "automatic": true}),
+                    ));
                     batch.put(&a)?;
                 }
             }
@@ -461,7 +510,9 @@ impl SessionState {
         let mut batch = Batch::new();
         if let Some(turn_id) = self.record.active_turn.clone() {
             let key = TurnRecord::key_for(&self.record.id, self.record.turn_count);
-            if let Some(mut turn) = self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && !t.status.is_final()) {
+            if let Some(mut turn) =
+                self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && !t.status.is_final())
+            {
                 self.cancel_approvals(&turn, &mut batch)?;
                 turn.status = TurnStatus::Interrupted;
                 turn.reason = Some("the session was deleted".into());

@@ -46,7 +46,11 @@ impl Actor for SessionsSupervisor {
 
     /// Starts one actor per stored session before the supervisor counts as
     /// started, so the daemon reports ready only once every session answers.
-    async fn pre_start(&self, myself: ActorRef<SessionsMsg>, ctx: Context) -> Result<SessionsState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionsMsg>,
+        ctx: Context,
+    ) -> Result<SessionsState, ActorProcessingErr> {
         let config = SupervisorConfig {
             strategy: Strategy::OneForOne,
             // Many sessions: allow more restarts in all before giving up on them all.
@@ -68,12 +72,21 @@ impl Actor for SessionsSupervisor {
         Ok(state)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SessionsMsg>, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionsMsg>,
+        state: &mut SessionsState,
+    ) -> Result<(), ActorProcessingErr> {
         state.sup.shutdown().await;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SessionsMsg>, msg: SessionsMsg, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionsMsg>,
+        msg: SessionsMsg,
+        state: &mut SessionsState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionsMsg::Create(req, reply) => {
                 let r = state.create(&myself, req).await;
@@ -99,14 +112,23 @@ impl Actor for SessionsSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SessionsMsg>, evt: SupervisionEvent, state: &mut SessionsState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SessionsMsg>,
+        evt: SupervisionEvent,
+        state: &mut SessionsState,
+    ) -> Result<(), ActorProcessingErr> {
         let outcome = state.sup.handle_event(&evt, &myself).await?;
         state.after_supervision(outcome).await
     }
 }
 
 impl SessionsState {
-    async fn start_session(&mut self, myself: &ActorRef<SessionsMsg>, session_id: String) -> Result<(), ActorProcessingErr> {
+    async fn start_session(
+        &mut self,
+        myself: &ActorRef<SessionsMsg>,
+        session_id: String,
+    ) -> Result<(), ActorProcessingErr> {
         let name = names::session(&session_id);
         let ctx = self.ctx.clone();
         let spec = ChildSpec {
@@ -116,7 +138,9 @@ impl SessionsState {
             start: Arc::new(move |sup| {
                 let args = SessionArgs { ctx: ctx.clone(), session_id: session_id.clone() };
                 let name = name.clone();
-                Box::pin(async move { Ok(SessionActor::spawn_linked(Some(name), SessionActor, args, sup).await?.0.get_cell()) })
+                Box::pin(async move {
+                    Ok(SessionActor::spawn_linked(Some(name), SessionActor, args, sup).await?.0.get_cell())
+                })
             }),
         };
         self.sup.start_child(spec, &myself.get_cell()).await?;
@@ -126,7 +150,11 @@ impl SessionsState {
     async fn create(&mut self, myself: &ActorRef<SessionsMsg>, req: CreateSessionRequest) -> DaemonResult<SessionView> {
         if self.ctx.providers.get(&req.provider).is_none() {
             let known: Vec<&str> = self.ctx.providers.list().map(|p| p.name.as_str()).collect();
-            return Err(DaemonError::BadRequest(format!("unknown provider {:?}; known: {}", req.provider, known.join(", "))));
+            return Err(DaemonError::BadRequest(format!(
+                "unknown provider {:?}; known: {}",
+                req.provider,
+                known.join(", ")
+            )));
         }
         let cwd = match req.cwd {
             Some(cwd) => cwd,

@@ -98,8 +98,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SpawnErr,
-    SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
 use tokio::task::AbortHandle;
 
@@ -171,10 +170,7 @@ pub struct Intensity {
 
 impl Default for Intensity {
     fn default() -> Self {
-        Self {
-            max_restarts: 5,
-            within: Duration::from_secs(10),
-        }
+        Self { max_restarts: 5, within: Duration::from_secs(10) }
     }
 }
 
@@ -194,10 +190,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(10),
-            max: Duration::from_secs(1),
-        }
+        Self { initial: Duration::from_millis(10), max: Duration::from_secs(1) }
     }
 }
 
@@ -268,8 +261,7 @@ impl fmt::Debug for SupervisorConfig {
 ///
 /// Why a factory: a restart needs a fresh handler and fresh arguments each
 /// time. [`ChildSpec::for_actor`] builds one that respects the contract.
-pub type StartFn =
-    Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
+pub type StartFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
 
 /// Wraps an async closure as a [`StartFn`].
 pub fn start_fn<F, Fut>(f: F) -> StartFn
@@ -308,30 +300,15 @@ impl fmt::Debug for ChildSpec {
 
 impl ChildSpec {
     /// A spec from its parts.
-    pub fn new(
-        id: impl Into<String>,
-        restart: Restart,
-        shutdown: Shutdown,
-        start: StartFn,
-    ) -> Self {
-        Self {
-            id: id.into(),
-            restart,
-            shutdown,
-            start,
-        }
+    pub fn new(id: impl Into<String>, restart: Restart, shutdown: Shutdown, start: StartFn) -> Self {
+        Self { id: id.into(), restart, shutdown, start }
     }
 
     /// A spec for a ractor actor: `make` builds a fresh handler and its
     /// arguments for every incarnation, and the actor is spawned linked to
     /// the supervisor under the name `id`. Why: it cannot get the naming and
     /// linking contract wrong.
-    pub fn for_actor<A, F>(
-        id: impl Into<String>,
-        restart: Restart,
-        shutdown: Shutdown,
-        make: F,
-    ) -> Self
+    pub fn for_actor<A, F>(id: impl Into<String>, restart: Restart, shutdown: Shutdown, make: F) -> Self
     where
         A: Actor,
         F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
@@ -346,12 +323,7 @@ impl ChildSpec {
                 Ok(actor.get_cell())
             })
         });
-        Self {
-            id,
-            restart,
-            shutdown,
-            start,
-        }
+        Self { id, restart, shutdown, start }
     }
 }
 
@@ -520,9 +492,7 @@ impl Supervision {
     /// Stops a child gracefully per its [`Shutdown`] and forgets its spec, so
     /// it is not restarted. Returns once the child has stopped.
     pub async fn terminate_child(&mut self, id: &str) -> Result<(), SupervisionError> {
-        let idx = self
-            .index_of(id)
-            .ok_or_else(|| SupervisionError::UnknownChild(id.to_string()))?;
+        let idx = self.index_of(id).ok_or_else(|| SupervisionError::UnknownChild(id.to_string()))?;
         let entry = self.children.remove(idx);
         self.cancel_timer(id);
         if let Some(cell) = entry.cell {
@@ -533,8 +503,7 @@ impl Supervision {
 
     /// The current incarnation of a child, if it is running.
     pub fn child(&self, id: &str) -> Option<ActorCell> {
-        self.index_of(id)
-            .and_then(|idx| self.children[idx].cell.clone())
+        self.index_of(id).and_then(|idx| self.children[idx].cell.clone())
     }
 
     /// All children in start order.
@@ -543,10 +512,7 @@ impl Supervision {
             .iter()
             .map(|entry| ChildInfo {
                 id: entry.spec.id.clone(),
-                running: entry
-                    .cell
-                    .as_ref()
-                    .is_some_and(|cell| cell.get_status() < ActorStatus::Stopping),
+                running: entry.cell.as_ref().is_some_and(|cell| cell.get_status() < ActorStatus::Stopping),
                 restarts: entry.restarts,
             })
             .collect()
@@ -580,9 +546,7 @@ impl Supervision {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 Some((cell.get_id(), Down::Terminated(reason.clone())))
             }
-            SupervisionEvent::ActorFailed(cell, err) => {
-                Some((cell.get_id(), Down::Failed(err.to_string())))
-            }
+            SupervisionEvent::ActorFailed(cell, err) => Some((cell.get_id(), Down::Failed(err.to_string()))),
             _ => None,
         };
         let supervisor = supervisor.clone();
@@ -601,16 +565,10 @@ impl Supervision {
             let id = self.children[idx].spec.id.clone();
             let restart = self.children[idx].spec.restart;
             let (restart_it, reason) = match (&down, restart) {
-                (_, Restart::Temporary) | (Down::Terminated(_), Restart::Transient) => {
-                    (false, String::new())
+                (_, Restart::Temporary) | (Down::Terminated(_), Restart::Transient) => (false, String::new()),
+                (Down::Terminated(reason), Restart::Permanent) => {
+                    (true, format!("stopped ({})", reason.as_deref().unwrap_or("no reason given")))
                 }
-                (Down::Terminated(reason), Restart::Permanent) => (
-                    true,
-                    format!(
-                        "stopped ({})",
-                        reason.as_deref().unwrap_or("no reason given")
-                    ),
-                ),
                 (Down::Failed(err), _) => (true, format!("failed: {err}")),
             };
             if !restart_it {
@@ -683,9 +641,7 @@ impl Supervision {
     }
 
     fn index_of_cell(&self, cell_id: ActorId) -> Option<usize> {
-        self.children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|cell| cell.get_id() == cell_id))
+        self.children.iter().position(|c| c.cell.as_ref().is_some_and(|cell| cell.get_id() == cell_id))
     }
 
     fn new_generation(&mut self) -> u64 {
@@ -811,10 +767,7 @@ impl Supervision {
         M: ractor::Message + From<RestartChild>,
     {
         let entry = &self.children[idx];
-        let req = RestartChild {
-            child_id: entry.spec.id.clone(),
-            generation: entry.generation,
-        };
+        let req = RestartChild { child_id: entry.spec.id.clone(), generation: entry.generation };
         let id = req.child_id.clone();
         let supervisor = supervisor.clone();
         let task = tokio::spawn(async move {
@@ -869,20 +822,14 @@ impl Supervision {
 
 /// Drops window entries older than `within`.
 fn prune(log: &mut VecDeque<Instant>, now: Instant, within: Duration) {
-    while log
-        .front()
-        .is_some_and(|&t| now.saturating_duration_since(t) > within)
-    {
+    while log.front().is_some_and(|&t| now.saturating_duration_since(t) > within) {
         log.pop_front();
     }
 }
 
 /// Runs a child's start function, retrying while its name is still
 /// registered to the dying previous incarnation, and checks the link.
-async fn start_incarnation(
-    spec: &ChildSpec,
-    supervisor: &ActorCell,
-) -> Result<ActorCell, SupervisionError> {
+async fn start_incarnation(spec: &ChildSpec, supervisor: &ActorCell) -> Result<ActorCell, SupervisionError> {
     let mut attempt = 0;
     let cell = loop {
         match (spec.start)(supervisor.clone()).await {
@@ -892,20 +839,13 @@ async fn start_incarnation(
                 tracing::debug!(child = %spec.id, %name, attempt, "name still registered; retrying");
                 tokio::time::sleep(NAME_RETRY_PAUSE).await;
             }
-            Err(source) => {
-                return Err(SupervisionError::StartFailed {
-                    id: spec.id.clone(),
-                    source,
-                })
-            }
+            Err(source) => return Err(SupervisionError::StartFailed { id: spec.id.clone(), source }),
         }
     };
     if cell.get_name().as_deref() != Some(spec.id.as_str()) {
         tracing::warn!(child = %spec.id, name = ?cell.get_name(), "child not registered under its id; where_is(id) will not find it");
     }
-    let linked = cell
-        .try_get_supervisor()
-        .is_some_and(|s| s.get_id() == supervisor.get_id());
+    let linked = cell.try_get_supervisor().is_some_and(|s| s.get_id() == supervisor.get_id());
     if !linked && cell.get_status() < ActorStatus::Stopping {
         tracing::warn!(child = %spec.id, "start fn did not link the child to its supervisor; linking it now");
         cell.link(supervisor.clone());
@@ -952,9 +892,7 @@ impl fmt::Debug for SupervisorMsg {
         match self {
             SupervisorMsg::Restart(req) => f.debug_tuple("Restart").field(req).finish(),
             SupervisorMsg::StartChild(spec, _) => f.debug_tuple("StartChild").field(spec).finish(),
-            SupervisorMsg::TerminateChild(id, _) => {
-                f.debug_tuple("TerminateChild").field(id).finish()
-            }
+            SupervisorMsg::TerminateChild(id, _) => f.debug_tuple("TerminateChild").field(id).finish(),
             SupervisorMsg::Children(_) => f.write_str("Children"),
         }
     }
@@ -1025,11 +963,7 @@ impl Actor for Supervisor {
                 Self::apply(state, outcome).await
             }
             SupervisorMsg::StartChild(spec, reply) => {
-                let result = state
-                    .start_child(spec, &myself)
-                    .await
-                    .map(|_| ())
-                    .map_err(|err| err.to_string());
+                let result = state.start_child(spec, &myself).await.map(|_| ()).map_err(|err| err.to_string());
                 let _ = reply.send(result);
                 Ok(())
             }
@@ -1055,11 +989,7 @@ impl Actor for Supervisor {
         Self::apply(state, outcome).await
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.shutdown().await;
         Ok(())
     }

@@ -43,7 +43,10 @@ pub struct TurnState {
 
 pub enum TurnMsg {
     /// The `no`-th event of the turn, from the provider worker.
-    Agent { no: u64, event: AgentEvent },
+    Agent {
+        no: u64,
+        event: AgentEvent,
+    },
     Interrupt(RpcReplyPort<DaemonResult<()>>),
     Steer(String, RpcReplyPort<DaemonResult<()>>),
     Decide(String, Decision, RpcReplyPort<DaemonResult<ApprovalView>>),
@@ -60,17 +63,18 @@ impl Actor for TurnActor {
 
     async fn pre_start(&self, _myself: ActorRef<TurnMsg>, args: TurnArgs) -> Result<TurnState, ActorProcessingErr> {
         let key = TurnRecord::key_for(&args.session_id, args.number);
-        let record = args
-            .ctx
-            .store
-            .get::<TurnRecord>(&key)?
-            .ok_or_else(|| format!("turn record {key} is missing"))?;
+        let record = args.ctx.store.get::<TurnRecord>(&key)?.ok_or_else(|| format!("turn record {key} is missing"))?;
         let session = args
             .ctx
             .store
             .get::<SessionRecord>(&args.session_id)?
             .ok_or_else(|| format!("session {} is missing", args.session_id))?;
-        Ok(TurnState { topic: Topic::session(&args.session_id), cwd: PathBuf::from(session.cwd), record, ctx: args.ctx })
+        Ok(TurnState {
+            topic: Topic::session(&args.session_id),
+            cwd: PathBuf::from(session.cwd),
+            record,
+            ctx: args.ctx,
+        })
     }
 
     async fn post_start(&self, myself: ActorRef<TurnMsg>, state: &mut TurnState) -> Result<(), ActorProcessingErr> {
@@ -83,7 +87,12 @@ impl Actor for TurnActor {
         state.run_on_provider(&myself).await
     }
 
-    async fn handle(&self, myself: ActorRef<TurnMsg>, msg: TurnMsg, state: &mut TurnState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<TurnMsg>,
+        msg: TurnMsg,
+        state: &mut TurnState,
+    ) -> Result<(), ActorProcessingErr> {
         if state.record.status.is_final() {
             // Only answers remain to be given once the turn has ended.
             match msg {
@@ -111,7 +120,13 @@ impl Actor for TurnActor {
             TurnMsg::ProviderRestarted => state.run_on_provider(&myself).await?,
             TurnMsg::InterruptTimeout => {
                 tracing::warn!(session_id = %state.record.session_id, turn_id = %state.record.id, "provider did not stop in time; ending the turn");
-                state.finish(&myself, TurnStatus::Interrupted, Some("interrupted; the provider did not stop in time".into())).await?;
+                state
+                    .finish(
+                        &myself,
+                        TurnStatus::Interrupted,
+                        Some("interrupted; the provider did not stop in time".into()),
+                    )
+                    .await?;
             }
             TurnMsg::Crash => {
                 if state.ctx.settings.fault_injection {
@@ -141,7 +156,9 @@ impl TurnState {
         };
         let delivered = self.record.events_seen;
         let name = names::provider(self.session_id());
-        let answer = crate::route::call::<ProviderMsg, _, _>(&name, |reply| ProviderMsg::RunTurn { input, delivered, reply }).await;
+        let answer =
+            crate::route::call::<ProviderMsg, _, _>(&name, |reply| ProviderMsg::RunTurn { input, delivered, reply })
+                .await;
         match answer {
             Ok(Ok(ack)) => {
                 tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, ?ack, "turn on provider");
@@ -160,7 +177,12 @@ impl TurnState {
         }
     }
 
-    async fn on_agent_event(&mut self, myself: &ActorRef<TurnMsg>, no: u64, event: AgentEvent) -> Result<(), ActorProcessingErr> {
+    async fn on_agent_event(
+        &mut self,
+        myself: &ActorRef<TurnMsg>,
+        no: u64,
+        event: AgentEvent,
+    ) -> Result<(), ActorProcessingErr> {
         if no <= self.record.events_seen {
             return Ok(()); // a replay of what is already persisted
         }
@@ -231,12 +253,8 @@ impl TurnState {
             }
             return Ok(());
         }
-        let policy = self
-            .ctx
-            .store
-            .get::<SessionRecord>(self.session_id())?
-            .map(|s| s.policy)
-            .unwrap_or(Policy::PlanOnly);
+        let policy =
+            self.ctx.store.get::<SessionRecord>(self.session_id())?.map(|s| s.policy).unwrap_or(Policy::PlanOnly);
         let now = bosun_proto::now_ts();
         let mut approval = ApprovalRecord {
             id: id.clone(),
@@ -258,14 +276,19 @@ impl TurnState {
                 approval.status = ApprovalStatus::Accepted;
                 approval.decided_by = Some(DecidedBy::Policy);
                 approval.decided_at = Some(now);
-                batch.event(self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": true})));
+                batch.event(
+                    self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": true})),
+                );
                 batch.put(&approval)?.put(&self.record)?;
                 self.ctx.store.commit(batch).await?;
                 self.send_decision(&request_id, true);
             }
             Policy::PlanOnly => {
                 self.record.status = TurnStatus::AwaitingApproval;
-                batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::AwaitingApproval})));
+                batch.event(self.event(
+                    EventType::TurnUpdate,
+                    json!({"turn_id": self.record.id, "status": TurnStatus::AwaitingApproval}),
+                ));
                 batch.put(&approval)?.put(&self.record)?;
                 self.ctx.store.commit(batch).await?;
                 self.notify_session_status();
@@ -298,7 +321,9 @@ impl TurnState {
         batch.event(self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": false})));
         if !still_waiting && self.record.status == TurnStatus::AwaitingApproval {
             self.record.status = TurnStatus::Running;
-            batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::Running})));
+            batch.event(
+                self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::Running})),
+            );
         }
         batch.put(&self.record)?;
         self.ctx.store.commit(batch).await?;
@@ -403,7 +428,12 @@ impl TurnState {
 
     /// Ends the turn: cancels what still waits, records the end, tells the
     /// provider and the session, and stops this actor.
-    async fn finish(&mut self, myself: &ActorRef<TurnMsg>, status: TurnStatus, reason: Option<String>) -> Result<(), ActorProcessingErr> {
+    async fn finish(
+        &mut self,
+        myself: &ActorRef<TurnMsg>,
+        status: TurnStatus,
+        reason: Option<String>,
+    ) -> Result<(), ActorProcessingErr> {
         let now = bosun_proto::now_ts();
         let mut batch = Batch::new();
         for id in self.record.approvals.clone() {
@@ -412,7 +442,9 @@ impl TurnState {
                     a.status = ApprovalStatus::Cancelled;
                     a.decided_by = Some(DecidedBy::Daemon);
                     a.decided_at = Some(now.clone());
-                    batch.event(self.event(EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})));
+                    batch.event(
+                        self.event(EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})),
+                    );
                     batch.put(&a)?;
                 }
             }
@@ -421,14 +453,19 @@ impl TurnState {
         self.record.reason = reason.clone();
         self.record.ended_at = Some(now);
         batch.put(&self.record)?;
-        batch.event(self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.record.chunks})));
+        batch.event(
+            self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.record.chunks})),
+        );
         batch.event(self.event(
             EventType::TurnCompleted,
             json!({"turn_id": self.record.id, "status": status, "reason": reason, "usage": self.record.usage}),
         ));
         self.ctx.store.commit(batch).await?;
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, %status, reason = reason.as_deref().unwrap_or(""), "turn ended");
-        crate::route::send(&names::provider(self.session_id()), ProviderMsg::TurnDone { turn_id: self.record.id.clone() });
+        crate::route::send(
+            &names::provider(self.session_id()),
+            ProviderMsg::TurnDone { turn_id: self.record.id.clone() },
+        );
         self.notify_session_ended();
         myself.stop(None);
         Ok(())
@@ -444,7 +481,11 @@ impl TurnState {
     fn notify_session_ended(&self) {
         crate::route::send(
             &names::session(self.session_id()),
-            SessionMsg::TurnEnded { turn_id: self.record.id.clone(), status: self.record.status, usage: self.record.usage },
+            SessionMsg::TurnEnded {
+                turn_id: self.record.id.clone(),
+                status: self.record.status,
+                usage: self.record.usage,
+            },
         );
     }
 
@@ -452,4 +493,3 @@ impl TurnState {
         NewEvent::new(self.topic.clone(), kind, data)
     }
 }
-

@@ -29,12 +29,23 @@ pub struct TurnInput {
 /// [`TurnInput::resume`] if the turn must be picked up again.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
-    Chunk { kind: ChunkKind, text: String, checkpoint: Option<serde_json::Value> },
+    Chunk {
+        kind: ChunkKind,
+        text: String,
+        checkpoint: Option<serde_json::Value>,
+    },
     /// The agent wants to act. The turn waits for a [`TurnControl::Decision`]
     /// with the same `request_id`; a resumed driver asks again with the same id.
-    ApprovalRequest { request_id: String, action: Action, checkpoint: Option<serde_json::Value> },
+    ApprovalRequest {
+        request_id: String,
+        action: Action,
+        checkpoint: Option<serde_json::Value>,
+    },
     Usage(Usage),
-    Log { level: LogLevel, message: String },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
     /// The last event of a turn.
     Finished(TurnOutcome),
 }
@@ -56,7 +67,10 @@ pub enum TurnOutcome {
 /// Instructions into a running turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnControl {
-    Decision { request_id: String, approved: bool },
+    Decision {
+        request_id: String,
+        approved: bool,
+    },
     /// Extra instructions for the turn under way.
     Steer(String),
     Interrupt,
@@ -86,7 +100,11 @@ pub trait AgentDriver: Send + 'static {
     fn capabilities(&self) -> Capabilities;
     /// Starts (or, with `input.resume`, resumes) a turn. Events go to `events`
     /// until [`AgentEvent::Finished`]; the returned handle carries controls in.
-    fn start_turn(&mut self, input: TurnInput, events: mpsc::UnboundedSender<AgentEvent>) -> Result<TurnHandle, AgentError>;
+    fn start_turn(
+        &mut self,
+        input: TurnInput,
+        events: mpsc::UnboundedSender<AgentEvent>,
+    ) -> Result<TurnHandle, AgentError>;
 }
 
 /// A running turn. Dropping it aborts the turn and kills whatever it started,

@@ -66,11 +66,21 @@ pub enum ServerFrame {
 pub enum Control {
     /// The subscription is in place; replay of events after `since` follows,
     /// up to at least `head`, then live events.
-    Subscribed { topics: Vec<String>, since: u64, head: u64 },
-    Unsubscribed { topics: Vec<String> },
-    Pong { nonce: Option<u64> },
+    Subscribed {
+        topics: Vec<String>,
+        since: u64,
+        head: u64,
+    },
+    Unsubscribed {
+        topics: Vec<String>,
+    },
+    Pong {
+        nonce: Option<u64>,
+    },
     /// A bad frame; the connection stays open.
-    Error { error: ErrorDetail },
+    Error {
+        error: ErrorDetail,
+    },
 }
 
 #[cfg(test)]

@@ -98,7 +98,13 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
     Ok(Report { rows, data, failures })
 }
 
-async fn mode(policy: FlushPolicy, args: &BenchArgs, topics: usize, base: &Path, window: Duration) -> anyhow::Result<ModeResult> {
+async fn mode(
+    policy: FlushPolicy,
+    args: &BenchArgs,
+    topics: usize,
+    base: &Path,
+    window: Duration,
+) -> anyhow::Result<ModeResult> {
     let label = match policy {
         FlushPolicy::GroupCommit => "group",
         FlushPolicy::EveryRequest => "every",

@@ -256,7 +256,8 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
     ));
     let mut clients = tokio::task::JoinSet::new();
     let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::channel::<()>(args.subscribers.max(1));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.fanout_secs) + DRAIN + Duration::from_secs(30);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.fanout_secs) + DRAIN + Duration::from_secs(30);
     for _ in 0..args.subscribers {
         let client = Client { url: format!("ws://{addr}/ws"), topic: topic.to_string(), since, total, base, deadline };
         clients.spawn_on(client.run(subscribed_tx.clone()), client_rt.handle()?);
@@ -290,7 +291,8 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
         // Each commit in its own task, so a slow flush does not delay the schedule.
         commits.spawn(async move {
             let sent_ns = base.elapsed().as_nanos() as u64;
-            let data = json!({"turn_id": "t_bench", "index": index, "kind": "text", "text": data_text, "sent_ns": sent_ns});
+            let data =
+                json!({"turn_id": "t_bench", "index": index, "kind": "text", "text": data_text, "sent_ns": sent_ns});
             let mut batch = Batch::new();
             batch.event(NewEvent::new(topic, EventType::StreamChunk, data));
             store.commit(batch).await?;
@@ -356,7 +358,10 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
     }
     let met = p99 < TARGET_P99.as_nanos() as u64 && failures.is_empty();
     let rows = vec![
-        Row::info("subscribers × events", format!("{} × {} at {:.0}/s", args.subscribers, thousands(total), achieved_rate)),
+        Row::info(
+            "subscribers × events",
+            format!("{} × {} at {:.0}/s", args.subscribers, thousands(total), achieved_rate),
+        ),
         Row::info("append→receipt p50", ms(p50)),
         Row::target("append→receipt p99", ms(p99), "< 5 ms", met),
         Row::info("append→receipt p99.9 / max", format!("{} / {}", ms(p999), ms(max))),
@@ -368,7 +373,11 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
         Row::info("CPU, clients", cpu_text(cpu_clients, wall, receipts)),
         Row::info(
             "every client got every event",
-            if failures.is_empty() { format!("yes ({} receipts)", thousands(latencies.len() as u64)) } else { format!("NO ({short} short)") },
+            if failures.is_empty() {
+                format!("yes ({} receipts)", thousands(latencies.len() as u64))
+            } else {
+                format!("NO ({short} short)")
+            },
         ),
     ];
     let data = json!({

@@ -126,7 +126,11 @@ pub struct Report {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let parts: Vec<Part> = if args.only.is_empty() { Part::ALL.to_vec() } else { Part::ALL.into_iter().filter(|p| args.only.contains(p)).collect() };
+    let parts: Vec<Part> = if args.only.is_empty() {
+        Part::ALL.to_vec()
+    } else {
+        Part::ALL.into_iter().filter(|p| args.only.contains(p)).collect()
+    };
     let base = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir(),
@@ -235,14 +239,18 @@ fn machine() -> Value {
         .unwrap_or_else(|| "unknown".into());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib = proc_field_kib(&meminfo, "MemTotal:").unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     json!({"cpus": cpus, "cpu_model": model, "mem_mib": mem_kib / 1024, "kernel": kernel, "loadavg": loadavg()})
 }
 
 /// The 1-minute load average: other work on a shared machine skews results.
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// CPU time (user + system) and command name from a /proc `stat` file: of
@@ -274,7 +282,8 @@ pub struct TempDir {
 
 impl TempDir {
     fn new(base: &Path, label: &str) -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = base.join(format!("bosun-bench-{}-{label}-{nanos:09}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(TempDir { path })

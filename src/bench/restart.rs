@@ -46,8 +46,9 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
     let started = Instant::now();
     let path = data_dir.join("store");
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = Store::open(StoreConfig { path: path.clone(), flush: FlushPolicy::GroupCommit, ..StoreConfig::default() })
-        .with_context(|| format!("opening a store in {}", path.display()))?;
+    let store =
+        Store::open(StoreConfig { path: path.clone(), flush: FlushPolicy::GroupCommit, ..StoreConfig::default() })
+            .with_context(|| format!("opening a store in {}", path.display()))?;
     let cwd = data_dir.to_string_lossy().into_owned();
     let text = "x".repeat(payload_bytes);
     let now = bosun_proto::now_ts();
@@ -97,7 +98,11 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
                     json!({"turn_id": turn_id, "index": index, "kind": "text", "text": text}),
                 ));
             }
-            batch.event(NewEvent::new(topic.clone(), EventType::StreamComplete, json!({"turn_id": turn_id, "chunks": chunks})));
+            batch.event(NewEvent::new(
+                topic.clone(),
+                EventType::StreamComplete,
+                json!({"turn_id": turn_id, "chunks": chunks}),
+            ));
             batch.event(NewEvent::new(
                 topic.clone(),
                 EventType::TurnCompleted,
@@ -216,7 +221,9 @@ impl Child {
                 let status = child.wait().await.ok();
                 anyhow::bail!("the daemon exited ({status:?}) before it was ready; stderr:\n{}", stderr_text(&stderr));
             }
-            Err(_) => anyhow::bail!("the daemon printed nothing within {START_TIMEOUT:?}; stderr:\n{}", stderr_text(&stderr)),
+            Err(_) => {
+                anyhow::bail!("the daemon printed nothing within {START_TIMEOUT:?}; stderr:\n{}", stderr_text(&stderr))
+            }
         };
         let line_at = started.elapsed();
         anyhow::ensure!(line.starts_with("bosun listening on"), "unexpected first line {line:?}");
@@ -320,13 +327,13 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
     anyhow::ensure!(args.restarts > 0, "--restarts must be at least 1");
     let dir = TempDir::new(base, "restart")?;
     let data_dir = dir.path().join("data");
-    progress(&format!("   populating {} sessions and {} events", thousands(args.sessions as u64), thousands(args.events as u64)));
-    let populated = populate(&data_dir, args.sessions, args.events, args.payload_bytes).await?;
     progress(&format!(
-        "   populated in {}, {} on disk",
-        secs(populated.elapsed),
-        mib(populated.size.0)
+        "   populating {} sessions and {} events",
+        thousands(args.sessions as u64),
+        thousands(args.events as u64)
     ));
+    let populated = populate(&data_dir, args.sessions, args.events, args.payload_bytes).await?;
+    progress(&format!("   populated in {}, {} on disk", secs(populated.elapsed), mib(populated.size.0)));
     let last = (populated.sessions > 0).then(|| session_id(populated.sessions - 1));
 
     let mut starts = Vec::new();
@@ -335,7 +342,11 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
         let (child, start) = Child::start(&data_dir, last.as_deref()).await?;
         let health = child.health().await?;
         let sessions = health["sessions"].as_u64().unwrap_or(0);
-        anyhow::ensure!(sessions as usize == populated.sessions, "/health reports {sessions} sessions, {} stored", populated.sessions);
+        anyhow::ensure!(
+            sessions as usize == populated.sessions,
+            "/health reports {sessions} sessions, {} stored",
+            populated.sessions
+        );
         progress(&format!(
             "   start {round}: line {} health {} last session {} (head_seq {})",
             secs(start.line),
@@ -352,7 +363,11 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
     let median = Duration::from_nanos(percentile(&ready, 50.0));
     let met = median < TARGET_READY;
     let each = |f: &dyn Fn(&Start) -> Option<Duration>| {
-        starts.iter().map(|s| f(s).map(|d| format!("{:.3}", d.as_secs_f64())).unwrap_or_else(|| "-".into())).collect::<Vec<_>>().join(" / ")
+        starts
+            .iter()
+            .map(|s| f(s).map(|d| format!("{:.3}", d.as_secs_f64())).unwrap_or_else(|| "-".into()))
+            .collect::<Vec<_>>()
+            .join(" / ")
     };
     let rows = vec![
         Row::info(
@@ -370,7 +385,10 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
         Row::info("/health answers, each start (s)", each(&|s| Some(s.health))),
         Row::info("last session answers, each start (s)", each(&|s| s.last_session)),
         Row::target(format!("ready, median of {}", starts.len()), secs(median), "< 1 s", met),
-        Row::info("graceful stop, each (s)", stops.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect::<Vec<_>>().join(" / ")),
+        Row::info(
+            "graceful stop, each (s)",
+            stops.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect::<Vec<_>>().join(" / "),
+        ),
     ];
     let data = json!({
         "sessions": populated.sessions,

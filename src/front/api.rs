@@ -80,7 +80,9 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             _ => Err(not_allowed(req, "GET")),
         },
         // A WebSocket upgrade is answered before this dispatcher; anything else here is a mistake.
-        ["ws"] => Err(ApiError::BadRequest("/ws speaks WebSocket: send GET with Connection: Upgrade and Upgrade: websocket".into())),
+        ["ws"] => Err(ApiError::BadRequest(
+            "/ws speaks WebSocket: send GET with Connection: Upgrade and Upgrade: websocket".into(),
+        )),
         ["api", "v1", rest @ ..] => match (rest, m.clone()) {
             (["sessions"], Method::GET) => list_sessions(ctx, req),
             (["sessions"], Method::POST) => create_session(ctx, req).await,
@@ -114,11 +116,7 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
 
 /// Parses a JSON body into `T`, naming what is wrong (unknown fields included).
 fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    let content_type = req
-        .headers
-        .get(warp::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = req.headers.get(warp::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" {
         return Err(ApiError::UnsupportedMediaType(content_type.to_string()));
@@ -203,7 +201,8 @@ async fn create_session(_ctx: &Context, req: &Request) -> Result<Response, ApiEr
 fn get_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     no_query(req)?;
     let record = load_session(ctx, id)?;
-    let turns: Vec<TurnView> = ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
+    let turns: Vec<TurnView> =
+        ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
     let mut pending_approvals = Vec::new();
     if let Some(active) = &record.active_turn {
         let key = TurnRecord::key_for(id, record.turn_count);
@@ -243,14 +242,16 @@ async fn start_turn(ctx: &Context, req: &Request, id: &str) -> Result<Response, 
     no_query(req)?;
     let body: StartTurnRequest = json_body(req)?;
     load_session(ctx, id)?;
-    let turn_id = route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::StartTurn(body.text, r)).await??;
+    let turn_id =
+        route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::StartTurn(body.text, r)).await??;
     Ok(json_reply(StatusCode::ACCEPTED, &StartTurnResponse { turn_id }))
 }
 
 fn list_turns(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     no_query(req)?;
     load_session(ctx, id)?;
-    let turns: Vec<TurnView> = ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
+    let turns: Vec<TurnView> =
+        ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
     Ok(json_reply(StatusCode::OK, &json!({ "turns": turns })))
 }
 
@@ -341,7 +342,10 @@ fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     }
     let topic = match (q.session, q.topic) {
         (Some(_), Some(_)) => return Err(ApiError::BadRequest("give session or topic, not both".into())),
-        (Some(s), None) => Some(Topic::parse(&format!("session:{s}")).ok_or_else(|| ApiError::BadRequest(format!("bad session id {s:?}")))?),
+        (Some(s), None) => Some(
+            Topic::parse(&format!("session:{s}"))
+                .ok_or_else(|| ApiError::BadRequest(format!("bad session id {s:?}")))?,
+        ),
         (None, Some(t)) => Some(Topic::parse(&t).ok_or_else(|| ApiError::BadRequest(format!("bad topic {t:?}")))?),
         (None, None) => None,
     };
@@ -374,7 +378,9 @@ fn providers(ctx: &Context) -> ProviderList {
 
 async fn crash(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     if !ctx.settings.fault_injection {
-        return Err(ApiError::Forbidden("fault injection is off; start the daemon with --enable-fault-injection".into()));
+        return Err(ApiError::Forbidden(
+            "fault injection is off; start the daemon with --enable-fault-injection".into(),
+        ));
     }
     no_query(req)?;
     let body: CrashRequest = json_body(req)?;

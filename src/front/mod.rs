@@ -29,7 +29,9 @@ use warp::Filter;
 /// Largest WebSocket frame a client may send.
 const MAX_WS_FRAME: usize = 64 * 1024;
 
-pub fn routes(ctx: Context) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+pub fn routes(
+    ctx: Context,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let websocket = warp::path("ws")
         .and(warp::path::end())
@@ -37,9 +39,7 @@ pub fn routes(ctx: Context) -> impl Filter<Extract = (warp::reply::Response,), E
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .map(move |ws: warp::ws::Ws, protocols: Option<String>| {
             let ctx = ws_ctx.clone();
-            let msgpack = protocols
-                .as_deref()
-                .is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
+            let msgpack = protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
             let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
             let reply = ws.max_message_size(MAX_WS_FRAME).on_upgrade(move |socket| ws::serve(socket, ctx, format));
             if msgpack {
@@ -64,16 +64,19 @@ pub fn routes(ctx: Context) -> impl Filter<Extract = (warp::reply::Response,), E
                 api::dispatch(&ctx, req).await
             }
         });
-    websocket.or(api).unify().recover(|rejection: warp::Rejection| async move {
-        // Only the WebSocket filter can reject (a plain GET /ws, say).
-        let err = if rejection.is_not_found() {
-            ApiError::NotFound("no such endpoint".into())
-        } else {
-            ApiError::BadRequest(format!("{rejection:?}"))
-        };
-        Ok::<_, std::convert::Infallible>(err.into_response())
-    })
-    .unify()
+    websocket
+        .or(api)
+        .unify()
+        .recover(|rejection: warp::Rejection| async move {
+            // Only the WebSocket filter can reject (a plain GET /ws, say).
+            let err = if rejection.is_not_found() {
+                ApiError::NotFound("no such endpoint".into())
+            } else {
+                ApiError::BadRequest(format!("{rejection:?}"))
+            };
+            Ok::<_, std::convert::Infallible>(err.into_response())
+        })
+        .unify()
 }
 
 /// Sends a `Crash` to the actor a `/api/v1/debug/crash` target names.
@@ -116,18 +119,21 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
             send_later::<TurnMsg>(&name, later, || TurnMsg::Crash)?;
             name
         }
-        _ => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions or diagnostics"
-            )))
-        }
+        _ => return Err(ApiError::BadRequest(format!(
+            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions or diagnostics"
+        ))),
     };
     tracing::warn!(actor = %name, "fault injected");
     Ok(name)
 }
 
-fn send_later<M: ractor::Message>(name: &str, delay: Duration, msg: impl FnOnce() -> M + Send + 'static) -> Result<(), ApiError> {
-    let actor: ActorRef<M> = route::lookup_now(name).ok_or_else(|| ApiError::NotFound(format!("actor {name} is not running")))?;
+fn send_later<M: ractor::Message>(
+    name: &str,
+    delay: Duration,
+    msg: impl FnOnce() -> M + Send + 'static,
+) -> Result<(), ApiError> {
+    let actor: ActorRef<M> =
+        route::lookup_now(name).ok_or_else(|| ApiError::NotFound(format!("actor {name} is not running")))?;
     actor.send_after(delay, msg);
     Ok(())
 }
@@ -167,7 +173,12 @@ impl Actor for Front {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<FrontMsg>, msg: FrontMsg, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<FrontMsg>,
+        msg: FrontMsg,
+        state: &mut FrontState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             FrontMsg::Crash => {
                 if state.ctx.settings.fault_injection {

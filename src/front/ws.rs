@@ -285,7 +285,13 @@ impl ReplaySource {
                 .collect()
         };
         let n = topics.len();
-        ReplaySource { topics, pages: vec![VecDeque::new(); n], read_upto: vec![since; n], exhausted: vec![false; n], until }
+        ReplaySource {
+            topics,
+            pages: vec![VecDeque::new(); n],
+            read_upto: vec![since; n],
+            exhausted: vec![false; n],
+            until,
+        }
     }
 
     fn next(&mut self, ctx: &Context) -> Result<Option<Envelope>, ConnError> {
@@ -302,9 +308,7 @@ impl ReplaySource {
                 self.pages[i] = page.into_iter().filter(|e| e.seq <= until).collect();
             }
         }
-        let best = (0..self.topics.len())
-            .filter_map(|i| self.pages[i].front().map(|e| (e.seq, i)))
-            .min();
+        let best = (0..self.topics.len()).filter_map(|i| self.pages[i].front().map(|e| (e.seq, i))).min();
         Ok(best.and_then(|(_, i)| self.pages[i].pop_front()))
     }
 }

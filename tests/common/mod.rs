@@ -137,7 +137,8 @@ impl Daemon {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
     }
 
@@ -156,9 +157,8 @@ impl Daemon {
     }
 
     pub async fn new_session(&self, cwd: &Path, policy: &str) -> String {
-        let (status, body) = self
-            .post("/api/v1/sessions", json!({"provider":"demo","cwd":cwd,"title":"test","policy":policy}))
-            .await;
+        let (status, body) =
+            self.post("/api/v1/sessions", json!({"provider":"demo","cwd":cwd,"title":"test","policy":policy})).await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().expect("id").to_string()
     }
@@ -205,9 +205,8 @@ impl Daemon {
     }
 
     pub async fn wait_turn_end(&self, session: &str, turn: &str) -> Value {
-        let events = self
-            .wait_events(session, "turn:completed", |evs| evs.iter().any(|e| is_turn_completed(e, turn)))
-            .await;
+        let events =
+            self.wait_events(session, "turn:completed", |evs| evs.iter().any(|e| is_turn_completed(e, turn))).await;
         events.into_iter().find(|e| is_turn_completed(e, turn)).expect("turn:completed")
     }
 
@@ -249,10 +248,8 @@ pub fn is_turn_completed(e: &Value, turn: &str) -> bool {
 
 /// The text of a turn's stream chunks, in index order, checking indexes run 0.. without gap or duplicate.
 pub fn turn_text(events: &[Value], turn: &str, kind: Option<&str>) -> String {
-    let chunks: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn)
-        .collect();
+    let chunks: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn).collect();
     for (i, c) in chunks.iter().enumerate() {
         assert_eq!(c["data"]["index"].as_u64(), Some(i as u64), "chunk indexes must run 0.. without gap: {c}");
     }

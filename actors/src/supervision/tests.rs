@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ractor::{
-    call_t, registry, Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{call_t, registry, Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -61,12 +59,7 @@ impl Actor for TestChild {
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<TestMsg>,
-        message: TestMsg,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<TestMsg>, message: TestMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         match message {
             TestMsg::Panic => panic!("test child `{}` panics on purpose", self.name),
             TestMsg::Stop => myself.stop(None),
@@ -79,11 +72,7 @@ impl Actor for TestChild {
     }
 
     async fn post_stop(&self, _: ActorRef<TestMsg>, _: &mut ()) -> Result<(), ActorProcessingErr> {
-        self.probe
-            .stopped
-            .lock()
-            .expect("probe lock")
-            .push(self.name.clone());
+        self.probe.stopped.lock().expect("probe lock").push(self.name.clone());
         Ok(())
     }
 }
@@ -91,38 +80,19 @@ impl Actor for TestChild {
 fn spec(id: &str, restart: Restart, shutdown: Shutdown, probe: &Probe) -> ChildSpec {
     let probe = probe.clone();
     let name = id.to_string();
-    ChildSpec::for_actor(id, restart, shutdown, move || {
-        (
-            TestChild {
-                name: name.clone(),
-                probe: probe.clone(),
-            },
-            (),
-        )
-    })
+    ChildSpec::for_actor(id, restart, shutdown, move || (TestChild { name: name.clone(), probe: probe.clone() }, ()))
 }
 
 fn permanent(id: &str, probe: &Probe) -> ChildSpec {
-    spec(
-        id,
-        Restart::Permanent,
-        Shutdown::Timeout(Duration::from_secs(2)),
-        probe,
-    )
+    spec(id, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(2)), probe)
 }
 
 /// A config with negligible backoff, for tests that don't test backoff.
 fn config(strategy: Strategy) -> SupervisorConfig {
     SupervisorConfig {
         strategy,
-        intensity: Intensity {
-            max_restarts: 10,
-            within: Duration::from_secs(10),
-        },
-        backoff: Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-        },
+        intensity: Intensity { max_restarts: 10, within: Duration::from_secs(10) },
+        backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5) },
         on_restart: None,
     }
 }
@@ -159,14 +129,9 @@ async fn replaced(name: &str, old: ActorId) -> bool {
     eventually(WAIT, || id_of(name).is_some_and(|id| id != old)).await
 }
 
-async fn spawn_supervisor(
-    name: &str,
-    config: SupervisorConfig,
-    specs: Vec<ChildSpec>,
-) -> ActorRef<SupervisorMsg> {
-    let (sup, _join) = Actor::spawn(Some(name.to_string()), Supervisor, (config, specs))
-        .await
-        .expect("supervisor starts");
+async fn spawn_supervisor(name: &str, config: SupervisorConfig, specs: Vec<ChildSpec>) -> ActorRef<SupervisorMsg> {
+    let (sup, _join) =
+        Actor::spawn(Some(name.to_string()), Supervisor, (config, specs)).await.expect("supervisor starts");
     sup
 }
 
@@ -183,11 +148,7 @@ impl Actor for Parent {
     type State = mpsc::UnboundedSender<String>;
     type Arguments = mpsc::UnboundedSender<String>;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<()>,
-        tx: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<()>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         Ok(tx)
     }
 
@@ -209,9 +170,7 @@ impl Actor for Parent {
 
 async fn spawn_parent(name: &str) -> (ActorRef<()>, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (parent, _join) = Actor::spawn(Some(name.to_string()), Parent, tx)
-        .await
-        .expect("parent starts");
+    let (parent, _join) = Actor::spawn(Some(name.to_string()), Parent, tx).await.expect("parent starts");
     (parent, rx)
 }
 
@@ -240,20 +199,14 @@ struct HostState {
 impl Actor for Host {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = (
-        SupervisorConfig,
-        mpsc::UnboundedSender<(&'static str, Outcome)>,
-    );
+    type Arguments = (SupervisorConfig, mpsc::UnboundedSender<(&'static str, Outcome)>);
 
     async fn pre_start(
         &self,
         _: ActorRef<HostMsg>,
         (config, tx): Self::Arguments,
     ) -> Result<HostState, ActorProcessingErr> {
-        Ok(HostState {
-            supervision: Supervision::new(config),
-            tx,
-        })
+        Ok(HostState { supervision: Supervision::new(config), tx })
     }
 
     async fn handle(
@@ -301,33 +254,21 @@ impl Actor for Host {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _: ActorRef<HostMsg>,
-        st: &mut HostState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _: ActorRef<HostMsg>, st: &mut HostState) -> Result<(), ActorProcessingErr> {
         st.supervision.shutdown().await;
         Ok(())
     }
 }
 
-async fn next_outcome(
-    rx: &mut mpsc::UnboundedReceiver<(&'static str, Outcome)>,
-) -> (&'static str, Outcome) {
-    tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("an outcome in time")
-        .expect("host alive")
+async fn next_outcome(rx: &mut mpsc::UnboundedReceiver<(&'static str, Outcome)>) -> (&'static str, Outcome) {
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("an outcome in time").expect("host alive")
 }
 
 // ----- pure helpers -----
 
 #[test]
 fn backoff_doubles_and_caps() {
-    let b = Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-    };
+    let b = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(50) };
     assert_eq!(b.delay(1), Duration::ZERO);
     assert_eq!(b.delay(2), Duration::from_millis(10));
     assert_eq!(b.delay(3), Duration::from_millis(20));
@@ -358,12 +299,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
     cfg.on_restart = Some(Arc::new(move |id: &str| {
         hook_log.lock().expect("hook lock").push(id.to_string());
     }));
-    let sup = spawn_supervisor(
-        "sv-ofo",
-        cfg,
-        vec![permanent("sv-ofo-a", &pa), permanent("sv-ofo-b", &pb)],
-    )
-    .await;
+    let sup = spawn_supervisor("sv-ofo", cfg, vec![permanent("sv-ofo-a", &pa), permanent("sv-ofo-b", &pb)]).await;
     let a0 = id_of("sv-ofo-a").expect("a registered");
     let b0 = id_of("sv-ofo-b").expect("b registered");
 
@@ -382,51 +318,28 @@ async fn one_for_one_restarts_only_the_failed_child() {
     assert_eq!(
         kids,
         vec![
-            ChildInfo {
-                id: "sv-ofo-a".into(),
-                running: true,
-                restarts: 1
-            },
-            ChildInfo {
-                id: "sv-ofo-b".into(),
-                running: true,
-                restarts: 0
-            },
+            ChildInfo { id: "sv-ofo-a".into(), running: true, restarts: 1 },
+            ChildInfo { id: "sv-ofo-b".into(), running: true, restarts: 0 },
         ]
     );
-    assert_eq!(
-        *restarted.lock().expect("hook lock"),
-        vec!["sv-ofo-a".to_string()]
-    );
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    assert_eq!(*restarted.lock().expect("hook lock"), vec!["sv-ofo-a".to_string()]);
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
     assert!(id_of("sv-ofo-a").is_none() && id_of("sv-ofo-b").is_none());
 }
 
 #[tokio::test]
 async fn one_for_all_restarts_all_children() {
     let shared = Arc::new(Mutex::new(Vec::new()));
-    let probe = || Probe {
-        stopped: shared.clone(),
-        ..Probe::default()
-    };
+    let probe = || Probe { stopped: shared.clone(), ..Probe::default() };
     let probes = [probe(), probe(), probe()];
     let names = ["sv-ofa-a", "sv-ofa-b", "sv-ofa-c"];
     let sup = spawn_supervisor(
         "sv-ofa",
         config(Strategy::OneForAll),
-        names
-            .iter()
-            .zip(&probes)
-            .map(|(n, p)| permanent(n, p))
-            .collect(),
+        names.iter().zip(&probes).map(|(n, p)| permanent(n, p)).collect(),
     )
     .await;
-    let before: Vec<ActorId> = names
-        .iter()
-        .map(|n| id_of(n).expect("registered"))
-        .collect();
+    let before: Vec<ActorId> = names.iter().map(|n| id_of(n).expect("registered")).collect();
 
     send("sv-ofa-b", TestMsg::Panic);
     for (name, old) in names.iter().zip(&before) {
@@ -435,13 +348,8 @@ async fn one_for_all_restarts_all_children() {
     assert!(eventually(WAIT, || probes.iter().all(|p| p.starts() == 2)).await);
     // Siblings were stopped gracefully (post_stop ran) in reverse start
     // order; the panicked one ran no post_stop.
-    assert_eq!(
-        *shared.lock().expect("lock"),
-        vec!["sv-ofa-c".to_string(), "sv-ofa-a".to_string()]
-    );
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    assert_eq!(*shared.lock().expect("lock"), vec!["sv-ofa-c".to_string(), "sv-ofa-a".to_string()]);
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
 }
 
 #[tokio::test]
@@ -451,45 +359,27 @@ async fn rest_for_one_restarts_the_failed_and_later_children() {
     let sup = spawn_supervisor(
         "sv-rfo",
         config(Strategy::RestForOne),
-        names
-            .iter()
-            .zip(&probes)
-            .map(|(n, p)| permanent(n, p))
-            .collect(),
+        names.iter().zip(&probes).map(|(n, p)| permanent(n, p)).collect(),
     )
     .await;
-    let before: Vec<ActorId> = names
-        .iter()
-        .map(|n| id_of(n).expect("registered"))
-        .collect();
+    let before: Vec<ActorId> = names.iter().map(|n| id_of(n).expect("registered")).collect();
 
     send("sv-rfo-b", TestMsg::Panic);
     assert!(replaced("sv-rfo-b", before[1]).await);
     assert!(replaced("sv-rfo-c", before[2]).await);
     assert!(eventually(WAIT, || probes[1].starts() == 2 && probes[2].starts() == 2).await);
-    assert_eq!(
-        id_of("sv-rfo-a"),
-        Some(before[0]),
-        "earlier child untouched"
-    );
+    assert_eq!(id_of("sv-rfo-a"), Some(before[0]), "earlier child untouched");
     assert_eq!(probes[0].starts(), 1);
     let restarts: Vec<u64> = children_of(&sup).await.iter().map(|c| c.restarts).collect();
     assert_eq!(restarts, vec![0, 1, 1]);
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
 }
 
 // ----- restart types -----
 
 #[tokio::test]
 async fn restart_types_permanent_transient_temporary() {
-    let (pp, pt, pt2, ptmp) = (
-        Probe::default(),
-        Probe::default(),
-        Probe::default(),
-        Probe::default(),
-    );
+    let (pp, pt, pt2, ptmp) = (Probe::default(), Probe::default(), Probe::default(), Probe::default());
     let timeout = Shutdown::Timeout(Duration::from_secs(2));
     let sup = spawn_supervisor(
         "sv-types",
@@ -507,10 +397,7 @@ async fn restart_types_permanent_transient_temporary() {
     // Permanent: restarted after a normal stop.
     let perm0 = id_of("sv-types-perm").expect("registered");
     send("sv-types-perm", TestMsg::Stop);
-    assert!(
-        replaced("sv-types-perm", perm0).await,
-        "permanent restarted after a normal stop"
-    );
+    assert!(replaced("sv-types-perm", perm0).await, "permanent restarted after a normal stop");
     assert_eq!(pp.starts(), 2);
 
     // Transient: a normal stop removes it.
@@ -523,20 +410,14 @@ async fn restart_types_permanent_transient_temporary() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(
-        !ids(&kids).contains(&"sv-types-trans".to_string()),
-        "transient removed after a normal stop"
-    );
+    assert!(!ids(&kids).contains(&"sv-types-trans".to_string()), "transient removed after a normal stop");
     assert_eq!(pt.starts(), 1);
     assert!(id_of("sv-types-trans").is_none());
 
     // Transient: a panic restarts it.
     let t0 = id_of("sv-types-trans2").expect("registered");
     send("sv-types-trans2", TestMsg::Panic);
-    assert!(
-        replaced("sv-types-trans2", t0).await,
-        "transient restarted after a panic"
-    );
+    assert!(replaced("sv-types-trans2", t0).await, "transient restarted after a panic");
     assert_eq!(pt2.starts(), 2);
 
     // Temporary: a panic removes it.
@@ -548,19 +429,11 @@ async fn restart_types_permanent_transient_temporary() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(
-        !ids(&kids).contains(&"sv-types-temp".to_string()),
-        "temporary removed after a panic"
-    );
+    assert!(!ids(&kids).contains(&"sv-types-temp".to_string()), "temporary removed after a panic");
     assert_eq!(ptmp.starts(), 1);
     assert!(id_of("sv-types-temp").is_none());
-    assert_eq!(
-        ids(&kids),
-        vec!["sv-types-perm".to_string(), "sv-types-trans2".to_string()]
-    );
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    assert_eq!(ids(&kids), vec!["sv-types-perm".to_string(), "sv-types-trans2".to_string()]);
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
 }
 
 // ----- intensity and escalation -----
@@ -570,10 +443,7 @@ async fn intensity_exceeded_fails_the_supervisor_towards_its_parent() {
     let (parent, mut events) = spawn_parent("sv-int-parent").await;
     let probe = Probe::default();
     let mut cfg = config(Strategy::OneForOne);
-    cfg.intensity = Intensity {
-        max_restarts: 2,
-        within: Duration::from_secs(10),
-    };
+    cfg.intensity = Intensity { max_restarts: 2, within: Duration::from_secs(10) };
     let (sup, _join) = Actor::spawn_linked(
         Some("sv-int".to_string()),
         Supervisor,
@@ -591,25 +461,13 @@ async fn intensity_exceeded_fails_the_supervisor_towards_its_parent() {
     }
     // Third failure within the window: more than 2 restarts → escalate.
     send("sv-int-a", TestMsg::Panic);
-    let line = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("parent notified in time")
-        .expect("parent alive");
-    assert!(
-        line.starts_with("failed:"),
-        "parent sees ActorFailed, got {line}"
-    );
-    assert!(
-        line.contains("intensity"),
-        "reason mentions intensity: {line}"
-    );
+    let line = tokio::time::timeout(WAIT, events.recv()).await.expect("parent notified in time").expect("parent alive");
+    assert!(line.starts_with("failed:"), "parent sees ActorFailed, got {line}");
+    assert!(line.contains("intensity"), "reason mentions intensity: {line}");
     assert!(sup.wait(Some(WAIT)).await.is_ok());
     assert_eq!(probe.starts(), 3, "no restart after escalation");
     assert!(id_of("sv-int-a").is_none());
-    parent
-        .stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("parent stops");
+    parent.stop_and_wait(None, Some(WAIT)).await.expect("parent stops");
 }
 
 #[tokio::test]
@@ -617,14 +475,8 @@ async fn failing_restarts_count_toward_intensity_and_end_in_escalation() {
     let (parent, mut events) = spawn_parent("sv-fs-parent").await;
     let probe = Probe::default();
     let mut cfg = config(Strategy::OneForOne);
-    cfg.intensity = Intensity {
-        max_restarts: 3,
-        within: Duration::from_secs(10),
-    };
-    cfg.backoff = Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(40),
-    };
+    cfg.intensity = Intensity { max_restarts: 3, within: Duration::from_secs(10) };
+    cfg.backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40) };
     let (sup, _join) = Actor::spawn_linked(
         Some("sv-fs".to_string()),
         Supervisor,
@@ -636,20 +488,11 @@ async fn failing_restarts_count_toward_intensity_and_end_in_escalation() {
 
     probe.fail_start.store(true, Ordering::SeqCst);
     send("sv-fs-a", TestMsg::Panic);
-    let line = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("escalation in time")
-        .expect("parent alive");
-    assert!(
-        line.starts_with("failed:") && line.contains("could not be restarted"),
-        "{line}"
-    );
+    let line = tokio::time::timeout(WAIT, events.recv()).await.expect("escalation in time").expect("parent alive");
+    assert!(line.starts_with("failed:") && line.contains("could not be restarted"), "{line}");
     assert!(sup.wait(Some(WAIT)).await.is_ok());
     assert_eq!(probe.starts(), 1);
-    parent
-        .stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("parent stops");
+    parent.stop_and_wait(None, Some(WAIT)).await.expect("parent stops");
 }
 
 // ----- backoff -----
@@ -658,10 +501,7 @@ async fn failing_restarts_count_toward_intensity_and_end_in_escalation() {
 async fn backoff_delays_the_second_and_third_restarts() {
     let probe = Probe::default();
     let mut cfg = config(Strategy::OneForOne);
-    cfg.backoff = Backoff {
-        initial: Duration::from_millis(150),
-        max: Duration::from_secs(1),
-    };
+    cfg.backoff = Backoff { initial: Duration::from_millis(150), max: Duration::from_secs(1) };
     let sup = spawn_supervisor("sv-bo", cfg, vec![permanent("sv-bo-a", &probe)]).await;
 
     // First restart: immediate (no lower bound to check).
@@ -675,10 +515,7 @@ async fn backoff_delays_the_second_and_third_restarts() {
     send("sv-bo-a", TestMsg::Panic);
     assert!(replaced("sv-bo-a", old).await);
     let second = t.elapsed();
-    assert!(
-        second >= Duration::from_millis(150),
-        "second restart after {second:?}"
-    );
+    assert!(second >= Duration::from_millis(150), "second restart after {second:?}");
 
     // Third: at least 2 * initial; meanwhile the child is reported not running.
     let old = id_of("sv-bo-a").expect("registered");
@@ -695,18 +532,10 @@ async fn backoff_delays_the_second_and_third_restarts() {
     }
     assert!(replaced("sv-bo-a", old).await);
     let third = t.elapsed();
-    assert!(
-        third >= Duration::from_millis(300),
-        "third restart after {third:?}"
-    );
-    assert!(
-        saw_not_running,
-        "child reported not running while its restart is pending"
-    );
+    assert!(third >= Duration::from_millis(300), "third restart after {third:?}");
+    assert!(saw_not_running, "child reported not running while its restart is pending");
     assert_eq!(probe.starts(), 4);
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
 }
 
 // ----- shutdown -----
@@ -714,22 +543,14 @@ async fn backoff_delays_the_second_and_third_restarts() {
 #[tokio::test]
 async fn shutdown_stops_in_reverse_order_and_kills_a_child_that_ignores_stop() {
     let shared = Arc::new(Mutex::new(Vec::new()));
-    let probe = |s: &Arc<Mutex<Vec<String>>>| Probe {
-        stopped: s.clone(),
-        ..Probe::default()
-    };
+    let probe = |s: &Arc<Mutex<Vec<String>>>| Probe { stopped: s.clone(), ..Probe::default() };
     let (pa, pb, pc) = (probe(&shared), probe(&shared), probe(&shared));
     let sup = spawn_supervisor(
         "sv-sd",
         config(Strategy::OneForOne),
         vec![
             permanent("sv-sd-a", &pa),
-            spec(
-                "sv-sd-slow",
-                Restart::Permanent,
-                Shutdown::Timeout(Duration::from_millis(200)),
-                &pb,
-            ),
+            spec("sv-sd-slow", Restart::Permanent, Shutdown::Timeout(Duration::from_millis(200)), &pb),
             permanent("sv-sd-c", &pc),
         ],
     )
@@ -739,27 +560,14 @@ async fn shutdown_stops_in_reverse_order_and_kills_a_child_that_ignores_stop() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let t = Instant::now();
-    sup.stop_and_wait(None, Some(Duration::from_secs(5)))
-        .await
-        .expect("supervisor stops");
+    sup.stop_and_wait(None, Some(Duration::from_secs(5))).await.expect("supervisor stops");
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(200),
-        "waited for the timeout first: {took:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "killed after the timeout: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(200), "waited for the timeout first: {took:?}");
+    assert!(took < Duration::from_secs(3), "killed after the timeout: {took:?}");
     assert_eq!(slow.get_status(), ActorStatus::Stopped);
     // c then a stopped gracefully; the slow one was killed (no post_stop).
-    assert_eq!(
-        *shared.lock().expect("lock"),
-        vec!["sv-sd-c".to_string(), "sv-sd-a".to_string()]
-    );
-    assert!(
-        id_of("sv-sd-a").is_none() && id_of("sv-sd-slow").is_none() && id_of("sv-sd-c").is_none()
-    );
+    assert_eq!(*shared.lock().expect("lock"), vec!["sv-sd-c".to_string(), "sv-sd-a".to_string()]);
+    assert!(id_of("sv-sd-a").is_none() && id_of("sv-sd-slow").is_none() && id_of("sv-sd-c").is_none());
 }
 
 // ----- dynamic children -----
@@ -768,61 +576,26 @@ async fn shutdown_stops_in_reverse_order_and_kills_a_child_that_ignores_stop() {
 async fn dynamic_start_and_terminate_child() {
     let sup = spawn_supervisor("sv-dyn", config(Strategy::OneForOne), Vec::new()).await;
     let probe = Probe::default();
-    let res = call_t!(
-        sup,
-        SupervisorMsg::StartChild,
-        2000,
-        permanent("sv-dyn-a", &probe)
-    )
-    .expect("call");
+    let res = call_t!(sup, SupervisorMsg::StartChild, 2000, permanent("sv-dyn-a", &probe)).expect("call");
     assert_eq!(res, Ok(()));
     assert!(id_of("sv-dyn-a").is_some());
-    let dup = call_t!(
-        sup,
-        SupervisorMsg::StartChild,
-        2000,
-        permanent("sv-dyn-a", &probe)
-    )
-    .expect("call");
+    let dup = call_t!(sup, SupervisorMsg::StartChild, 2000, permanent("sv-dyn-a", &probe)).expect("call");
     assert!(dup.is_err(), "duplicate id refused");
 
-    let known = call_t!(
-        sup,
-        SupervisorMsg::TerminateChild,
-        2000,
-        "sv-dyn-a".to_string()
-    )
-    .expect("call");
+    let known = call_t!(sup, SupervisorMsg::TerminateChild, 2000, "sv-dyn-a".to_string()).expect("call");
     assert!(known);
-    assert!(
-        id_of("sv-dyn-a").is_none(),
-        "terminated child unregistered on return"
-    );
+    assert!(id_of("sv-dyn-a").is_none(), "terminated child unregistered on return");
     assert!(children_of(&sup).await.is_empty());
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(probe.starts(), 1, "terminated child not restarted");
-    let unknown = call_t!(
-        sup,
-        SupervisorMsg::TerminateChild,
-        2000,
-        "sv-dyn-a".to_string()
-    )
-    .expect("call");
+    let unknown = call_t!(sup, SupervisorMsg::TerminateChild, 2000, "sv-dyn-a".to_string()).expect("call");
     assert!(!unknown);
 
     // Same id can be added again right after.
-    let res = call_t!(
-        sup,
-        SupervisorMsg::StartChild,
-        2000,
-        permanent("sv-dyn-a", &probe)
-    )
-    .expect("call");
+    let res = call_t!(sup, SupervisorMsg::StartChild, 2000, permanent("sv-dyn-a", &probe)).expect("call");
     assert_eq!(res, Ok(()));
     assert_eq!(probe.starts(), 2);
-    sup.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("supervisor stops");
+    sup.stop_and_wait(None, Some(WAIT)).await.expect("supervisor stops");
 }
 
 #[tokio::test]
@@ -833,19 +606,13 @@ async fn failing_initial_child_fails_the_spawn_and_stops_started_ones() {
     let res = Actor::spawn(
         Some("sv-init".to_string()),
         Supervisor,
-        (
-            config(Strategy::OneForOne),
-            vec![permanent("sv-init-ok", &ok), permanent("sv-init-bad", &bad)],
-        ),
+        (config(Strategy::OneForOne), vec![permanent("sv-init-ok", &ok), permanent("sv-init-bad", &bad)]),
     )
     .await;
     assert!(res.is_err());
     assert_eq!(ok.starts(), 1);
     assert!(eventually(WAIT, || id_of("sv-init-ok").is_none()).await);
-    assert_eq!(
-        *ok.stopped.lock().expect("lock"),
-        vec!["sv-init-ok".to_string()]
-    );
+    assert_eq!(*ok.stopped.lock().expect("lock"), vec!["sv-init-ok".to_string()]);
 }
 
 // ----- embedded Supervision: outcomes, stale events and restarts -----
@@ -854,58 +621,26 @@ async fn failing_initial_child_fails_the_spawn_and_stops_started_ones() {
 async fn embedded_outcomes_backoff_and_stale_messages() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut cfg = config(Strategy::OneForOne);
-    cfg.backoff = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(1),
-    };
-    let (host, _join) = Actor::spawn(Some("sv-host".to_string()), Host, (cfg, tx))
-        .await
-        .expect("host starts");
+    cfg.backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(1) };
+    let (host, _join) = Actor::spawn(Some("sv-host".to_string()), Host, (cfg, tx)).await.expect("host starts");
     let probe = Probe::default();
-    let started =
-        call_t!(host, HostMsg::Start, 2000, permanent("sv-host-a", &probe)).expect("call");
+    let started = call_t!(host, HostMsg::Start, 2000, permanent("sv-host-a", &probe)).expect("call");
     assert!(started);
 
     // First failure: restarted at once.
     send("sv-host-a", TestMsg::Panic);
-    assert_eq!(
-        next_outcome(&mut rx).await,
-        (
-            "event",
-            Outcome::Restarted {
-                ids: vec!["sv-host-a".into()]
-            }
-        )
-    );
+    assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Restarted { ids: vec!["sv-host-a".into()] }));
 
     // Second: scheduled after `initial`.
     send("sv-host-a", TestMsg::Panic);
     assert_eq!(
         next_outcome(&mut rx).await,
-        (
-            "event",
-            Outcome::RestartScheduled {
-                ids: vec!["sv-host-a".into()],
-                delay: Duration::from_millis(200)
-            }
-        )
+        ("event", Outcome::RestartScheduled { ids: vec!["sv-host-a".into()], delay: Duration::from_millis(200) })
     );
     // A stale request (wrong generation) is ignored; the real one restarts.
-    host.send_message(HostMsg::Restart(RestartChild {
-        child_id: "sv-host-a".into(),
-        generation: 0,
-    }))
-    .expect("send");
+    host.send_message(HostMsg::Restart(RestartChild { child_id: "sv-host-a".into(), generation: 0 })).expect("send");
     assert_eq!(next_outcome(&mut rx).await, ("restart", Outcome::Ignored));
-    assert_eq!(
-        next_outcome(&mut rx).await,
-        (
-            "restart",
-            Outcome::Restarted {
-                ids: vec!["sv-host-a".into()]
-            }
-        )
-    );
+    assert_eq!(next_outcome(&mut rx).await, ("restart", Outcome::Restarted { ids: vec!["sv-host-a".into()] }));
     assert_eq!(probe.starts(), 3);
 
     // Terminating: the child's exit event is ignored, nothing restarts.
@@ -913,22 +648,15 @@ async fn embedded_outcomes_backoff_and_stale_messages() {
     assert!(known);
     assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Ignored));
     assert_eq!(probe.starts(), 3);
-    host.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("host stops");
+    host.stop_and_wait(None, Some(WAIT)).await.expect("host stops");
 }
 
 #[tokio::test]
 async fn delayed_group_restart_ignores_exits_of_siblings_it_stopped() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut cfg = config(Strategy::OneForAll);
-    cfg.backoff = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(1),
-    };
-    let (host, _join) = Actor::spawn(Some("sv-grp".to_string()), Host, (cfg, tx))
-        .await
-        .expect("host starts");
+    cfg.backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(1) };
+    let (host, _join) = Actor::spawn(Some("sv-grp".to_string()), Host, (cfg, tx)).await.expect("host starts");
     let probes = [Probe::default(), Probe::default(), Probe::default()];
     let names = ["sv-grp-a", "sv-grp-b", "sv-grp-c"];
     for (name, probe) in names.iter().zip(&probes) {
@@ -938,10 +666,7 @@ async fn delayed_group_restart_ignores_exits_of_siblings_it_stopped() {
     let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
 
     send("sv-grp-b", TestMsg::Panic);
-    assert_eq!(
-        next_outcome(&mut rx).await,
-        ("event", Outcome::Restarted { ids: all.clone() })
-    );
+    assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Restarted { ids: all.clone() }));
     // The exits of a and c, stopped by the supervisor, are ignored.
     assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Ignored));
     assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Ignored));
@@ -950,27 +675,13 @@ async fn delayed_group_restart_ignores_exits_of_siblings_it_stopped() {
     send("sv-grp-b", TestMsg::Panic);
     assert_eq!(
         next_outcome(&mut rx).await,
-        (
-            "event",
-            Outcome::RestartScheduled {
-                ids: all.clone(),
-                delay: Duration::from_millis(200)
-            }
-        )
+        ("event", Outcome::RestartScheduled { ids: all.clone(), delay: Duration::from_millis(200) })
     );
-    assert!(
-        names.iter().all(|n| id_of(n).is_none()),
-        "group stopped while waiting"
-    );
+    assert!(names.iter().all(|n| id_of(n).is_none()), "group stopped while waiting");
     assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Ignored));
     assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Ignored));
-    assert_eq!(
-        next_outcome(&mut rx).await,
-        ("restart", Outcome::Restarted { ids: all.clone() })
-    );
+    assert_eq!(next_outcome(&mut rx).await, ("restart", Outcome::Restarted { ids: all.clone() }));
     assert!(probes.iter().all(|p| p.starts() == 3));
     assert!(names.iter().all(|n| id_of(n).is_some()));
-    host.stop_and_wait(None, Some(WAIT))
-        .await
-        .expect("host stops");
+    host.stop_and_wait(None, Some(WAIT)).await.expect("host stops");
 }
