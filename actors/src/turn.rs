@@ -14,7 +14,8 @@ use crate::provider::{ProviderMsg, RunAck};
 use crate::session::SessionMsg;
 use bosun_adapters::{AgentEvent, LogLevel, TurnControl, TurnInput, TurnOutcome};
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, Policy, Topic, TurnStatus,
+    Action, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision, EventType, NewEvent, Policy, Topic,
+    TurnStatus,
 };
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -195,15 +196,7 @@ impl TurnState {
                 if checkpoint.is_some() {
                     self.record.checkpoint = checkpoint;
                 }
-                let index = self.record.chunks;
-                self.record.chunks += 1;
-                let mut batch = Batch::new();
-                batch.put(&self.record)?;
-                batch.event(self.event(
-                    EventType::StreamChunk,
-                    json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
-                ));
-                self.ctx.store.commit(batch).await?;
+                self.emit_chunk(kind, text).await?;
             }
             AgentEvent::ApprovalRequest { request_id, action, checkpoint } => {
                 if checkpoint.is_some() {
@@ -414,13 +407,18 @@ impl TurnState {
 
     /// A daemon-side line in the turn's stream (e.g. "resumed after a restart").
     async fn notice(&mut self, text: &str) -> Result<(), ActorProcessingErr> {
+        self.emit_chunk(ChunkKind::Notice, format!("[bosun] {text}\n")).await
+    }
+
+    /// Records the next `stream:chunk` of the turn with the turn's new state.
+    async fn emit_chunk(&mut self, kind: ChunkKind, text: String) -> Result<(), ActorProcessingErr> {
         let index = self.record.chunks;
         self.record.chunks += 1;
         let mut batch = Batch::new();
         batch.put(&self.record)?;
         batch.event(self.event(
             EventType::StreamChunk,
-            json!({"turn_id": self.record.id, "index": index, "kind": "notice", "text": format!("[bosun] {text}\n")}),
+            json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
         ));
         self.ctx.store.commit(batch).await?;
         Ok(())
