@@ -71,10 +71,20 @@ impl Reply for ApiError {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
         let mut response = warp::reply::with_status(warp::reply::json(&self.body()), status).into_response();
-        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
-            if let Ok(value) = warp::http::HeaderValue::from_str(allowed) {
-                response.headers_mut().insert(warp::http::header::ALLOW, value);
+        match &self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                if let Ok(value) = warp::http::HeaderValue::from_str(allowed) {
+                    response.headers_mut().insert(warp::http::header::ALLOW, value);
+                }
             }
+            // The rest of the body is never read, so the connection cannot
+            // carry another request: say so, or a client may reuse it.
+            ApiError::PayloadTooLarge { .. } => {
+                response
+                    .headers_mut()
+                    .insert(warp::http::header::CONNECTION, warp::http::HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -8,9 +8,16 @@
 //!   a dozen inserts instead of a few hundred (measured about 4x the append
 //!   throughput), and one event is still read without decoding its neighbours.
 //! - `topic_index`: key = topic bytes, 0x00, first seq (u64 BE); value = the
-//!   further seqs of that topic written by the same commit group, as LEB128
-//!   deltas (empty when the group wrote one event of the topic). One entry per
-//!   topic per group, for the same reason.
+//!   further seqs of that topic in the same entry, as LEB128 deltas (empty when
+//!   the entry holds one event). The writer persists the index lazily (see
+//!   `pending`): one entry per topic per persist, covering every group since
+//!   the previous persist, for the same reason. Stores written before that
+//!   have one entry per topic per group; both read the same way, because the
+//!   entries of a topic cover disjoint, increasing seq ranges either way.
+//! - `meta`: `format` = [`crate::FORMAT_VERSION`] (u16 BE); `indexed_upto` =
+//!   the last seq whose index entry is in `topic_index` (u64 BE), written in
+//!   the transaction that persists the entries. Absent in older stores, which
+//!   indexed every group, so it then means the head.
 //! - record trees: value = schema version (u16 BE) then named MessagePack.
 
 use bosun_proto::{Envelope, Topic};
@@ -22,6 +29,7 @@ use crate::{Record, StoreError};
 pub(crate) const EVENTS: &str = "events";
 pub(crate) const TOPIC_INDEX: &str = "topic_index";
 pub(crate) const META: &str = "meta";
+pub(crate) const INDEXED_UPTO: &[u8] = b"indexed_upto";
 /// sled's own default tree; records must not land in it.
 const SLED_DEFAULT: &str = "__sled__default";
 
@@ -34,10 +42,14 @@ pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
 }
 
 pub(crate) fn seq_from_key(key: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| StoreError::corrupt(EVENTS, format!("key of {} bytes, expected 8", key.len())))?;
-    Ok(u64::from_be_bytes(bytes))
+    seq_from_bytes(EVENTS, key)
+}
+
+/// A seq stored as 8 bytes big-endian in `tree`.
+pub(crate) fn seq_from_bytes(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] =
+        bytes.try_into().map_err(|_| StoreError::corrupt(tree, format!("seq of {} bytes, expected 8", bytes.len())))?;
+    Ok(u64::from_be_bytes(array))
 }
 
 /// Page layout: version byte, event count (u32 BE), the end offset of each

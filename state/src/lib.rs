@@ -5,15 +5,18 @@
 //! - every event gets a global, gap-free, strictly increasing `seq`;
 //! - an event reaches subscribers (and readers) only after it is flushed to
 //!   disk, so nothing a client has seen can be lost in a process crash;
-//! - the events, topic index and record writes of one commit group are applied
-//!   in one sled transaction, so a crash never leaves an event without its
-//!   snapshot change (or the reverse);
-//! - opening never scans the event log.
+//! - the events and record writes of one commit group are applied in one sled
+//!   transaction, so a crash never leaves an event without its snapshot change
+//!   (or the reverse); the topic index is persisted lazily, in the transaction
+//!   of a later group, and rebuilt from the event log's tail after a crash;
+//! - opening never scans the whole event log, only the tail whose topic index
+//!   was not persisted yet (bounded by the persist limits in `pending`).
 //!
 //! sled stays behind [`Store`]: nothing outside this crate names a tree.
 
 mod batch;
 mod codec;
+mod pending;
 pub mod records;
 mod store;
 mod writer;

@@ -11,13 +11,21 @@ use bosun_proto::{Envelope, Topic};
 use sled::IVec;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::codec::{self, EVENTS, META, TOPIC_INDEX};
+use crate::codec::{self, EVENTS, INDEXED_UPTO, META, TOPIC_INDEX};
+use crate::pending::{PendingIndex, PersistLimits, PERSIST_LIMITS};
 use crate::writer::{Ack, Msg, Request, Writer};
 use crate::{Batch, Record, StoreError};
 
 /// Layout version of the whole store (tree names, key and value layouts),
 /// recorded in the `meta` tree. Record schemas are versioned separately.
 /// 1 stored one event per key; 2 stores pages of events.
+///
+/// Still 2 with the lazily persisted topic index: keys and values are laid out
+/// as before, and a store without `indexed_upto` in `meta` (written before it
+/// existed, when every group indexed its own events) reads as indexed up to
+/// its head. A binary that predates `indexed_upto` can still open a store
+/// written since; after a clean close it reads it fully, but after a crash it
+/// would miss topic entries of the unindexed tail (see `pending`).
 pub const FORMAT_VERSION: u16 = 2;
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -59,6 +67,12 @@ pub(crate) struct Shared {
     pub(crate) db: sled::Db,
     pub(crate) events: sled::Tree,
     pub(crate) index: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    /// Index entries of durable events that are not in `index` yet. Only the
+    /// writer changes it: it adds a group's entries before publishing the
+    /// group, and clears it only after the entries are applied to `index`
+    /// (and flushed). See `Store::topic_events_since` for the readers' side.
+    pub(crate) pending: RwLock<PendingIndex>,
     trees: RwLock<HashMap<&'static str, sled::Tree>>,
     /// Highest seq that is flushed and published. Readers never go past it.
     pub(crate) head: AtomicU64,
@@ -68,9 +82,34 @@ pub(crate) struct Shared {
     #[cfg(test)]
     #[allow(clippy::type_complexity)]
     pub(crate) before_flush: Mutex<Option<Box<dyn FnMut() -> Result<(), sled::Error> + Send>>>,
+    /// Lets tests persist the pending index more or less often.
+    #[cfg(test)]
+    pub(crate) persist_limits: Mutex<PersistLimits>,
+    /// Lets tests stop the writer without persisting the pending index, as a
+    /// crash would.
+    #[cfg(test)]
+    pub(crate) skip_final_persist: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    pub(crate) fn persist_limits(&self) -> PersistLimits {
+        #[cfg(test)]
+        return *self.persist_limits.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(not(test))]
+        PERSIST_LIMITS
+    }
+
+    pub(crate) fn pending(&self) -> std::sync::RwLockReadGuard<'_, PendingIndex> {
+        // Poisoning cannot leave a half-updated map: the writer's updates
+        // (extend a Vec, insert, clear) do not panic midway, and an
+        // allocation failure aborts the process.
+        self.pending.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn pending_mut(&self) -> std::sync::RwLockWriteGuard<'_, PendingIndex> {
+        self.pending.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn tree(&self, name: &'static str) -> Result<sled::Tree, StoreError> {
         if codec::is_reserved(name) {
             return Err(StoreError::ReservedTree(name));
@@ -106,7 +145,8 @@ impl Store {
         // No background flush: every write goes through the writer, which
         // flushes before it acknowledges, so a timer would only add work.
         let db = sled::Config::new().path(&config.path).flush_every_ms(None).open()?;
-        check_format(&db)?;
+        let meta = db.open_tree(META)?;
+        check_format(&db, &meta)?;
         let events = db.open_tree(EVENTS)?;
         let index = db.open_tree(TOPIC_INDEX)?;
         // The last key is found by descending the tree, not by scanning it.
@@ -114,17 +154,37 @@ impl Store {
             Some((key, value)) => codec::Page::parse(&key, &value)?.last(),
             None => 0,
         };
+        // Missing: the store predates `indexed_upto`, when every group wrote
+        // its own index entries, so everything up to the head is indexed.
+        let indexed_upto = match meta.get(INDEXED_UPTO)? {
+            Some(value) => codec::seq_from_bytes(META, &value)?,
+            None => head,
+        };
+        // Written in the same transaction as the events up to it, so it cannot
+        // pass the head; if it ever did, the tail after the head is what counts.
+        if indexed_upto > head {
+            tracing::warn!(indexed_upto, head, "indexed_upto is past the last event");
+        }
+        // Only the tail after `indexed_upto` is read (fewer events than the
+        // persist limit), never the whole log.
+        let pending = PendingIndex::rebuild(&events, indexed_upto.min(head), head)?;
         let (live, _) = broadcast::channel(config.live_capacity.max(1));
         let shared = Arc::new(Shared {
             db,
             events,
             index,
+            meta,
+            pending: RwLock::new(pending),
             trees: RwLock::new(HashMap::new()),
             head: AtomicU64::new(head),
             flushes: AtomicU64::new(0),
             live,
             #[cfg(test)]
             before_flush: Mutex::new(None),
+            #[cfg(test)]
+            persist_limits: Mutex::new(PERSIST_LIMITS),
+            #[cfg(test)]
+            skip_final_persist: std::sync::atomic::AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::new(shared.clone(), receiver, config.flush, config.max_group.max(1), head);
@@ -132,7 +192,7 @@ impl Store {
             .name("bosun-store-writer".into())
             .spawn(move || writer.run())
             ?;
-        tracing::debug!(path = %config.path.display(), head, "store opened");
+        tracing::debug!(path = %config.path.display(), head, indexed_upto, "store opened");
         Ok(Store { inner: Arc::new(Inner { shared, sender, writer: Mutex::new(Some(handle)) }) })
     }
 
@@ -224,8 +284,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The topic's seqs are the union of the persisted index (`shared.index`)
+    /// and the writer's pending entries (`shared.pending`). Race-free because:
+    /// - `head` was loaded (Acquire) before anything else, and the writer puts
+    ///   a group's entries in pending or in the tree before it publishes the
+    ///   head (Release), so every seq up to `head` is in one of the two then;
+    /// - an entry only ever moves from pending to the tree: the writer clears
+    ///   pending only after the transaction holding its entries is applied
+    ///   and flushed, and nothing removes such an entry afterwards (a failed
+    ///   group's undo removes the entries it wrote, but then pending was not
+    ///   cleared, so they are still there);
+    /// - pending is copied first, under its lock, and the tree read after: an
+    ///   entry missing from the copy had already left pending, so it was in
+    ///   the tree before the copy, so the tree read sees it.
+    ///
+    /// An entry may be in both (copied just before the writer cleared pending),
+    /// hence the sort and dedup.
     fn topic_events_since(&self, topic: &Topic, since: u64, head: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         let shared = &self.inner.shared;
+        let pending = shared.pending().seqs(topic, since, head, limit);
         let prefix = codec::index_prefix(topic);
         let start = codec::index_key(&prefix, since + 1);
         let end = codec::index_key(&prefix, head);
@@ -236,6 +313,9 @@ impl Store {
             let (key, value) = item?;
             seqs.extend(codec::index_seqs(&key, &value)?.into_iter().filter(|&s| s > since && s <= head));
         }
+        // Entries cover disjoint, increasing seq ranges, so the first `limit`
+        // seqs of the tree come from the first entries; the pending ones are
+        // merged in below.
         if seqs.len() < limit {
             for item in shared.index.range(start.as_slice()..=end.as_slice()) {
                 let (key, value) = item?;
@@ -244,6 +324,11 @@ impl Store {
                     break;
                 }
             }
+        }
+        if !pending.is_empty() {
+            seqs.extend(pending);
+            seqs.sort_unstable();
+            seqs.dedup();
         }
         seqs.truncate(limit);
         let mut out = Vec::with_capacity(seqs.len());
@@ -368,8 +453,7 @@ fn decode_all<R: Record>(iter: sled::Iter) -> Result<Vec<R>, StoreError> {
     Ok(out)
 }
 
-fn check_format(db: &sled::Db) -> Result<(), StoreError> {
-    let meta = db.open_tree(META)?;
+fn check_format(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
     match meta.get(FORMAT_KEY)? {
         Some(value) => {
             let bytes: [u8; 2] = value

@@ -624,6 +624,9 @@ impl Record for Progress {
 fn kill9_child_writer() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
     let store = Store::open(StoreConfig::new(path)).expect("child opens the store");
+    // Persist the topic index often, so the kill lands between persists with
+    // a tail that only the event log holds.
+    set_persist_limits(&store, 64, 256, Duration::from_secs(3600));
     let writers: Vec<_> = (0..CHILD_WRITERS)
         .map(|writer| {
             let store = store.clone();
@@ -703,6 +706,10 @@ fn kill9_keeps_every_acknowledged_commit() {
             let progress = store.get::<Progress>(&format!("w{writer}")).unwrap().map(|p| Some(p.n));
             assert_eq!(progress, last, "round {round} writer {writer}");
         }
+        // Topic reads are complete across the persisted index and the tail
+        // that the open rebuilt from the event log.
+        let topics: Vec<Topic> = (0..CHILD_WRITERS).map(|w| Topic::session(&format!("w{w}"))).collect();
+        assert_topic_reads_complete(&store, &topics, 5);
     }
 }
 
@@ -809,4 +816,379 @@ fn bench_restart_to_ready() {
         let last = store.events_since(head - 1000, None, 1000).unwrap();
         println!("  reads: {} events of one session + last {} events in {:?}", tail.len(), last.len(), start.elapsed());
     }
+}
+
+// ---- lazily persisted topic index -------------------------------------------
+
+/// sled releases its file lock when the last reference to the database goes,
+/// and its I/O threads may still hold one for a moment after the store is
+/// dropped; a new process never sees that, a reopen in the same process can.
+fn retry_while_locked<T>(mut open: impl FnMut() -> Result<T, sled::Error>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(value) => return value,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
+fn reopen(dir: &tempfile::TempDir) -> Store {
+    let path = dir.path().join("db");
+    retry_while_locked(|| match Store::open(StoreConfig::new(&path)) {
+        Ok(store) => Ok(store),
+        Err(StoreError::Sled(e)) => Err(e),
+        Err(e) => panic!("open store: {e}"),
+    })
+}
+
+fn set_persist_limits(store: &Store, seqs: usize, topics: usize, interval: Duration) {
+    *store.shared().persist_limits.lock().unwrap() = crate::pending::PersistLimits { seqs, topics, interval };
+}
+
+fn indexed_upto(store: &Store) -> Option<u64> {
+    let value = store.shared().meta.get(b"indexed_upto").unwrap()?;
+    Some(u64::from_be_bytes(value.as_ref().try_into().unwrap()))
+}
+
+fn pending_seqs(store: &Store) -> usize {
+    store.shared().pending.read().unwrap().seq_count()
+}
+
+/// Every topic read, from every `step`-th cursor and with several limits,
+/// equals the brute-force filter of the whole log.
+fn assert_topic_reads_complete(store: &Store, topics: &[Topic], step: u64) {
+    let head = store.durable_head();
+    let all = store.events_since(0, None, usize::MAX).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>());
+    for topic in topics {
+        let expected: Vec<&bosun_proto::Envelope> = all.iter().filter(|e| e.topic == *topic).collect();
+        // Every `step`-th cursor, plus those around the persisted/pending
+        // boundary and the head.
+        let upto = indexed_upto(store).unwrap_or(head);
+        let mut cursors: Vec<u64> = (0..=head).step_by(step as usize).collect();
+        cursors.extend((upto.saturating_sub(3)..=upto + 3).chain(head.saturating_sub(3)..=head).filter(|&c| c <= head));
+        cursors.sort_unstable();
+        cursors.dedup();
+        for since in cursors {
+            for limit in [1, 7, usize::MAX] {
+                let got = store.events_since(since, Some(topic), limit).unwrap();
+                let want: Vec<bosun_proto::Envelope> =
+                    expected.iter().filter(|e| e.seq > since).take(limit).map(|e| (*e).clone()).collect();
+                if got != want {
+                    let seqs = |v: &[bosun_proto::Envelope]| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+                    panic!(
+                        "topic {topic} since {since} limit {limit} (head {head}, indexed_upto {:?}): got {:?}, want {:?}",
+                        indexed_upto(store),
+                        seqs(&got),
+                        seqs(&want)
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn index_topics() -> Vec<Topic> {
+    ["a", "ab", "b", "c", "d", "e"].iter().map(|id| Topic::session(id)).chain([Topic::system()]).collect()
+}
+
+/// Concurrent commits of 1 to 3 events each, on topics picked per event.
+async fn commit_mixed(store: &Store, topics: &[Topic], tasks: u64, per_task: u64) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            let topics = topics.to_vec();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let mut batch = Batch::new();
+                    for k in 0..(1 + (t + i) % 3) {
+                        let topic = &topics[((t * 5 + i * 3 + k) % topics.len() as u64) as usize];
+                        batch.event(ev(topic, t * 1000 + i * 10 + k));
+                    }
+                    store.commit(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topic_reads_are_complete_across_pending_and_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let topics = index_topics();
+    // Persist every ~40 events (or 5 topics): many persists, each entry
+    // spanning several groups.
+    set_persist_limits(&store, 40, 5, Duration::from_secs(3600));
+    commit_mixed(&store, &topics, 10, 40).await;
+    let head = store.durable_head();
+    let upto = indexed_upto(&store).expect("persisted");
+    assert!(upto > head / 2, "persisted often: indexed_upto {upto}, head {head}");
+    assert!(store.shared().index.len() > 3 * topics.len(), "several persists: {} entries", store.shared().index.len());
+
+    // Leave a pending tail on top of the persisted entries, for every topic.
+    set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+    for round in 0..3 {
+        for (i, topic) in topics.iter().enumerate() {
+            store.commit_blocking(one_event(topic, round * 100 + i as u64)).unwrap();
+        }
+    }
+    assert!(pending_seqs(&store) >= 3 * topics.len(), "pending holds the tail");
+    assert_eq!(indexed_upto(&store), Some(upto), "nothing persisted meanwhile");
+    assert_topic_reads_complete(&store, &topics, 1);
+}
+
+/// Holds the writer in a group that persists, after its transaction is
+/// applied and before its flush: the entries are in the tree and in pending
+/// at once, and readers see each seq once.
+#[test]
+fn reads_during_a_persist_see_each_seq_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let topics = index_topics();
+    set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+    for round in 0..4 {
+        for (i, topic) in topics.iter().enumerate() {
+            store.commit_blocking(one_event(topic, round * 10 + i as u64)).unwrap();
+        }
+    }
+    let head = store.durable_head();
+    assert_eq!(pending_seqs(&store) as u64, head - 1, "all but the first group pending");
+    set_persist_limits(&store, 1, 1000, Duration::from_secs(3600));
+    let (reached, release) = gate_before_flush(&store);
+    let committer = {
+        let store = store.clone();
+        let topic = topics[0].clone();
+        std::thread::spawn(move || store.commit_blocking(one_event(&topic, 99)))
+    };
+    reached.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(pending_seqs(&store) as u64, head - 1, "pending is cleared only after the flush");
+    assert!(store.shared().index.len() > topics.len(), "the persisted entries are applied");
+    assert_eq!(store.durable_head(), head);
+    assert_topic_reads_complete(&store, &topics, 1);
+    release.send(Ok(())).unwrap();
+    committer.join().unwrap().unwrap();
+    assert_eq!(pending_seqs(&store), 0);
+    assert_eq!(indexed_upto(&store), Some(head + 1));
+    assert_topic_reads_complete(&store, &topics, 1);
+}
+
+/// Readers race a writer that persists at almost every group: whatever was
+/// durable before a topic read started is in it, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_reads_racing_persists_miss_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let topics = index_topics();
+    set_persist_limits(&store, 12, 4, Duration::from_secs(3600));
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = |offset: usize| {
+        let store = store.clone();
+        let stop = stop.clone();
+        let topics = topics.clone();
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let topic = &topics[(rounds as usize + offset) % topics.len()];
+                let before = store.durable_head();
+                // A short window keeps each round cheap, so rounds are many.
+                let since = before.saturating_sub(48);
+                let got = store.events_since(since, Some(topic), usize::MAX).unwrap();
+                let all = store.events_since(since, None, usize::MAX).unwrap();
+                let got_seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+                assert!(got_seqs.windows(2).all(|w| w[0] < w[1]), "ascending, no duplicate: {got_seqs:?}");
+                assert!(got.iter().all(|e| e.topic == *topic && e.seq > since));
+                let want: Vec<u64> = all
+                    .iter()
+                    .filter(|e| e.topic == *topic && e.seq > since && e.seq <= before)
+                    .map(|e| e.seq)
+                    .collect();
+                let got_durable_before: Vec<u64> = got_seqs.iter().copied().filter(|&s| s <= before).collect();
+                assert_eq!(got_durable_before, want, "topic {topic} since {since}, head {before} before the read");
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let racers = [racer(0), racer(3)];
+    commit_mixed(&store, &topics, 30, 150).await;
+    stop.store(true, Ordering::Relaxed);
+    for racer in racers {
+        assert!(racer.join().unwrap() > 100, "the readers raced the writer");
+    }
+    let head = store.durable_head();
+    assert!(indexed_upto(&store).unwrap() + 12 > head);
+    assert_topic_reads_complete(&store, &topics, 37);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_close_or_drop_persists_the_pending_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = index_topics();
+    {
+        let store = open(&dir);
+        set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+        commit_mixed(&store, &topics, 10, 20).await;
+        // Only the first group after open persisted (at most one event from
+        // each of 10 tasks, 3 events each).
+        assert!(indexed_upto(&store).unwrap() <= 30);
+        assert_eq!(pending_seqs(&store) as u64, store.durable_head() - indexed_upto(&store).unwrap());
+        store.close();
+        let head = store.durable_head();
+        assert_eq!(indexed_upto(&store), Some(head), "close persisted everything");
+        assert_eq!(pending_seqs(&store), 0);
+        assert_topic_reads_complete(&store, &topics, 3);
+    }
+    let head = {
+        let store = reopen(&dir);
+        assert_eq!(pending_seqs(&store), 0, "nothing to rebuild after a clean close");
+        assert_topic_reads_complete(&store, &topics, 3);
+        set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+        commit_mixed(&store, &topics, 10, 20).await;
+        assert!(pending_seqs(&store) > 100);
+        let clone = store.clone();
+        drop(store);
+        clone.commit_blocking(one_event(&topics[0], 7)).unwrap();
+        let head = clone.durable_head();
+        drop(clone); // the last handle: the writer stops and persists
+        head
+    };
+    let store = reopen(&dir);
+    assert_eq!(pending_seqs(&store), 0, "nothing to rebuild after the last handle dropped");
+    assert_eq!(store.durable_head(), head);
+    assert_eq!(indexed_upto(&store), Some(head));
+    assert_topic_reads_complete(&store, &topics, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_after_a_crash_rebuilds_the_pending_index_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = index_topics();
+    let (head, upto) = {
+        let store = open(&dir);
+        set_persist_limits(&store, 50, 1000, Duration::from_secs(3600));
+        commit_mixed(&store, &topics, 10, 30).await;
+        // A few single events that stay pending, so the tail is not empty.
+        set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+        for (i, topic) in topics.iter().enumerate() {
+            store.commit_blocking(one_event(topic, 900 + i as u64)).unwrap();
+        }
+        // Stop as a crash would: without persisting what is pending.
+        store.shared().skip_final_persist.store(true, Ordering::Relaxed);
+        (store.durable_head(), indexed_upto(&store).unwrap())
+    };
+    assert!(upto < head, "a tail is left unindexed: indexed_upto {upto}, head {head}");
+    assert!(head - upto < 50 + topics.len() as u64, "the tail stays under the persist limit: {}", head - upto);
+    let store = reopen(&dir);
+    assert_eq!(store.durable_head(), head);
+    assert_eq!(indexed_upto(&store), Some(upto));
+    assert_eq!(pending_seqs(&store), (head - upto) as usize, "every event after indexed_upto, and only those");
+    assert_topic_reads_complete(&store, &topics, 1);
+
+    // The rebuilt entries are persisted by the next group, and writing goes on.
+    set_persist_limits(&store, 50, 1000, Duration::from_secs(3600));
+    commit_mixed(&store, &topics, 5, 10).await;
+    assert!(indexed_upto(&store).unwrap() > head);
+    assert_topic_reads_complete(&store, &topics, 1);
+    store.shared().skip_final_persist.store(true, Ordering::Relaxed);
+    drop(store);
+    let store = reopen(&dir);
+    assert_topic_reads_complete(&store, &topics, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_without_indexed_upto_reads_as_fully_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = index_topics();
+    {
+        // Persisting at every group is the layout before `indexed_upto`: one
+        // entry per topic per group.
+        let store = open(&dir);
+        set_persist_limits(&store, 1, 1000, Duration::ZERO);
+        commit_mixed(&store, &topics, 10, 20).await;
+        assert_eq!(pending_seqs(&store), 0);
+        assert_eq!(indexed_upto(&store), Some(store.durable_head()));
+    }
+    {
+        let db = retry_while_locked(|| sled::open(dir.path().join("db")));
+        db.open_tree("meta").unwrap().remove("indexed_upto").unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(&dir);
+    let head = store.durable_head();
+    assert_eq!(indexed_upto(&store), None);
+    assert_eq!(pending_seqs(&store), 0, "a missing indexed_upto means indexed up to the head");
+    assert_topic_reads_complete(&store, &topics, 1);
+
+    // Writing on: the first group records indexed_upto, later ones stay pending.
+    set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+    commit_mixed(&store, &topics, 5, 10).await;
+    let upto = indexed_upto(&store).unwrap();
+    assert!(upto > head && upto < store.durable_head());
+    assert!(pending_seqs(&store) > 0);
+    assert_topic_reads_complete(&store, &topics, 1);
+    store.shared().skip_final_persist.store(true, Ordering::Relaxed);
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(pending_seqs(&store), (store.durable_head() - upto) as usize);
+    assert_topic_reads_complete(&store, &topics, 1);
+}
+
+#[test]
+fn failed_groups_leave_no_pending_entries_and_undo_a_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = reopen(&dir);
+    let (t1, t2, t3) = (Topic::session("t1"), Topic::session("t2"), Topic::session("t3"));
+    set_persist_limits(&store, 1_000_000, 1000, Duration::from_secs(3600));
+    store.commit_blocking(one_event(&t1, 1)).unwrap(); // persisted: first group after open
+    store.commit_blocking(one_event(&t1, 2)).unwrap(); // pending
+    store.commit_blocking(one_event(&t2, 3)).unwrap(); // pending
+    assert_eq!((indexed_upto(&store), pending_seqs(&store), store.shared().index.len()), (Some(1), 2, 1));
+
+    let fail_next = |batch: Batch| {
+        let (reached, release) = gate_before_flush(&store);
+        let committer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.commit_blocking(batch))
+        };
+        reached.recv_timeout(Duration::from_secs(10)).unwrap();
+        release.send(Err(sled::Error::Unsupported("injected flush failure".into()))).unwrap();
+        assert!(committer.join().unwrap().is_err());
+        *store.shared().before_flush.lock().unwrap() = None;
+    };
+    let seqs_of = |topic: &Topic| {
+        store.events_since(0, Some(topic), usize::MAX).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>()
+    };
+
+    // A group that only adds to pending fails: pending does not keep it.
+    let mut batch = one_event(&t1, 4);
+    batch.event(ev(&t3, 5));
+    fail_next(batch);
+    assert_eq!(pending_seqs(&store), 2);
+    assert!(store.shared().pending.read().unwrap().seqs(&t1, 0, u64::MAX, usize::MAX) == vec![2]);
+    assert!(store.shared().pending.read().unwrap().seqs(&t3, 0, u64::MAX, usize::MAX).is_empty());
+
+    // A group that persists fails: its index writes and indexed_upto are
+    // undone, and pending still holds what it was persisting.
+    set_persist_limits(&store, 3, 1000, Duration::from_secs(3600));
+    let mut batch = one_event(&t1, 6);
+    batch.event(ev(&t3, 7));
+    fail_next(batch);
+    assert_eq!((indexed_upto(&store), pending_seqs(&store), store.shared().index.len()), (Some(1), 2, 1));
+    assert_eq!((seqs_of(&t1), seqs_of(&t2), seqs_of(&t3)), (vec![1, 2], vec![3], vec![]));
+
+    // Seq 4 goes to another topic now; the next persist carries it.
+    store.commit_blocking(one_event(&t3, 8)).unwrap();
+    assert_eq!((indexed_upto(&store), pending_seqs(&store)), (Some(4), 0));
+    assert_eq!((seqs_of(&t1), seqs_of(&t2), seqs_of(&t3)), (vec![1, 2], vec![3], vec![4]));
+    assert_topic_reads_complete(&store, &[t1, t2, t3], 1);
 }
