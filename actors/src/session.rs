@@ -16,7 +16,7 @@ use bosun_proto::{
     ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, PatchSessionRequest, SessionView, Topic,
     TurnStatus, Usage,
 };
-use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnRecord};
+use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use std::sync::Arc;
@@ -322,9 +322,6 @@ impl SessionState {
             status: TurnStatus::Started,
             reason: None,
             usage: Usage::default(),
-            checkpoint: None,
-            chunks: 0,
-            events_seen: 0,
             approvals: vec![],
             started_at: bosun_proto::now_ts(),
             ended_at: None,
@@ -438,11 +435,16 @@ impl SessionState {
         turn.status = TurnStatus::Failed;
         turn.reason = Some(reason.clone());
         turn.ended_at = Some(now);
+        let chunks = self
+            .ctx
+            .store
+            .get::<TurnProgress>(&TurnRecord::key_for(&turn.session_id, turn.number))?
+            .map_or(0, |p| p.chunks);
         batch.put(&turn)?;
         batch.event(NewEvent::new(
             self.topic(),
             EventType::StreamComplete,
-            json!({"turn_id": turn.id, "chunks": turn.chunks}),
+            json!({"turn_id": turn.id, "chunks": chunks}),
         ));
         batch.event(NewEvent::new(
             self.topic(),
@@ -528,7 +530,9 @@ impl SessionState {
             for approval in &turn.approvals {
                 batch.delete::<ApprovalRecord>(approval);
             }
-            batch.delete::<TurnRecord>(&bosun_state::Record::key(&turn));
+            let key = bosun_state::Record::key(&turn);
+            batch.delete::<TurnProgress>(&key);
+            batch.delete::<TurnRecord>(&key);
         }
         batch.delete::<SessionRecord>(&self.record.id);
         batch.event(NewEvent::new(self.topic(), EventType::SessionClosed, json!({"session_id": self.record.id})));

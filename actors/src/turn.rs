@@ -17,7 +17,7 @@ use bosun_proto::{
     Action, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision, EventType, NewEvent, Policy, Topic,
     TurnStatus,
 };
-use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnRecord};
+use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use std::path::PathBuf;
@@ -38,6 +38,11 @@ pub struct TurnArgs {
 pub struct TurnState {
     ctx: Context,
     record: TurnRecord,
+    /// Written with every chunk; `record` only when the turn's status changes.
+    progress: TurnProgress,
+    /// The position from which a replay was last asked for, so events that
+    /// arrive ahead of it do not ask again and again.
+    replay_asked: Option<u64>,
     cwd: PathBuf,
     topic: Topic,
 }
@@ -70,10 +75,17 @@ impl Actor for TurnActor {
             .store
             .get::<SessionRecord>(&args.session_id)?
             .ok_or_else(|| format!("session {} is missing", args.session_id))?;
+        let progress = args
+            .ctx
+            .store
+            .get::<TurnProgress>(&key)?
+            .unwrap_or_else(|| TurnProgress::start(&args.session_id, args.number));
         Ok(TurnState {
             topic: Topic::session(&args.session_id),
             cwd: PathBuf::from(session.cwd),
             record,
+            progress,
+            replay_asked: None,
             ctx: args.ctx,
         })
     }
@@ -147,15 +159,15 @@ impl TurnState {
     /// Starts the turn on the provider worker, resumes it there after a crash,
     /// or re-attaches to it if it kept running while this actor restarted.
     async fn run_on_provider(&mut self, myself: &ActorRef<TurnMsg>) -> Result<(), ActorProcessingErr> {
-        let fresh = self.record.status == TurnStatus::Started && self.record.events_seen == 0;
+        let fresh = self.record.status == TurnStatus::Started && self.progress.events_seen == 0;
         let input = TurnInput {
             session_id: self.record.session_id.clone(),
             turn_id: self.record.id.clone(),
             text: self.record.text.clone(),
             cwd: self.cwd.clone(),
-            resume: if fresh { None } else { self.record.checkpoint.clone() },
+            resume: if fresh { None } else { self.progress.checkpoint.clone() },
         };
-        let delivered = self.record.events_seen;
+        let delivered = self.progress.events_seen;
         let name = names::provider(self.session_id());
         let answer =
             crate::route::call::<ProviderMsg, _, _>(&name, |reply| ProviderMsg::RunTurn { input, delivered, reply })
@@ -184,30 +196,40 @@ impl TurnState {
         no: u64,
         event: AgentEvent,
     ) -> Result<(), ActorProcessingErr> {
-        if no <= self.record.events_seen {
+        let seen = self.progress.events_seen;
+        if no <= seen {
             return Ok(()); // a replay of what is already persisted
         }
-        if no != self.record.events_seen + 1 {
-            tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, no, seen = self.record.events_seen, "gap in agent events");
+        if no > seen + 1 {
+            // Events before this one went down with an earlier incarnation's
+            // mailbox, and the worker's forwarder sent this one before it
+            // heard where to replay from. Take events strictly in order: drop
+            // it, and ask for the replay once for this position.
+            if self.replay_asked != Some(seen) {
+                self.replay_asked = Some(seen);
+                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, no, seen, "agent events ahead of the record; asking for a replay");
+                return self.run_on_provider(myself).await;
+            }
+            return Ok(());
         }
-        self.record.events_seen = no;
+        self.progress.events_seen = no;
         match event {
             AgentEvent::Chunk { kind, text, checkpoint } => {
                 if checkpoint.is_some() {
-                    self.record.checkpoint = checkpoint;
+                    self.progress.checkpoint = checkpoint;
                 }
                 self.emit_chunk(kind, text).await?;
             }
             AgentEvent::ApprovalRequest { request_id, action, checkpoint } => {
                 if checkpoint.is_some() {
-                    self.record.checkpoint = checkpoint;
+                    self.progress.checkpoint = checkpoint;
                 }
                 self.on_approval_request(request_id, action).await?;
             }
             AgentEvent::Usage(usage) => {
                 self.record.usage = usage;
                 let mut batch = Batch::new();
-                batch.put(&self.record)?;
+                batch.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
             }
             AgentEvent::Log { level, message } => {
@@ -218,7 +240,7 @@ impl TurnState {
                 };
                 diagnostics::report(level, Some(self.session_id()), Some(&self.record.id), message);
                 let mut batch = Batch::new();
-                batch.put(&self.record)?;
+                batch.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
             }
             AgentEvent::Finished(outcome) => {
@@ -238,7 +260,7 @@ impl TurnState {
         if let Some(existing) = self.ctx.store.get::<ApprovalRecord>(&id)? {
             // A resumed provider asks again: answer from the record.
             let mut batch = Batch::new();
-            batch.put(&self.record)?;
+            batch.put(&self.progress)?;
             self.ctx.store.commit(batch).await?;
             match existing.status {
                 ApprovalStatus::Pending => self.set_status(TurnStatus::AwaitingApproval).await?,
@@ -272,7 +294,7 @@ impl TurnState {
                 batch.event(
                     self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": true})),
                 );
-                batch.put(&approval)?.put(&self.record)?;
+                batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.send_decision(&request_id, true);
             }
@@ -282,7 +304,7 @@ impl TurnState {
                     EventType::TurnUpdate,
                     json!({"turn_id": self.record.id, "status": TurnStatus::AwaitingApproval}),
                 ));
-                batch.put(&approval)?.put(&self.record)?;
+                batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.notify_session_status();
                 tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
@@ -412,10 +434,10 @@ impl TurnState {
 
     /// Records the next `stream:chunk` of the turn with the turn's new state.
     async fn emit_chunk(&mut self, kind: ChunkKind, text: String) -> Result<(), ActorProcessingErr> {
-        let index = self.record.chunks;
-        self.record.chunks += 1;
+        let index = self.progress.chunks;
+        self.progress.chunks += 1;
         let mut batch = Batch::new();
-        batch.put(&self.record)?;
+        batch.put(&self.progress)?;
         batch.event(self.event(
             EventType::StreamChunk,
             json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
@@ -450,9 +472,9 @@ impl TurnState {
         self.record.status = status;
         self.record.reason = reason.clone();
         self.record.ended_at = Some(now);
-        batch.put(&self.record)?;
+        batch.put(&self.record)?.put(&self.progress)?;
         batch.event(
-            self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.record.chunks})),
+            self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.progress.chunks})),
         );
         batch.event(self.event(
             EventType::TurnCompleted,

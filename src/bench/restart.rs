@@ -5,7 +5,7 @@
 use super::{mib, percentile, proc_field_kib, progress, secs, thousands, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
 use bosun_proto::{EventType, NewEvent, Policy, Topic, TurnStatus, Usage};
-use bosun_state::{Batch, FlushPolicy, SessionRecord, Store, StoreConfig, TurnRecord};
+use bosun_state::{Batch, FlushPolicy, SessionRecord, Store, StoreConfig, TurnProgress, TurnRecord};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
@@ -119,13 +119,11 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
                 status: TurnStatus::Completed,
                 reason: None,
                 usage: record.usage,
-                checkpoint: None,
-                chunks,
-                events_seen: chunks,
                 approvals: Vec::new(),
                 started_at: now.clone(),
                 ended_at: Some(now.clone()),
             })?;
+            batch.put(&TurnProgress { chunks, events_seen: chunks, ..TurnProgress::start(&id, 1) })?;
         }
         // Any quota left (1 < quota < 5): more session updates.
         while emitted < quota {

@@ -119,9 +119,11 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
             send_later::<TurnMsg>(&name, later, || TurnMsg::Crash)?;
             name
         }
-        _ => return Err(ApiError::BadRequest(format!(
+        _ => {
+            return Err(ApiError::BadRequest(format!(
             "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions or diagnostics"
-        ))),
+        )))
+        }
     };
     tracing::warn!(actor = %name, "fault injected");
     Ok(name)

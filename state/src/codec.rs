@@ -21,8 +21,8 @@
 //! - record trees: value = schema version (u16 BE) then named MessagePack.
 
 use bosun_proto::{Envelope, Topic};
-use sled::IVec;
 use serde::de::DeserializeOwned;
+use sled::IVec;
 
 use crate::{Record, StoreError};
 
@@ -314,8 +314,9 @@ mod tests {
 
     #[test]
     fn pages_hold_consecutive_events_and_split_by_size() {
-        let events: Vec<(u64, Vec<u8>)> =
-            (10..600u64).map(|seq| (seq, encode_envelope(&envelope(seq, &"x".repeat((seq % 50) as usize))).unwrap())).collect();
+        let events: Vec<(u64, Vec<u8>)> = (10..600u64)
+            .map(|seq| (seq, encode_envelope(&envelope(seq, &"x".repeat((seq % 50) as usize))).unwrap()))
+            .collect();
         let pages = build_pages(&events);
         assert!(pages.len() > 1);
         let mut next = 10;
@@ -340,7 +341,8 @@ mod tests {
 
     #[test]
     fn corrupt_pages_are_errors_not_panics() {
-        let events = vec![(5, encode_envelope(&envelope(5, "a")).unwrap()), (6, encode_envelope(&envelope(6, "b")).unwrap())];
+        let events =
+            vec![(5, encode_envelope(&envelope(5, "a")).unwrap()), (6, encode_envelope(&envelope(6, "b")).unwrap())];
         let (key, value) = build_pages(&events).remove(0);
         for cut in 0..value.len() {
             if let Ok(page) = Page::parse(&key, &value[..cut]) {

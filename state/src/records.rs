@@ -98,15 +98,6 @@ pub struct TurnRecord {
     pub status: TurnStatus,
     pub reason: Option<String>,
     pub usage: Usage,
-    /// The provider's own resume point (opaque to the daemon), updated as the
-    /// turn progresses, so a restarted worker can pick the turn up.
-    pub checkpoint: Option<serde_json::Value>,
-    /// How many stream chunks this turn has emitted (their `index` runs 0..).
-    pub chunks: u64,
-    /// How many agent events the turn has taken in, so a re-attached worker
-    /// replays only what came after them.
-    #[serde(default)]
-    pub events_seen: u64,
     /// Ids of the approvals this turn asked for, in order.
     #[serde(default)]
     pub approvals: Vec<String>,
@@ -145,6 +136,38 @@ impl TurnRecord {
             started_at: self.started_at.clone(),
             ended_at: self.ended_at.clone(),
         }
+    }
+}
+
+/// How far a turn has got, written with every chunk. Kept apart from
+/// [`TurnRecord`] so the prompt is not rewritten with each chunk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnProgress {
+    pub session_id: String,
+    pub number: u64,
+    /// The provider's own resume point (opaque to the daemon), so a restarted
+    /// worker can pick the turn up.
+    pub checkpoint: Option<serde_json::Value>,
+    /// How many stream chunks the turn has emitted (their `index` runs 0..).
+    pub chunks: u64,
+    /// How many agent events the turn has taken in, so a re-attached worker
+    /// replays only what came after them.
+    pub events_seen: u64,
+}
+
+impl Record for TurnProgress {
+    const TREE: &'static str = "turn_progress";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        TurnRecord::key_for(&self.session_id, self.number)
+    }
+}
+
+impl TurnProgress {
+    /// A turn that has not produced anything yet.
+    pub fn start(session_id: &str, number: u64) -> TurnProgress {
+        TurnProgress { session_id: session_id.to_string(), number, ..TurnProgress::default() }
     }
 }
 

@@ -188,10 +188,7 @@ impl Store {
         });
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::new(shared.clone(), receiver, config.flush, config.max_group.max(1), head);
-        let handle = std::thread::Builder::new()
-            .name("bosun-store-writer".into())
-            .spawn(move || writer.run())
-            ?;
+        let handle = std::thread::Builder::new().name("bosun-store-writer".into()).spawn(move || writer.run())?;
         tracing::debug!(path = %config.path.display(), head, indexed_upto, "store opened");
         Ok(Store { inner: Arc::new(Inner { shared, sender, writer: Mutex::new(Some(handle)) }) })
     }
@@ -300,7 +297,13 @@ impl Store {
     ///
     /// An entry may be in both (copied just before the writer cleared pending),
     /// hence the sort and dedup.
-    fn topic_events_since(&self, topic: &Topic, since: u64, head: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    fn topic_events_since(
+        &self,
+        topic: &Topic,
+        since: u64,
+        head: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
         let shared = &self.inner.shared;
         let pending = shared.pending().seqs(topic, since, head, limit);
         let prefix = codec::index_prefix(topic);

@@ -57,9 +57,6 @@ fn turn(session_id: &str, number: u64) -> TurnRecord {
         status: TurnStatus::Running,
         reason: None,
         usage: Usage::default(),
-        checkpoint: Some(json!({ "thread": "abc", "n": [1, 2] })),
-        chunks: 2,
-        events_seen: 5,
         approvals: vec!["a1".into()],
         started_at: TS.into(),
         ended_at: None,
@@ -440,7 +437,10 @@ async fn topic_reads_match_a_filtered_full_read() {
     assert!(store.events_since(0, Some(&Topic::session("none")), 10).unwrap().is_empty());
     assert!(store.events_since(head, None, 10).unwrap().is_empty());
     assert!(store.events_since(0, None, 0).unwrap().is_empty());
-    assert_eq!(store.events_since(head - 5, None, 2).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![head - 4, head - 3]);
+    assert_eq!(
+        store.events_since(head - 5, None, 2).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![head - 4, head - 3]
+    );
 }
 
 #[tokio::test]
@@ -541,7 +541,10 @@ fn old_schemas_go_through_the_migration_hook() {
     batch.put(&Note { id: "n2".into(), text: "current".into(), words: 1 }).unwrap();
     store.commit_blocking(batch).unwrap();
 
-    assert_eq!(store.get::<Note>("n1").unwrap(), Some(Note { id: "n1".into(), text: "three small words".into(), words: 3 }));
+    assert_eq!(
+        store.get::<Note>("n1").unwrap(),
+        Some(Note { id: "n1".into(), text: "three small words".into(), words: 3 })
+    );
     assert_eq!(store.get::<Note>("n2").unwrap().unwrap().words, 1);
     let err = store.get::<Note>("n9").unwrap_err();
     assert!(matches!(err, StoreError::UnsupportedSchema { tree: "notes", found: 9, current: 2 }), "{err}");
@@ -555,7 +558,10 @@ fn old_schemas_go_through_the_migration_hook() {
     // The records' default hook knows no older schema.
     let sessions = store.shared().tree(SessionRecord::TREE).unwrap();
     sessions.insert("old", raw_value(0, &session("old", "x"))).unwrap();
-    assert!(matches!(store.get::<SessionRecord>("old"), Err(StoreError::UnsupportedSchema { found: 0, current: 1, .. })));
+    assert!(matches!(
+        store.get::<SessionRecord>("old"),
+        Err(StoreError::UnsupportedSchema { found: 0, current: 1, .. })
+    ));
     sessions.insert("bad", &[1u8][..]).unwrap();
     assert!(matches!(store.get::<SessionRecord>("bad"), Err(StoreError::Corrupt { .. })));
 }
@@ -692,7 +698,11 @@ fn kill9_keeps_every_acknowledged_commit() {
         let store = Store::open(StoreConfig::new(&path)).unwrap();
         let head = store.durable_head();
         let all = store.events_since(0, None, usize::MAX).unwrap();
-        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>(), "gap-free after a crash");
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=head).collect::<Vec<_>>(),
+            "gap-free after a crash"
+        );
         let by_seq: HashMap<u64, &bosun_proto::Envelope> = all.iter().map(|e| (e.seq, e)).collect();
         for (seq, (writer, n)) in &acked {
             let env = by_seq.get(seq).unwrap_or_else(|| panic!("round {round}: acknowledged seq {seq} lost"));
@@ -810,7 +820,11 @@ fn bench_restart_to_ready() {
         let opened = start.elapsed();
         let all = store.scan::<SessionRecord>().unwrap();
         let head = store.durable_head();
-        println!("restart {round}: open {opened:?}, + scan of {} sessions {:?} (head {head})", all.len(), start.elapsed());
+        println!(
+            "restart {round}: open {opened:?}, + scan of {} sessions {:?} (head {head})",
+            all.len(),
+            start.elapsed()
+        );
         let start = Instant::now();
         let tail = store.events_since(0, Some(&Topic::session("s42")), 100).unwrap();
         let last = store.events_since(head - 1000, None, 1000).unwrap();

@@ -274,8 +274,14 @@ impl Writer {
         let mut envelopes = Vec::with_capacity(batch.events.len());
         let mut encoded = Vec::with_capacity(batch.events.len());
         for event in batch.events {
-            let envelope =
-                Envelope { v: ENVELOPE_VERSION, seq, ts: ts.clone(), topic: event.topic, kind: event.kind, data: event.data };
+            let envelope = Envelope {
+                v: ENVELOPE_VERSION,
+                seq,
+                ts: ts.clone(),
+                topic: event.topic,
+                kind: event.kind,
+                data: event.data,
+            };
             encoded.push((seq, codec::encode_envelope(&envelope)?));
             envelopes.push(Arc::new(envelope));
             seq += 1;
