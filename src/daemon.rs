@@ -92,51 +92,22 @@ pub async fn run(
 
 fn diagnostics_spec(ctx: &Context) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec {
-        id: names::DIAGNOSTICS.to_string(),
-        restart: Restart::Permanent,
-        shutdown: Shutdown::Timeout(Duration::from_secs(5)),
-        start: Arc::new(move |sup| {
-            let ctx = ctx.clone();
-            Box::pin(async move {
-                Ok(Diagnostics::spawn_linked(Some(names::DIAGNOSTICS.to_string()), Diagnostics, ctx, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
-        }),
-    }
+    ChildSpec::for_actor(names::DIAGNOSTICS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+        (Diagnostics, ctx.clone())
+    })
 }
 
 fn sessions_spec(ctx: &Context) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec {
-        id: names::SESSIONS.to_string(),
-        restart: Restart::Permanent,
-        shutdown: Shutdown::Timeout(Duration::from_secs(15)),
-        start: Arc::new(move |sup| {
-            let ctx = ctx.clone();
-            Box::pin(async move {
-                Ok(SessionsSupervisor::spawn_linked(Some(names::SESSIONS.to_string()), SessionsSupervisor, ctx, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
-        }),
-    }
+    // Stopping every session actor in turn takes a while with many sessions.
+    ChildSpec::for_actor(names::SESSIONS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
+        (SessionsSupervisor, ctx.clone())
+    })
 }
 
 fn front_spec(ctx: &Context, listener: Arc<TcpListener>) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec {
-        id: names::FRONT.to_string(),
-        restart: Restart::Permanent,
-        shutdown: Shutdown::Timeout(Duration::from_secs(5)),
-        start: Arc::new(move |sup| {
-            let args = FrontArgs { ctx: ctx.clone(), listener: listener.clone() };
-            Box::pin(async move {
-                Ok(Front::spawn_linked(Some(names::FRONT.to_string()), Front, args, sup).await?.0.get_cell())
-            })
-        }),
-    }
+    ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+        (Front, FrontArgs { ctx: ctx.clone(), listener: listener.clone() })
+    })
 }

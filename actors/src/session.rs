@@ -19,7 +19,6 @@ use bosun_proto::{
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Limits on what a client may store in a session.
@@ -349,19 +348,13 @@ impl SessionState {
         let ctx = self.ctx.clone();
         let session_id = self.record.id.clone();
         let provider = self.record.provider.clone();
-        let spec = ChildSpec {
-            id: name.clone(),
-            restart: Restart::Permanent,
-            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
-            start: Arc::new(move |sup| {
-                let args =
-                    ProviderArgs { ctx: ctx.clone(), session_id: session_id.clone(), provider: provider.clone() };
-                let name = name.clone();
-                Box::pin(async move {
-                    Ok(ProviderWorker::spawn_linked(Some(name), ProviderWorker, args, sup).await?.0.get_cell())
-                })
-            }),
-        };
+        let spec =
+            ChildSpec::for_actor(name, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+                (
+                    ProviderWorker,
+                    ProviderArgs { ctx: ctx.clone(), session_id: session_id.clone(), provider: provider.clone() },
+                )
+            });
         self.sup
             .start_child(spec, &myself.get_cell())
             .await
@@ -370,22 +363,15 @@ impl SessionState {
     }
 
     async fn start_turn_actor(&mut self, myself: &ActorRef<SessionMsg>, number: u64) -> DaemonResult<()> {
-        let name = names::turn(&self.record.id);
         let ctx = self.ctx.clone();
         let session_id = self.record.id.clone();
-        let spec = ChildSpec {
-            id: name.clone(),
-            // Restarted if it fails; a turn that ends stops it normally.
-            restart: Restart::Transient,
-            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
-            start: Arc::new(move |sup| {
-                let args = TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number };
-                let name = name.clone();
-                Box::pin(
-                    async move { Ok(TurnActor::spawn_linked(Some(name), TurnActor, args, sup).await?.0.get_cell()) },
-                )
-            }),
-        };
+        // Transient: restarted if it fails; a turn that ends stops it normally.
+        let spec = ChildSpec::for_actor(
+            names::turn(&self.record.id),
+            Restart::Transient,
+            Shutdown::Timeout(Duration::from_secs(5)),
+            move || (TurnActor, TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number }),
+        );
         self.sup
             .start_child(spec, &myself.get_cell())
             .await

@@ -10,12 +10,11 @@ use crate::supervision::{
     Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
     SupervisorConfig,
 };
-use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView, Topic, Usage};
+use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView, Topic};
 use bosun_state::{Batch, SessionRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SessionsSupervisor;
@@ -129,20 +128,12 @@ impl SessionsState {
         myself: &ActorRef<SessionsMsg>,
         session_id: String,
     ) -> Result<(), ActorProcessingErr> {
-        let name = names::session(&session_id);
         let ctx = self.ctx.clone();
-        let spec = ChildSpec {
-            id: name.clone(),
-            restart: Restart::Permanent,
-            shutdown: Shutdown::Timeout(Duration::from_secs(10)),
-            start: Arc::new(move |sup| {
-                let args = SessionArgs { ctx: ctx.clone(), session_id: session_id.clone() };
-                let name = name.clone();
-                Box::pin(async move {
-                    Ok(SessionActor::spawn_linked(Some(name), SessionActor, args, sup).await?.0.get_cell())
-                })
-            }),
-        };
+        let name = names::session(&session_id);
+        let spec =
+            ChildSpec::for_actor(name, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(10)), move || {
+                (SessionActor, SessionArgs { ctx: ctx.clone(), session_id: session_id.clone() })
+            });
         self.sup.start_child(spec, &myself.get_cell()).await?;
         Ok(())
     }
@@ -172,22 +163,9 @@ impl SessionsState {
             return Err(DaemonError::BadRequest(format!("title must be at most {MAX_TITLE_BYTES} bytes")));
         }
         let id = new_id("s_");
-        let now = bosun_proto::now_ts();
-        let record = SessionRecord {
-            title: if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title },
-            id: id.clone(),
-            provider: req.provider,
-            cwd,
-            policy: req.policy.unwrap_or(Policy::PlanOnly),
-            archived: false,
-            draft: String::new(),
-            active_turn: None,
-            awaiting_approval: false,
-            usage: Usage::default(),
-            turn_count: 0,
-            created_at: now.clone(),
-            updated_at: now,
-        };
+        let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
+        let policy = req.policy.unwrap_or(Policy::PlanOnly);
+        let record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
         let mut batch = Batch::new();
         batch.put(&record)?;
         batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));

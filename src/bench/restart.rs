@@ -61,21 +61,9 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
         let id = session_id(i);
         let topic = Topic::session(&id);
         let with_turn = quota >= 5;
-        let mut record = SessionRecord {
-            id: id.clone(),
-            provider: "demo".into(),
-            cwd: cwd.clone(),
-            title: format!("Session {}", &id[2..8]),
-            policy: Policy::PlanOnly,
-            archived: false,
-            draft: String::new(),
-            active_turn: None,
-            awaiting_approval: false,
-            usage: Usage::default(),
-            turn_count: 0,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-        };
+        let title = format!("Session {}", &id[2..8]);
+        let mut record =
+            SessionRecord::new(id.clone(), "demo".into(), cwd.clone(), title, Policy::PlanOnly, now.clone());
         let mut emitted = 0;
         if quota > 0 {
             batch.event(NewEvent::new(topic.clone(), EventType::SessionUpdate, json!(record.view())));

@@ -57,6 +57,25 @@ impl Record for SessionRecord {
 }
 
 impl SessionRecord {
+    /// A new, idle session created at `now`.
+    pub fn new(id: String, provider: String, cwd: String, title: String, policy: Policy, now: String) -> SessionRecord {
+        SessionRecord {
+            id,
+            provider,
+            cwd,
+            title,
+            policy,
+            archived: false,
+            draft: String::new(),
+            active_turn: None,
+            awaiting_approval: false,
+            usage: Usage::default(),
+            turn_count: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
     pub fn status(&self) -> SessionStatus {
         if self.archived {
             SessionStatus::Archived
