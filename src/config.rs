@@ -16,6 +16,9 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// Whether known agents (codex, codex-acp, claude-agent-acp, gemini) found
+    /// on `PATH` are offered as providers (default true).
+    pub discover_agents: Option<bool>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSpec>,
 }
@@ -46,6 +49,8 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub providers: Vec<ProviderSpec>,
+    /// Offer the known agents found on `PATH` too.
+    pub discover_agents: bool,
     pub fault_injection: bool,
     pub log_format: LogFormat,
     /// Overrides the store's live fan-out capacity.

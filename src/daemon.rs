@@ -45,13 +45,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&config)?;
-    let providers = ProviderRegistry::new(config.providers.clone()).context("loading providers")?;
+    let orphans =
+        bosun_actors::provider::stop_orphaned_agents(&store).await.context("stopping agents left by the last run")?;
+    if orphans > 0 {
+        tracing::warn!(orphans, "stopped agent processes the last run left behind");
+    }
+    let search_path = if config.discover_agents { std::env::var_os("PATH") } else { None };
+    let providers =
+        ProviderRegistry::with_discovery(config.providers.clone(), search_path).context("loading providers")?;
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(store.clone(), providers, Settings { fault_injection: config.fault_injection, default_cwd });
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed
     // ACKs (tens of ms); Linux passes the option on to accepted sockets.
     socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY on the listener")?;
     let listener = Arc::new(listener);
+    probe_versions(&ctx);
 
     let sup_config = SupervisorConfig {
         strategy: Strategy::OneForOne,
@@ -110,4 +118,18 @@ fn front_spec(ctx: &Context, listener: Arc<TcpListener>) -> ChildSpec {
     ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
         (Front, FrontArgs { ctx: ctx.clone(), listener: listener.clone() })
     })
+}
+
+/// Asks each provider's program for its version, in the background, for
+/// `GET /api/v1/providers`; a version an agent reports when it starts wins.
+fn probe_versions(ctx: &Context) {
+    for status in ctx.providers.statuses() {
+        let Some(program) = status.resolved else { continue };
+        let registry = ctx.providers.clone();
+        tokio::spawn(async move {
+            if let Some(version) = bosun_adapters::registry::probe_version(&program, Duration::from_secs(5)).await {
+                registry.report_version(&status.spec.name, version);
+            }
+        });
+    }
 }

@@ -6,15 +6,25 @@
 //! the session's turn actor by name. The task keeps every event of the turn
 //! until the turn ends, so a turn actor that restarts asks for a replay from
 //! the last event it persisted and nothing is lost or doubled.
+//!
+//! What the driver says about its agent process (up, bound to an agent-side
+//! session, exited, stderr) arrives as [`DriverNotice`]s, also read on a task
+//! and handed to this actor as messages. An agent process that dies unasked
+//! fails the worker, so its supervisor (the session) restarts it with
+//! backoff and the next turn starts a fresh process.
 
 use crate::context::Context;
 use crate::names;
 use crate::turn::TurnMsg;
-use bosun_adapters::{AgentDriver, AgentEvent, TurnControl, TurnHandle, TurnInput};
+use bosun_adapters::{
+    AgentDriver, AgentEvent, DriverInit, DriverNotice, LogLevel, ProviderRegistry, TurnControl, TurnHandle, TurnInput,
+};
 use bosun_proto::{EventType, NewEvent, Topic};
-use bosun_state::Batch;
+use bosun_state::{AgentBinding, AgentProcess, Batch, SessionRecord, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,6 +43,29 @@ pub struct ProviderState {
     provider: String,
     driver: Box<dyn AgentDriver>,
     current: Option<CurrentTurn>,
+    /// The binding the worker started with, to tell a resumed agent session
+    /// from a new one.
+    initial_binding: Option<serde_json::Value>,
+    /// Set while the agent process is up: counts it as running in the
+    /// registry until dropped (even when this actor dies by a panic).
+    running: Option<RunningGuard>,
+    /// Why the agent process died, once it has: the worker is about to fail.
+    exited: Option<String>,
+    // Held for its Drop: reading notices ends with the worker.
+    _notices: AbortOnDrop,
+}
+
+/// Counts one live agent process in the registry's status while it lives.
+struct RunningGuard {
+    registry: Arc<ProviderRegistry>,
+    provider: String,
+    crash: Option<String>,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.registry.report_stopped(&self.provider, self.crash.take());
+    }
 }
 
 struct CurrentTurn {
@@ -59,6 +92,9 @@ pub enum RunAck {
     Started,
     /// The turn was already running here: events after `delivered` are replayed.
     Attached,
+    /// This worker's agent process has died and the worker is about to be
+    /// restarted: the turn is run on the new worker when it is up.
+    Restarting,
 }
 
 pub enum ProviderMsg {
@@ -77,8 +113,17 @@ pub enum ProviderMsg {
     TurnDone {
         turn_id: String,
     },
+    /// Something the driver said about its agent process.
+    Notice(DriverNotice),
+    /// The agent process is gone and the turn had its chance to record why:
+    /// fail, so the supervisor restarts the worker.
+    Fail(String),
     Crash,
 }
+
+/// How long a worker whose agent died waits before failing, so the turn
+/// under way can record the driver's own reason first.
+const FAIL_DELAY: Duration = Duration::from_millis(300);
 
 impl Actor for ProviderWorker {
     type Msg = ProviderMsg;
@@ -87,11 +132,40 @@ impl Actor for ProviderWorker {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
-        let driver = args.ctx.providers.driver(&args.provider)?;
-        Ok(ProviderState { ctx: args.ctx, session_id: args.session_id, provider: args.provider, driver, current: None })
+        let session = args.ctx.store.get::<SessionRecord>(&args.session_id)?;
+        let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
+        // A binding made by another provider (the session was switched) means nothing here.
+        let binding = args
+            .ctx
+            .store
+            .get::<AgentBinding>(&args.session_id)?
+            .filter(|b| b.provider == args.provider)
+            .map(|b| b.binding);
+        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+        let init =
+            DriverInit { session_id: args.session_id.clone(), cwd, binding: binding.clone(), notices: notices_tx };
+        let driver = args.ctx.providers.driver(&args.provider, init)?;
+        let notices = tokio::spawn(async move {
+            while let Some(notice) = notices_rx.recv().await {
+                if myself.send_message(ProviderMsg::Notice(notice)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ProviderState {
+            ctx: args.ctx,
+            session_id: args.session_id,
+            provider: args.provider,
+            driver,
+            current: None,
+            initial_binding: binding,
+            running: None,
+            exited: None,
+            _notices: AbortOnDrop(notices),
+        })
     }
 
     async fn post_start(
@@ -108,7 +182,13 @@ impl Actor for ProviderWorker {
                 "provider": state.provider,
                 "kind": state.driver.kind(),
                 "status": "ready",
-                "capabilities": {"resume": caps.resume, "steer": caps.steer, "interrupt": caps.interrupt},
+                "capabilities": {
+                    "resume": caps.resume,
+                    "load_session": caps.load_session,
+                    "steer": caps.steer,
+                    "interrupt": caps.interrupt,
+                    "images": caps.images,
+                },
             }),
         ));
         state.ctx.store.commit(batch).await?;
@@ -118,7 +198,7 @@ impl Actor for ProviderWorker {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: ProviderMsg,
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
@@ -142,6 +222,8 @@ impl Actor for ProviderWorker {
                     state.current = None;
                 }
             }
+            ProviderMsg::Notice(notice) => state.on_notice(&myself, notice).await?,
+            ProviderMsg::Fail(reason) => return Err(reason.into()),
             ProviderMsg::Crash => {
                 if state.ctx.settings.fault_injection {
                     panic!("injected fault: provider worker of session {}", state.session_id);
@@ -153,6 +235,93 @@ impl Actor for ProviderWorker {
 }
 
 impl ProviderState {
+    async fn on_notice(
+        &mut self,
+        myself: &ActorRef<ProviderMsg>,
+        notice: DriverNotice,
+    ) -> Result<(), ActorProcessingErr> {
+        let topic = Topic::session(&self.session_id);
+        match notice {
+            DriverNotice::Running { pid, agent, version } => {
+                self.ctx.providers.report_started(&self.provider, version.clone());
+                self.running = Some(RunningGuard {
+                    registry: self.ctx.providers.clone(),
+                    provider: self.provider.clone(),
+                    crash: None,
+                });
+                let mut batch = Batch::new();
+                if let Some(start_ticks) = pid.and_then(bosun_adapters::process::process_start_ticks) {
+                    batch.put(&AgentProcess {
+                        session_id: self.session_id.clone(),
+                        provider: self.provider.clone(),
+                        pid: pid.unwrap_or_default(),
+                        start_ticks,
+                    })?;
+                }
+                batch.event(NewEvent::new(
+                    topic,
+                    EventType::ProviderStatus,
+                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "running", "pid": pid, "agent": agent, "version": version}),
+                ));
+                self.ctx.store.commit(batch).await?;
+                tracing::info!(session_id = %self.session_id, provider = %self.provider, ?pid, "agent process running");
+            }
+            DriverNotice::Bound(binding) => {
+                let resumed = self.initial_binding.as_ref() == Some(&binding);
+                let record = AgentBinding {
+                    session_id: self.session_id.clone(),
+                    provider: self.provider.clone(),
+                    binding: binding.clone(),
+                    updated_at: bosun_proto::now_ts(),
+                };
+                let mut batch = Batch::new();
+                batch.put(&record)?;
+                batch.event(NewEvent::new(
+                    topic,
+                    EventType::ProviderStatus,
+                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "bound", "binding": binding, "resumed": resumed}),
+                ));
+                self.ctx.store.commit(batch).await?;
+                tracing::info!(session_id = %self.session_id, provider = %self.provider, resumed, "agent session bound");
+            }
+            DriverNotice::Exited { reason } => {
+                if let Some(guard) = self.running.as_mut() {
+                    guard.crash = Some(reason.clone());
+                }
+                self.running = None;
+                let mut batch = Batch::new();
+                batch.delete::<AgentProcess>(&self.session_id);
+                batch.event(NewEvent::new(
+                    topic,
+                    EventType::ProviderStatus,
+                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "crashed", "reason": reason}),
+                ));
+                self.ctx.store.commit(batch).await?;
+                tracing::warn!(session_id = %self.session_id, provider = %self.provider, %reason, "agent process exited");
+                if self.exited.is_none() {
+                    let why = format!("the agent process of provider {} exited: {reason}", self.provider);
+                    self.exited = Some(reason);
+                    myself.send_after(FAIL_DELAY, move || ProviderMsg::Fail(why));
+                }
+            }
+            DriverNotice::Log { level, message } => {
+                let level = match level {
+                    LogLevel::Info => "info",
+                    LogLevel::Warn => "warn",
+                    LogLevel::Error => "error",
+                };
+                let turn = self.current.as_ref().map(|c| c.turn_id.as_str());
+                crate::diagnostics::report(
+                    level,
+                    Some(&self.session_id),
+                    turn,
+                    format!("[{}] {message}", self.provider),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn run_turn(&mut self, input: TurnInput, delivered: u64) -> Result<RunAck, String> {
         if let Some(current) = &self.current {
             if current.turn_id == input.turn_id {
@@ -165,6 +334,9 @@ impl ProviderState {
             }
         }
         self.current = None;
+        if self.exited.is_some() {
+            return Ok(RunAck::Restarting);
+        }
         if input.resume.is_some() && !self.driver.capabilities().resume {
             return Err(format!("provider {} cannot resume a turn", self.provider));
         }
@@ -176,6 +348,23 @@ impl ProviderState {
         self.current = Some(CurrentTurn { turn_id, handle, _forwarder: AbortOnDrop(forwarder), reattach: reattach_tx });
         Ok(RunAck::Started)
     }
+}
+
+/// Stops the agent processes a killed daemon left behind (they would hold
+/// their agent sessions and never hear from us again). Run at start-up,
+/// before any provider worker exists; returns how many were stopped.
+pub async fn stop_orphaned_agents(store: &Store) -> Result<usize, bosun_state::StoreError> {
+    let mut stopped = 0;
+    let mut batch = Batch::new();
+    for process in store.scan::<AgentProcess>()? {
+        if bosun_adapters::process::kill_group_if_same(process.pid, process.start_ticks) {
+            tracing::warn!(session_id = %process.session_id, pid = process.pid, provider = %process.provider, "stopped an agent process left behind by the last run");
+            stopped += 1;
+        }
+        batch.delete::<AgentProcess>(&process.session_id);
+    }
+    store.commit(batch).await?;
+    Ok(stopped)
 }
 
 /// Numbers the driver's events (from `delivered + 1`) and delivers them in

@@ -521,6 +521,7 @@ impl SessionState {
             batch.delete::<TurnRecord>(&key);
         }
         batch.delete::<SessionRecord>(&self.record.id);
+        batch.delete::<bosun_state::AgentBinding>(&self.record.id);
         batch.event(NewEvent::new(self.topic(), EventType::SessionClosed, json!({"session_id": self.record.id})));
         self.ctx.store.commit(batch).await?;
         self.closed = true;
@@ -528,13 +529,13 @@ impl SessionState {
         Ok(())
     }
 
-    /// The provider worker died: say so to clients before it is restarted.
+    /// The provider worker actor died: say so to clients before it is restarted.
     async fn provider_crashed(&mut self, error: &str) {
         let mut batch = Batch::new();
         batch.event(NewEvent::new(
             self.topic(),
             EventType::ProviderStatus,
-            json!({"provider": self.record.provider, "status": "crashed", "error": error}),
+            json!({"provider": self.record.provider, "status": "restarting", "error": error}),
         ));
         if let Err(e) = self.ctx.store.commit(batch).await {
             tracing::error!(session_id = %self.record.id, error = %e, "could not record a provider crash");

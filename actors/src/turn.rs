@@ -23,6 +23,9 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long a turn waits before asking a restarting provider worker again.
+const PROVIDER_RETRY: Duration = Duration::from_secs(2);
+
 /// How long an interrupted provider gets to stop before the turn is ended anyway.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 
@@ -127,7 +130,7 @@ impl Actor for TurnActor {
                 let _ = reply.send(result);
             }
             TurnMsg::Decide(id, decision, reply) => {
-                let result = state.decide(&id, decision, DecidedBy::User).await;
+                let result = state.decide(&myself, &id, decision, DecidedBy::User).await;
                 let _ = reply.send(result);
             }
             TurnMsg::ProviderRestarted => state.run_on_provider(&myself).await?,
@@ -173,6 +176,14 @@ impl TurnState {
             crate::route::call::<ProviderMsg, _, _>(&name, |reply| ProviderMsg::RunTurn { input, delivered, reply })
                 .await;
         match answer {
+            Ok(Ok(RunAck::Restarting)) => {
+                // The session tells us when the new worker is up; asking
+                // again later as well covers a restart that came too early
+                // for the session to see this turn.
+                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, "provider restarting; the turn waits for it");
+                myself.send_after(PROVIDER_RETRY, || TurnMsg::ProviderRestarted);
+                Ok(())
+            }
             Ok(Ok(ack)) => {
                 tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, ?ack, "turn on provider");
                 if self.record.status == TurnStatus::Started {
@@ -226,10 +237,30 @@ impl TurnState {
                 }
                 self.on_approval_request(request_id, action).await?;
             }
+            AgentEvent::ToolCall(tool) => {
+                let data = json!({"turn_id": self.record.id, "tool": tool});
+                self.emit(EventType::ToolCall, data).await?;
+            }
+            AgentEvent::ToolUpdate(update) => {
+                let data = json!({
+                    "turn_id": self.record.id,
+                    "tool_id": update.id,
+                    "status": update.status,
+                    "title": update.title,
+                    "output": update.output,
+                    "detail": update.detail,
+                });
+                self.emit(EventType::ToolUpdate, data).await?;
+            }
+            AgentEvent::Plan(entries) => {
+                let data = json!({"turn_id": self.record.id, "entries": entries});
+                self.emit(EventType::PlanUpdate, data).await?;
+            }
             AgentEvent::Usage(usage) => {
                 self.record.usage = usage;
                 let mut batch = Batch::new();
                 batch.put(&self.record)?.put(&self.progress)?;
+                batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": self.record.id, "usage": usage})));
                 self.ctx.store.commit(batch).await?;
             }
             AgentEvent::Log { level, message } => {
@@ -264,7 +295,9 @@ impl TurnState {
             self.ctx.store.commit(batch).await?;
             match existing.status {
                 ApprovalStatus::Pending => self.set_status(TurnStatus::AwaitingApproval).await?,
-                status => self.send_decision(&request_id, status == ApprovalStatus::Accepted),
+                ApprovalStatus::Accepted => self.send_decision(&request_id, Decision::Accept),
+                ApprovalStatus::Declined => self.send_decision(&request_id, Decision::Decline),
+                ApprovalStatus::Cancelled => self.send_decision(&request_id, Decision::Cancel),
             }
             return Ok(());
         }
@@ -296,7 +329,7 @@ impl TurnState {
                 );
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
-                self.send_decision(&request_id, true);
+                self.send_decision(&request_id, Decision::Accept);
             }
             Policy::PlanOnly => {
                 self.record.status = TurnStatus::AwaitingApproval;
@@ -313,7 +346,13 @@ impl TurnState {
         Ok(())
     }
 
-    async fn decide(&mut self, approval_id: &str, decision: Decision, by: DecidedBy) -> DaemonResult<ApprovalView> {
+    async fn decide(
+        &mut self,
+        myself: &ActorRef<TurnMsg>,
+        approval_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+    ) -> DaemonResult<ApprovalView> {
         let mut approval = self
             .ctx
             .store
@@ -343,7 +382,11 @@ impl TurnState {
         batch.put(&self.record)?;
         self.ctx.store.commit(batch).await?;
         self.notify_session_status();
-        self.send_decision(&approval.request_id, decision == Decision::Accept);
+        self.send_decision(&approval.request_id, decision);
+        if decision == Decision::Cancel {
+            // The driver stops the turn on a cancel; if it does not in time, end it here.
+            myself.send_after(INTERRUPT_GRACE, || TurnMsg::InterruptTimeout);
+        }
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id, %decision, "approval decided");
         Ok(approval.view())
     }
@@ -378,8 +421,8 @@ impl TurnState {
         Ok(false)
     }
 
-    fn send_decision(&self, request_id: &str, approved: bool) {
-        self.control(TurnControl::Decision { request_id: request_id.to_string(), approved });
+    fn send_decision(&self, request_id: &str, decision: Decision) {
+        self.control(TurnControl::Decision { request_id: request_id.to_string(), decision });
     }
 
     /// Sends a control to the provider; false if the worker is not there.
@@ -424,6 +467,15 @@ impl TurnState {
         batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": status})));
         self.ctx.store.commit(batch).await?;
         self.notify_session_status();
+        Ok(())
+    }
+
+    /// Records an event of the turn with the turn's new progress.
+    async fn emit(&mut self, kind: EventType, data: serde_json::Value) -> Result<(), ActorProcessingErr> {
+        let mut batch = Batch::new();
+        batch.put(&self.progress)?;
+        batch.event(self.event(kind, data));
+        self.ctx.store.commit(batch).await?;
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! tokio runtime and returns at once. Agent I/O is read on those tasks, never
 //! inside an actor handler.
 
-use bosun_proto::{Action, ChunkKind, Usage};
+use bosun_proto::{Action, ChunkKind, Decision, PlanEntry, ToolStatus, Usage};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +42,13 @@ pub enum AgentEvent {
         action: Action,
         checkpoint: Option<serde_json::Value>,
     },
+    /// The agent started a tool call (a command, an edit, a read, a search...).
+    ToolCall(ToolCall),
+    /// Progress or the result of a tool call announced before.
+    ToolUpdate(ToolUpdate),
+    /// The agent's plan for the turn, whole (each update replaces the last).
+    Plan(Vec<PlanEntry>),
+    /// Tokens used by this turn so far (each update replaces the last).
     Usage(Usage),
     Log {
         level: LogLevel,
@@ -48,6 +56,36 @@ pub enum AgentEvent {
     },
     /// The last event of a turn.
     Finished(TurnOutcome),
+}
+
+/// A tool call as the agent announced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The agent's id for the call, unique within the turn.
+    pub id: String,
+    pub title: String,
+    /// What the tool does: `execute`, `edit`, `read`, `search`, `fetch`,
+    /// `think`, `delete`, `move` or `other`.
+    pub kind: String,
+    pub status: ToolStatus,
+    /// Protocol-specific details worth showing (command, paths, raw input).
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// A change to a tool call; absent fields are unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolUpdate {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<ToolStatus>,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Output produced by the tool, as text, when the agent reports it.
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub detail: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +105,11 @@ pub enum TurnOutcome {
 /// Instructions into a running turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnControl {
+    /// The answer to an [`AgentEvent::ApprovalRequest`], in the daemon's
+    /// vocabulary; each driver maps it onto its protocol's.
     Decision {
         request_id: String,
-        approved: bool,
+        decision: Decision,
     },
     /// Extra instructions for the turn under way.
     Steer(String),
@@ -80,8 +120,14 @@ pub enum TurnControl {
 pub struct Capabilities {
     /// Can pick up a turn from a checkpoint after a crash.
     pub resume: bool,
+    /// Can reattach to its agent-side session (from a [`DriverNotice::Bound`]
+    /// binding) after the worker or the daemon restarts, so the conversation
+    /// goes on.
+    pub load_session: bool,
     pub steer: bool,
     pub interrupt: bool,
+    /// Accepts images in a prompt.
+    pub images: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +140,43 @@ pub enum AgentError {
     BadCheckpoint(String),
 }
 
+/// What a driver is built with: one per provider worker, so one per session
+/// (and again after each restart of the worker).
+#[derive(Debug, Clone)]
+pub struct DriverInit {
+    pub session_id: String,
+    /// The session's working directory: the agent runs there.
+    pub cwd: PathBuf,
+    /// The last [`DriverNotice::Bound`] this session's driver sent, stored by
+    /// the daemon: the agent-side session to load or resume.
+    pub binding: Option<serde_json::Value>,
+    /// Where the driver reports on its agent process, outside of any turn.
+    pub notices: mpsc::UnboundedSender<DriverNotice>,
+}
+
+/// What a driver says about its agent process, as opposed to a turn's events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverNotice {
+    /// The agent process is up and initialized.
+    Running { pid: Option<u32>, agent: Option<String>, version: Option<String> },
+    /// The agent-side session (ACP `sessionId`, codex `threadId`...) this
+    /// driver now talks to. The daemon stores it before anything else and
+    /// hands it back in [`DriverInit::binding`] after a restart.
+    Bound(serde_json::Value),
+    /// The agent process has gone (exited, killed, or unresponsive). The
+    /// driver is unusable from now on; any turn under way has been (or is
+    /// being) ended with [`TurnOutcome::Failed`]. The worker is restarted.
+    Exited { reason: String },
+    /// A line the agent wrote on stderr, or a protocol problem worth a look
+    /// (a malformed line, an unknown notification).
+    Log { level: LogLevel, message: String },
+}
+
 /// One agent implementation (demo, ACP, codex app-server, ...).
+///
+/// Drivers for real agents start their process lazily, on the first
+/// `start_turn`; a start failure ends that turn `Failed` with the reason,
+/// it does not fail the worker.
 pub trait AgentDriver: Send + 'static {
     fn kind(&self) -> &'static str;
     fn capabilities(&self) -> Capabilities;

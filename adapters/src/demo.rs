@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, Usage};
+use bosun_proto::{Action, ChunkKind, Decision, Usage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
@@ -86,7 +86,7 @@ impl AgentDriver for DemoDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { resume: true, steer: true, interrupt: true }
+        Capabilities { resume: true, load_session: false, steer: true, interrupt: true, images: false }
     }
 
     fn start_turn(
@@ -354,7 +354,7 @@ impl Turn {
             }
         }
         self.flush_steers()?;
-        self.send(AgentEvent::Usage(Usage { input_tokens: self.input_words, output_tokens: self.chunks }))
+        self.send(AgentEvent::Usage(Usage::new(self.input_words, self.chunks)))
     }
 
     /// Asks to run the command of step `index`, and runs it if approved.
@@ -478,7 +478,9 @@ impl Turn {
                 self.steers.push_back(text);
                 Ok(None)
             }
-            TurnControl::Decision { request_id, approved } => Ok(Some((request_id, approved))),
+            // Cancel declines and ends the turn, as it does for real agents.
+            TurnControl::Decision { decision: Decision::Cancel, .. } => Err(End::Outcome(TurnOutcome::Interrupted)),
+            TurnControl::Decision { request_id, decision } => Ok(Some((request_id, decision.allows()))),
         }
     }
 
@@ -597,7 +599,8 @@ mod tests {
         }
 
         fn decide(&self, request_id: &str, approved: bool) {
-            assert!(self.handle.send(TurnControl::Decision { request_id: request_id.into(), approved }));
+            let decision = if approved { Decision::Accept } else { Decision::Decline };
+            assert!(self.handle.send(TurnControl::Decision { request_id: request_id.into(), decision }));
         }
     }
 
@@ -624,7 +627,10 @@ mod tests {
         let dir = tmp();
         let mut driver = DemoDriver::new();
         assert_eq!(driver.kind(), "demo");
-        assert_eq!(driver.capabilities(), Capabilities { resume: true, steer: true, interrupt: true });
+        assert_eq!(
+            driver.capabilities(),
+            Capabilities { resume: true, load_session: false, steer: true, interrupt: true, images: false }
+        );
         let prompt = "explain the borrow checker please";
         let events = start(&mut driver, prompt, dir.path(), None).rest().await;
 
@@ -632,7 +638,7 @@ mod tests {
         assert!(texts.len() >= 3, "{texts:?}");
         let n = events.len();
         assert_eq!(events[n - 1], AgentEvent::Finished(TurnOutcome::Completed));
-        assert_eq!(events[n - 2], AgentEvent::Usage(Usage { input_tokens: 5, output_tokens: texts.len() as u64 }));
+        assert_eq!(events[n - 2], AgentEvent::Usage(Usage::new(5, texts.len() as u64)));
         assert!(events[..n - 2]
             .iter()
             .all(|e| matches!(e, AgentEvent::Chunk { kind: ChunkKind::Text, checkpoint: Some(_), .. })));
@@ -829,7 +835,7 @@ mod tests {
             ]
         );
         // Usage covers the whole turn, not just the resumed part.
-        assert!(events.contains(&AgentEvent::Usage(Usage { input_tokens: 1, output_tokens: steps.len() as u64 })));
+        assert!(events.contains(&AgentEvent::Usage(Usage::new(1, steps.len() as u64))));
         assert_eq!(events.last(), Some(&AgentEvent::Finished(TurnOutcome::Completed)));
     }
 

@@ -4,10 +4,14 @@
 //! Invariant: nothing here knows about actors or the store; drivers speak only
 //! the [`agent`] contract.
 
+pub mod acp;
 pub mod agent;
+pub mod codex;
 pub mod demo;
 pub mod process;
 pub mod registry;
 
 pub use agent::*;
-pub use registry::{ProviderKind, ProviderRegistry, ProviderSpec, RegistryError};
+pub use registry::{
+    ProviderHealth, ProviderKind, ProviderOrigin, ProviderRegistry, ProviderSpec, ProviderStatus, RegistryError,
+};

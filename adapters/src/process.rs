@@ -96,6 +96,29 @@ fn signal_group(pgid: libc::pid_t) {
     }
 }
 
+/// When a process started, in clock ticks since boot (`/proc/<pid>/stat`
+/// field 22): with the pid, it names one process across pid reuse.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the fields
+    // we want come after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state), so field 22 is its 20th.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills the process group led by `pid` if `pid` is still the process that
+/// started at `start_ticks`: for agents a killed daemon left behind. True if
+/// a group was signalled.
+pub fn kill_group_if_same(pid: u32, start_ticks: u64) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pid) else { return false };
+    if process_start_ticks(pid) != Some(start_ticks) {
+        return false;
+    }
+    signal_group(pgid);
+    true
+}
+
 /// Spawns `cmd` as the leader of a new process group and returns the guard
 /// for that group along with the child. For drivers that start long-lived
 /// agent processes as well as for [`ShellCommand`].
@@ -513,6 +536,26 @@ pub(crate) mod testing {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_name_a_process_and_only_it() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        let pid = child.id();
+        let ticks = process_start_ticks(pid).unwrap();
+        assert_eq!(process_start_ticks(pid), Some(ticks), "stable");
+        assert!(!kill_group_if_same(pid, ticks + 1), "another start time is another process");
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(kill_group_if_same(pid, ticks));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 }
 

@@ -1,10 +1,18 @@
-//! Which providers a daemon can start sessions on: the built-in `demo`, plus
-//! those the config file names.
+//! Which providers a daemon can start sessions on: the built-in `demo`, those
+//! the config file names, and the known agents found on `PATH`.
+//!
+//! The registry also keeps what the provider workers report about their agent
+//! processes (running, crashed, version), so `GET /api/v1/providers` can say
+//! where each provider stands without asking any actor.
 
-use crate::agent::AgentDriver;
+use crate::agent::{AgentDriver, Capabilities, DriverInit};
 use crate::demo::DemoDriver;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// The kinds of provider a config file may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,9 +38,40 @@ impl ProviderKind {
 
     /// Kinds this build has a driver for.
     pub fn is_available(self) -> bool {
-        matches!(self, ProviderKind::Demo)
+        matches!(self, ProviderKind::Demo | ProviderKind::Acp | ProviderKind::CodexAppServer)
+    }
+
+    /// Whether the kind runs an external program, so `command` is required.
+    pub fn needs_command(self) -> bool {
+        !matches!(self, ProviderKind::Demo)
     }
 }
+
+/// Where a provider came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderOrigin {
+    BuiltIn,
+    #[default]
+    Config,
+    /// A known agent found on `PATH`.
+    Discovered,
+}
+
+impl ProviderOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderOrigin::BuiltIn => "built_in",
+            ProviderOrigin::Config => "config",
+            ProviderOrigin::Discovered => "discovered",
+        }
+    }
+}
+
+/// How long an agent may take to start, and to stay silent in a turn, unless
+/// its config says otherwise.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One `[providers.NAME]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,51 +80,179 @@ pub struct ProviderSpec {
     #[serde(skip)]
     pub name: String,
     pub kind: ProviderKind,
+    /// The program to start; a bare name is looked up on `PATH`.
     #[serde(default)]
     pub command: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Set in the agent's environment, on top of the daemon's.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Seconds the agent gets to start and answer `initialize` (default 30).
+    #[serde(default)]
+    pub startup_timeout_secs: Option<u64>,
+    /// Seconds a running turn may go without a word from the agent before it
+    /// is failed (default 600). Time spent waiting on an approval does not count.
+    #[serde(default)]
+    pub silence_timeout_secs: Option<u64>,
+    #[serde(skip)]
+    pub origin: ProviderOrigin,
 }
+
+impl ProviderSpec {
+    pub fn new(name: &str, kind: ProviderKind, command: Option<&str>, args: &[&str]) -> ProviderSpec {
+        ProviderSpec {
+            name: name.to_string(),
+            kind,
+            command: command.map(str::to_string),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: BTreeMap::new(),
+            startup_timeout_secs: None,
+            silence_timeout_secs: None,
+            origin: ProviderOrigin::Config,
+        }
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        self.startup_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_STARTUP_TIMEOUT)
+    }
+
+    pub fn silence_timeout(&self) -> Duration {
+        self.silence_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_SILENCE_TIMEOUT)
+    }
+}
+
+/// The agents the registry looks for on `PATH`: (name, kind, args). The args
+/// start each in its strictest approval mode, so every action comes to the
+/// daemon (codex app-server gets its approval policy per thread instead;
+/// codex-acp 0.16 has no session modes, only its config).
+pub const KNOWN_AGENTS: &[(&str, ProviderKind, &[&str])] = &[
+    ("codex", ProviderKind::CodexAppServer, &["app-server"]),
+    ("codex-acp", ProviderKind::Acp, &["-c", "approval_policy=untrusted"]),
+    ("claude-agent-acp", ProviderKind::Acp, &[]),
+    ("gemini", ProviderKind::Acp, &["--acp"]),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("provider {name:?}: kind `{kind}` has no driver in this build yet (available: demo)")]
+    #[error(
+        "provider {name:?}: kind `{kind}` has no driver in this build yet (available: demo, acp, codex-app-server)"
+    )]
     KindUnavailable { name: String, kind: &'static str },
     #[error("provider {0:?}: names may only use letters, digits, '-' and '_'")]
     BadName(String),
+    #[error("provider {name:?}: kind `{kind}` needs a `command`")]
+    NoCommand { name: String, kind: &'static str },
     #[error("unknown provider {0:?}")]
     Unknown(String),
 }
 
+/// Where a provider stands, as `GET /api/v1/providers` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderHealth {
+    /// Can be started (its program was found).
+    Available,
+    /// Its program is not there.
+    Missing,
+    /// At least one session's agent process is up.
+    Running,
+    /// The last agent process of this provider died, and none is up.
+    Crashed,
+}
+
+impl ProviderHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderHealth::Available => "available",
+            ProviderHealth::Missing => "missing",
+            ProviderHealth::Running => "running",
+            ProviderHealth::Crashed => "crashed",
+        }
+    }
+}
+
+/// What the workers report about one provider's agent processes.
+#[derive(Debug, Clone, Default)]
+struct Runtime {
+    running: u64,
+    crashes: u64,
+    last_crash: Option<String>,
+    version: Option<String>,
+    /// Whether the last process to end crashed.
+    crashed_last: bool,
+}
+
+/// A snapshot of one provider for listing.
 #[derive(Debug, Clone)]
+pub struct ProviderStatus {
+    pub spec: ProviderSpec,
+    /// The program `command` resolves to, if found.
+    pub resolved: Option<PathBuf>,
+    pub health: ProviderHealth,
+    pub running: u64,
+    pub crashes: u64,
+    pub last_crash: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug)]
 pub struct ProviderRegistry {
     specs: BTreeMap<String, ProviderSpec>,
+    search_path: Option<OsString>,
+    runtime: Mutex<BTreeMap<String, Runtime>>,
 }
 
 impl ProviderRegistry {
-    /// The built-in providers plus `configured` ones (which may override them).
+    /// The built-in providers plus `configured` ones (which may override
+    /// them), without looking on `PATH`.
     pub fn new(configured: impl IntoIterator<Item = ProviderSpec>) -> Result<ProviderRegistry, RegistryError> {
+        ProviderRegistry::build(configured, None)
+    }
+
+    /// Like [`ProviderRegistry::new`], and adds the [`KNOWN_AGENTS`] found on
+    /// `search_path` (a `PATH`-style list) under their own names, unless the
+    /// config already uses the name.
+    pub fn with_discovery(
+        configured: impl IntoIterator<Item = ProviderSpec>,
+        search_path: Option<OsString>,
+    ) -> Result<ProviderRegistry, RegistryError> {
+        let mut registry = ProviderRegistry::build(configured, search_path.clone())?;
+        if let Some(path) = &search_path {
+            for (name, kind, args) in KNOWN_AGENTS {
+                if registry.specs.contains_key(*name) || find_program(name, Some(path)).is_none() {
+                    continue;
+                }
+                let mut spec = ProviderSpec::new(name, *kind, Some(name), args);
+                spec.origin = ProviderOrigin::Discovered;
+                registry.specs.insert(spec.name.clone(), spec);
+            }
+        }
+        Ok(registry)
+    }
+
+    fn build(
+        configured: impl IntoIterator<Item = ProviderSpec>,
+        search_path: Option<OsString>,
+    ) -> Result<ProviderRegistry, RegistryError> {
         let mut specs = BTreeMap::new();
-        let demo = ProviderSpec {
-            name: "demo".into(),
-            kind: ProviderKind::Demo,
-            command: None,
-            args: vec![],
-            env: BTreeMap::new(),
-        };
+        let mut demo = ProviderSpec::new("demo", ProviderKind::Demo, None, &[]);
+        demo.origin = ProviderOrigin::BuiltIn;
         specs.insert(demo.name.clone(), demo);
-        for spec in configured {
+        for mut spec in configured {
             if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(RegistryError::BadName(spec.name));
             }
             if !spec.kind.is_available() {
                 return Err(RegistryError::KindUnavailable { name: spec.name, kind: spec.kind.as_str() });
             }
+            if spec.kind.needs_command() && spec.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                return Err(RegistryError::NoCommand { name: spec.name, kind: spec.kind.as_str() });
+            }
+            spec.origin = ProviderOrigin::Config;
             specs.insert(spec.name.clone(), spec);
         }
-        Ok(ProviderRegistry { specs })
+        Ok(ProviderRegistry { specs, search_path, runtime: Mutex::new(BTreeMap::new()) })
     }
 
     pub fn get(&self, name: &str) -> Option<&ProviderSpec> {
@@ -96,12 +263,150 @@ impl ProviderRegistry {
         self.specs.values()
     }
 
+    /// The program a provider's `command` resolves to, if it exists.
+    pub fn resolve(&self, spec: &ProviderSpec) -> Option<PathBuf> {
+        let command = spec.command.as_deref()?;
+        let path = self.search_path.clone().or_else(|| std::env::var_os("PATH"));
+        find_program(command, path.as_deref())
+    }
+
+    /// Every provider with where it stands now.
+    pub fn statuses(&self) -> Vec<ProviderStatus> {
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        self.specs
+            .values()
+            .map(|spec| {
+                let rt = runtime.get(&spec.name).cloned().unwrap_or_default();
+                let resolved = if spec.kind.needs_command() { self.resolve(spec) } else { None };
+                let health = if rt.running > 0 {
+                    ProviderHealth::Running
+                } else if spec.kind.needs_command() && resolved.is_none() {
+                    ProviderHealth::Missing
+                } else if rt.crashed_last {
+                    ProviderHealth::Crashed
+                } else {
+                    ProviderHealth::Available
+                };
+                ProviderStatus {
+                    spec: spec.clone(),
+                    resolved,
+                    health,
+                    running: rt.running,
+                    crashes: rt.crashes,
+                    last_crash: rt.last_crash,
+                    version: rt.version,
+                }
+            })
+            .collect()
+    }
+
+    /// A worker's agent process of provider `name` is up.
+    pub fn report_started(&self, name: &str, version: Option<String>) {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = runtime.entry(name.to_string()).or_default();
+        rt.running += 1;
+        if version.is_some() {
+            rt.version = version;
+        }
+    }
+
+    /// A worker's agent process of provider `name` has ended; `crash` says why
+    /// when it was not asked to.
+    pub fn report_stopped(&self, name: &str, crash: Option<String>) {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = runtime.entry(name.to_string()).or_default();
+        rt.running = rt.running.saturating_sub(1);
+        rt.crashed_last = crash.is_some();
+        if let Some(reason) = crash {
+            rt.crashes += 1;
+            rt.last_crash = Some(reason);
+        }
+    }
+
+    /// Records a version learnt some other way (e.g. `--version`).
+    pub fn report_version(&self, name: &str, version: String) {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        runtime.entry(name.to_string()).or_default().version.get_or_insert(version);
+    }
+
     /// A fresh driver for one session's provider worker.
-    pub fn driver(&self, name: &str) -> Result<Box<dyn AgentDriver>, RegistryError> {
+    pub fn driver(&self, name: &str, init: DriverInit) -> Result<Box<dyn AgentDriver>, RegistryError> {
         let spec = self.get(name).ok_or_else(|| RegistryError::Unknown(name.to_string()))?;
+        let mut spec = spec.clone();
+        // Start what `statuses` shows: the program found on our search path.
+        if let Some(resolved) = self.resolve(&spec) {
+            spec.command = Some(resolved.to_string_lossy().into_owned());
+        }
         match spec.kind {
             ProviderKind::Demo => Ok(Box::new(DemoDriver::new())),
+            ProviderKind::Acp => Ok(Box::new(crate::acp::AcpDriver::new(spec, init))),
+            ProviderKind::CodexAppServer => Ok(Box::new(crate::codex::CodexDriver::new(spec, init))),
             kind => Err(RegistryError::KindUnavailable { name: spec.name.clone(), kind: kind.as_str() }),
+        }
+    }
+}
+
+/// Looks `command` up like a shell would: a path with a `/` as is, a bare
+/// name in each directory of `search_path`.
+pub fn find_program(command: &str, search_path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    if command.contains('/') {
+        let path = PathBuf::from(command);
+        return is_executable(&path).then_some(path);
+    }
+    let search_path = search_path?;
+    std::env::split_paths(search_path).map(|dir| dir.join(command)).find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Asks a program for its version (`command --version`), giving up after
+/// `timeout`; the first non-empty line of its output.
+///
+/// The program runs in its own process group, killed whole on timeout: an
+/// agent that ignores `--version` and waits on stdin (or a Node wrapper
+/// around one) leaves nothing behind.
+pub async fn probe_version(program: &Path, timeout: Duration) -> Option<String> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command.spawn().ok()?;
+    let pgid = child.id();
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(output) => output.ok(),
+        Err(_) => None,
+    };
+    if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg only sends a signal; the group is the one made above.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+    let output = output?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+impl ProviderKind {
+    /// What this build's driver of the kind can do (see [`Capabilities`]);
+    /// `load_session` for ACP also needs the agent to support it.
+    pub fn capabilities(self) -> Capabilities {
+        match self {
+            ProviderKind::Demo => {
+                Capabilities { resume: true, load_session: false, steer: true, interrupt: true, images: false }
+            }
+            ProviderKind::Acp => {
+                Capabilities { resume: false, load_session: true, steer: true, interrupt: true, images: false }
+            }
+            ProviderKind::CodexAppServer => {
+                Capabilities { resume: false, load_session: true, steer: true, interrupt: true, images: true }
+            }
+            ProviderKind::Shell | ProviderKind::Pty => Capabilities::default(),
         }
     }
 }
@@ -111,22 +416,74 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, kind: ProviderKind) -> ProviderSpec {
-        ProviderSpec { name: name.into(), kind, command: None, args: vec![], env: BTreeMap::new() }
+        ProviderSpec::new(name, kind, kind.needs_command().then_some("/bin/true"), &[])
+    }
+
+    fn init() -> DriverInit {
+        DriverInit {
+            session_id: "s".into(),
+            cwd: PathBuf::from("/tmp"),
+            binding: None,
+            notices: tokio::sync::mpsc::unbounded_channel().0,
+        }
     }
 
     #[test]
     fn demo_is_built_in() {
         let reg = ProviderRegistry::new([]).unwrap();
-        assert!(reg.get("demo").is_some());
-        assert!(reg.driver("demo").is_ok());
-        assert!(matches!(reg.driver("nope"), Err(RegistryError::Unknown(_))));
+        assert_eq!(reg.get("demo").unwrap().origin, ProviderOrigin::BuiltIn);
+        assert!(reg.driver("demo", init()).is_ok());
+        assert!(matches!(reg.driver("nope", init()), Err(RegistryError::Unknown(_))));
     }
 
     #[test]
-    fn unavailable_kinds_and_bad_names_are_refused() {
-        let err = ProviderRegistry::new([spec("codex", ProviderKind::Acp)]).unwrap_err();
-        assert!(err.to_string().contains("`acp`"), "{err}");
+    fn unavailable_kinds_bad_names_and_missing_commands_are_refused() {
+        let err = ProviderRegistry::new([spec("sh", ProviderKind::Shell)]).unwrap_err();
+        assert!(err.to_string().contains("`shell`"), "{err}");
         assert!(matches!(ProviderRegistry::new([spec("a b", ProviderKind::Demo)]), Err(RegistryError::BadName(_))));
+        let no_command = ProviderSpec::new("x", ProviderKind::Acp, None, &[]);
+        assert!(matches!(ProviderRegistry::new([no_command]), Err(RegistryError::NoCommand { .. })));
         assert!(ProviderRegistry::new([spec("demo2", ProviderKind::Demo)]).unwrap().get("demo2").is_some());
+    }
+
+    #[test]
+    fn known_agents_are_discovered_on_the_search_path_unless_configured() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["codex", "gemini", "not-an-agent"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // Present but not executable: not found.
+        std::fs::write(dir.path().join("codex-acp"), "").unwrap();
+        let mine = ProviderSpec::new("gemini", ProviderKind::Acp, Some("/usr/bin/false"), &[]);
+        let reg = ProviderRegistry::with_discovery([mine], Some(dir.path().as_os_str().to_owned())).unwrap();
+        let codex = reg.get("codex").unwrap();
+        assert_eq!((codex.kind, codex.origin), (ProviderKind::CodexAppServer, ProviderOrigin::Discovered));
+        assert_eq!(codex.args, ["app-server"]);
+        assert_eq!(reg.get("gemini").unwrap().origin, ProviderOrigin::Config, "the config wins");
+        assert!(reg.get("codex-acp").is_none());
+        assert!(reg.get("not-an-agent").is_none());
+        assert_eq!(reg.resolve(codex), Some(dir.path().join("codex")));
+    }
+
+    #[test]
+    fn health_follows_what_workers_report() {
+        let missing = ProviderSpec::new("gone", ProviderKind::Acp, Some("/nonexistent/agent"), &[]);
+        let reg = ProviderRegistry::new([spec("a", ProviderKind::Acp), missing]).unwrap();
+        let health = |name: &str| reg.statuses().into_iter().find(|s| s.spec.name == name).unwrap().health;
+        assert_eq!(health("a"), ProviderHealth::Available);
+        assert_eq!(health("gone"), ProviderHealth::Missing);
+        assert_eq!(health("demo"), ProviderHealth::Available);
+        reg.report_started("a", Some("1.2.3".into()));
+        assert_eq!(health("a"), ProviderHealth::Running);
+        reg.report_stopped("a", Some("killed by signal 9".into()));
+        assert_eq!(health("a"), ProviderHealth::Crashed);
+        let a = reg.statuses().into_iter().find(|s| s.spec.name == "a").unwrap();
+        assert_eq!((a.crashes, a.version.as_deref()), (1, Some("1.2.3")));
+        reg.report_started("a", None);
+        reg.report_stopped("a", None);
+        assert_eq!(health("a"), ProviderHealth::Available);
     }
 }

@@ -184,8 +184,39 @@ pub struct CrashRequest {
 pub struct ProviderView {
     pub name: String,
     pub kind: String,
+    /// `built_in`, `config` or `discovered` (a known agent found on `PATH`).
+    pub origin: String,
     pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The program `command` resolves to, when found.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// As the agent reported it when it started, else from `--version`.
+    #[serde(default)]
+    pub version: Option<String>,
+    pub capabilities: ProviderCapabilities,
+    /// `available`, `missing`, `running` or `crashed`.
     pub status: String,
+    /// Agent processes of this provider up now (one per active session).
+    #[serde(default)]
+    pub running: u64,
+    #[serde(default)]
+    pub crashes: u64,
+    #[serde(default)]
+    pub last_crash: Option<String>,
+}
+
+/// What a provider's driver can do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderCapabilities {
+    /// Picks a turn cut by a crash up where it stopped.
+    pub resume: bool,
+    /// Reloads its agent-side session after a restart (the conversation goes on).
+    pub load_session: bool,
+    pub steer: bool,
+    pub interrupt: bool,
+    pub images: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

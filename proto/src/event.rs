@@ -32,6 +32,14 @@ pub enum EventType {
     ApprovalResolved,
     #[serde(rename = "provider:status")]
     ProviderStatus,
+    #[serde(rename = "tool:call")]
+    ToolCall,
+    #[serde(rename = "tool:update")]
+    ToolUpdate,
+    #[serde(rename = "plan:update")]
+    PlanUpdate,
+    #[serde(rename = "usage:update")]
+    UsageUpdate,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -54,6 +62,10 @@ impl EventType {
             EventType::ApprovalRequested => "approval:requested",
             EventType::ApprovalResolved => "approval:resolved",
             EventType::ProviderStatus => "provider:status",
+            EventType::ToolCall => "tool:call",
+            EventType::ToolUpdate => "tool:update",
+            EventType::PlanUpdate => "plan:update",
+            EventType::UsageUpdate => "usage:update",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,

@@ -89,18 +89,30 @@ wire_enum!(
 
 wire_enum!(
     /// A decision on an approval, as a client sends it.
+    ///
+    /// `accept_for_session` also lets the agent repeat the same kind of action
+    /// for the rest of the session without asking (where its protocol has
+    /// that); `cancel` declines and interrupts the turn.
     Decision {
         Accept => "accept",
+        AcceptForSession => "accept_for_session",
         Decline => "decline",
+        Cancel => "cancel",
     }
 );
 
 impl Decision {
     pub fn resulting_status(self) -> ApprovalStatus {
         match self {
-            Decision::Accept => ApprovalStatus::Accepted,
+            Decision::Accept | Decision::AcceptForSession => ApprovalStatus::Accepted,
             Decision::Decline => ApprovalStatus::Declined,
+            Decision::Cancel => ApprovalStatus::Cancelled,
         }
+    }
+
+    /// Whether the action may go ahead.
+    pub fn allows(self) -> bool {
+        matches!(self, Decision::Accept | Decision::AcceptForSession)
     }
 }
 
@@ -133,6 +145,31 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// Where a tool call stands.
+    ToolStatus {
+        Pending => "pending",
+        InProgress => "in_progress",
+        Completed => "completed",
+        Failed => "failed",
+    }
+);
+
+wire_enum!(
+    PlanEntryStatus {
+        Pending => "pending",
+        InProgress => "in_progress",
+        Completed => "completed",
+    }
+);
+
+/// One step of an agent's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub content: String,
+    pub status: PlanEntryStatus,
+}
+
 /// An action an agent asks permission for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -141,6 +178,9 @@ pub enum Action {
     Command { command: String, cwd: String },
     /// Write or change a file.
     FileChange { path: String, summary: String },
+    /// Anything else an agent asks about (a fetch, an MCP tool...), as the
+    /// agent titled it; `tool` is its kind (`fetch`, `read`, `other`...).
+    Other { tool: String, title: String },
 }
 
 impl Action {
@@ -148,6 +188,7 @@ impl Action {
         match self {
             Action::Command { command, cwd } => format!("run `{command}` in {cwd}"),
             Action::FileChange { path, summary } => format!("change {path}: {summary}"),
+            Action::Other { tool, title } => format!("{tool}: {title}"),
         }
     }
 }
@@ -157,12 +198,23 @@ impl Action {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Tokens in the agent's context window at the last report, for agents
+    /// that report that rather than tokens per turn (ACP `usage_update`).
+    /// Not summed: a session shows the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u64>,
 }
 
 impl Usage {
+    /// Tokens spent, with no context size.
+    pub const fn new(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage { input_tokens, output_tokens, context_tokens: None }
+    }
+
     pub fn add(&mut self, other: Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.context_tokens = other.context_tokens.or(self.context_tokens);
     }
 }
 

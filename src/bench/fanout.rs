@@ -186,6 +186,7 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
         listen: addr,
         data_dir: dir.path().join("data"),
         providers: Vec::new(),
+        discover_agents: false,
         fault_injection: false,
         log_format: LogFormat::Text,
         live_capacity: None,

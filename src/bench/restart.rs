@@ -73,7 +73,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
             let turn_id = format!("t_{i:012x}");
             let chunks = (quota - 5) as u64;
             record.turn_count = 1;
-            record.usage = Usage { input_tokens: 100, output_tokens: 400 };
+            record.usage = Usage { input_tokens: 100, output_tokens: 400, context_tokens: None };
             batch.event(NewEvent::new(
                 topic.clone(),
                 EventType::TurnStarted,

@@ -65,6 +65,8 @@ pub enum ClientCommand {
     Events(EventsArgs),
     /// Show the daemon's health.
     Status(StatusArgs),
+    /// List the agent providers sessions can run on, with where each stands.
+    Providers(StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,15 +180,23 @@ pub struct ApproveArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DecisionArg {
+    /// Let the agent do it, this once.
     Accept,
+    /// Let the agent do it, and the like for the rest of the session (where the agent supports it).
+    AcceptForSession,
+    /// Refuse; the agent carries on without it.
     Decline,
+    /// Refuse and stop the turn.
+    Cancel,
 }
 
 impl From<DecisionArg> for Decision {
     fn from(d: DecisionArg) -> Decision {
         match d {
             DecisionArg::Accept => Decision::Accept,
+            DecisionArg::AcceptForSession => Decision::AcceptForSession,
             DecisionArg::Decline => Decision::Decline,
+            DecisionArg::Cancel => Decision::Cancel,
         }
     }
 }
@@ -272,6 +282,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Interrupt(args) => interrupt(&Client::new(&args.common)?, &args.session).await,
         ClientCommand::Events(args) => events(&Client::new(&args.common)?, args).await,
         ClientCommand::Status(args) => status(&Client::new(&args.common)?).await,
+        ClientCommand::Providers(args) => providers(&Client::new(&args.common)?).await,
     }
 }
 
@@ -755,6 +766,55 @@ async fn status(client: &Client) -> anyhow::Result<i32> {
     let actors: Vec<String> =
         h.actors.iter().map(|(kind, a)| format!("{kind} {} running/{} restarts", a.running, a.restarts)).collect();
     outln!("  actors    {}", if actors.is_empty() { "none".to_string() } else { actors.join(", ") })?;
+    Ok(0)
+}
+
+async fn providers(client: &Client) -> anyhow::Result<i32> {
+    let answer = client.server.get(&["providers"], &[]).await?;
+    if client.json {
+        client.print_raw(&answer)?;
+        return Ok(0);
+    }
+    let list: ProviderList = answer.parse("the provider list")?;
+    let rows: Vec<Vec<String>> = list
+        .providers
+        .iter()
+        .map(|p| {
+            let c = p.capabilities;
+            let caps: Vec<&str> = [
+                (c.load_session, "load"),
+                (c.resume, "resume"),
+                (c.steer, "steer"),
+                (c.interrupt, "interrupt"),
+                (c.images, "images"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+            let mut status = p.status.clone();
+            if p.running > 0 {
+                status.push_str(&format!(" ({})", p.running));
+            }
+            let command = match (&p.path, &p.command) {
+                (Some(path), _) => path.clone(),
+                (None, Some(command)) => command.clone(),
+                (None, None) => "(built in)".into(),
+            };
+            let command = std::iter::once(command).chain(p.args.iter().cloned()).collect::<Vec<_>>().join(" ");
+            vec![
+                p.name.clone(),
+                p.kind.clone(),
+                status,
+                p.version.clone().unwrap_or_else(|| "-".into()),
+                caps.join(","),
+                render::clip(&command, 60),
+            ]
+        })
+        .collect();
+    outln!("{}", render::table(&["NAME", "KIND", "STATUS", "VERSION", "CAPABILITIES", "COMMAND"], &rows))?;
+    for p in list.providers.iter().filter(|p| p.last_crash.is_some()) {
+        outln!("{}: {} crash(es), last: {}", p.name, p.crashes, p.last_crash.as_deref().unwrap_or(""))?;
+    }
     Ok(0)
 }
 

@@ -167,7 +167,50 @@ fn summary(env: &Envelope) -> String {
             }
             None => raw(d),
         },
-        EventType::ProviderStatus => format!("{} {}", field(d, "provider"), field(d, "status")),
+        EventType::ProviderStatus => {
+            let mut line = format!("{} {}", field(d, "provider"), field(d, "status"));
+            if let Some(pid) = d.get("pid").and_then(Value::as_u64) {
+                line.push_str(&format!(" pid {pid}"));
+            }
+            if d.get("resumed").and_then(Value::as_bool) == Some(true) {
+                line.push_str(" (resumed)");
+            }
+            if let Some(reason) = d.get("reason").or_else(|| d.get("error")).and_then(Value::as_str) {
+                line.push_str(&format!(": {}", clip(reason, 80)));
+            }
+            line
+        }
+        EventType::ToolCall => {
+            let tool = d.get("tool").cloned().unwrap_or(Value::Null);
+            format!(
+                "{turn} {} {} {} {}",
+                field(&tool, "id"),
+                field(&tool, "kind"),
+                field(&tool, "status"),
+                quote(field(&tool, "title"), 60)
+            )
+        }
+        EventType::ToolUpdate => {
+            let mut line = format!("{turn} {} {}", field(d, "tool_id"), field(d, "status"));
+            if let Some(output) = d.get("output").and_then(Value::as_str) {
+                line.push_str(&format!(" {}", quote(output, 60)));
+            }
+            line
+        }
+        EventType::PlanUpdate => {
+            let entries = d.get("entries").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+            let done = d
+                .get("entries")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().filter(|e| e.get("status").and_then(Value::as_str) == Some("completed")).count())
+                .unwrap_or(0);
+            format!("{turn} plan {done}/{entries} done")
+        }
+        EventType::UsageUpdate => {
+            let u = d.get("usage").cloned().unwrap_or(Value::Null);
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            format!("{turn} {} in, {} out tokens", n("input_tokens"), n("output_tokens"))
+        }
         EventType::ActorRestarted => format!("{} ({}) restarted", field(d, "actor"), field(d, "kind")),
         EventType::DiagnosticsLog => format!("{}: {}", field(d, "level"), clip(field(d, "message"), 100)),
         EventType::Other(_) => raw(d),

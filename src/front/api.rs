@@ -362,18 +362,30 @@ fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
 }
 
 fn providers(ctx: &Context) -> ProviderList {
-    ProviderList {
-        providers: ctx
-            .providers
-            .list()
-            .map(|p| ProviderView {
-                name: p.name.clone(),
-                kind: p.kind.as_str().to_string(),
-                command: p.command.clone(),
-                status: "available".into(),
-            })
-            .collect(),
-    }
+    let views = ctx.providers.statuses().into_iter().map(|p| {
+        let caps = p.spec.kind.capabilities();
+        ProviderView {
+            name: p.spec.name.clone(),
+            kind: p.spec.kind.as_str().to_string(),
+            origin: p.spec.origin.as_str().to_string(),
+            command: p.spec.command.clone(),
+            args: p.spec.args.clone(),
+            path: p.resolved.map(|r| r.to_string_lossy().into_owned()),
+            version: p.version,
+            capabilities: ProviderCapabilities {
+                resume: caps.resume,
+                load_session: caps.load_session,
+                steer: caps.steer,
+                interrupt: caps.interrupt,
+                images: caps.images,
+            },
+            status: p.health.as_str().to_string(),
+            running: p.running,
+            crashes: p.crashes,
+            last_crash: p.last_crash,
+        }
+    });
+    ProviderList { providers: views.collect() }
 }
 
 async fn crash(ctx: &Context, req: &Request) -> Result<Response, ApiError> {

@@ -158,6 +158,47 @@ impl TurnRecord {
     }
 }
 
+/// The agent-side session a session's provider worker is attached to (an ACP
+/// `sessionId`, a codex `threadId`...), opaque to the daemon. Written by the
+/// provider worker alone, so it never races the session actor's writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentBinding {
+    pub session_id: String,
+    pub provider: String,
+    pub binding: serde_json::Value,
+    pub updated_at: String,
+}
+
+impl Record for AgentBinding {
+    const TREE: &'static str = "agent_bindings";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.session_id.clone()
+    }
+}
+
+/// An agent process a provider worker started, so a daemon that was killed
+/// (and so could not stop it) can stop it at its next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentProcess {
+    pub session_id: String,
+    pub provider: String,
+    /// Also its process group: agents are started as group leaders.
+    pub pid: u32,
+    /// When it started (clock ticks since boot), so a reused pid is not mistaken for it.
+    pub start_ticks: u64,
+}
+
+impl Record for AgentProcess {
+    const TREE: &'static str = "agent_processes";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.session_id.clone()
+    }
+}
+
 /// How far a turn has got, written with every chunk. Kept apart from
 /// [`TurnRecord`] so the prompt is not rewritten with each chunk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -40,7 +40,7 @@ fn session(id: &str, title: &str) -> SessionRecord {
         draft: String::new(),
         active_turn: Some("t1".into()),
         awaiting_approval: false,
-        usage: Usage { input_tokens: 3, output_tokens: 4 },
+        usage: Usage { input_tokens: 3, output_tokens: 4, context_tokens: None },
         turn_count: 1,
         created_at: TS.into(),
         updated_at: TS.into(),
