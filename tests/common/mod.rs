@@ -2,6 +2,8 @@
 //! over HTTP and WebSocket.
 #![allow(dead_code)]
 
+pub mod agents;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
