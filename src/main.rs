@@ -26,6 +26,9 @@ enum Command {
     Serve(ServeArgs),
     /// Measure the store, the fan-out and restarts (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// A fake ACP agent on stdio, for `bosun bench --only agent`.
+    #[command(hide = true)]
+    BenchAgent(bench::bench_agent::BenchAgentArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -61,6 +64,8 @@ fn main() {
         .and_then(|runtime| match cli.command {
             Command::Serve(args) => runtime.block_on(serve(args)).map(|()| 0),
             Command::Bench(args) => runtime.block_on(bench::run(args)).map(|()| 0),
+            // Synchronous on purpose: it decides exactly when each line is written.
+            Command::BenchAgent(args) => bench::bench_agent::run(args).map(|()| 0),
             Command::Client(cmd) => runtime.block_on(cli::run(cmd)),
         });
     match result {
@@ -85,6 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("the default listen address is valid")),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(config::default_data_dir),
         providers: file.providers.into_values().collect(),
+        discover_agents: file.discover_agents.unwrap_or(true),
         fault_injection: args.enable_fault_injection,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         live_capacity: args.live_capacity,

@@ -1,5 +1,6 @@
-//! `bosun bench`: measures the store, the WebSocket fan-out, restarts and the
-//! memory of idle sessions, and prints one table (or JSON with `--json`).
+//! `bosun bench`: measures the store, the WebSocket fan-out, restarts, the
+//! memory of idle sessions and how long an agent's output takes to reach a
+//! client, and prints one table (or JSON with `--json`).
 //!
 //! A benchmark, not a timed test: it reports what it measured and whether the
 //! targets were met, and fails only when a correctness check fails (an
@@ -7,7 +8,9 @@
 //! shared, so compare numbers within one run (the ratio of the two flush
 //! policies, say) rather than across runs. See docs/BENCHMARKS.md.
 
+mod agent;
 mod append;
+pub mod bench_agent;
 mod fanout;
 mod restart;
 
@@ -69,6 +72,17 @@ pub struct BenchArgs {
     /// memory: seconds to wait after ready before reading VmRSS.
     #[arg(long, default_value_t = 2.0)]
     settle_secs: f64,
+
+    /// agent: chunks the fake agent writes in the measured turn (and again
+    /// for the baseline read straight from its pipe).
+    #[arg(long, default_value_t = 2500)]
+    agent_chunks: u64,
+    /// agent: microseconds between the agent's chunks.
+    #[arg(long, default_value_t = 2000)]
+    agent_interval_us: u64,
+    /// agent: chunks of the warm-up turn before each measurement, not counted.
+    #[arg(long, default_value_t = 200)]
+    agent_warmup: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,10 +95,12 @@ pub enum Part {
     Restart,
     /// Resident memory per idle session actor.
     Memory,
+    /// Latency from an agent's stdout line to a WebSocket client's receipt.
+    Agent,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory];
+    const ALL: [Part; 5] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent];
 
     fn name(self) -> &'static str {
         match self {
@@ -92,6 +108,7 @@ impl Part {
             Part::Fanout => "fanout",
             Part::Restart => "restart",
             Part::Memory => "memory",
+            Part::Agent => "agent",
         }
     }
 }
@@ -147,6 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Fanout => fanout::run(&args, &base).await,
             Part::Restart => restart::run_restart(&args, &base).await,
             Part::Memory => restart::run_memory(&args, &base).await,
+            Part::Agent => agent::run(&args, &base).await,
         }
         .with_context(|| format!("bench part {}", part.name()))?;
         progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));
