@@ -8,18 +8,18 @@
 //! cut by a crash resumes exactly where it stopped.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_proto::{Action, ChunkKind, Decision, Usage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::{
     AgentDriver, AgentError, AgentEvent, Capabilities, LogLevel, TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::process::{CommandEvent, ShellCommand, DEFAULT_OUTPUT_LIMIT};
+use crate::turn_slot::{TurnPermit, TurnSlot};
 
 /// Pause after each reply chunk, so clients really see a stream.
 const TEXT_PAUSE: Duration = Duration::from_millis(15);
@@ -56,21 +56,12 @@ pub const CUT_COMMAND_FAILURE: &str = "the command was cut by a restart and was 
 /// "steer: <text>" at the next chunk boundary.
 #[derive(Debug)]
 pub struct DemoDriver {
-    /// One permit, held by the turn under way for as long as its task lives.
-    slot: Arc<Semaphore>,
-    /// The controls of the last turn started. Only its [`TurnHandle`] holds
-    /// them, so once they are gone the handle was dropped and the turn is
-    /// being aborted, even if its task has not been torn down yet.
-    last_controls: Option<mpsc::WeakUnboundedSender<TurnControl>>,
+    slot: TurnSlot,
 }
 
 impl DemoDriver {
     pub fn new() -> DemoDriver {
-        DemoDriver { slot: Arc::new(Semaphore::new(1)), last_controls: None }
-    }
-
-    fn last_turn_abandoned(&self) -> bool {
-        self.last_controls.as_ref().is_none_or(|weak| weak.upgrade().is_none())
+        DemoDriver { slot: TurnSlot::new() }
     }
 }
 
@@ -104,17 +95,7 @@ impl AgentDriver for DemoDriver {
             None => Start::Fresh,
             Some(value) => resume_point(value, &steps, &fingerprint)?,
         };
-        let slot = match self.slot.clone().try_acquire_owned() {
-            Ok(permit) => Slot::Held(permit),
-            // Aborting a task is asynchronous: right after a worker drops a
-            // handle (say, to resume the turn) the old task may not be torn
-            // down yet. Rather than a spurious Busy, the new turn waits for
-            // it, so the two never overlap.
-            Err(TryAcquireError::NoPermits) if self.last_turn_abandoned() => Slot::AfterAbandoned(self.slot.clone()),
-            Err(_) => return Err(AgentError::Busy),
-        };
-        let (controls_tx, controls_rx) = mpsc::unbounded_channel();
-        self.last_controls = Some(controls_tx.downgrade());
+        let claim = self.slot.claim()?;
         let chunks = match &start {
             Start::Fresh => 0,
             Start::Resume(cp) => cp.chunks,
@@ -123,25 +104,16 @@ impl AgentDriver for DemoDriver {
             input_words: input.text.split_whitespace().count() as u64,
             input,
             events,
-            controls: controls_rx,
+            controls: claim.controls_rx,
             steps,
             fingerprint,
             chunks,
             position: Position { step: 0, run: None },
             steers: VecDeque::new(),
         };
-        let task = runtime.spawn(turn.drive(start, slot));
-        Ok(TurnHandle::new(controls_tx, task))
+        let task = runtime.spawn(turn.drive(start, claim.permit));
+        Ok(TurnHandle::new(claim.controls_tx, task))
     }
-}
-
-/// The driver's turn slot as a new turn gets it. The permit lives inside the
-/// turn's future, so a task abort frees the driver too.
-enum Slot {
-    Held(OwnedSemaphorePermit),
-    /// The previous turn's handle is gone; its task will release the permit
-    /// as soon as it is torn down.
-    AfterAbandoned(Arc<Semaphore>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,14 +259,10 @@ enum CommandWake {
 }
 
 impl Turn {
-    async fn drive(mut self, start: Start, slot: Slot) {
-        let permit = match slot {
-            Slot::Held(permit) => permit,
-            Slot::AfterAbandoned(semaphore) => match semaphore.acquire_owned().await {
-                Ok(permit) => permit,
-                // Never closed; if it were, there is no driver left to serve.
-                Err(_) => return,
-            },
+    async fn drive(mut self, start: Start, permit: TurnPermit) {
+        // Held inside this future, so a task abort frees the driver too.
+        let Some(permit) = permit.acquire().await else {
+            return;
         };
         let result = self.run(start).await;
         let events = self.events.clone();

@@ -10,6 +10,7 @@ pub mod codex;
 pub mod demo;
 pub mod process;
 pub mod registry;
+mod turn_slot;
 
 pub use agent::*;
 pub use registry::{

@@ -8,6 +8,7 @@
 //! Known limit: a descendant that leaves the group on purpose (`setsid`,
 //! `setpgid`) escapes. Catching those would need cgroups or a subreaper.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -17,7 +18,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
 /// How much output a command may forward before the rest is dropped, so a
@@ -128,6 +129,39 @@ pub fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, ProcessGroup)> {
     let pid = child.id().ok_or_else(|| io::Error::other("spawned process has no pid"))?;
     let pgid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other(format!("pid {pid} out of range")))?;
     Ok((child, ProcessGroup { pgid, armed: true }))
+}
+
+/// A long-lived process started by [`spawn_piped_in_group`], its three pipes
+/// taken out of `child`. Dropping `group` kills it and all it forked.
+pub struct PipedChild {
+    pub child: Child,
+    pub group: ProcessGroup,
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Spawns `program` with `args` and `env` in `cwd`, as the leader of a new
+/// process group, with stdin, stdout and stderr piped: how drivers start the
+/// agents they talk to over stdio.
+pub fn spawn_piped_in_group<A, E, K, V>(program: &str, args: A, env: E, cwd: &Path) -> io::Result<PipedChild>
+where
+    A: IntoIterator,
+    A::Item: AsRef<OsStr>,
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command.args(args).envs(env).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut child, group) = spawn_in_group(&mut command)?;
+    // Piped above, so always there; should one be missing, `group` kills the
+    // child as it goes out of scope.
+    let missing = |pipe: &str| io::Error::other(format!("its {pipe} was not piped"));
+    let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+    let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
+    Ok(PipedChild { child, group, stdin, stdout, stderr })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,13 +4,13 @@
 //! private: it cannot set the working directory, tell us the pid, hand over
 //! each stderr line as it comes, or report an exit while the connection is
 //! still open. So the process is spawned here (in its own process group, with
-//! [`spawn_in_group`]) and the crate only gets its stdin and stdout as a
+//! [`spawn_piped_in_group`]) and the crate only gets its stdin and stdout as a
 //! [`Lines`] transport. Reading the lines ourselves also lets a malformed line
 //! be reported and skipped rather than answered with a JSON-RPC error.
 
 use std::io;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -20,11 +20,11 @@ use agent_client_protocol::v1::schema::{
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Client, Lines};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::process::{spawn_in_group, ProcessGroup};
+use crate::process::{spawn_piped_in_group, PipedChild, ProcessGroup};
 use crate::registry::ProviderSpec;
 
 /// Longest stderr line passed on whole; the rest is cut, so a runaway line
@@ -138,8 +138,6 @@ pub(crate) enum SpawnError {
     NoCommand,
     #[error("could not run {command}: {source}")]
     Spawn { command: String, source: io::Error },
-    #[error("the agent's {0} was not piped")]
-    NoPipe(&'static str),
     #[error("the ACP connection did not start")]
     NoConnection,
 }
@@ -177,16 +175,9 @@ pub(crate) async fn spawn_agent(
     listener: Weak<dyn AgentListener>,
 ) -> Result<Spawned, SpawnError> {
     let program = spec.command.as_deref().ok_or(SpawnError::NoCommand)?;
-    let mut command = Command::new(program);
-    command
-        .args(&spec.args)
-        .envs(&spec.env)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (mut child, group) =
-        spawn_in_group(&mut command).map_err(|source| SpawnError::Spawn { command: program.to_string(), source })?;
+    let PipedChild { mut child, group, stdin, stdout, stderr } =
+        spawn_piped_in_group(program, &spec.args, &spec.env, cwd)
+            .map_err(|source| SpawnError::Spawn { command: program.to_string(), source })?;
     let pid = child.id().unwrap_or_default();
     // From here on `process` owns the group: any early return kills it.
     let mut process = AgentProcess {
@@ -195,9 +186,6 @@ pub(crate) async fn spawn_agent(
         tasks: Vec::new(),
         group: Arc::new(Mutex::new(group)),
     };
-    let stdin = child.stdin.take().ok_or(SpawnError::NoPipe("stdin"))?;
-    let stdout = child.stdout.take().ok_or(SpawnError::NoPipe("stdout"))?;
-    let stderr = child.stderr.take().ok_or(SpawnError::NoPipe("stderr"))?;
 
     process.tasks.push(tokio::spawn(read_stderr(stderr, listener.clone())));
 

@@ -46,7 +46,7 @@ use agent_client_protocol::v1::schema::{
 use agent_client_protocol::v1::ConnectionTo;
 use bosun_proto::{ChunkKind, Decision, Usage};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::agent::{
@@ -54,6 +54,7 @@ use crate::agent::{
     TurnInput, TurnOutcome,
 };
 use crate::registry::ProviderSpec;
+use crate::turn_slot::{TurnPermit, TurnSlot};
 use connection::{spawn_agent, AgentListener, AgentProcess, PermissionReply};
 
 /// How long the agent gets to stop after `session/cancel` before the turn
@@ -73,10 +74,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The ACP driver (kind `acp`).
 pub struct AcpDriver {
     shared: Arc<Shared>,
-    /// One permit, held by the turn under way until it finishes (or its task
-    /// is torn down after its handle was dropped).
-    slot: Arc<Semaphore>,
-    last_controls: Option<mpsc::WeakUnboundedSender<TurnControl>>,
+    /// Its permit is held by the turn under way until it finishes (or its
+    /// task is torn down after its handle was dropped).
+    slot: TurnSlot,
     next_turn: u64,
 }
 
@@ -94,11 +94,7 @@ impl AcpDriver {
             replaying: AtomicBool::new(false),
             exit_tx,
         });
-        AcpDriver { shared, slot: Arc::new(Semaphore::new(1)), last_controls: None, next_turn: 0 }
-    }
-
-    fn last_turn_abandoned(&self) -> bool {
-        self.last_controls.as_ref().is_none_or(|weak| weak.upgrade().is_none())
+        AcpDriver { shared, slot: TurnSlot::new(), next_turn: 0 }
     }
 }
 
@@ -145,31 +141,25 @@ impl AgentDriver for AcpDriver {
         if input.resume.is_some() {
             return Err(AgentError::BadCheckpoint("the ACP driver cannot resume a turn cut mid-way".into()));
         }
-        let slot = match self.slot.clone().try_acquire_owned() {
-            Ok(permit) => Slot::Held(permit),
-            // A dropped handle aborts its task asynchronously; the new turn
-            // waits for that teardown instead of failing with Busy.
-            Err(TryAcquireError::NoPermits) if self.last_turn_abandoned() => Slot::AfterAbandoned(self.slot.clone()),
-            Err(_) => return Err(AgentError::Busy),
-        };
+        let claim = self.slot.claim()?;
         self.next_turn += 1;
         let id = self.next_turn;
         let sink = Arc::new(TurnSink::new(events));
-        let slot_to_wait = match slot {
-            Slot::Held(permit) => {
+        // The sink holds the permit, so that whoever finishes the turn frees
+        // the driver before `Finished` goes out.
+        let permit_to_wait = match claim.permit {
+            TurnPermit::Held(permit) => {
                 sink.hold(permit);
                 None
             }
-            Slot::AfterAbandoned(semaphore) => Some(semaphore),
+            waiting => Some(waiting),
         };
         self.shared.lock().turn = Some(ActiveTurn { id, sink: sink.clone(), inbound: None });
-        let (controls_tx, controls_rx) = mpsc::unbounded_channel();
-        self.last_controls = Some(controls_tx.downgrade());
         let turn = Turn {
             shared: self.shared.clone(),
             id,
             sink,
-            controls: controls_rx,
+            controls: claim.controls_rx,
             controls_open: true,
             text: input.text,
             agent: None,
@@ -181,14 +171,9 @@ impl AgentDriver for AcpDriver {
             interrupted: Arc::new(AtomicBool::new(false)),
             activity: Instant::now(),
         };
-        let task = runtime.spawn(turn.run(slot_to_wait));
-        Ok(TurnHandle::new(controls_tx, task))
+        let task = runtime.spawn(turn.run(permit_to_wait));
+        Ok(TurnHandle::new(claim.controls_tx, task))
     }
-}
-
-enum Slot {
-    Held(OwnedSemaphorePermit),
-    AfterAbandoned(Arc<Semaphore>),
 }
 
 /// What the driver, its turn tasks and the connection's tasks share.
@@ -744,11 +729,11 @@ struct Turn {
 }
 
 impl Turn {
-    async fn run(mut self, slot_to_wait: Option<Arc<Semaphore>>) {
-        if let Some(semaphore) = slot_to_wait {
-            match semaphore.acquire_owned().await {
-                Ok(permit) => self.sink.hold(permit),
-                Err(_) => return,
+    async fn run(mut self, permit_to_wait: Option<TurnPermit>) {
+        if let Some(waiting) = permit_to_wait {
+            match waiting.acquire().await {
+                Some(permit) => self.sink.hold(permit),
+                None => return,
             }
         }
         let mut exit = self.shared.exit_tx.subscribe();

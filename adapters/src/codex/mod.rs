@@ -27,7 +27,6 @@ mod rpc;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,16 +34,17 @@ use std::time::Duration;
 use bosun_proto::{Action, ChunkKind, PlanEntry, PlanEntryStatus, ToolStatus, Usage};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::process::Child;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::agent::{
     AgentDriver, AgentError, AgentEvent, Capabilities, DriverInit, DriverNotice, LogLevel, ToolCall, ToolUpdate,
     TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
-use crate::process::{spawn_in_group, ProcessGroup};
+use crate::process::{spawn_piped_in_group, PipedChild, ProcessGroup};
 use crate::registry::ProviderSpec;
+use crate::turn_slot::{TurnPermit, TurnSlot};
 use protocol::{
     method, ApprovalDecision, ApprovalResponse, AskForApproval, BackgroundTerminalsCleanParams, ClientInfo,
     FileUpdateChange, InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PlanStep,
@@ -53,6 +53,7 @@ use protocol::{
     TurnSteerParams, TurnSteerResponse, UserInput,
 };
 use rpc::{Incoming, RpcClient, RpcError, METHOD_NOT_FOUND};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long an interrupted turn may take to wind down before we end it
 /// ourselves.
@@ -70,10 +71,7 @@ pub struct CodexDriver {
     spec: ProviderSpec,
     cwd: PathBuf,
     shared: Arc<Shared>,
-    /// One permit, held by the turn under way for as long as its task lives.
-    slot: Arc<Semaphore>,
-    /// The controls of the last turn; gone once its handle was dropped.
-    last_controls: Option<mpsc::WeakUnboundedSender<TurnControl>>,
+    slot: TurnSlot,
 }
 
 impl CodexDriver {
@@ -85,11 +83,7 @@ impl CodexDriver {
             turn_idle: Notify::new(),
             routes: AtomicU64::new(0),
         });
-        CodexDriver { spec, cwd: init.cwd, shared, slot: Arc::new(Semaphore::new(1)), last_controls: None }
-    }
-
-    fn last_turn_abandoned(&self) -> bool {
-        self.last_controls.as_ref().is_none_or(|weak| weak.upgrade().is_none())
+        CodexDriver { spec, cwd: init.cwd, shared, slot: TurnSlot::new() }
     }
 }
 
@@ -134,15 +128,7 @@ impl AgentDriver for CodexDriver {
         if input.resume.is_some() {
             return Err(AgentError::BadCheckpoint("the codex driver cannot pick a turn up from a checkpoint".into()));
         }
-        let slot = match self.slot.clone().try_acquire_owned() {
-            Ok(permit) => Slot::Held(permit),
-            // The last handle is gone but its task may not be torn down yet:
-            // wait for it rather than refuse.
-            Err(TryAcquireError::NoPermits) if self.last_turn_abandoned() => Slot::AfterAbandoned(self.slot.clone()),
-            Err(_) => return Err(AgentError::Busy),
-        };
-        let (controls_tx, controls_rx) = mpsc::unbounded_channel();
-        self.last_controls = Some(controls_tx.downgrade());
+        let claim = self.slot.claim()?;
         let job = TurnJob {
             shared: self.shared.clone(),
             spec: self.spec.clone(),
@@ -151,24 +137,10 @@ impl AgentDriver for CodexDriver {
             cwd: self.cwd.clone(),
             input,
             end: Arc::new(TurnEnd::new(events)),
-            controls: controls_rx,
+            controls: claim.controls_rx,
         };
-        let task = runtime.spawn(job.drive(slot));
-        Ok(TurnHandle::new(controls_tx, task))
-    }
-}
-
-enum Slot {
-    Held(OwnedSemaphorePermit),
-    AfterAbandoned(Arc<Semaphore>),
-}
-
-impl Slot {
-    async fn take(self) -> Option<OwnedSemaphorePermit> {
-        match self {
-            Slot::Held(permit) => Some(permit),
-            Slot::AfterAbandoned(semaphore) => semaphore.acquire_owned().await.ok(),
-        }
+        let task = runtime.spawn(job.drive(claim.permit));
+        Ok(TurnHandle::new(claim.controls_tx, task))
     }
 }
 
@@ -271,11 +243,19 @@ enum Inbound {
 /// after it, whichever task gets there first.
 struct TurnEnd {
     events: Mutex<Option<mpsc::UnboundedSender<AgentEvent>>>,
+    /// The driver's one-turn permit, once the turn has it. Released *before*
+    /// `Finished` goes out: whoever hears the turn ended may start the next
+    /// one at once, and must not be told the driver is busy.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl TurnEnd {
     fn new(events: mpsc::UnboundedSender<AgentEvent>) -> TurnEnd {
-        TurnEnd { events: Mutex::new(Some(events)) }
+        TurnEnd { events: Mutex::new(Some(events)), permit: Mutex::new(None) }
+    }
+
+    fn hold(&self, permit: OwnedSemaphorePermit) {
+        *self.permit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(permit);
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<AgentEvent>>> {
@@ -296,6 +276,7 @@ impl TurnEnd {
     fn finish(&self, outcome: TurnOutcome) -> bool {
         match self.lock().take() {
             Some(events) => {
+                drop(self.permit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
                 let _ = events.send(AgentEvent::Finished(outcome));
                 true
             }
@@ -316,21 +297,9 @@ impl TurnEnd {
 /// killed and waited for, so the next turn may try again from scratch.
 async fn launch(shared: &Arc<Shared>, spec: &ProviderSpec, cwd: &Path) -> Result<Agent, String> {
     let program = spec.command.as_deref().filter(|c| !c.trim().is_empty()).ok_or("no command is configured")?;
-    let mut command = Command::new(program);
-    command
-        .args(&spec.args)
-        .envs(&spec.env)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (mut child, group) = spawn_in_group(&mut command).map_err(|e| format!("starting {program}: {e}"))?;
+    let PipedChild { child, group, stdin, stdout, stderr } =
+        spawn_piped_in_group(program, &spec.args, &spec.env, cwd).map_err(|e| format!("starting {program}: {e}"))?;
     let pid = child.id();
-    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        // `group` kills the child as it goes out of scope.
-        return Err(format!("starting {program}: its stdio was not piped"));
-    };
     let generation = {
         let mut state = shared.state();
         if state.dropped {
@@ -624,11 +593,12 @@ struct TurnJob {
 }
 
 impl TurnJob {
-    async fn drive(mut self, slot: Slot) {
-        let Some(_permit) = slot.take().await else {
+    async fn drive(mut self, permit: TurnPermit) {
+        let Some(permit) = permit.acquire().await else {
             self.end.finish(TurnOutcome::Failed("the driver is gone".into()));
             return;
         };
+        self.end.hold(permit);
         if let Some(reason) = self.shared.state().dead.clone() {
             self.end.finish(TurnOutcome::Failed(reason));
             return;
