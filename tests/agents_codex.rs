@@ -18,6 +18,11 @@ async fn plan_only_accept_runs_the_command_and_decline_does_not() {
 }
 
 #[tokio::test]
+async fn a_patch_asks_as_a_file_change_and_is_applied() {
+    agents::patch_asks_as_a_file_change(CODEX).await;
+}
+
+#[tokio::test]
 async fn full_access_accepts_automatically_and_records_it() {
     agents::full_access_runs_and_records(CODEX).await;
 }

@@ -89,3 +89,52 @@ async fn client_drives_sessions_turns_and_approvals() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"), "{out:?}");
 }
+
+/// A configured agent whose program is not there: listed as `missing` by the
+/// API and `bosun providers`, and a turn on it fails with a reason that
+/// names the program, while the daemon and other sessions carry on.
+#[tokio::test]
+async fn a_provider_whose_program_is_missing_is_listed_so_and_fails_turns_clearly() {
+    let dir = tempdir();
+    let config = r#"
+        discover_agents = false
+        [providers.ghost]
+        kind = "acp"
+        command = "/nonexistent/ghost-agent"
+        startup_timeout_secs = 5
+    "#;
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config.into()), ..Options::default() });
+
+    let list = d.ok_get("/api/v1/providers").await;
+    let find = |name: &str| list["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap();
+    let ghost = find("ghost");
+    assert_eq!(ghost["status"], "missing", "{ghost}");
+    assert_eq!(ghost["kind"], "acp");
+    assert_eq!(ghost["origin"], "config");
+    assert_eq!(ghost["capabilities"]["load_session"], true, "{ghost}");
+    assert_eq!(find("demo")["status"], "available");
+
+    let out = bosun(&d, &["providers"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = stdout(&out);
+    let line = table.lines().find(|l| l.starts_with("ghost")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("missing") && line.contains("/nonexistent/ghost-agent"), "{table}");
+
+    let (status, session) = d
+        .post("/api/v1/sessions", serde_json::json!({"provider": "ghost", "cwd": dir.path(), "policy": "plan-only"}))
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let s = session["id"].as_str().unwrap();
+    let t = d.start_turn(s, "hello").await;
+    let done = d.wait_turn_end(s, &t).await;
+    assert_eq!(done["data"]["status"], "failed", "{done}");
+    let reason = done["data"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("/nonexistent/ghost-agent"), "the reason names the program: {reason}");
+
+    // The worker is still there for the next turn, which fails the same way.
+    let t2 = d.start_turn(s, "again").await;
+    assert_eq!(d.wait_turn_end(s, &t2).await["data"]["status"], "failed");
+    let demo = d.new_session(dir.path(), "plan-only").await;
+    let t3 = d.start_turn(&demo, "still fine").await;
+    assert_eq!(d.wait_turn_end(&demo, &t3).await["data"]["status"], "completed");
+}

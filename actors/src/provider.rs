@@ -337,8 +337,12 @@ impl ProviderState {
         if self.exited.is_some() {
             return Ok(RunAck::Restarting);
         }
-        if input.resume.is_some() && !self.driver.capabilities().resume {
-            return Err(format!("provider {} cannot resume a turn", self.provider));
+        // A turn that had got somewhere (`delivered` events in) and is not
+        // running here was cut by a crash. Only a driver that can resume from
+        // a checkpoint may take it up: prompting a real agent again would
+        // repeat what it already did, actions included.
+        if (input.resume.is_some() || delivered > 0) && !self.driver.capabilities().resume {
+            return Err(format!("provider {} cannot resume a turn cut mid-way", self.provider));
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (reattach_tx, reattach_rx) = mpsc::unbounded_channel();

@@ -770,7 +770,7 @@ async fn status(client: &Client) -> anyhow::Result<i32> {
 }
 
 async fn providers(client: &Client) -> anyhow::Result<i32> {
-    let answer = client.server.get(&["providers"], &[]).await?;
+    let answer = client.server.get(&["api", "v1", "providers"], &[]).await?;
     if client.json {
         client.print_raw(&answer)?;
         return Ok(0);

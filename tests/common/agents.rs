@@ -536,6 +536,31 @@ pub async fn plan_only_accept_and_decline(provider: &'static str) {
     assert!(told, "{provider}: the model never got the declined call's output; requests: {requests:#?}");
 }
 
+/// plan-only: an apply_patch edit asks as a file change; `accept_for_session`
+/// lets it through and the file is written; the edit shows as a tool call.
+pub async fn patch_asks_as_a_file_change(provider: &'static str) {
+    let rig = Rig::start(provider);
+    let work = rig.workdir("patch");
+    let s = rig.new_session(&work, "plan-only").await;
+    let t = rig.start_turn(&s, "PATCH: notes.txt hello from the patch").await;
+    let approval = rig.wait_pending_approval(&s).await;
+    assert_eq!(approval["action"]["kind"], "file_change", "{provider}: {approval}");
+    let path = approval["action"]["path"].as_str().unwrap_or("");
+    assert!(path.contains("notes.txt"), "{provider}: the approval names the file: {approval}");
+    assert!(!work.join("notes.txt").exists(), "{provider}: the file was written before its approval");
+    let decided = rig.decide(&approval, "accept_for_session").await;
+    assert_eq!(decided["status"], "accepted", "{provider}: {decided}");
+    rig.wait_turn_completed(&s, &t).await;
+    let written = std::fs::read_to_string(work.join("notes.txt"))
+        .unwrap_or_else(|e| panic!("{provider}: notes.txt after accepting the patch: {e}"));
+    assert_eq!(written.trim(), "hello from the patch");
+    let events = rig.daemon().events(Some(&s), 0).await;
+    let edit = events.iter().find(|e| {
+        e["type"] == "tool:call" && e["data"]["turn_id"] == t.as_str() && e["data"]["tool"]["kind"] == "edit"
+    });
+    assert!(edit.is_some(), "{provider}: no tool:call of kind edit for the patch\n{}", rig.context(&s).await);
+}
+
 /// full-access: the daemon accepts by itself and records it.
 pub async fn full_access_runs_and_records(provider: &'static str) {
     let rig = Rig::start(provider);
@@ -673,10 +698,22 @@ pub async fn daemon_restart_resumes_the_conversation(provider: &'static str) {
         .unwrap_or_else(|| panic!("{provider}: no provider:status bound before the restart"));
     let old_pid = provider_statuses(&events, "running").last().and_then(|e| e["data"]["pid"].as_u64());
     let old_agent = old_pid.and_then(|pid| read_proc(pid as u32));
-    let head = events.last().map(seq).unwrap_or(0);
+    // A turn under way when the daemon dies cannot be picked up mid-way by
+    // a real agent: it must end failed, not be prompted again.
+    let cut = rig.start_turn(&s, "SLOW").await;
+    rig.wait_for(&s, "the first chunk of the turn to be cut", TURN_LIMIT, |events| {
+        (!turn_text(events, &cut, Some("text")).is_empty()).then_some(())
+    })
+    .await;
+    let head = rig.daemon().events(Some(&s), 0).await.last().map(seq).unwrap_or(0);
+    let requests_before = rig.model.requests().await.len();
 
     rig.restart_daemon();
 
+    let ended = rig.wait_turn_end(&s, &cut).await;
+    assert_eq!(ended["status"], "failed", "{provider}: the cut turn: {ended}");
+    let reason = ended["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("cannot resume"), "{provider}: the cut turn's reason: {reason}");
     let t2 = rig.start_turn(&s, "which word?").await;
     rig.wait_turn_completed(&s, &t2).await;
     let events = rig.daemon().events(Some(&s), head).await;
@@ -688,6 +725,12 @@ pub async fn daemon_restart_resumes_the_conversation(provider: &'static str) {
     assert!(text.contains("echo: which word?"), "{provider}: {text:?}");
 
     let requests = rig.model.requests().await;
+    // One model call since the restart, the next turn's: the cut prompt was not sent again.
+    let since_restart: Vec<String> = requests[requests_before..].iter().map(|r| r["input"].to_string()).collect();
+    assert!(
+        since_restart.len() == 1 && since_restart[0].contains("which word?"),
+        "{provider}: the model calls since the restart should be the next turn's only: {since_restart:#?}"
+    );
     let last = requests.last().expect("requests");
     assert!(
         last["input"].to_string().contains("remember the word pelican"),
