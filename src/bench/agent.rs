@@ -15,8 +15,7 @@
 //!   the durable commit with its flush, and the WebSocket send.
 
 use super::bench_agent::{monotonic_ns, parse_chunk_text, Pace};
-use super::{percentile, progress, thousands, BenchArgs, Report, Row, TempDir};
-use crate::config::{DaemonConfig, LogFormat};
+use super::{cpu_split, create_session, percentile, progress, thousands, with_daemon, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
 use bosun_actors::Context;
 use bosun_adapters::{ProviderKind, ProviderSpec};
@@ -214,50 +213,12 @@ struct DaemonResult {
 }
 
 async fn through_daemon(exe: &Path, dir: &Path, warmup: Pace, measured: Pace) -> anyhow::Result<DaemonResult> {
-    // Bound as `bosun serve` binds; `daemon::run` sets TCP_NODELAY itself.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    let addr = listener.local_addr().context("reading the bound address")?;
     let exe = exe.to_str().context("this program's path is not UTF-8")?;
-    let config = DaemonConfig {
-        listen: addr,
-        data_dir: dir.join("data"),
-        providers: vec![ProviderSpec::new("bench", ProviderKind::Acp, Some(exe), &["bench-agent"])],
-        discover_agents: false,
-        fault_injection: false,
-        log_format: LogFormat::Text,
-        live_capacity: None,
-    };
-    let (ready_tx, ready_rx) = oneshot::channel::<Context>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // One daemon per process at most: ractor's registry is global.
-    let mut daemon = tokio::spawn(crate::daemon::run(
-        config,
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |ctx| {
-            let _ = ready_tx.send(ctx.clone());
-        },
-    ));
-    let ctx = tokio::select! {
-        ctx = ready_rx => ctx.ok(),
-        ended = &mut daemon => {
-            let outcome = ended.context("the daemon task panicked")?;
-            outcome.context("the daemon stopped before it was ready")?;
-            None
-        }
-    };
-    let ctx = ctx.context("the daemon dropped its ready callback")?;
-
-    let outcome = drive(&ctx, &addr.to_string(), dir, warmup, measured).await;
-
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
-        Ok(joined) => joined.context("the daemon task panicked")?.context("the daemon failed while stopping")?,
-        Err(_) => progress("   warning: the in-process daemon did not stop within 30 s"),
-    }
-    outcome
+    let providers = vec![ProviderSpec::new("bench", ProviderKind::Acp, Some(exe), &["bench-agent"])];
+    with_daemon(dir.join("data"), providers, |ctx, addr| async move {
+        drive(&ctx, &addr.to_string(), dir, warmup, measured).await
+    })
+    .await
 }
 
 /// What the client tells the bench as it goes.
@@ -385,31 +346,13 @@ async fn client(
 
 /// CPU of this process but the client's thread, so far.
 fn daemon_cpu() -> Option<Duration> {
-    let (_, total) = super::stat_cpu(Path::new("/proc/self/stat"))?;
-    let mut client = Duration::ZERO;
-    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        if let Some((name, cpu)) = super::stat_cpu(&entry.path().join("stat")) {
-            if name == CLIENT_THREAD {
-                client += cpu;
-            }
-        }
-    }
-    Some(total.saturating_sub(client))
+    cpu_split(CLIENT_THREAD).map(|(total, client)| total.saturating_sub(client))
 }
 
 /// Creates the session, subscribes, runs the warm-up turn and the measured one.
 async fn drive(ctx: &Context, addr: &str, cwd: &Path, warmup: Pace, measured: Pace) -> anyhow::Result<DaemonResult> {
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("http://{addr}/api/v1/sessions"))
-        .json(&json!({"provider": "bench", "cwd": cwd, "title": "bench agent"}))
-        .send()
-        .await
-        .context("POST /api/v1/sessions")?;
-    let status = resp.status();
-    let body: Value = resp.json().await.context("reading the created session")?;
-    anyhow::ensure!(status.as_u16() == 201, "creating a session: {status} {body}");
-    let session_id = body["id"].as_str().context("the created session has no id")?.to_string();
+    let session_id = create_session(&http, addr, "bench", cwd, "bench agent").await?;
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();

@@ -5,8 +5,9 @@
 //! The clients run on the same two cores as the daemon, so their own work
 //! (reading and parsing every frame) is inside the measured latency.
 
-use super::{ms, percentile, progress, thousands, BenchArgs, Report, Row, TempDir};
-use crate::config::{DaemonConfig, LogFormat};
+use super::{
+    cpu_split, create_session, ms, percentile, progress, thousands, with_daemon, BenchArgs, Report, Row, TempDir,
+};
 use anyhow::Context as _;
 use bosun_actors::Context;
 use bosun_proto::{EventType, NewEvent, Topic};
@@ -16,7 +17,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -150,20 +150,6 @@ impl Drop for ClientRuntime {
     }
 }
 
-/// CPU used so far: (the whole process, the clients' threads).
-fn cpu_split() -> Option<(Duration, Duration)> {
-    let (_, total) = super::stat_cpu(Path::new("/proc/self/stat"))?;
-    let mut clients = Duration::ZERO;
-    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        if let Some((name, cpu)) = super::stat_cpu(&entry.path().join("stat")) {
-            if name.starts_with(CLIENT_THREAD) {
-                clients += cpu;
-            }
-        }
-    }
-    Some((total, clients))
-}
-
 /// "0.85 cores, 8.5 µs per receipt".
 fn cpu_text(cpu: Option<Duration>, wall: Duration, receipts: u64) -> String {
     match cpu {
@@ -179,64 +165,18 @@ fn cpu_text(cpu: Option<Duration>, wall: Duration, receipts: u64) -> String {
 pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     let dir = TempDir::new(base, "fanout")?;
-    // Bound as `bosun serve` binds; `daemon::run` sets TCP_NODELAY itself.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    let config = DaemonConfig {
-        listen: addr,
-        data_dir: dir.path().join("data"),
-        providers: Vec::new(),
-        discover_agents: false,
-        fault_injection: false,
-        log_format: LogFormat::Text,
-        live_capacity: None,
-    };
-    let (ready_tx, ready_rx) = oneshot::channel::<Context>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // One daemon per process at most: ractor's registry is global.
-    let mut daemon = tokio::spawn(crate::daemon::run(
-        config,
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |ctx| {
-            let _ = ready_tx.send(ctx.clone());
-        },
-    ));
-    let ctx = tokio::select! {
-        ctx = ready_rx => ctx.ok(),
-        ended = &mut daemon => {
-            let outcome = ended.context("the daemon task panicked")?;
-            outcome.context("the daemon stopped before it was ready")?;
-            None
-        }
-    };
-    let ctx = ctx.context("the daemon dropped its ready callback")?;
-
-    let outcome = measure(args, &ctx, &addr.to_string(), dir.path()).await;
-
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(30), daemon).await {
-        Ok(joined) => joined.context("the daemon task panicked")?.context("the daemon failed while stopping")?,
-        Err(_) => progress("   warning: the in-process daemon did not stop within 30 s"),
-    }
-    outcome
+    let cwd = dir.path();
+    with_daemon(
+        cwd.join("data"),
+        Vec::new(),
+        |ctx, addr| async move { measure(args, &ctx, &addr.to_string(), cwd).await },
+    )
+    .await
 }
 
 async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> anyhow::Result<Report> {
-    // A real session, created the way a client does, so the topic is a live one.
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("http://{addr}/api/v1/sessions"))
-        .json(&json!({"provider": "demo", "cwd": cwd, "title": "bench fan-out"}))
-        .send()
-        .await
-        .context("POST /api/v1/sessions")?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.context("reading the created session")?;
-    anyhow::ensure!(status.as_u16() == 201, "creating a session: {status} {body}");
-    let session_id = body["id"].as_str().context("the created session has no id")?.to_string();
+    let session_id = create_session(&http, addr, "demo", cwd, "bench fan-out").await?;
     let topic = Topic::session(&session_id);
 
     let total = (args.rate as f64 * args.fanout_secs).round().max(1.0) as u64;
@@ -283,7 +223,7 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
     let mut commits = tokio::task::JoinSet::new();
     let mut commit_latencies = Vec::with_capacity(total as usize);
     let started = Instant::now();
-    let cpu_before = cpu_split();
+    let cpu_before = cpu_split(CLIENT_THREAD);
     for index in 0..total {
         tick.tick().await;
         let store = ctx.store.clone();
@@ -327,7 +267,7 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
         }
         latencies.extend(r.latencies);
     }
-    let cpu_after = cpu_split();
+    let cpu_after = cpu_split(CLIENT_THREAD);
     drop(client_rt);
     let wall = started.elapsed();
     let receipts = latencies.len() as u64;

@@ -14,10 +14,18 @@ pub mod bench_agent;
 mod fanout;
 mod restart;
 
+use crate::config::{DaemonConfig, LogFormat};
 use anyhow::Context as _;
+use bosun_adapters::ProviderSpec;
 use serde_json::{json, Value};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long an in-process daemon gets to stop once a part is done with it.
+const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -290,6 +298,98 @@ fn stat_cpu(path: &Path) -> Option<(String, Duration)> {
 /// A `Name:   1234 kB` field of a /proc file, in KiB.
 fn proc_field_kib(text: &str, field: &str) -> Option<u64> {
     text.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `body` against a real daemon started in this process on a free
+/// loopback port, with its store in `data_dir` and these providers, then
+/// stops the daemon. A daemon that fails while stopping fails the part even
+/// when `body` succeeded.
+async fn with_daemon<T, F, Fut>(data_dir: PathBuf, providers: Vec<ProviderSpec>, body: F) -> anyhow::Result<T>
+where
+    F: FnOnce(bosun_actors::Context, SocketAddr) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    // Bound as `bosun serve` binds; `daemon::run` sets TCP_NODELAY itself.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let config = DaemonConfig {
+        listen: addr,
+        data_dir,
+        providers,
+        discover_agents: false,
+        fault_injection: false,
+        log_format: LogFormat::Text,
+        live_capacity: None,
+    };
+    let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // One daemon per process at most: ractor's registry is global.
+    let mut daemon = tokio::spawn(crate::daemon::run(
+        config,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+        move |ctx| {
+            let _ = ready_tx.send(ctx.clone());
+        },
+    ));
+    let ctx = tokio::select! {
+        ctx = ready_rx => ctx.ok(),
+        ended = &mut daemon => {
+            let outcome = ended.context("the daemon task panicked")?;
+            outcome.context("the daemon stopped before it was ready")?;
+            None
+        }
+    };
+    let ctx = ctx.context("the daemon dropped its ready callback")?;
+
+    let outcome = body(ctx, addr).await;
+
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(DAEMON_STOP_TIMEOUT, daemon).await {
+        Ok(joined) => joined.context("the daemon task panicked")?.context("the daemon failed while stopping")?,
+        Err(_) => progress(&format!(
+            "   warning: the in-process daemon did not stop within {} s",
+            DAEMON_STOP_TIMEOUT.as_secs()
+        )),
+    }
+    outcome
+}
+
+/// Creates a session the way a client does, so its topic is a live one; its id.
+async fn create_session(
+    http: &reqwest::Client,
+    addr: &str,
+    provider: &str,
+    cwd: &Path,
+    title: &str,
+) -> anyhow::Result<String> {
+    let resp = http
+        .post(format!("http://{addr}/api/v1/sessions"))
+        .json(&json!({"provider": provider, "cwd": cwd, "title": title}))
+        .send()
+        .await
+        .context("POST /api/v1/sessions")?;
+    let status = resp.status();
+    let body: Value = resp.json().await.context("reading the created session")?;
+    anyhow::ensure!(status.as_u16() == 201, "creating a session: {status} {body}");
+    Ok(body["id"].as_str().context("the created session has no id")?.to_string())
+}
+
+/// CPU used so far: (the whole process, the threads whose name starts with
+/// `thread_prefix`), so a bench can tell its clients' cost from the daemon's.
+fn cpu_split(thread_prefix: &str) -> Option<(Duration, Duration)> {
+    let (_, total) = stat_cpu(Path::new("/proc/self/stat"))?;
+    let mut matching = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        if let Some((name, cpu)) = stat_cpu(&entry.path().join("stat")) {
+            if name.starts_with(thread_prefix) {
+                matching += cpu;
+            }
+        }
+    }
+    Some((total, matching))
 }
 
 /// A directory removed when dropped, so a failed part leaves nothing behind.
