@@ -26,7 +26,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub struct ProviderWorker;
@@ -373,6 +373,11 @@ pub async fn stop_orphaned_agents(store: &Store) -> Result<usize, bosun_state::S
 
 /// Numbers the driver's events (from `delivered + 1`) and delivers them in
 /// order to the turn actor named `turn_name`, waiting while it restarts.
+///
+/// One batch is in flight at a time: what the driver says while the turn
+/// actor persists a batch goes out together as the next one, so a fast agent
+/// costs one durable commit per batch rather than one per line, and a slow
+/// disk delays a line by about one flush rather than by a queue of them.
 async fn forward(
     turn_name: String,
     mut events: mpsc::UnboundedReceiver<AgentEvent>,
@@ -383,6 +388,7 @@ async fn forward(
     let mut buffer: Vec<AgentEvent> = Vec::new();
     let mut cursor = delivered; // number of the last event handed over
     let mut driver_open = true;
+    let mut in_flight: Option<oneshot::Receiver<()>> = None;
     loop {
         // Waiting on a restarting turn actor: poll for it to come back.
         let behind = cursor + 1 < first + buffer.len() as u64;
@@ -391,19 +397,29 @@ async fn forward(
                 Some(ev) => buffer.push(ev),
                 None => driver_open = false,
             },
-            Some(acked) = reattach.recv() => cursor = acked.max(first - 1),
-            _ = tokio::time::sleep(Duration::from_millis(20)), if behind => {}
+            Some(acked) = reattach.recv() => {
+                cursor = acked.max(first - 1);
+                in_flight = None;
+            }
+            // Persisted, or dropped with a dying turn actor (which asks for a
+            // replay when it is back): either way the next batch may go.
+            _ = async { if let Some(done) = in_flight.as_mut() { let _ = done.await; } }, if in_flight.is_some() => {
+                in_flight = None;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)), if behind && in_flight.is_none() => {}
             else => return,
         }
         let last_no = first + buffer.len() as u64; // one past the last
-        while cursor + 1 < last_no {
-            let no = cursor + 1;
-            let Some(turn) = crate::route::lookup_now::<TurnMsg>(&turn_name) else { break };
-            let event = buffer[(no - first) as usize].clone();
-            if turn.send_message(TurnMsg::Agent { no, event }).is_err() {
-                break;
-            }
-            cursor = no;
+        if in_flight.is_some() || cursor + 1 >= last_no {
+            continue;
+        }
+        let Some(turn) = crate::route::lookup_now::<TurnMsg>(&turn_name) else { continue };
+        let from = cursor + 1;
+        let batch = buffer[(from - first) as usize..].to_vec();
+        let (done_tx, done_rx) = oneshot::channel();
+        if turn.send_message(TurnMsg::Agent { first: from, events: batch, done: done_tx }).is_ok() {
+            cursor = last_no - 1;
+            in_flight = Some(done_rx);
         }
     }
 }

@@ -22,6 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long a turn waits before asking a restarting provider worker again.
 const PROVIDER_RETRY: Duration = Duration::from_secs(2);
@@ -51,10 +52,12 @@ pub struct TurnState {
 }
 
 pub enum TurnMsg {
-    /// The `no`-th event of the turn, from the provider worker.
+    /// The turn's events numbered `first`, `first + 1`, ... from the provider
+    /// worker; `done` is answered once they are persisted.
     Agent {
-        no: u64,
-        event: AgentEvent,
+        first: u64,
+        events: Vec<AgentEvent>,
+        done: oneshot::Sender<()>,
     },
     Interrupt(RpcReplyPort<DaemonResult<()>>),
     Steer(String, RpcReplyPort<DaemonResult<()>>),
@@ -120,7 +123,10 @@ impl Actor for TurnActor {
             return Ok(());
         }
         match msg {
-            TurnMsg::Agent { no, event } => state.on_agent_event(&myself, no, event).await?,
+            TurnMsg::Agent { first, events, done } => {
+                state.on_agent_events(&myself, first, events).await?;
+                let _ = done.send(());
+            }
             TurnMsg::Interrupt(reply) => {
                 let result = state.interrupt(&myself).await;
                 let _ = reply.send(result);
@@ -201,67 +207,102 @@ impl TurnState {
         }
     }
 
-    async fn on_agent_event(
+    /// Takes in the events `first`, `first + 1`, ... of the turn, in order.
+    /// Streamed output (chunks, tool and plan updates, usage, logs) is
+    /// persisted in one commit with the turn's progress; an approval request
+    /// or the turn's end is handled on its own, after what came before it is
+    /// on disk.
+    async fn on_agent_events(
         &mut self,
         myself: &ActorRef<TurnMsg>,
-        no: u64,
-        event: AgentEvent,
+        first: u64,
+        events: Vec<AgentEvent>,
     ) -> Result<(), ActorProcessingErr> {
-        let seen = self.progress.events_seen;
-        if no <= seen {
-            return Ok(()); // a replay of what is already persisted
-        }
-        if no > seen + 1 {
-            // Events before this one went down with an earlier incarnation's
-            // mailbox, and the worker's forwarder sent this one before it
-            // heard where to replay from. Take events strictly in order: drop
-            // it, and ask for the replay once for this position.
-            if self.replay_asked != Some(seen) {
-                self.replay_asked = Some(seen);
-                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, no, seen, "agent events ahead of the record; asking for a replay");
-                return self.run_on_provider(myself).await;
+        let mut pending = Batch::new();
+        let mut dirty = false;
+        for (offset, event) in events.into_iter().enumerate() {
+            let no = first + offset as u64;
+            let seen = self.progress.events_seen;
+            if no <= seen {
+                continue; // a replay of what is already persisted
             }
-            return Ok(());
+            if no > seen + 1 {
+                // Events before this one went down with an earlier
+                // incarnation's mailbox, and the worker's forwarder sent this
+                // one before it heard where to replay from. Take events
+                // strictly in order: drop it, and ask for the replay once for
+                // this position.
+                self.commit_pending(&mut pending, &mut dirty).await?;
+                if self.replay_asked != Some(seen) {
+                    self.replay_asked = Some(seen);
+                    tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, no, seen, "agent events ahead of the record; asking for a replay");
+                    return self.run_on_provider(myself).await;
+                }
+                return Ok(());
+            }
+            match event {
+                AgentEvent::ApprovalRequest { request_id, action, checkpoint } => {
+                    // Everything before it is on disk first, with the
+                    // progress that does not count it yet.
+                    self.commit_pending(&mut pending, &mut dirty).await?;
+                    self.progress.events_seen = no;
+                    if checkpoint.is_some() {
+                        self.progress.checkpoint = checkpoint;
+                    }
+                    self.on_approval_request(request_id, action).await?;
+                }
+                AgentEvent::Finished(outcome) => {
+                    self.commit_pending(&mut pending, &mut dirty).await?;
+                    self.progress.events_seen = no;
+                    let (status, reason) = match outcome {
+                        TurnOutcome::Completed => (TurnStatus::Completed, None),
+                        TurnOutcome::Interrupted => (TurnStatus::Interrupted, None),
+                        TurnOutcome::Failed(reason) => (TurnStatus::Failed, Some(reason)),
+                    };
+                    return self.finish(myself, status, reason).await;
+                }
+                streamed => {
+                    self.progress.events_seen = no;
+                    self.stream_into(&mut pending, streamed)?;
+                    dirty = true;
+                }
+            }
         }
-        self.progress.events_seen = no;
+        self.commit_pending(&mut pending, &mut dirty).await
+    }
+
+    /// Adds a streamed agent event (anything but an approval request or the
+    /// end) to `batch`.
+    fn stream_into(&mut self, batch: &mut Batch, event: AgentEvent) -> Result<(), ActorProcessingErr> {
+        let turn_id = self.record.id.clone();
         match event {
             AgentEvent::Chunk { kind, text, checkpoint } => {
                 if checkpoint.is_some() {
                     self.progress.checkpoint = checkpoint;
                 }
-                self.emit_chunk(kind, text).await?;
-            }
-            AgentEvent::ApprovalRequest { request_id, action, checkpoint } => {
-                if checkpoint.is_some() {
-                    self.progress.checkpoint = checkpoint;
-                }
-                self.on_approval_request(request_id, action).await?;
+                self.chunk_into(batch, kind, text);
             }
             AgentEvent::ToolCall(tool) => {
-                let data = json!({"turn_id": self.record.id, "tool": tool});
-                self.emit(EventType::ToolCall, data).await?;
+                batch.event(self.event(EventType::ToolCall, json!({"turn_id": turn_id, "tool": tool})));
             }
             AgentEvent::ToolUpdate(update) => {
                 let data = json!({
-                    "turn_id": self.record.id,
+                    "turn_id": turn_id,
                     "tool_id": update.id,
                     "status": update.status,
                     "title": update.title,
                     "output": update.output,
                     "detail": update.detail,
                 });
-                self.emit(EventType::ToolUpdate, data).await?;
+                batch.event(self.event(EventType::ToolUpdate, data));
             }
             AgentEvent::Plan(entries) => {
-                let data = json!({"turn_id": self.record.id, "entries": entries});
-                self.emit(EventType::PlanUpdate, data).await?;
+                batch.event(self.event(EventType::PlanUpdate, json!({"turn_id": turn_id, "entries": entries})));
             }
             AgentEvent::Usage(usage) => {
                 self.record.usage = usage;
-                let mut batch = Batch::new();
-                batch.put(&self.record)?.put(&self.progress)?;
-                batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": self.record.id, "usage": usage})));
-                self.ctx.store.commit(batch).await?;
+                batch.put(&self.record)?;
+                batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": turn_id, "usage": usage})));
             }
             AgentEvent::Log { level, message } => {
                 let level = match level {
@@ -269,20 +310,23 @@ impl TurnState {
                     LogLevel::Warn => "warn",
                     LogLevel::Error => "error",
                 };
-                diagnostics::report(level, Some(self.session_id()), Some(&self.record.id), message);
-                let mut batch = Batch::new();
-                batch.put(&self.progress)?;
-                self.ctx.store.commit(batch).await?;
+                diagnostics::report(level, Some(self.session_id()), Some(&turn_id), message);
             }
-            AgentEvent::Finished(outcome) => {
-                let (status, reason) = match outcome {
-                    TurnOutcome::Completed => (TurnStatus::Completed, None),
-                    TurnOutcome::Interrupted => (TurnStatus::Interrupted, None),
-                    TurnOutcome::Failed(reason) => (TurnStatus::Failed, Some(reason)),
-                };
-                self.finish(myself, status, reason).await?;
+            AgentEvent::ApprovalRequest { .. } | AgentEvent::Finished(_) => {
+                return Err("stream_into takes streamed events only".into());
             }
         }
+        Ok(())
+    }
+
+    /// Commits what `stream_into` gathered, with the turn's progress.
+    async fn commit_pending(&mut self, pending: &mut Batch, dirty: &mut bool) -> Result<(), ActorProcessingErr> {
+        if !std::mem::take(dirty) {
+            return Ok(());
+        }
+        let mut batch = std::mem::replace(pending, Batch::new());
+        batch.put(&self.progress)?;
+        self.ctx.store.commit(batch).await?;
         Ok(())
     }
 
@@ -470,15 +514,6 @@ impl TurnState {
         Ok(())
     }
 
-    /// Records an event of the turn with the turn's new progress.
-    async fn emit(&mut self, kind: EventType, data: serde_json::Value) -> Result<(), ActorProcessingErr> {
-        let mut batch = Batch::new();
-        batch.put(&self.progress)?;
-        batch.event(self.event(kind, data));
-        self.ctx.store.commit(batch).await?;
-        Ok(())
-    }
-
     /// A daemon-side line in the turn's stream (e.g. "resumed after a restart").
     async fn notice(&mut self, text: &str) -> Result<(), ActorProcessingErr> {
         self.emit_chunk(ChunkKind::Notice, format!("[bosun] {text}\n")).await
@@ -486,16 +521,22 @@ impl TurnState {
 
     /// Records the next `stream:chunk` of the turn with the turn's new state.
     async fn emit_chunk(&mut self, kind: ChunkKind, text: String) -> Result<(), ActorProcessingErr> {
+        let mut batch = Batch::new();
+        self.chunk_into(&mut batch, kind, text);
+        batch.put(&self.progress)?;
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Adds the next `stream:chunk` of the turn to `batch`; the caller puts
+    /// the progress (which counts it) in the same commit.
+    fn chunk_into(&mut self, batch: &mut Batch, kind: ChunkKind, text: String) {
         let index = self.progress.chunks;
         self.progress.chunks += 1;
-        let mut batch = Batch::new();
-        batch.put(&self.progress)?;
         batch.event(self.event(
             EventType::StreamChunk,
             json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
         ));
-        self.ctx.store.commit(batch).await?;
-        Ok(())
     }
 
     /// Ends the turn: cancels what still waits, records the end, tells the
