@@ -72,8 +72,13 @@ fn not_allowed(req: &Request, allowed: &'static str) -> ApiError {
 }
 
 async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
-    let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
     let m = &req.method;
+    if *m == Method::GET || *m == Method::HEAD {
+        if let Some(page) = super::pwa::asset(&req.path) {
+            return Ok(page);
+        }
+    }
+    let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
     match segments.as_slice() {
         ["health"] => match *m {
             Method::GET => Ok(json_reply(StatusCode::OK, &health(ctx))),

@@ -4,6 +4,7 @@
 
 mod api;
 mod error;
+mod pwa;
 mod ws;
 
 pub use error::ApiError;
