@@ -208,6 +208,7 @@ fn get_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiEr
     let record = load_session(ctx, id)?;
     let turns: Vec<TurnView> =
         ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
+    let mut session = record.view();
     let mut pending_approvals = Vec::new();
     if let Some(active) = &record.active_turn {
         let key = TurnRecord::key_for(id, record.turn_count);
@@ -219,9 +220,24 @@ fn get_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiEr
                     }
                 }
             }
+            // The session record hears of its turn's changes a message later
+            // than the turn record, which is written with the events that
+            // announce them: show the turn's own state, so this answer agrees
+            // with the events and the approvals a client has seen.
+            session.status = if turn.status.is_final() {
+                session.active_turn = None;
+                SessionStatus::Idle
+            } else if pending_approvals.is_empty() {
+                SessionStatus::Running
+            } else {
+                SessionStatus::AwaitingApproval
+            };
+            if record.archived {
+                session.status = SessionStatus::Archived;
+            }
         }
     }
-    Ok(json_reply(StatusCode::OK, &SessionDetail { session: record.view(), turns, pending_approvals }))
+    Ok(json_reply(StatusCode::OK, &SessionDetail { session, turns, pending_approvals }))
 }
 
 async fn patch_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
