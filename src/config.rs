@@ -21,6 +21,30 @@ pub struct FileConfig {
     pub discover_agents: Option<bool>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSpec>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who needs a token (docs/SECURITY.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub require: AuthRequire,
+    /// Origins allowed to open `/ws` besides the daemon's own
+    /// (`https://bosun.example.ts.net`, say, behind a TLS proxy).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthRequire {
+    /// Every client except a loopback one (127.0.0.0/8, ::1) needs a token.
+    #[default]
+    Remote,
+    /// Every client needs a token, loopback too.
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -55,6 +79,7 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Overrides the store's live fan-out capacity.
     pub live_capacity: Option<usize>,
+    pub auth: AuthConfig,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.
@@ -86,5 +111,15 @@ mod tests {
         assert!(err.to_string().contains("lisen"), "{err}");
         let err = toml::from_str::<FileConfig>("[providers.x]\nkind = \"nope\"").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_auth_section() {
+        assert_eq!(FileConfig::default().auth.require, AuthRequire::Remote);
+        let config: FileConfig =
+            toml::from_str("[auth]\nrequire = \"always\"\nallowed_origins = [\"https://x\"]").unwrap();
+        assert_eq!(config.auth.require, AuthRequire::Always);
+        assert_eq!(config.auth.allowed_origins, vec!["https://x".to_string()]);
+        assert!(toml::from_str::<FileConfig>("[auth]\nrequire = \"never\"").is_err());
     }
 }

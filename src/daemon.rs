@@ -45,6 +45,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&config)?;
+    let auth = crate::auth::Auth::open(&config.auth, &config.data_dir, store.clone()).context("setting up auth")?;
     let orphans =
         bosun_actors::provider::stop_orphaned_agents(&store).await.context("stopping agents left by the last run")?;
     if orphans > 0 {
@@ -67,7 +68,7 @@ pub async fn run(
         backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
         on_restart: Some(ctx.restart_hook()),
     };
-    let children = vec![diagnostics_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener)];
+    let children = vec![diagnostics_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener, auth)];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
         .context("starting the supervision tree")?;
@@ -113,10 +114,10 @@ fn sessions_spec(ctx: &Context) -> ChildSpec {
     })
 }
 
-fn front_spec(ctx: &Context, listener: Arc<TcpListener>) -> ChildSpec {
+fn front_spec(ctx: &Context, listener: Arc<TcpListener>, auth: Arc<crate::auth::Auth>) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
-        (Front, FrontArgs { ctx: ctx.clone(), listener: listener.clone() })
+        (Front, FrontArgs { ctx: ctx.clone(), listener: listener.clone(), auth: auth.clone() })
     })
 }
 

@@ -1,5 +1,6 @@
 //! `bosun`: the daemon (`bosun serve`) and its command-line client.
 
+mod auth;
 mod bench;
 mod cli;
 mod config;
@@ -94,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fault_injection: args.enable_fault_injection,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         live_capacity: args.live_capacity,
+        auth: file.auth,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

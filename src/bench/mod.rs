@@ -320,6 +320,7 @@ where
         fault_injection: false,
         log_format: LogFormat::Text,
         live_capacity: None,
+        auth: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

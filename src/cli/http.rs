@@ -56,6 +56,8 @@ impl Answer {
 pub struct Server {
     base: Url,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (and `?token=` on the WebSocket).
+    token: Option<String>,
 }
 
 impl Server {
@@ -66,7 +68,13 @@ impl Server {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .context("setting up the HTTP client")?;
-        Ok(Server { base, http })
+        Ok(Server { base, http, token: None })
+    }
+
+    /// Sends `token` with every request: the admin credential or a device token.
+    pub fn with_token(mut self, token: Option<String>) -> Server {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The base URL, as shown in messages.
@@ -90,6 +98,11 @@ impl Server {
     pub fn ws_endpoint(&self) -> anyhow::Result<Url> {
         let mut url = self.endpoint(&["ws"]);
         url.set_scheme("ws").map_err(|()| anyhow!("cannot turn {url} into a ws:// URL"))?;
+        // A WebSocket client cannot always set headers; the daemon takes the
+        // token from the query too.
+        if let Some(token) = &self.token {
+            url.query_pairs_mut().append_pair("token", token);
+        }
         Ok(url)
     }
 
@@ -118,6 +131,9 @@ impl Server {
     ) -> anyhow::Result<Answer> {
         let url = self.endpoint(segments);
         let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if !query.is_empty() {
             request = request.query(query);
         }
@@ -205,5 +221,7 @@ mod tests {
         assert_eq!(s.endpoint(&["health"]).as_str(), "http://localhost:9/bosun/health");
         assert_eq!(s.base(), "http://localhost:9/bosun");
         assert!(Server::new("https://example.com").is_err());
+        let s = Server::new("127.0.0.1:1").unwrap().with_token(Some("t k".into()));
+        assert_eq!(s.ws_endpoint().unwrap().as_str(), "ws://127.0.0.1:1/ws?token=t+k");
     }
 }

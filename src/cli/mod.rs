@@ -9,6 +9,7 @@
 //! `error: ...` on stderr); 2 a usage error (clap); for `send --wait` the end
 //! of the turn: 0 completed, 1 failed, 130 interrupted (or Ctrl-C).
 
+mod devices;
 mod http;
 mod render;
 mod stream;
@@ -49,6 +50,13 @@ pub struct CommonArgs {
     /// Print the daemon's JSON answers as they are (one document per line for streams).
     #[arg(long, global = true)]
     json: bool,
+    /// The daemon's data dir, whose admin.token (readable only by its owner)
+    /// is sent as the admin credential (default: the one `bosun serve` uses).
+    #[arg(long, value_name = "DIR", env = "BOSUN_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// A device token to send instead of the admin credential.
+    #[arg(long, value_name = "TOKEN", env = "BOSUN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -67,6 +75,12 @@ pub enum ClientCommand {
     Status(StatusArgs),
     /// List the agent providers sessions can run on, with where each stands.
     Providers(StatusArgs),
+    /// Make a one-time pairing code for a new device: prints its URL and a QR code.
+    Pair(devices::PairArgs),
+    /// List or revoke paired devices.
+    Devices(devices::DevicesArgs),
+    /// Turn the TOTP second factor for pairing on or off.
+    Totp(devices::TotpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -283,6 +297,9 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Events(args) => events(&Client::new(&args.common)?, args).await,
         ClientCommand::Status(args) => status(&Client::new(&args.common)?).await,
         ClientCommand::Providers(args) => providers(&Client::new(&args.common)?).await,
+        ClientCommand::Pair(args) => devices::pair(&Client::admin(&args.common)?, args).await,
+        ClientCommand::Devices(args) => devices::devices(&Client::admin(&args.common)?, args).await,
+        ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
     }
 }
 
@@ -297,7 +314,29 @@ struct Client {
 
 impl Client {
     fn new(common: &CommonArgs) -> anyhow::Result<Client> {
-        let server = Server::new(&common.server)?;
+        // Sent when there is one, so the CLI keeps working where the daemon
+        // asks every client for a token (`[auth] require = "always"`).
+        let token = match &common.token {
+            Some(token) => Some(token.clone()),
+            None => devices::read_admin_token(common)?.map(|(token, _)| token),
+        };
+        Client::with_token(common, token)
+    }
+
+    /// A client for the admin endpoints: the admin credential is required.
+    fn admin(common: &CommonArgs) -> anyhow::Result<Client> {
+        let token = match devices::read_admin_token(common)? {
+            Some((token, _)) => token,
+            None => bail!(
+                "no admin credential at {}: run this as the daemon's user on its machine, with --data-dir set to the daemon's data dir (the daemon writes admin.token when it starts)",
+                devices::admin_token_path(common).display()
+            ),
+        };
+        Client::with_token(common, Some(token))
+    }
+
+    fn with_token(common: &CommonArgs, token: Option<String>) -> anyhow::Result<Client> {
+        let server = Server::new(&common.server)?.with_token(token);
         let from_env = std::env::var("BOSUN_URL").ok();
         let server_hint = if common.server == DEFAULT_URL || from_env.as_deref() == Some(common.server.as_str()) {
             String::new()

@@ -45,8 +45,16 @@ impl<'a> EventStream<'a> {
             tokio_tungstenite::connect_async(self.url.as_str()).await.map_err(|e| self.connect_error(e))?;
         let op = ClientOp::Subscribe { topics: self.topics.clone(), since: self.last_seq };
         let frame = serde_json::to_string(&op).context("encoding the subscription")?;
-        socket.send(Message::text(frame)).await.with_context(|| format!("subscribing on {}", self.url))?;
+        socket.send(Message::text(frame)).await.with_context(|| format!("subscribing on {}", self.shown_url()))?;
         Ok(socket)
+    }
+
+    /// The endpoint as messages may show it: without its query, which can
+    /// carry the client's token.
+    fn shown_url(&self) -> String {
+        let mut shown = self.url.clone();
+        shown.set_query(None);
+        shown.to_string()
     }
 
     fn connect_error(&self, e: tungstenite::Error) -> anyhow::Error {
@@ -56,11 +64,11 @@ impl<'a> EventStream<'a> {
                 anyhow!(
                     "the daemon at {} refused the WebSocket on {}: HTTP {}",
                     self.server.base(),
-                    self.url,
+                    self.shown_url(),
                     response.status()
                 )
             }
-            other => anyhow!(other).context(format!("opening the WebSocket {}", self.url)),
+            other => anyhow!(other).context(format!("opening the WebSocket {}", self.shown_url())),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Request {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Who is asking (see [`crate::auth::Peer`]).
+    pub peer: crate::auth::Peer,
 }
 
 /// Reads the body, refusing it past [`MAX_BODY_BYTES`] whatever the
@@ -56,7 +58,20 @@ where
     Ok(Bytes::from(body))
 }
 
-pub async fn dispatch(ctx: &Context, req: Request) -> Response {
+pub async fn dispatch(ctx: &Context, auth: &crate::auth::Auth, req: Request) -> Response {
+    // The app's assets hold no data: a device must load them to pair at all.
+    if req.method == Method::GET || req.method == Method::HEAD {
+        if let Some(page) = super::pwa::asset(&req.path) {
+            return page;
+        }
+    }
+    if let Some(rest) = req.path.strip_prefix("/auth/") {
+        let rest: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        return super::auth::route(auth, &req, &rest).await;
+    }
+    if let Err(refused) = super::auth::gate(auth, &req) {
+        return super::auth::error_response(&refused);
+    }
     match route_request(ctx, &req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),

@@ -3,6 +3,7 @@
 //! restarted on the same listener; open WebSocket connections are not cut.
 
 mod api;
+mod auth;
 mod error;
 mod pwa;
 mod ws;
@@ -32,39 +33,71 @@ const MAX_WS_FRAME: usize = 64 * 1024;
 
 pub fn routes(
     ctx: Context,
+    auth: Arc<crate::auth::Auth>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
+    let ws_auth = auth.clone();
+    // The peer's address: warp has it for connections from a tokio TcpListener.
+    let peer = warp::addr::remote().map(|addr: Option<std::net::SocketAddr>| addr.map(|a| a.ip()));
     let websocket = warp::path("ws")
         .and(warp::path::end())
         .and(warp::ws())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .map(move |ws: warp::ws::Ws, protocols: Option<String>| {
-            let ctx = ws_ctx.clone();
-            let msgpack = protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
-            let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
-            let reply = ws.max_message_size(MAX_WS_FRAME).on_upgrade(move |socket| ws::serve(socket, ctx, format));
-            if msgpack {
-                warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
-            } else {
-                reply.into_response()
-            }
-        });
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(peer)
+        .map(
+            move |ws: warp::ws::Ws,
+                  protocols: Option<String>,
+                  headers: HeaderMap,
+                  query: String,
+                  peer: Option<std::net::IpAddr>| {
+                let ctx = ws_ctx.clone();
+                let auth = ws_auth.clone();
+                let peer = crate::auth::Peer::of_request(peer, &headers);
+                let access = match ws::admit(&auth, &headers, &query, peer) {
+                    Ok(access) => access,
+                    Err(refused) => return auth::error_response(&refused),
+                };
+                let msgpack =
+                    protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
+                let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
+                let reply = ws
+                    .max_message_size(MAX_WS_FRAME)
+                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer));
+                if msgpack {
+                    warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
+                } else {
+                    reply.into_response()
+                }
+            },
+        );
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(peer)
         .and(warp::body::stream())
-        .then(move |method: Method, path: FullPath, query: String, headers: HeaderMap, body| {
-            let ctx = ctx.clone();
-            async move {
-                let body = match api::read_body(Box::pin(body)).await {
-                    Ok(body) => body,
-                    Err(e) => return e.into_response(),
-                };
-                let req = api::Request { method, path: path.as_str().to_string(), query, headers, body };
-                api::dispatch(&ctx, req).await
-            }
-        });
+        .then(
+            move |method: Method,
+                  path: FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  peer: Option<std::net::IpAddr>,
+                  body| {
+                let ctx = ctx.clone();
+                let auth = auth.clone();
+                async move {
+                    let body = match api::read_body(Box::pin(body)).await {
+                        Ok(body) => body,
+                        Err(e) => return e.into_response(),
+                    };
+                    let peer = crate::auth::Peer::of_request(peer, &headers);
+                    let req = api::Request { method, path: path.as_str().to_string(), query, headers, body, peer };
+                    api::dispatch(&ctx, &auth, req).await
+                }
+            },
+        );
     websocket
         .or(api)
         .unify()
@@ -78,6 +111,7 @@ pub fn routes(
             Ok::<_, std::convert::Infallible>(err.into_response())
         })
         .unify()
+        .map(auth::with_security_headers)
 }
 
 /// Sends a `Crash` to the actor a `/api/v1/debug/crash` target names.
@@ -147,6 +181,7 @@ pub struct FrontArgs {
     pub ctx: Context,
     /// Bound once by the daemon, so a restarted front serves the same address.
     pub listener: Arc<TcpListener>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 pub enum FrontMsg {
@@ -167,7 +202,7 @@ impl Actor for Front {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let server = tokio::spawn(warp::serve(routes(args.ctx.clone())).incoming(listener).run());
+        let server = tokio::spawn(warp::serve(routes(args.ctx.clone(), args.auth.clone())).incoming(listener).run());
         Ok(FrontState { ctx: args.ctx, server })
     }
 

@@ -8,6 +8,7 @@
 //! the in-memory fan-out (`Lagged`) is caught up from the store, so a slow
 //! client loses nothing and slows nobody else.
 
+use crate::auth::{Access, Auth, AuthError, Peer};
 use bosun_actors::Context;
 use bosun_proto::codec::Encoded;
 use bosun_proto::ws::Control;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use warp::http::HeaderMap;
 use warp::ws::{Message, WebSocket};
 
 /// How long one frame may take to go out before the client is deemed gone.
@@ -30,6 +32,49 @@ const REPLAY_PAGE: usize = 512;
 const LIVE_BATCH: usize = 64;
 /// Replayed events written to the socket before one flush.
 const REPLAY_FLUSH_EVERY: usize = 64;
+/// How long a connection that must authenticate by its first message may take to send it.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The close code for a refused token, after HTTP's 401.
+const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// `{"op":"auth","token":"..."}`, which is not a [`ClientOp`]: it is read
+/// before the connection is let in, or answered on its own afterwards.
+#[derive(serde::Deserialize)]
+struct AuthOp {
+    op: String,
+    token: String,
+}
+
+fn auth_token(msg: &Message) -> Option<String> {
+    let op: AuthOp = if msg.is_text() {
+        serde_json::from_slice(msg.as_bytes()).ok()?
+    } else if msg.is_binary() {
+        rmp_serde::from_slice(msg.as_bytes()).ok()?
+    } else {
+        return None;
+    };
+    (op.op == "auth").then_some(op.token)
+}
+
+/// Decides on an upgrade request: `Ok(Some(access))` lets it in,
+/// `Ok(None)` lets it in on condition that its first message is `auth`,
+/// `Err` is the HTTP answer refusing it.
+pub fn admit(auth: &Auth, headers: &HeaderMap, query: &str, peer: Peer) -> Result<Option<Access>, AuthError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !auth.origin_allowed(header("origin"), header("host")) {
+        tracing::warn!(origin = ?header("origin"), ?peer, "websocket refused: foreign origin");
+        return Err(AuthError::ForeignOrigin);
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let token =
+        pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).or_else(|| super::auth::bearer(headers));
+    if token.is_none() && !auth.open_to(peer) {
+        // Checked now so a peer over the limit is not even upgraded.
+        auth.check_limit(peer.ip)?;
+        return Ok(None);
+    }
+    auth.authorize(peer, token).map(Some)
+}
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -51,9 +96,18 @@ struct Connection {
     live: Option<broadcast::Receiver<Arc<Envelope>>>,
     /// Every event with seq ≤ cursor on the subscribed topics has been sent.
     cursor: u64,
+    auth: Arc<Auth>,
+    peer: Peer,
 }
 
-pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
+pub async fn serve(
+    socket: WebSocket,
+    ctx: Context,
+    format: WireFormat,
+    access: Option<Access>,
+    auth: Arc<Auth>,
+    peer: Peer,
+) {
     let (sink, mut stream) = socket.split();
     // The socket is read on its own task: polling `stream.next()` afresh in
     // every `select!` pass makes tungstenite zero its 128 KiB read buffer each
@@ -66,7 +120,12 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat) {
             }
         }
     });
-    let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0 };
+    let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0, auth, peer };
+    if access.is_none() && !conn.first_message_auth(&mut frames).await {
+        reader.abort();
+        let _ = conn.sink.close().await;
+        return;
+    }
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let result: Result<(), ConnError> = async {
@@ -158,9 +217,48 @@ impl Connection {
         self.send(&Control::Error { error: ErrorDetail { code: code.into(), message } }).await
     }
 
+    /// Waits for `{"op":"auth"}` as the first message; false when the
+    /// connection must be closed (told why).
+    async fn first_message_auth(
+        &mut self,
+        frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+        let token = loop {
+            match tokio::time::timeout_at(deadline, frames.recv()).await {
+                Err(_) => break None,
+                Ok(None | Some(Err(_))) => return false,
+                Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
+                Ok(Some(Ok(msg))) if msg.is_close() => return false,
+                Ok(Some(Ok(msg))) => break auth_token(&msg),
+            }
+        };
+        let outcome = match token {
+            Some(token) => self.auth.authorize(self.peer, Some(&token)),
+            None => Err(AuthError::Missing),
+        };
+        match outcome {
+            Ok(_) => self.send(&serde_json::json!({"op": "authenticated"})).await.is_ok(),
+            Err(e) => {
+                let code = if matches!(e, AuthError::Limited(_)) { "rate_limited" } else { "unauthorized" };
+                let _ = self.send_error(code, e.to_string()).await;
+                let _ = self.send_raw(Message::close_with(CLOSE_UNAUTHORIZED, code)).await;
+                false
+            }
+        }
+    }
+
     async fn on_client_frame(&mut self, msg: Message) -> Result<(), ConnError> {
         if msg.is_ping() || msg.is_pong() {
             return Ok(());
+        }
+        // Already let in; a client that authenticates anyway (the app always
+        // does) is told whether its token holds.
+        if let Some(token) = auth_token(&msg) {
+            return match self.auth.authorize(self.peer, Some(&token)) {
+                Ok(_) => self.send(&serde_json::json!({"op": "authenticated"})).await,
+                Err(e) => self.send_error("unauthorized", e.to_string()).await,
+            };
         }
         let parsed: Result<ClientOp, String> = if msg.is_text() {
             serde_json::from_slice(msg.as_bytes()).map_err(|e| e.to_string())

@@ -269,3 +269,66 @@ impl ApprovalRecord {
         }
     }
 }
+
+/// A device paired with `POST /auth/token`. Its bearer token is kept only as
+/// a SHA-256 hash: a copy of the store does not let anyone in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub token_hash: String,
+    pub created_at: String,
+}
+
+impl Record for DeviceRecord {
+    const TREE: &'static str = "auth_devices";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A one-time pairing code from `bosun pair`, kept as its SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairingRecord {
+    /// Lowercase hex SHA-256 of the normalized code; also the key.
+    pub code_hash: String,
+    pub created_at: String,
+    /// Unix seconds after which the code is refused.
+    pub expires_at_unix: u64,
+    /// Set when a device exchanged the code: it never works again.
+    pub used: bool,
+}
+
+impl Record for PairingRecord {
+    const TREE: &'static str = "auth_pairing";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.code_hash.clone()
+    }
+}
+
+/// The TOTP (RFC 6238) second factor asked for at pairing, when enabled.
+/// There is at most one, under the key [`TotpRecord::KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpRecord {
+    /// The shared secret, base32 as authenticator apps take it.
+    pub secret_base32: String,
+    pub created_at: String,
+}
+
+impl TotpRecord {
+    pub const KEY: &'static str = "totp";
+}
+
+impl Record for TotpRecord {
+    const TREE: &'static str = "auth_totp";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        Self::KEY.to_string()
+    }
+}

@@ -1,0 +1,179 @@
+//! The auth rule at the HTTP boundary: the gate in front of `/api`, `/ws` and
+//! `/health`, the `/auth/...` endpoints, and the security headers every
+//! response carries.
+
+use super::api::Request;
+use crate::auth::{Access, Auth, AuthError};
+use bosun_proto::ErrorBody;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use warp::http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+/// For a same-origin app with no inline script or style; `ws:`/`wss:` let
+/// the page open its own WebSocket (some browsers do not count it as 'self').
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; \
+                   script-src 'self'; frame-ancestors 'none'";
+
+/// Adds the headers every answer carries, pages and API alike.
+pub fn with_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    // A page that set its own policy keeps it.
+    headers.entry("content-security-policy").or_insert(HeaderValue::from_static(CSP));
+    headers.entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
+    headers.entry("referrer-policy").or_insert(HeaderValue::from_static("no-referrer"));
+    // For browsers that predate frame-ancestors.
+    headers.entry("x-frame-options").or_insert(HeaderValue::from_static("DENY"));
+    response
+}
+
+/// The HTTP form of an auth failure, in the API's error shape.
+pub fn error_response(e: &AuthError) -> Response {
+    let (status, code) = match e {
+        AuthError::Missing | AuthError::InvalidToken | AuthError::BadCode | AuthError::Totp => {
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        }
+        AuthError::AdminOnly | AuthError::ForeignOrigin => (StatusCode::FORBIDDEN, "forbidden"),
+        AuthError::Limited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        AuthError::Store(_) | AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "auth failed");
+    }
+    let body = ErrorBody::new(code, e.to_string());
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    match e {
+        AuthError::Limited(secs) => {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        AuthError::Missing | AuthError::InvalidToken => {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
+    }
+    response
+}
+
+/// The token of `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The gate for everything but the static assets and `/auth/token`.
+pub fn gate(auth: &Auth, req: &Request) -> Result<Access, AuthError> {
+    auth.authorize(req.peer, bearer(&req.headers))
+}
+
+fn json_reply<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, AuthError> {
+    let content_type = req.headers.get(warp::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+        return Err(AuthError::BadRequest(format!(
+            "the body must be JSON (content-type: application/json), got {content_type:?}"
+        )));
+    }
+    serde_json::from_slice(&req.body).map_err(|e| AuthError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    pairing_code: String,
+    device_name: String,
+    #[serde(default)]
+    totp: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpRequest {
+    enabled: bool,
+}
+
+/// `/auth/...`: `POST /auth/token` needs no token; the rest is for the admin.
+pub async fn route(auth: &Auth, req: &Request, rest: &[&str]) -> Response {
+    match route_inner(auth, req, rest).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Response, AuthError> {
+    let not_allowed = |allowed: &str| {
+        let body = ErrorBody::new(
+            "method_not_allowed",
+            format!("{} is not allowed on {}; allowed: {allowed}", req.method, req.path),
+        );
+        let mut r = json_reply(StatusCode::METHOD_NOT_ALLOWED, &body);
+        if let Ok(v) = HeaderValue::from_str(allowed) {
+            r.headers_mut().insert(warp::http::header::ALLOW, v);
+        }
+        r
+    };
+    if rest == ["token"] {
+        if req.method != Method::POST {
+            return Ok(not_allowed("POST"));
+        }
+        let body: TokenRequest = json_body(req)?;
+        let (token, device_id) =
+            auth.exchange(req.peer.ip, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
+        return Ok(json_reply(StatusCode::OK, &json!({"token": token, "device_id": device_id})));
+    }
+    // Everything else under /auth manages devices: the admin credential only.
+    match auth.authorize(req.peer, bearer(&req.headers))? {
+        Access::Admin => {}
+        _ => return Err(AuthError::AdminOnly),
+    }
+    match (rest, req.method.clone()) {
+        (["pairing"], Method::POST) => {
+            let (code, expires) = auth.create_pairing().await?;
+            let expires_at = chrono::DateTime::from_timestamp(expires as i64, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            Ok(json_reply(StatusCode::CREATED, &json!({"code": code, "expires_at": expires_at})))
+        }
+        (["pairing"], _) => Ok(not_allowed("POST")),
+        (["devices"], Method::GET) => {
+            // Never the token hash: it is of no use to a client.
+            let devices: Vec<_> = auth
+                .devices()?
+                .into_iter()
+                .map(|d| json!({"id": d.id, "name": d.name, "created_at": d.created_at}))
+                .collect();
+            Ok(json_reply(StatusCode::OK, &json!({"devices": devices})))
+        }
+        (["devices"], _) => Ok(not_allowed("GET")),
+        (["devices", id], Method::DELETE) => {
+            if auth.revoke(id).await? {
+                Ok(json_reply(StatusCode::OK, &json!({"id": id, "revoked": true})))
+            } else {
+                let body = ErrorBody::new("not_found", format!("device {id} not found"));
+                Ok(json_reply(StatusCode::NOT_FOUND, &body))
+            }
+        }
+        (["devices", _], _) => Ok(not_allowed("DELETE")),
+        (["totp"], Method::GET) => Ok(json_reply(StatusCode::OK, &json!({"enabled": auth.totp_enabled()?}))),
+        (["totp"], Method::POST) => {
+            let body: TotpRequest = json_body(req)?;
+            if body.enabled {
+                let url = auth.totp_enable().await?;
+                Ok(json_reply(StatusCode::OK, &json!({"enabled": true, "otpauth_url": url})))
+            } else {
+                auth.totp_disable().await?;
+                Ok(json_reply(StatusCode::OK, &json!({"enabled": false})))
+            }
+        }
+        (["totp"], _) => Ok(not_allowed("GET, POST")),
+        _ => {
+            let body = ErrorBody::new("not_found", format!("no such endpoint: {}", req.path));
+            Ok(json_reply(StatusCode::NOT_FOUND, &body))
+        }
+    }
+}
