@@ -1,0 +1,42 @@
+// Bosun service worker: keeps the app shell so the app opens without the
+// network. It never touches the API, the WebSocket or auth: their answers are
+// live data and must not be served stale.
+'use strict';
+
+const CACHE = 'bosun-shell-v1';
+const SHELL = ['/', '/app.js', '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
+const LIVE = ['/api/', '/ws', '/auth/', '/health'];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    caches.keys()
+      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim())
+  );
+});
+
+self.addEventListener('fetch', (event) => {
+  const req = event.request;
+  if (req.method !== 'GET') return;
+  const url = new URL(req.url);
+  if (url.origin !== self.location.origin) return;
+  if (LIVE.some((p) => url.pathname.startsWith(p))) return;
+  const path = url.pathname === '/index.html' ? '/' : url.pathname;
+  if (!SHELL.includes(path)) return;
+  // Network first, so a new daemon's app is used at once; the cache only when offline.
+  event.respondWith(
+    fetch(req)
+      .then((res) => {
+        if (res.ok) {
+          const copy = res.clone();
+          caches.open(CACHE).then((cache) => cache.put(path, copy));
+        }
+        return res;
+      })
+      .catch(() => caches.match(path).then((hit) => hit || Response.error()))
+  );
+});
