@@ -1,0 +1,231 @@
+//! The PWA in a real browser: the daemon binary serves the app, and Debian's
+//! Chromium (driven by playwright-core from tests/browser/*.mjs) uses it the way
+//! a person on a phone would, through the accessible names and data attributes
+//! the app promises for tests (buttons "New session", "Send", "Approve"..., the
+//! `data-testid`, `data-chunk` and `data-seq` attributes, `window.bosun`).
+//!
+//! `tests/run` installs what these need (`/usr/bin/chromium` with apt-get,
+//! playwright-core with `npm ci` in tests/browser). Each script prints its
+//! progress on stderr and a JSON report as the last line of stdout.
+//!
+//! `BOSUN_UPDATE_SCREENSHOTS=1` copies the phone-size screenshots the flow
+//! test takes into docs/screenshots/ (they are not rewritten on every run,
+//! since their pixels change with ids and times).
+
+mod common;
+
+use common::{tempdir, Daemon, Options, BIN};
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One Chromium at a time: the machines these run on have two cores, and
+/// parallel browsers make stream timings flaky.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// Longer than any script's own limit, so the script normally reports first.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+const SCREENSHOTS: &[&str] =
+    &["session-list.png", "new-session.png", "session-streamed-reply.png", "approval-dialog.png", "pair-device.png"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check_installed() {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(chromium.exists(), "{} is missing: run tests/run, which installs Debian's chromium", chromium.display());
+    let driver = root().join("tests/browser/node_modules/playwright-core/package.json");
+    assert!(driver.exists(), "{} is missing: run tests/run (npm ci in tests/browser)", driver.display());
+}
+
+struct Outcome {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+    report: Value,
+}
+
+/// Runs `node tests/browser/<script>.mjs <url> <out>` with `env`, killing it
+/// if it outlives [`SCRIPT_TIMEOUT`].
+fn run_script(daemon: &Daemon, script: &str, out: &Path, env: &[(&str, &str)]) -> Outcome {
+    check_installed();
+    let path = root().join("tests/browser").join(format!("{script}.mjs"));
+    let mut cmd = Command::new("node");
+    cmd.arg(&path).arg(&daemon.url).arg(out).current_dir(root().join("tests/browser"));
+    cmd.envs(env.iter().copied());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run node {}: {e}", path.display()));
+    // Both pipes are drained on threads so a chatty script cannot block on a full pipe.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait node") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    let report = stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or(Value::Null);
+    Outcome { status, stdout, stderr, report }
+}
+
+/// Runs a script and panics with everything useful unless it passed.
+fn expect_pass(daemon: &Daemon, script: &str, out: &Path, env: &[(&str, &str)]) -> Value {
+    let outcome = run_script(daemon, script, out, env);
+    let passed = outcome.status == Some(0) && outcome.report["ok"] == true;
+    if !passed {
+        let daemon_log: String = {
+            let log = daemon.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        panic!(
+            "browser script {script} failed (exit {:?})\n\
+             failed step: {}\nerror: {}\nsteps passed: {}\n\
+             --- report ---\n{}\n--- script stderr ---\n{}\n--- script stdout ---\n{}\n--- daemon stderr (tail) ---\n{}",
+            outcome.status,
+            outcome.report["failed"],
+            outcome.report["error"],
+            outcome.report["steps"],
+            serde_json::to_string_pretty(&outcome.report).unwrap_or_default(),
+            outcome.stderr,
+            outcome.stdout,
+            daemon_log,
+        );
+    }
+    eprintln!("{script}: passed {}", outcome.report["steps"]);
+    outcome.report
+}
+
+fn with_daemon(options: Options, script: &str, env: &[(&str, &str)]) -> Value {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let daemon = Daemon::start(&dir.path().join("data"), options);
+    let out = dir.path().join("out");
+    expect_pass(&daemon, script, &out, env)
+}
+
+fn update_screenshots(out: &Path) {
+    if std::env::var_os("BOSUN_UPDATE_SCREENSHOTS").is_none() {
+        return;
+    }
+    let dest = root().join("docs/screenshots");
+    std::fs::create_dir_all(&dest).expect("create docs/screenshots");
+    for name in SCREENSHOTS {
+        let from = out.join(name);
+        if from.exists() {
+            std::fs::copy(&from, dest.join(name)).expect("copy screenshot");
+        }
+    }
+}
+
+#[test]
+fn app_loads_with_manifest_and_service_worker() {
+    with_daemon(Options::default(), "smoke", &[]);
+}
+
+/// New session → prompt → streamed reply → RUN: → approval dialog → Approve
+/// → command output and the turn's end.
+#[test]
+fn new_session_prompt_stream_and_approval() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let daemon = Daemon::start(&dir.path().join("data"), Options::default());
+    let out = dir.path().join("out");
+    let report = expect_pass(&daemon, "flow", &out, &[]);
+    for name in &SCREENSHOTS[..4] {
+        assert!(out.join(name).exists(), "the flow script did not write {name}: {report}");
+    }
+    update_screenshots(&out);
+}
+
+/// A reload in the middle of a stream renders each stored chunk exactly once.
+#[test]
+fn reload_mid_stream_renders_each_chunk_once() {
+    with_daemon(Options::default(), "reload", &[]);
+}
+
+/// A dropped connection goes to reconnecting/offline and back to live, and the
+/// transcript ends with each stored chunk exactly once.
+#[test]
+fn dropped_connection_recovers_without_duplicates() {
+    with_daemon(Options::default(), "reconnect", &[]);
+}
+
+/// Approve while offline: the decision reaches the daemon once when the
+/// network is back.
+#[test]
+fn approval_made_offline_is_delivered_once() {
+    with_daemon(Options::default(), "offline_approval", &[]);
+}
+
+/// A pairing code from `bosun pair --json`, as the CLI prints it.
+fn pairing_code(daemon: &Daemon) -> String {
+    let output = Command::new(BIN)
+        .args(["pair", "--json", "--data-dir"])
+        .arg(&daemon.data_dir)
+        .arg("--server")
+        .arg(&daemon.url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bosun pair");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bosun pair failed ({}): {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bosun pair --json: {e}: {stdout}"));
+    for key in ["code", "pairing_code"] {
+        if let Some(code) = answer[key].as_str() {
+            return code.to_string();
+        }
+    }
+    // Otherwise the code is the `#pair=` fragment of the pairing URL.
+    answer
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.values())
+        .filter_map(|v| v.as_str())
+        .find_map(|s| s.split_once("#pair=").map(|(_, code)| code.to_string()))
+        .unwrap_or_else(|| panic!("no pairing code in bosun pair --json output: {answer}"))
+}
+
+/// With `[auth] require = "always"` even a loopback browser must pair first:
+/// "Pair this device", a code from `bosun pair`, then the session list.
+#[test]
+fn unpaired_browser_pairs_with_a_code() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let options = Options { config: Some("[auth]\nrequire = \"always\"\n".into()), ..Options::default() };
+    let daemon = Daemon::start(&dir.path().join("data"), options);
+    let typed = pairing_code(&daemon);
+    let linked = pairing_code(&daemon);
+    let out = dir.path().join("out");
+    expect_pass(&daemon, "pair", &out, &[("BOSUN_PAIRING_CODE", &typed), ("BOSUN_PAIRING_CODE_LINK", &linked)]);
+    update_screenshots(&out);
+}
