@@ -76,6 +76,9 @@ pub struct Auth {
     /// Exchanges run one at a time, so a code cannot be spent twice by two
     /// requests racing between the check and the write.
     exchange: tokio::sync::Mutex<()>,
+    /// The ids of devices as they are revoked, so open WebSockets of a
+    /// revoked device are closed at once rather than at their next request.
+    revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -212,6 +215,7 @@ impl Auth {
             admin_hash: sha256(admin_token.as_bytes()),
             failures: Mutex::new(HashMap::new()),
             exchange: tokio::sync::Mutex::new(()),
+            revoked: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -423,7 +427,19 @@ impl Auth {
         batch.delete::<DeviceRecord>(id);
         self.store.commit(batch).await?;
         tracing::info!(device = %id, "device revoked");
+        // Nobody listening is fine: no socket of that device is open.
+        let _ = self.revoked.send(id.to_string());
         Ok(true)
+    }
+
+    /// Device ids as they are revoked, from now on.
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.revoked.subscribe()
+    }
+
+    /// Whether device `id` is still paired.
+    pub fn device_exists(&self, id: &str) -> Result<bool, AuthError> {
+        Ok(self.store.get::<DeviceRecord>(id)?.is_some())
     }
 
     fn totp_secret(&self) -> Result<Option<String>, AuthError> {

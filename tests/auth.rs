@@ -133,14 +133,14 @@ async fn pairing_gives_a_token_that_works_until_revoked() {
     assert_eq!(status, 403);
 
     // ...and on the WebSocket, in the query...
-    let mut ws = ws_with(&d, &format!("?token={token}"), None).await.expect("ws with ?token");
-    ws_subscribe(&mut ws, &["*"], 0).await;
+    let mut ws_query = ws_with(&d, &format!("?token={token}"), None).await.expect("ws with ?token");
+    ws_subscribe(&mut ws_query, &["*"], 0).await;
     // ...or as the first message.
-    let mut ws = ws_with(&d, "", None).await.expect("ws upgrade");
-    ws_send(&mut ws, json!({"op": "auth", "token": token})).await;
-    let ack = ws_next(&mut ws, Duration::from_secs(10)).await.expect("auth answer");
+    let mut ws_message = ws_with(&d, "", None).await.expect("ws upgrade");
+    ws_send(&mut ws_message, json!({"op": "auth", "token": token})).await;
+    let ack = ws_next(&mut ws_message, Duration::from_secs(10)).await.expect("auth answer");
     assert_eq!(ack["op"], "authenticated", "{ack}");
-    ws_subscribe(&mut ws, &["*"], 0).await;
+    ws_subscribe(&mut ws_message, &["*"], 0).await;
     // A bad token in the query is refused before the upgrade; none at all
     // gets an error frame and the close.
     assert_eq!(ws_with(&d, "?token=bsn_nope", None).await.err(), Some(401));
@@ -180,6 +180,19 @@ async fn pairing_gives_a_token_that_works_until_revoked() {
     assert!(out.status.success(), "{out:?}");
     let (status, body) = call(&d, reqwest::Method::GET, "/api/v1/sessions", Some(&token), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    // Its open WebSockets are told and closed, not left streaming.
+    for (how, mut ws) in [("?token=", ws_query), ("first message", ws_message)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let frame = ws_next(&mut ws, left).await;
+            let Some(frame) = frame else { panic!("{how}: the socket ended without saying the device was revoked") };
+            if frame["error"]["code"] == "unauthorized" {
+                break;
+            }
+        }
+        assert!(ws_next(&mut ws, Duration::from_secs(10)).await.is_none(), "{how}: closed after the revocation");
+    }
     let out = bosun(&d, home.path(), &["devices", "revoke", &device_id, "--data-dir", &data_dir]);
     assert!(!out.status.success());
 }

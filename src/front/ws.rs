@@ -120,12 +120,24 @@ pub async fn serve(
             }
         }
     });
+    let mut revocations = auth.revocations();
     let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0, auth, peer };
-    if access.is_none() && !conn.first_message_auth(&mut frames).await {
-        reader.abort();
-        let _ = conn.sink.close().await;
-        return;
-    }
+    let access = match access {
+        Some(access) => access,
+        None => match conn.first_message_auth(&mut frames).await {
+            Some(access) => access,
+            None => {
+                reader.abort();
+                let _ = conn.sink.close().await;
+                return;
+            }
+        },
+    };
+    // A paired device's socket lives only as long as the device does.
+    let device = match access {
+        Access::Device(id) => Some(id),
+        Access::Local | Access::Admin => None,
+    };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let result: Result<(), ConnError> = async {
@@ -162,6 +174,22 @@ pub async fn serve(
                     conn.flush().await?;
                 }
                 _ = ping.tick() => conn.send_raw(Message::ping(Vec::new())).await?,
+                revoked = revocations.recv(), if device.is_some() => {
+                    let gone = match revoked {
+                        Ok(id) => device.as_deref() == Some(id.as_str()),
+                        // Missed some: ask the store.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            !device.as_deref().is_some_and(|id| conn.auth.device_exists(id).unwrap_or(true))
+                        }
+                        Err(broadcast::error::RecvError::Closed) => false,
+                    };
+                    if gone {
+                        tracing::info!(device = ?device, "closing the websocket of a revoked device");
+                        let _ = conn.send_error("unauthorized", "this device was revoked".into()).await;
+                        let _ = conn.send_raw(Message::close_with(CLOSE_UNAUTHORIZED, "revoked")).await;
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -217,19 +245,19 @@ impl Connection {
         self.send(&Control::Error { error: ErrorDetail { code: code.into(), message } }).await
     }
 
-    /// Waits for `{"op":"auth"}` as the first message; false when the
+    /// Waits for `{"op":"auth"}` as the first message; `None` when the
     /// connection must be closed (told why).
     async fn first_message_auth(
         &mut self,
         frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
-    ) -> bool {
+    ) -> Option<Access> {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let token = loop {
             match tokio::time::timeout_at(deadline, frames.recv()).await {
                 Err(_) => break None,
-                Ok(None | Some(Err(_))) => return false,
+                Ok(None | Some(Err(_))) => return None,
                 Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
-                Ok(Some(Ok(msg))) if msg.is_close() => return false,
+                Ok(Some(Ok(msg))) if msg.is_close() => return None,
                 Ok(Some(Ok(msg))) => break auth_token(&msg),
             }
         };
@@ -238,12 +266,12 @@ impl Connection {
             None => Err(AuthError::Missing),
         };
         match outcome {
-            Ok(_) => self.send(&serde_json::json!({"op": "authenticated"})).await.is_ok(),
+            Ok(access) => self.send(&serde_json::json!({"op": "authenticated"})).await.ok().map(|()| access),
             Err(e) => {
                 let code = if matches!(e, AuthError::Limited(_)) { "rate_limited" } else { "unauthorized" };
                 let _ = self.send_error(code, e.to_string()).await;
                 let _ = self.send_raw(Message::close_with(CLOSE_UNAUTHORIZED, code)).await;
-                false
+                None
             }
         }
     }
