@@ -9,7 +9,7 @@
 //! progress on stderr and a JSON report as the last line of stdout.
 //!
 //! `BOSUN_UPDATE_SCREENSHOTS=1` copies the phone-size screenshots the flow
-//! test takes into docs/screenshots/ (they are not rewritten on every run,
+//! test takes (light and `-dark`) into docs/screenshots/ (they are not rewritten on every run,
 //! since their pixels change with ids and times).
 
 mod common;
@@ -29,8 +29,18 @@ static BROWSER: Mutex<()> = Mutex::new(());
 /// Longer than any script's own limit, so the script normally reports first.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
-const SCREENSHOTS: &[&str] =
-    &["session-list.png", "new-session.png", "session-streamed-reply.png", "approval-dialog.png", "pair-device.png"];
+/// The flow script's four screens, each light then dark, and the pairing screen.
+const SCREENSHOTS: &[&str] = &[
+    "session-list.png",
+    "session-list-dark.png",
+    "new-session.png",
+    "new-session-dark.png",
+    "session-streamed-reply.png",
+    "session-streamed-reply-dark.png",
+    "approval-dialog.png",
+    "approval-dialog-dark.png",
+    "pair-device.png",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -155,7 +165,7 @@ fn new_session_prompt_stream_and_approval() {
     let daemon = Daemon::start(&dir.path().join("data"), Options::default());
     let out = dir.path().join("out");
     let report = expect_pass(&daemon, "flow", &out, &[]);
-    for name in &SCREENSHOTS[..4] {
+    for name in &SCREENSHOTS[..8] {
         assert!(out.join(name).exists(), "the flow script did not write {name}: {report}");
     }
     update_screenshots(&out);
@@ -172,6 +182,13 @@ fn reload_mid_stream_renders_each_chunk_once() {
 #[test]
 fn dropped_connection_recovers_without_duplicates() {
     with_daemon(Options::default(), "reconnect", &[]);
+}
+
+/// The WebSocket cannot open: the app polls /api/v1/events, streams the reply
+/// without saying "live", and goes live without duplicates once it can.
+#[test]
+fn refused_websocket_falls_back_to_polling() {
+    with_daemon(Options::default(), "polling", &[]);
 }
 
 /// Approve while offline: the decision reaches the daemon once when the
@@ -228,4 +245,30 @@ fn unpaired_browser_pairs_with_a_code() {
     let out = dir.path().join("out");
     expect_pass(&daemon, "pair", &out, &[("BOSUN_PAIRING_CODE", &typed), ("BOSUN_PAIRING_CODE_LINK", &linked)]);
     update_screenshots(&out);
+}
+
+/// A device revoked with `bosun devices revoke` while its page is open: the
+/// page shows "Pair this device" within seconds and forgets its token; a new
+/// code pairs it again.
+#[test]
+fn revoked_device_shows_pairing_at_once() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let options = Options { config: Some("[auth]\nrequire = \"always\"\n".into()), ..Options::default() };
+    let daemon = Daemon::start(&dir.path().join("data"), options);
+    let code = pairing_code(&daemon);
+    let again = pairing_code(&daemon);
+    let data_dir = daemon.data_dir.to_string_lossy().into_owned();
+    let out = dir.path().join("out");
+    expect_pass(
+        &daemon,
+        "revoke",
+        &out,
+        &[
+            ("BOSUN_PAIRING_CODE", &code),
+            ("BOSUN_PAIRING_CODE_AGAIN", &again),
+            ("BOSUN_BIN", BIN),
+            ("BOSUN_DATA_DIR", &data_dir),
+        ],
+    );
 }

@@ -1,6 +1,6 @@
 // Scenario 1: a new session from the phone, a prompt with a streamed reply,
 // then a command that needs approval, approved from the dialog. Writes the
-// phone-size screenshots docs/screenshots/ shows.
+// phone-size screenshots docs/screenshots/ shows, light and dark.
 import { run, check, until, checkSameChunks } from './lib.mjs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,14 +27,14 @@ run('flow', async (t) => {
       const button = await t.page.getByRole('button', { name: 'Tidy the release notes' }).count();
       return link + button > 0;
     });
-    await t.screenshot('session-list.png');
+    await t.screenshotLightAndDark('session-list.png');
   });
   await t.step('"New session" opens the form', async () => {
     await t.button('New session').click({ timeout: 20000 });
     await t.setField('Provider', 'demo');
     await t.setField('Policy', 'plan-only');
     await t.setField('Working directory', cwd);
-    await t.screenshot('new-session.png');
+    await t.screenshotLightAndDark('new-session.png');
   });
   let session;
   await t.step('"Create" makes the session', async () => {
@@ -58,7 +58,7 @@ run('flow', async (t) => {
       return state.chunks.length >= stored.length && state;
     });
     checkSameChunks(chunks, stored, 'the hello turn');
-    await t.screenshot('session-streamed-reply.png');
+    await t.screenshotLightAndDark('session-streamed-reply.png');
   });
   let run1;
   await t.step('"RUN: echo from-the-browser" asks for approval in a dialog', async () => {
@@ -69,7 +69,7 @@ run('flow', async (t) => {
     });
     const text = await dialog.first().textContent();
     check(text.includes('echo from-the-browser'), `the approval dialog does not show the command: ${JSON.stringify(text)}`);
-    await t.screenshot('approval-dialog.png');
+    await t.screenshotLightAndDark('approval-dialog.png');
   });
   await t.step('"Approve" runs the command and the turn ends', async () => {
     const dialog = t.page.getByRole('dialog', { name: /Approval/i }).first();

@@ -145,6 +145,15 @@ class Test {
     (this.report.info.screenshots ??= []).push(path);
   }
 
+  /// `file` as the page is, then `<name>-dark.png` with the dark colour scheme.
+  async screenshotLightAndDark(file) {
+    await this.page.emulateMedia({ colorScheme: 'light' });
+    await this.screenshot(file);
+    await this.page.emulateMedia({ colorScheme: 'dark' });
+    await this.screenshot(file.replace(/\.png$/, '-dark.png'));
+    await this.page.emulateMedia({ colorScheme: 'light' });
+  }
+
   /// The daemon's API from the test side (not through the page).
   async api(method, path, body) {
     const headers = { accept: 'application/json' };

@@ -176,11 +176,16 @@
       }
       if (typeof frame.seq === 'number') processEvent(frame);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (conn.ws !== ws) return;
       conn.ws = null;
       conn.wsOpen = false;
       updateIndicator();
+      // 4401: the daemon closed the socket because the token is no longer valid (e.g. revoked).
+      if (ev.code === 4401) {
+        showPairing();
+        return;
+      }
       onWsFailure(opened);
     };
     ws.onerror = () => {
@@ -745,6 +750,9 @@
   function showPairing() {
     if (state.pairing) return;
     state.pairing = true;
+    // The daemon refused this token (revoked or unknown): keeping it would only be refused again.
+    state.token = '';
+    localStorage.removeItem(TOKEN_KEY);
     stopPolling();
     if (conn.ws) conn.ws.close();
     closeApproval();
