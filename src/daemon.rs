@@ -55,7 +55,11 @@ pub async fn run(
     let providers =
         ProviderRegistry::with_discovery(config.providers.clone(), search_path).context("loading providers")?;
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
-    let ctx = Context::new(store.clone(), providers, Settings { fault_injection: config.fault_injection, default_cwd });
+    let ctx = Context::new(
+        store.clone(),
+        providers,
+        Settings { fault_injection: config.fault_injection, default_cwd, data_dir: config.data_dir.clone() },
+    );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed
     // ACKs (tens of ms); Linux passes the option on to accepted sockets.
     socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY on the listener")?;

@@ -24,6 +24,8 @@ pub struct Settings {
     pub fault_injection: bool,
     /// Where a session runs when its creator names no `cwd`.
     pub default_cwd: PathBuf,
+    /// The daemon's data dir: bare clones go in `repos/`, session worktrees in `worktrees/`.
+    pub data_dir: PathBuf,
 }
 
 impl Context {

@@ -10,8 +10,9 @@ use crate::supervision::{
     Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
     SupervisorConfig,
 };
+use bosun_adapters::workspace::{self, WorkspaceError};
 use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView, Topic};
-use bosun_state::{Batch, SessionRecord};
+use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use std::path::Path;
@@ -26,7 +27,12 @@ pub struct SessionsState {
 
 pub enum SessionsMsg {
     Create(CreateSessionRequest, RpcReplyPort<DaemonResult<SessionView>>),
-    Delete(String, RpcReplyPort<DaemonResult<()>>),
+    /// Deletes a session; `keep_worktree` leaves its worktree and branch on disk.
+    Delete {
+        id: String,
+        keep_worktree: bool,
+        reply: RpcReplyPort<DaemonResult<()>>,
+    },
     Children(RpcReplyPort<Vec<ChildInfo>>),
     Crash,
     Restart(RestartChild),
@@ -91,8 +97,8 @@ impl Actor for SessionsSupervisor {
                 let r = state.create(&myself, req).await;
                 let _ = reply.send(r);
             }
-            SessionsMsg::Delete(id, reply) => {
-                let r = state.delete(&id).await;
+            SessionsMsg::Delete { id, keep_worktree, reply } => {
+                let r = state.delete(&id, keep_worktree).await;
                 let _ = reply.send(r);
             }
             SessionsMsg::Children(reply) => {
@@ -147,8 +153,11 @@ impl SessionsState {
                 known.join(", ")
             )));
         }
-        let cwd = match req.cwd {
-            Some(cwd) => cwd,
+        if req.workspace.is_some() && req.cwd.is_some() {
+            return Err(DaemonError::BadRequest("give cwd or workspace, not both: a workspace sets cwd".into()));
+        }
+        let cwd = match &req.cwd {
+            Some(cwd) => cwd.clone(),
             None => self.ctx.settings.default_cwd.to_string_lossy().into_owned(),
         };
         let path = Path::new(&cwd);
@@ -165,11 +174,37 @@ impl SessionsState {
         let id = new_id("s_");
         let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
         let policy = req.policy.unwrap_or(Policy::PlanOnly);
-        let record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
+        // The worktree is made before the record: a session never points at a
+        // worktree that is not there. A failed commit removes it again.
+        // Git runs inside this handler, so creations queue behind a clone;
+        // that keeps two creations from racing on the same bare clone.
+        let workspace = match &req.workspace {
+            Some(ws) => {
+                let data_dir = &self.ctx.settings.data_dir;
+                let prepared = workspace::prepare(data_dir, &ws.repo, &ws.branch, &id).await.map_err(ws_error)?;
+                Some(WorkspaceInfo {
+                    repo: prepared.repo,
+                    branch: prepared.branch,
+                    worktree: prepared.worktree.to_string_lossy().into_owned(),
+                    base: prepared.base,
+                })
+            }
+            None => None,
+        };
+        let cwd = workspace.as_ref().map(|w| w.worktree.clone()).unwrap_or(cwd);
+        let mut record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
+        record.workspace = workspace;
         let mut batch = Batch::new();
         batch.put(&record)?;
         batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));
-        self.ctx.store.commit(batch).await?;
+        if let Err(e) = self.ctx.store.commit(batch).await {
+            if let Some(ws) = &record.workspace {
+                if let Err(e) = workspace::remove(&self.ctx.settings.data_dir, &ws.repo, &id).await {
+                    tracing::warn!(session_id = %id, error = %e, "could not remove the worktree of a failed creation");
+                }
+            }
+            return Err(e.into());
+        }
         tracing::info!(session_id = %id, provider = %record.provider, "session created");
         self.start_session(myself, id)
             .await
@@ -177,9 +212,10 @@ impl SessionsState {
         Ok(record.view())
     }
 
-    async fn delete(&mut self, id: &str) -> DaemonResult<()> {
+    async fn delete(&mut self, id: &str, keep_worktree: bool) -> DaemonResult<()> {
         let name = names::session(id);
-        if self.sup.child(&name).is_none() && self.ctx.store.get::<SessionRecord>(id)?.is_none() {
+        let record = self.ctx.store.get::<SessionRecord>(id)?;
+        if self.sup.child(&name).is_none() && record.is_none() {
             return Err(DaemonError::NotFound(format!("session {id} not found")));
         }
         crate::route::call::<SessionMsg, _, _>(&name, SessionMsg::Close).await.and_then(|r| r)?;
@@ -187,6 +223,13 @@ impl SessionsState {
             .terminate_child(&name)
             .await
             .map_err(|e| DaemonError::Internal(format!("stopping session {id}: {e}")))?;
+        // After the session is closed and its agent stopped, so nothing is
+        // still writing in the worktree as it goes.
+        if let Some(ws) = record.and_then(|r| r.workspace).filter(|_| !keep_worktree) {
+            workspace::remove(&self.ctx.settings.data_dir, &ws.repo, id).await.map_err(|e| {
+                DaemonError::Internal(format!("session {id} was deleted, but its worktree was not removed: {e}"))
+            })?;
+        }
         Ok(())
     }
 
@@ -196,5 +239,14 @@ impl SessionsState {
             return Err(format!("sessions supervisor: {reason}").into());
         }
         Ok(())
+    }
+}
+
+/// A workspace that cannot be made is the client's mistake when the repo or
+/// branch is wrong; git cannot tell us which, so its message is passed on.
+fn ws_error(e: WorkspaceError) -> DaemonError {
+    match e {
+        WorkspaceError::Io { .. } => DaemonError::Internal(format!("workspace: {e}")),
+        _ => DaemonError::BadRequest(format!("workspace: {e}")),
     }
 }

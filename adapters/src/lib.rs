@@ -11,6 +11,7 @@ pub mod demo;
 pub mod process;
 pub mod registry;
 mod turn_slot;
+pub mod workspace;
 
 pub use agent::*;
 pub use registry::{

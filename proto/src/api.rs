@@ -38,6 +38,91 @@ pub struct CreateSessionRequest {
     pub title: Option<String>,
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// A git worktree to work in; the session's `cwd` becomes the worktree.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceRequest>,
+}
+
+/// `"workspace":{"repo":..,"branch":..}` in a create request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceRequest {
+    /// A local path or a URL git can clone.
+    pub repo: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+/// A session's workspace as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceView {
+    pub repo: String,
+    /// The branch the session started from.
+    pub branch: String,
+    /// The worktree's absolute path (also the session's `cwd`).
+    pub worktree: String,
+    /// The commit the session branch `bosun/<id>` started from.
+    pub base: String,
+}
+
+/// `GET /api/v1/sessions/{id}/files`: one entry of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileListing {
+    pub path: String,
+    pub entries: Vec<FileEntry>,
+}
+
+/// `GET /api/v1/sessions/{id}/file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileContent {
+    pub path: String,
+    pub content: String,
+}
+
+/// `PUT /api/v1/sessions/{id}/file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutFileRequest {
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub path: String,
+    pub line: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub results: Vec<SearchHit>,
+}
+
+/// `POST /api/v1/sessions/{id}/commit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    pub sha: String,
+    pub branch: String,
+    /// Pushing is not implemented yet: always false.
+    pub pushed: bool,
 }
 
 fn default_provider() -> String {
@@ -79,6 +164,9 @@ pub struct SessionView {
     pub usage: Usage,
     pub created_at: String,
     pub updated_at: String,
+    /// Present only on sessions created with a workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

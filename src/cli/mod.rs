@@ -126,6 +126,13 @@ struct NewSessionArgs {
     /// Who accepts the agent's actions (the daemon's default: plan-only).
     #[arg(long, value_enum)]
     policy: Option<PolicyArg>,
+    /// Work in a git worktree of this repository (a local path or a URL) on a
+    /// new branch `bosun/<session>`, instead of --cwd.
+    #[arg(long, value_name = "PATH_OR_URL", conflicts_with = "cwd")]
+    repo: Option<String>,
+    /// The branch the worktree starts from (with --repo).
+    #[arg(long, default_value = "main", requires = "repo")]
+    branch: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -364,17 +371,37 @@ fn session_path(id: &str) -> [&str; 4] {
 async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i32> {
     // The daemon resolves nothing relative to the client, so send an
     // absolute path; it checks that the directory exists.
-    let cwd = match args.cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().context("reading the current directory")?,
+    let (cwd, workspace) = match args.repo {
+        Some(repo) => {
+            // A local repository is named to the daemon by its absolute path.
+            let local = std::path::Path::new(&repo);
+            let repo = if local.exists() {
+                let abs = std::path::absolute(local).with_context(|| format!("making {repo} absolute"))?;
+                abs.to_str().with_context(|| format!("the path {} is not valid UTF-8", abs.display()))?.to_string()
+            } else {
+                repo
+            };
+            (None, Some(WorkspaceRequest { repo, branch: args.branch }))
+        }
+        None => {
+            let cwd = match args.cwd {
+                Some(dir) => dir,
+                None => std::env::current_dir().context("reading the current directory")?,
+            };
+            let cwd = std::path::absolute(&cwd).with_context(|| format!("making {} absolute", cwd.display()))?;
+            let cwd = cwd
+                .to_str()
+                .with_context(|| format!("the directory {} is not valid UTF-8", cwd.display()))?
+                .to_string();
+            (Some(cwd), None)
+        }
     };
-    let cwd = std::path::absolute(&cwd).with_context(|| format!("making {} absolute", cwd.display()))?;
-    let cwd = cwd.to_str().with_context(|| format!("the directory {} is not valid UTF-8", cwd.display()))?.to_string();
     let body = CreateSessionRequest {
         provider: args.provider,
-        cwd: Some(cwd),
+        cwd,
         title: args.title,
         policy: args.policy.map(Policy::from),
+        workspace,
     };
     let answer = client.server.post(&["api", "v1", "sessions"], Some(&body)).await?;
     if client.json {

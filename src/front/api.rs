@@ -9,6 +9,7 @@ use bosun_actors::names;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::{route, Context};
+use bosun_adapters::workspace::{self, WorkspaceError};
 use bosun_proto::*;
 use bosun_state::{ApprovalRecord, SessionRecord, TurnRecord};
 use bytes::{Buf, Bytes};
@@ -35,9 +36,24 @@ pub struct Request {
     pub peer: crate::auth::Peer,
 }
 
-/// Reads the body, refusing it past [`MAX_BODY_BYTES`] whatever the
-/// content-length says (chunked bodies included).
-pub async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>
+/// Largest body of `PUT .../file`: a file of the largest size the file API
+/// takes, plus room for its JSON escaping. The file's own limit is checked
+/// after parsing, so an oversized file gets the file API's 413.
+pub const MAX_FILE_BODY_BYTES: usize = 2 * workspace::MAX_FILE_BYTES + 64 * 1024;
+
+/// How large a body `method path` may send.
+pub fn body_limit(method: &Method, path: &str) -> usize {
+    if *method == Method::PUT && path.starts_with("/api/v1/sessions/") && path.trim_end_matches('/').ends_with("/file")
+    {
+        MAX_FILE_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
+/// Reads the body, refusing it past `limit` whatever the content-length
+/// says (chunked bodies included).
+pub async fn read_body<S, B>(mut stream: S, limit: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -45,8 +61,8 @@ where
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
-        if body.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        if body.len() + chunk.remaining() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
         }
         while chunk.has_remaining() {
             let piece = chunk.chunk();
@@ -111,6 +127,18 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["sessions", id], Method::PATCH) => patch_session(ctx, req, id).await,
             (["sessions", id], Method::DELETE) => delete_session(ctx, req, id).await,
             (["sessions", _], _) => Err(not_allowed(req, "GET, PATCH, DELETE")),
+            (["sessions", id, "files"], Method::GET) => list_files(ctx, req, id).await,
+            (["sessions", _, "files"], _) => Err(not_allowed(req, "GET")),
+            (["sessions", id, "file"], Method::GET) => read_file(ctx, req, id).await,
+            (["sessions", id, "file"], Method::PUT) => write_file(ctx, req, id).await,
+            (["sessions", id, "file"], Method::DELETE) => delete_file(ctx, req, id).await,
+            (["sessions", _, "file"], _) => Err(not_allowed(req, "GET, PUT, DELETE")),
+            (["sessions", id, "search"], Method::GET) => search(ctx, req, id).await,
+            (["sessions", _, "search"], _) => Err(not_allowed(req, "GET")),
+            (["sessions", id, "diff"], Method::GET) => diff(ctx, req, id).await,
+            (["sessions", _, "diff"], _) => Err(not_allowed(req, "GET")),
+            (["sessions", id, "commit"], Method::POST) => commit(ctx, req, id).await,
+            (["sessions", _, "commit"], _) => Err(not_allowed(req, "POST")),
             (["sessions", id, "turns"], Method::POST) => start_turn(ctx, req, id).await,
             (["sessions", id, "turns"], Method::GET) => list_turns(ctx, req, id),
             (["sessions", _, "turns"], _) => Err(not_allowed(req, "GET, POST")),
@@ -266,11 +294,27 @@ async fn patch_session(ctx: &Context, req: &Request, id: &str) -> Result<Respons
     Ok(json_reply(StatusCode::OK, &view))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteSessionQuery {
+    worktree: Option<String>,
+}
+
 async fn delete_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
-    no_query(req)?;
+    let q: DeleteSessionQuery = query(req)?;
+    let keep_worktree = match q.worktree.as_deref() {
+        None | Some("remove") => false,
+        Some("keep") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("worktree must be keep or remove, got {other:?}"))),
+    };
     load_session(ctx, id)?;
     let id_owned = id.to_string();
-    route::call::<SessionsMsg, _, _>(names::SESSIONS, |r| SessionsMsg::Delete(id_owned, r)).await??;
+    route::call::<SessionsMsg, _, _>(names::SESSIONS, |reply| SessionsMsg::Delete {
+        id: id_owned,
+        keep_worktree,
+        reply,
+    })
+    .await??;
     Ok(json_reply(StatusCode::OK, &json!({"id": id, "deleted": true})))
 }
 
@@ -434,4 +478,127 @@ async fn crash(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     let body: CrashRequest = json_body(req)?;
     let sent = super::crash_target(ctx, &body.target)?;
     Ok(json_reply(StatusCode::ACCEPTED, &json!({"target": body.target, "actor": sent})))
+}
+
+// ---- The file API: a session's worktree, seen through path-checked operations.
+
+/// The worktree of a session, or 409 if it was created without one.
+fn worktree_of(ctx: &Context, id: &str) -> Result<(SessionRecord, std::path::PathBuf), ApiError> {
+    let record = load_session(ctx, id)?;
+    match record.workspace.as_ref().map(|w| std::path::PathBuf::from(&w.worktree)) {
+        Some(path) => Ok((record, path)),
+        None => Err(ApiError::Conflict(format!(
+            "session {id} has no workspace; create it with \"workspace\":{{\"repo\":..}} to use the file API"
+        ))),
+    }
+}
+
+impl From<WorkspaceError> for ApiError {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::BadPath(m) => ApiError::BadRequest(m),
+            WorkspaceError::NotFound(m) => ApiError::NotFound(m),
+            WorkspaceError::TooLarge { .. } => ApiError::FileTooLarge(e.to_string()),
+            WorkspaceError::NotText(_) => ApiError::NotText(e.to_string()),
+            WorkspaceError::Conflict(m) => ApiError::Conflict(m),
+            WorkspaceError::Git { .. } | WorkspaceError::Io { .. } => {
+                ApiError::Daemon(bosun_actors::DaemonError::Internal(e.to_string()))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathQuery {
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePathQuery {
+    path: String,
+}
+
+async fn list_files(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: PathQuery = query(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let entries = workspace::list(&root, &q.path)
+        .await?
+        .into_iter()
+        .map(|e| FileEntry { name: e.name, kind: e.kind.to_string(), size: e.size })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &FileListing { path: q.path, entries }))
+}
+
+async fn read_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: FilePathQuery = query(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let content = workspace::read(&root, &q.path).await?;
+    Ok(json_reply(StatusCode::OK, &FileContent { path: q.path, content }))
+}
+
+/// Records a file change on the session's topic. The write already
+/// happened: the event is the audit trail of it, and no record changes, so
+/// committing straight from here does not make a second writer of any record.
+async fn audit_file(ctx: &Context, id: &str, kind: &str, path: &str, bytes: u64) -> Result<(), ApiError> {
+    let mut batch = bosun_state::Batch::new();
+    batch.event(NewEvent::new(
+        Topic::session(id),
+        EventType::Other(kind.to_string()),
+        json!({"path": path, "bytes": bytes}),
+    ));
+    ctx.store.commit(batch).await?;
+    Ok(())
+}
+
+async fn write_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: FilePathQuery = query(req)?;
+    let body: PutFileRequest = json_body(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let bytes = workspace::write(&root, &q.path, &body.content).await?;
+    audit_file(ctx, id, "file:written", &q.path, bytes).await?;
+    Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "bytes": bytes})))
+}
+
+async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: FilePathQuery = query(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let bytes = workspace::delete(&root, &q.path).await?;
+    audit_file(ctx, id, "file:deleted", &q.path, bytes).await?;
+    Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "deleted": true, "bytes": bytes})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: String,
+}
+
+async fn search(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: SearchQuery = query(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let results = workspace::search(&root, &q.q)
+        .await?
+        .into_iter()
+        .map(|h| SearchHit { path: h.path, line: h.line, text: h.text })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &SearchResults { results }))
+}
+
+async fn diff(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let (record, root) = worktree_of(ctx, id)?;
+    let base = record.workspace.map(|w| w.base).unwrap_or_default();
+    let diff = workspace::diff(&root, &base).await?;
+    Ok(json_reply(StatusCode::OK, &json!({"base": base, "diff": diff})))
+}
+
+async fn commit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    no_query(req)?;
+    let body: CommitRequest = json_body(req)?;
+    let (_, root) = worktree_of(ctx, id)?;
+    let sha = workspace::commit(&root, &body.message).await?;
+    Ok(json_reply(StatusCode::OK, &CommitResponse { sha, branch: workspace::session_branch(id), pushed: false }))
 }

@@ -22,6 +22,15 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A request that the session's state forbids (a file API call on a session without a workspace).
+    #[error("{0}")]
+    Conflict(String),
+    /// A file too large for the file API.
+    #[error("{0}")]
+    FileTooLarge(String),
+    /// A file the file API cannot return as text.
+    #[error("{0}")]
+    NotText(String),
     #[error("store: {0}")]
     Store(#[from] bosun_state::StoreError),
 }
@@ -42,6 +51,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotText(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +67,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::FileTooLarge(_) => "payload_too_large",
+            ApiError::NotText(_) => "unsupported_media_type",
             ApiError::Store(_) => "internal",
         }
     }

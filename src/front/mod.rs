@@ -88,7 +88,8 @@ pub fn routes(
                 let ctx = ctx.clone();
                 let auth = auth.clone();
                 async move {
-                    let body = match api::read_body(Box::pin(body)).await {
+                    let limit = api::body_limit(&method, path.as_str());
+                    let body = match api::read_body(Box::pin(body), limit).await {
                         Ok(body) => body,
                         Err(e) => return e.into_response(),
                     };

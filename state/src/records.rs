@@ -6,6 +6,7 @@
 
 use bosun_proto::{
     Action, ApprovalStatus, ApprovalView, DecidedBy, Policy, SessionStatus, SessionView, TurnStatus, TurnView, Usage,
+    WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -45,6 +46,31 @@ pub struct SessionRecord {
     pub turn_count: u64,
     pub created_at: String,
     pub updated_at: String,
+    /// The session's git worktree, if it was created with one. Defaulted so
+    /// records written before workspaces existed still decode.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceInfo>,
+}
+
+/// Where a session's worktree is and what it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    pub repo: String,
+    pub branch: String,
+    pub worktree: String,
+    /// The commit the session branch started from; diffs are taken against it.
+    pub base: String,
+}
+
+impl WorkspaceInfo {
+    pub fn view(&self) -> WorkspaceView {
+        WorkspaceView {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            worktree: self.worktree.clone(),
+            base: self.base.clone(),
+        }
+    }
 }
 
 impl Record for SessionRecord {
@@ -73,6 +99,7 @@ impl SessionRecord {
             turn_count: 0,
             created_at: now.clone(),
             updated_at: now,
+            workspace: None,
         }
     }
 
@@ -102,6 +129,7 @@ impl SessionRecord {
             usage: self.usage,
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
+            workspace: self.workspace.as_ref().map(WorkspaceInfo::view),
         }
     }
 }
@@ -330,5 +358,58 @@ impl Record for TotpRecord {
 
     fn key(&self) -> String {
         Self::KEY.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session record as written before workspaces existed.
+    #[derive(Serialize)]
+    struct OldSessionRecord {
+        id: String,
+        provider: String,
+        cwd: String,
+        title: String,
+        policy: Policy,
+        archived: bool,
+        draft: String,
+        active_turn: Option<String>,
+        awaiting_approval: bool,
+        usage: Usage,
+        turn_count: u64,
+        created_at: String,
+        updated_at: String,
+    }
+
+    #[test]
+    fn old_session_record_without_workspace_decodes() {
+        let old = OldSessionRecord {
+            id: "s_1".into(),
+            provider: "demo".into(),
+            cwd: "/tmp".into(),
+            title: "t".into(),
+            policy: Policy::PlanOnly,
+            archived: false,
+            draft: String::new(),
+            active_turn: None,
+            awaiting_approval: false,
+            usage: Usage::default(),
+            turn_count: 3,
+            created_at: "a".into(),
+            updated_at: "b".into(),
+        };
+        let mut bytes = SessionRecord::SCHEMA.to_be_bytes().to_vec();
+        rmp_serde::encode::write_named(&mut bytes, &old).unwrap();
+        let record: SessionRecord = crate::codec::decode_record(&bytes).unwrap();
+        assert_eq!(record.turn_count, 3);
+        assert_eq!(record.workspace, None);
+
+        let mut new = record.clone();
+        new.workspace =
+            Some(WorkspaceInfo { repo: "r".into(), branch: "main".into(), worktree: "/w".into(), base: "abc".into() });
+        let again: SessionRecord = crate::codec::decode_record(&crate::codec::encode_record(&new).unwrap()).unwrap();
+        assert_eq!(again, new);
     }
 }

@@ -44,6 +44,7 @@ fn session(id: &str, title: &str) -> SessionRecord {
         turn_count: 1,
         created_at: TS.into(),
         updated_at: TS.into(),
+        workspace: None,
     }
 }
 

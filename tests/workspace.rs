@@ -1,0 +1,255 @@
+//! Workspaces: a git worktree per session, the file API on it, and the
+//! paths that must never get out of it.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository on branch main with one commit; `ignored/` is in .gitignore.
+fn make_repo(root: &Path) -> PathBuf {
+    let repo = root.join("origin");
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "hello needle\n").unwrap();
+    std::fs::write(repo.join("src/lib.txt"), "one\ntwo needle\n").unwrap();
+    std::fs::write(repo.join(".gitignore"), "ignored/\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    repo
+}
+
+async fn workspace_session(d: &Daemon, repo: &Path, policy: &str) -> Value {
+    let (status, body) = d
+        .post(
+            "/api/v1/sessions",
+            json!({"provider":"demo","policy":policy,"workspace":{"repo": repo, "branch":"main"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn put(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
+    d.request(reqwest::Method::PUT, path, Some(body)).await
+}
+
+async fn delete(d: &Daemon, path: &str) -> (u16, Value) {
+    d.request(reqwest::Method::DELETE, path, None).await
+}
+
+fn file_events(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["type"] == "file:written" || e["type"] == "file:deleted").collect()
+}
+
+#[tokio::test]
+async fn worktree_lifecycle() {
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, Options::default());
+
+    let session = workspace_session(&d, &repo, "full-access").await;
+    let s = session["id"].as_str().unwrap().to_string();
+    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    assert_eq!(session["cwd"], session["workspace"]["worktree"]);
+    assert_eq!(worktree, data.join("worktrees").join(&s));
+    assert_eq!(session["workspace"]["branch"], "main");
+    assert_eq!(session["workspace"]["base"], git(&repo, &["rev-parse", "main"]));
+    assert_eq!(git(&worktree, &["rev-parse", "--abbrev-ref", "HEAD"]), format!("bosun/{s}"));
+
+    // Listing and reading.
+    let listing = d.ok_get(&format!("/api/v1/sessions/{s}/files")).await;
+    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![".gitignore", "README.md", "src"], "{listing}");
+    let src = &listing["entries"][2];
+    assert_eq!(src["kind"], "dir");
+    let listing = d.ok_get(&format!("/api/v1/sessions/{s}/files?path=src")).await;
+    assert_eq!(listing["entries"][0], json!({"name":"lib.txt","kind":"file","size":15}));
+    let file = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=src/lib.txt")).await;
+    assert_eq!(file, json!({"path":"src/lib.txt","content":"one\ntwo needle\n"}));
+    let (status, _) = d.get(&format!("/api/v1/sessions/{s}/file?path=missing.txt")).await;
+    assert_eq!(status, 404);
+
+    // Writing (a new file in a new directory, and an existing file), deleting.
+    let (status, body) =
+        put(&d, &format!("/api/v1/sessions/{s}/file?path=new/dir/a.txt"), json!({"content":"fresh needle\n"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(worktree.join("new/dir/a.txt")).unwrap(), "fresh needle\n");
+    let (status, body) =
+        put(&d, &format!("/api/v1/sessions/{s}/file?path=README.md"), json!({"content":"changed\n"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}/file?path=src/lib.txt")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!worktree.join("src/lib.txt").exists());
+    let (status, _) = put(&d, &format!("/api/v1/sessions/{s}/file?path=x.txt"), json!({"content":"x","extra":1})).await;
+    assert_eq!(status, 400, "unknown fields are refused");
+
+    // Every write and delete is on the session's topic, with its size.
+    let events = d.events(Some(&s), 0).await;
+    let audit: Vec<(String, String, u64)> = file_events(&events)
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().into(),
+                e["data"]["path"].as_str().unwrap().into(),
+                e["data"]["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audit,
+        vec![
+            ("file:written".into(), "new/dir/a.txt".into(), 13),
+            ("file:written".into(), "README.md".into(), 8),
+            ("file:deleted".into(), "src/lib.txt".into(), 15),
+        ]
+    );
+
+    // Search finds tracked and untracked files, not ignored ones.
+    std::fs::create_dir_all(worktree.join("ignored")).unwrap();
+    std::fs::write(worktree.join("ignored/secret.txt"), "needle in ignored\n").unwrap();
+    let found = d.ok_get(&format!("/api/v1/sessions/{s}/search?q=needle")).await;
+    assert_eq!(found["results"], json!([{"path":"new/dir/a.txt","line":1,"text":"fresh needle"}]), "{found}");
+
+    // Diff against the base: the edit, the deletion and the untracked file.
+    let diff = d.ok_get(&format!("/api/v1/sessions/{s}/diff")).await;
+    let text = diff["diff"].as_str().unwrap();
+    assert!(text.contains("+changed") && text.contains("-hello needle"), "{text}");
+    assert!(text.contains("deleted file mode") && text.contains("src/lib.txt"), "{text}");
+    assert!(text.contains("+fresh needle"), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+
+    // A demo turn runs its command in the worktree.
+    let t = d.start_turn(&s, "RUN: ls").await;
+    let done = d.wait_turn_end(&s, &t).await;
+    assert_eq!(done["data"]["status"], "completed");
+    let events = d.events(Some(&s), 0).await;
+    let output = turn_text(&events, &t, Some("command_output"));
+    assert!(output.contains("README.md") && output.contains("new"), "{output}");
+
+    // Commit: a commit on bosun/<id>, and nothing left to commit after it.
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"session work"})).await;
+    assert_eq!(status, 200, "{body}");
+    let sha = body["sha"].as_str().unwrap();
+    assert_eq!(body["branch"], format!("bosun/{s}"));
+    assert_eq!(body["pushed"], false);
+    assert_eq!(git(&worktree, &["rev-parse", &format!("bosun/{s}")]), sha);
+    assert_eq!(git(&worktree, &["log", "-1", "--format=%s"]), "session work");
+    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"again"})).await;
+    assert_eq!(status, 409);
+    // The ignored file was not committed.
+    assert!(!git(&worktree, &["ls-files"]).contains("secret"));
+
+    // Delete with remove (the default): worktree and branch gone.
+    let bare = std::fs::read_dir(data.join("repos")).unwrap().next().unwrap().unwrap().path();
+    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!worktree.exists());
+    assert_eq!(git(&bare, &["branch", "--list", &format!("bosun/{s}")]), "");
+
+    // A second session on the same repo reuses (and fetches into) the bare clone;
+    // deleting it with keep leaves worktree and branch.
+    std::fs::write(repo.join("later.txt"), "later\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "second"]);
+    let session = workspace_session(&d, &repo, "plan-only").await;
+    let s2 = session["id"].as_str().unwrap().to_string();
+    let worktree2 = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    assert!(worktree2.join("later.txt").exists(), "the bare clone was fetched");
+    assert_eq!(std::fs::read_dir(data.join("repos")).unwrap().count(), 1);
+    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s2}?worktree=keep")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(worktree2.join("later.txt").exists());
+    assert_eq!(
+        git(&bare, &["branch", "--list", "--format=%(refname:short)", &format!("bosun/{s2}")]),
+        format!("bosun/{s2}")
+    );
+    let (status, _) = d.get(&format!("/api/v1/sessions/{s2}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn paths_leaving_the_worktree_are_refused() {
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, Options::default());
+    let session = workspace_session(&d, &repo, "plan-only").await;
+    let s = session["id"].as_str().unwrap().to_string();
+    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    std::os::unix::fs::symlink("/etc", worktree.join("etc")).unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "outside\n").unwrap();
+    let before = git(&worktree, &["status", "--porcelain", "--ignored"]);
+
+    let forms = [
+        "../x",
+        "/etc/passwd",
+        "%2e%2e/x",
+        "%2e%2e%2fx",
+        "%252e%252e/x",
+        "a/../../x",
+        "../../../outside.txt",
+        "etc/passwd",
+        "etc",
+        ".git",
+        ".git/config",
+        "src/../.git/HEAD",
+    ];
+    for form in forms {
+        for (method, endpoint) in [("GET", "file"), ("PUT", "file"), ("DELETE", "file"), ("GET", "files")] {
+            let path = format!("/api/v1/sessions/{s}/{endpoint}?path={form}");
+            let (status, body) = match method {
+                "GET" => d.get(&path).await,
+                "PUT" => put(&d, &path, json!({"content":"pwned"})).await,
+                _ => delete(&d, &path).await,
+            };
+            assert_eq!(status, 400, "{method} {form}: {body}");
+            assert_eq!(body["error"]["code"], "bad_request", "{method} {form}: {body}");
+        }
+    }
+    // Nothing changed anywhere.
+    assert_eq!(git(&worktree, &["status", "--porcelain", "--ignored"]), before);
+    assert_eq!(std::fs::read_to_string(dir.path().join("outside.txt")).unwrap(), "outside\n");
+    assert!(!data.join("worktrees/x").exists() && !data.join("x").exists());
+    assert!(file_events(&d.events(Some(&s), 0).await).is_empty());
+
+    // Over 10 MB: 413, for a write and for a read.
+    let big = "a".repeat(11 * 1024 * 1024);
+    let (status, body) = put(&d, &format!("/api/v1/sessions/{s}/file?path=big.txt"), json!({"content": big})).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(!worktree.join("big.txt").exists());
+    std::fs::write(worktree.join("big2.txt"), &big).unwrap();
+    let (status, body) = d.get(&format!("/api/v1/sessions/{s}/file?path=big2.txt")).await;
+    assert_eq!(status, 413, "{body}");
+    // Binary content is not returned as text.
+    std::fs::write(worktree.join("bin.dat"), [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    let (status, body) = d.get(&format!("/api/v1/sessions/{s}/file?path=bin.dat")).await;
+    assert_eq!(status, 415, "{body}");
+
+    // A session without a workspace has no file API.
+    let plain = d.new_session(dir.path(), "plan-only").await;
+    let (status, body) = d.get(&format!("/api/v1/sessions/{plain}/files")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("no workspace"), "{body}");
+
+    // A repo or branch that does not exist is the client's mistake.
+    let (status, body) = d.post("/api/v1/sessions", json!({"workspace":{"repo": repo, "branch":"nope"}})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        d.post("/api/v1/sessions", json!({"workspace":{"repo": dir.path().join("none"), "branch":"main"}})).await;
+    assert_eq!(status, 400, "{body}");
+}
