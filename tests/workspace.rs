@@ -253,3 +253,35 @@ async fn paths_leaving_the_worktree_are_refused() {
         d.post("/api/v1/sessions", json!({"workspace":{"repo": dir.path().join("none"), "branch":"main"}})).await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// A clone that hangs (a remote that accepts and never answers) must not
+/// hold up the daemon: other sessions are created meanwhile.
+#[tokio::test]
+async fn a_slow_clone_does_not_hold_up_other_creations() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepts and keeps every connection open without a word.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let http = d.http.clone();
+    let url = format!("{}/api/v1/sessions", d.url);
+    let hanging = tokio::spawn(async move {
+        let body = json!({"workspace": {"repo": format!("http://127.0.0.1:{port}/never.git"), "branch": "main"}});
+        http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!hanging.is_finished(), "the clone was expected to hang");
+    let started = std::time::Instant::now();
+    let created =
+        tokio::time::timeout(std::time::Duration::from_secs(20), d.new_session(dir.path(), "plan-only")).await;
+    assert!(created.is_ok(), "a plain session could not be created while a clone hung ({:?})", started.elapsed());
+    let list = d.ok_get("/api/v1/sessions").await;
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1), "only the plain session exists yet: {list}");
+    hanging.abort();
+}

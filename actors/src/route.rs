@@ -36,10 +36,20 @@ where
     R: Send + 'static,
     F: FnOnce(RpcReplyPort<R>) -> M,
 {
+    call_within(name, CALL_TIMEOUT, build).await
+}
+
+/// [`call`] for a request known to take long (a clone), waiting up to `timeout`.
+pub async fn call_within<M, R, F>(name: &str, timeout: Duration, build: F) -> DaemonResult<R>
+where
+    M: Message,
+    R: Send + 'static,
+    F: FnOnce(RpcReplyPort<R>) -> M,
+{
     let actor: ActorRef<M> = lookup(name, LOOKUP_GRACE)
         .await
         .ok_or_else(|| DaemonError::Unavailable(format!("{name} is not running; retry shortly")))?;
-    match actor.call(build, Some(CALL_TIMEOUT)).await {
+    match actor.call(build, Some(timeout)).await {
         Ok(CallResult::Success(r)) => Ok(r),
         Ok(CallResult::Timeout) => Err(DaemonError::Unavailable(format!("{name} did not answer in time"))),
         Ok(CallResult::SenderError) | Err(_) => {

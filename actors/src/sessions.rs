@@ -15,7 +15,9 @@ use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView
 use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SessionsSupervisor;
@@ -23,6 +25,19 @@ pub struct SessionsSupervisor;
 pub struct SessionsState {
     ctx: Context,
     sup: Supervision,
+    /// One lock per repository: creations of workspaces on the same bare
+    /// clone take turns, others go on side by side.
+    repo_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A creation waiting for its worktree, made on a task so a slow clone does
+/// not hold up this supervisor (other creations, deletions, restarts).
+pub struct PendingCreate {
+    id: String,
+    req: CreateSessionRequest,
+    title: String,
+    policy: Policy,
+    reply: RpcReplyPort<DaemonResult<SessionView>>,
 }
 
 pub enum SessionsMsg {
@@ -34,6 +49,8 @@ pub enum SessionsMsg {
         reply: RpcReplyPort<DaemonResult<()>>,
     },
     Children(RpcReplyPort<Vec<ChildInfo>>),
+    /// The worktree of a pending creation is made (or could not be).
+    WorkspaceReady(PendingCreate, Result<workspace::Prepared, WorkspaceError>),
     Crash,
     Restart(RestartChild),
 }
@@ -63,7 +80,7 @@ impl Actor for SessionsSupervisor {
             backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
             on_restart: Some(ctx.restart_hook()),
         };
-        let mut state = SessionsState { sup: Supervision::new(config), ctx };
+        let mut state = SessionsState { sup: Supervision::new(config), ctx, repo_locks: HashMap::new() };
         let records = state.ctx.store.scan::<SessionRecord>()?;
         let count = records.len();
         for record in records {
@@ -93,9 +110,33 @@ impl Actor for SessionsSupervisor {
         state: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionsMsg::Create(req, reply) => {
-                let r = state.create(&myself, req).await;
-                let _ = reply.send(r);
+            SessionsMsg::Create(req, reply) => match state.validate(&req) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok((id, title, policy)) => {
+                    let pending = PendingCreate { id, req, title, policy, reply };
+                    if pending.req.workspace.is_some() {
+                        state.prepare_workspace(&myself, pending);
+                    } else {
+                        let r =
+                            state.create(&myself, pending.id, pending.req, pending.title, pending.policy, None).await;
+                        let _ = pending.reply.send(r);
+                    }
+                }
+            },
+            SessionsMsg::WorkspaceReady(pending, prepared) => {
+                let r = match prepared {
+                    Ok(prepared) => {
+                        let info = WorkspaceInfo {
+                            repo: prepared.repo,
+                            branch: prepared.branch,
+                            worktree: prepared.worktree.to_string_lossy().into_owned(),
+                            base: prepared.base,
+                        };
+                        state.create(&myself, pending.id, pending.req, pending.title, pending.policy, Some(info)).await
+                    }
+                    Err(e) => Err(ws_error(e)),
+                };
+                let _ = pending.reply.send(r);
             }
             SessionsMsg::Delete { id, keep_worktree, reply } => {
                 let r = state.delete(&id, keep_worktree).await;
@@ -144,7 +185,9 @@ impl SessionsState {
         Ok(())
     }
 
-    async fn create(&mut self, myself: &ActorRef<SessionsMsg>, req: CreateSessionRequest) -> DaemonResult<SessionView> {
+    /// Checks a creation request before anything is made: the new
+    /// session's id, title and policy.
+    fn validate(&self, req: &CreateSessionRequest) -> DaemonResult<(String, String, Policy)> {
         if self.ctx.providers.get(&req.provider).is_none() {
             let known: Vec<&str> = self.ctx.providers.list().map(|p| p.name.as_str()).collect();
             return Err(DaemonError::BadRequest(format!(
@@ -156,41 +199,69 @@ impl SessionsState {
         if req.workspace.is_some() && req.cwd.is_some() {
             return Err(DaemonError::BadRequest("give cwd or workspace, not both: a workspace sets cwd".into()));
         }
-        let cwd = match &req.cwd {
-            Some(cwd) => cwd.clone(),
-            None => self.ctx.settings.default_cwd.to_string_lossy().into_owned(),
-        };
-        let path = Path::new(&cwd);
-        if !path.is_absolute() {
-            return Err(DaemonError::BadRequest(format!("cwd must be an absolute path, got {cwd:?}")));
+        if req.workspace.is_none() {
+            let cwd = self.cwd_of(req);
+            let path = Path::new(&cwd);
+            if !path.is_absolute() {
+                return Err(DaemonError::BadRequest(format!("cwd must be an absolute path, got {cwd:?}")));
+            }
+            if !path.is_dir() {
+                return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
+            }
         }
-        if !path.is_dir() {
-            return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
-        }
-        let title = req.title.unwrap_or_default();
+        let title = req.title.clone().unwrap_or_default();
         if title.len() > MAX_TITLE_BYTES {
             return Err(DaemonError::BadRequest(format!("title must be at most {MAX_TITLE_BYTES} bytes")));
         }
         let id = new_id("s_");
         let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
-        let policy = req.policy.unwrap_or(Policy::PlanOnly);
-        // The worktree is made before the record: a session never points at a
-        // worktree that is not there. A failed commit removes it again.
-        // Git runs inside this handler, so creations queue behind a clone;
-        // that keeps two creations from racing on the same bare clone.
-        let workspace = match &req.workspace {
-            Some(ws) => {
-                let data_dir = &self.ctx.settings.data_dir;
-                let prepared = workspace::prepare(data_dir, &ws.repo, &ws.branch, &id).await.map_err(ws_error)?;
-                Some(WorkspaceInfo {
-                    repo: prepared.repo,
-                    branch: prepared.branch,
-                    worktree: prepared.worktree.to_string_lossy().into_owned(),
-                    base: prepared.base,
-                })
+        Ok((id, title, req.policy.unwrap_or(Policy::PlanOnly)))
+    }
+
+    fn cwd_of(&self, req: &CreateSessionRequest) -> String {
+        match &req.cwd {
+            Some(cwd) => cwd.clone(),
+            None => self.ctx.settings.default_cwd.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Makes the worktree on a task and comes back with `WorkspaceReady`.
+    /// The worktree is made before the record, so a session never points at
+    /// a worktree that is not there; creations on the same repository take
+    /// turns on its bare clone.
+    fn prepare_workspace(&mut self, myself: &ActorRef<SessionsMsg>, pending: PendingCreate) {
+        let Some(ws) = pending.req.workspace.clone() else { return };
+        let lock = self.repo_locks.entry(ws.repo.clone()).or_default().clone();
+        let data_dir = self.ctx.settings.data_dir.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let prepared = {
+                let _turn = lock.lock().await;
+                workspace::prepare(&data_dir, &ws.repo, &ws.branch, &pending.id).await
+            };
+            if let Err(ractor::MessagingErr::SendErr(SessionsMsg::WorkspaceReady(pending, Ok(prepared)))) =
+                myself.send_message(SessionsMsg::WorkspaceReady(pending, prepared))
+            {
+                // This supervisor went down meanwhile: nobody will record the
+                // session, so the worktree would be an orphan.
+                if let Err(e) = workspace::remove(&data_dir, &prepared.repo, &pending.id).await {
+                    tracing::warn!(session_id = %pending.id, error = %e, "could not remove an orphaned worktree");
+                }
             }
-            None => None,
-        };
+        });
+    }
+
+    /// Records a checked session (with its worktree, if any) and starts its actor.
+    async fn create(
+        &mut self,
+        myself: &ActorRef<SessionsMsg>,
+        id: String,
+        req: CreateSessionRequest,
+        title: String,
+        policy: Policy,
+        workspace: Option<WorkspaceInfo>,
+    ) -> DaemonResult<SessionView> {
+        let cwd = self.cwd_of(&req);
         let cwd = workspace.as_ref().map(|w| w.worktree.clone()).unwrap_or(cwd);
         let mut record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
         record.workspace = workspace;

@@ -16,7 +16,7 @@ pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
 /// Most results a search returns.
 pub const MAX_SEARCH_RESULTS: usize = 1000;
 /// How long a clone or fetch may take; local git commands get less.
-const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
+pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]

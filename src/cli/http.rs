@@ -107,19 +107,30 @@ impl Server {
     }
 
     pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Answer> {
-        self.call(Method::GET, segments, query, None::<&()>).await
+        self.call(Method::GET, segments, query, None::<&()>, REQUEST_TIMEOUT).await
     }
 
     pub async fn post<B: Serialize>(&self, segments: &[&str], body: Option<&B>) -> anyhow::Result<Answer> {
-        self.call(Method::POST, segments, &[], body).await
+        self.call(Method::POST, segments, &[], body, REQUEST_TIMEOUT).await
+    }
+
+    /// A POST known to take long on the daemon's side (a session whose
+    /// workspace needs a clone), waiting up to `timeout`.
+    pub async fn post_within<B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> anyhow::Result<Answer> {
+        self.call(Method::POST, segments, &[], body, timeout).await
     }
 
     pub async fn patch<B: Serialize>(&self, segments: &[&str], body: &B) -> anyhow::Result<Answer> {
-        self.call(Method::PATCH, segments, &[], Some(body)).await
+        self.call(Method::PATCH, segments, &[], Some(body), REQUEST_TIMEOUT).await
     }
 
     pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Answer> {
-        self.call(Method::DELETE, segments, &[], None::<&()>).await
+        self.call(Method::DELETE, segments, &[], None::<&()>, REQUEST_TIMEOUT).await
     }
 
     async fn call<B: Serialize>(
@@ -128,9 +139,10 @@ impl Server {
         segments: &[&str],
         query: &[(&str, String)],
         body: Option<&B>,
+        timeout: Duration,
     ) -> anyhow::Result<Answer> {
         let url = self.endpoint(segments);
-        let mut request = self.http.request(method.clone(), url.clone());
+        let mut request = self.http.request(method.clone(), url.clone()).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -142,7 +154,7 @@ impl Server {
             // daemon insists on.
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(e, &method, &url))?;
+        let response = request.send().await.map_err(|e| self.transport_error(e, &method, &url, timeout))?;
         let status = response.status();
         let text = response.text().await.with_context(|| format!("reading the answer to {method} {url}"))?;
         if status.is_success() {
@@ -159,7 +171,7 @@ impl Server {
         }
     }
 
-    fn transport_error(&self, e: reqwest::Error, method: &Method, url: &Url) -> anyhow::Error {
+    fn transport_error(&self, e: reqwest::Error, method: &Method, url: &Url, timeout: Duration) -> anyhow::Error {
         if e.is_connect() {
             return self.unreachable(&root_cause(&e));
         }
@@ -167,7 +179,7 @@ impl Server {
             return anyhow!(
                 "the daemon at {} did not answer {method} {url} within {}s",
                 self.base(),
-                REQUEST_TIMEOUT.as_secs()
+                timeout.as_secs()
             );
         }
         anyhow!(e).context(format!("{method} {url}"))

@@ -403,7 +403,13 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
         policy: args.policy.map(Policy::from),
         workspace,
     };
-    let answer = client.server.post(&["api", "v1", "sessions"], Some(&body)).await?;
+    // A workspace may need a clone first; the daemon waits for it as long.
+    let timeout = if body.workspace.is_some() {
+        bosun_adapters::workspace::NETWORK_TIMEOUT + Duration::from_secs(90)
+    } else {
+        Duration::from_secs(30)
+    };
+    let answer = client.server.post_within(&["api", "v1", "sessions"], Some(&body), timeout).await?;
     if client.json {
         client.print_raw(&answer)?;
         return Ok(0);

@@ -242,7 +242,15 @@ fn list_sessions(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
 async fn create_session(_ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     no_query(req)?;
     let body: CreateSessionRequest = json_body(req)?;
-    let view = route::call::<SessionsMsg, _, _>(names::SESSIONS, |r| SessionsMsg::Create(body, r)).await??;
+    // A workspace may need a clone: wait for it rather than answer 503 while
+    // the session is still being made.
+    let timeout = if body.workspace.is_some() {
+        bosun_adapters::workspace::NETWORK_TIMEOUT + std::time::Duration::from_secs(60)
+    } else {
+        route::CALL_TIMEOUT
+    };
+    let view =
+        route::call_within::<SessionsMsg, _, _>(names::SESSIONS, timeout, |r| SessionsMsg::Create(body, r)).await??;
     Ok(json_reply(StatusCode::CREATED, &view))
 }
 
