@@ -16,10 +16,11 @@
 use crate::context::Context;
 use crate::names;
 use crate::turn::TurnMsg;
+use bosun_adapters::sandbox::{Jail, BWRAP_PACKAGE};
 use bosun_adapters::{
     AgentDriver, AgentEvent, DriverInit, DriverNotice, LogLevel, ProviderRegistry, TurnControl, TurnHandle, TurnInput,
 };
-use bosun_proto::{EventType, NewEvent, Topic};
+use bosun_proto::{EventType, NewEvent, Sandbox, Topic};
 use bosun_state::{AgentBinding, AgentProcess, Batch, SessionRecord, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
@@ -136,7 +137,19 @@ impl Actor for ProviderWorker {
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
         let session = args.ctx.store.get::<SessionRecord>(&args.session_id)?;
+        let sandbox = session.as_ref().map(|s| s.sandbox).unwrap_or_default();
         let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
+        let jail = match sandbox {
+            Sandbox::None => None,
+            // Fail closed: a session made to be jailed never runs on the host,
+            // even if bubblewrap went away since it was created.
+            Sandbox::Bwrap => Some(Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
+                format!(
+                    "session {} needs bubblewrap (`bwrap` not found on PATH; install the {:?} package)",
+                    args.session_id, BWRAP_PACKAGE
+                )
+            })?),
+        };
         // A binding made by another provider (the session was switched) means nothing here.
         let binding = args
             .ctx
@@ -145,8 +158,13 @@ impl Actor for ProviderWorker {
             .filter(|b| b.provider == args.provider)
             .map(|b| b.binding);
         let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
-        let init =
-            DriverInit { session_id: args.session_id.clone(), cwd, binding: binding.clone(), notices: notices_tx };
+        let init = DriverInit {
+            session_id: args.session_id.clone(),
+            cwd,
+            binding: binding.clone(),
+            notices: notices_tx,
+            sandbox: jail,
+        };
         let driver = args.ctx.providers.driver(&args.provider, init)?;
         let notices = tokio::spawn(async move {
             while let Some(notice) = notices_rx.recv().await {

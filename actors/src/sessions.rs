@@ -11,7 +11,7 @@ use crate::supervision::{
     SupervisorConfig,
 };
 use bosun_adapters::workspace::{self, WorkspaceError};
-use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, SessionView, Topic};
+use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, Sandbox, SessionView, Topic};
 use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
@@ -209,6 +209,23 @@ impl SessionsState {
                 return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
             }
         }
+        // Real agents keep state (their home, CODEX_HOME...) that the jail
+        // does not make writable yet: refuse rather than start a jail that
+        // breaks them.
+        if req.sandbox == Sandbox::Bwrap
+            && self.ctx.providers.get(&req.provider).is_some_and(|p| p.kind != bosun_adapters::ProviderKind::Demo)
+        {
+            return Err(DaemonError::BadRequest(format!(
+                "sandbox \"bwrap\" runs demo-provider sessions only for now; provider {:?} is a real agent, whose own state the jail cannot hold yet",
+                req.provider
+            )));
+        }
+        if req.sandbox == Sandbox::Bwrap && bosun_adapters::sandbox::bwrap_path().is_none() {
+            return Err(DaemonError::Unavailable(format!(
+                "sandbox \"bwrap\" needs bubblewrap, which is not installed (no `bwrap` on PATH); install the {:?} package",
+                bosun_adapters::sandbox::BWRAP_PACKAGE
+            )));
+        }
         let title = req.title.clone().unwrap_or_default();
         if title.len() > MAX_TITLE_BYTES {
             return Err(DaemonError::BadRequest(format!("title must be at most {MAX_TITLE_BYTES} bytes")));
@@ -265,6 +282,7 @@ impl SessionsState {
         let cwd = workspace.as_ref().map(|w| w.worktree.clone()).unwrap_or(cwd);
         let mut record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
         record.workspace = workspace;
+        record.sandbox = req.sandbox;
         let mut batch = Batch::new();
         batch.put(&record)?;
         batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));

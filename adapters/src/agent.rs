@@ -152,6 +152,9 @@ pub struct DriverInit {
     pub binding: Option<serde_json::Value>,
     /// Where the driver reports on its agent process, outside of any turn.
     pub notices: mpsc::UnboundedSender<DriverNotice>,
+    /// The jail the session's agent and commands run in (`"sandbox":"bwrap"`);
+    /// `None` runs them on the host.
+    pub sandbox: Option<crate::sandbox::Jail>,
 }
 
 /// What a driver says about its agent process, as opposed to a turn's events.

@@ -19,6 +19,7 @@ use crate::agent::{
     AgentDriver, AgentError, AgentEvent, Capabilities, LogLevel, TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::process::{CommandEvent, ShellCommand, DEFAULT_OUTPUT_LIMIT};
+use crate::sandbox::Jail;
 use crate::turn_slot::{TurnPermit, TurnSlot};
 
 /// Pause after each reply chunk, so clients really see a stream.
@@ -57,11 +58,18 @@ pub const CUT_COMMAND_FAILURE: &str = "the command was cut by a restart and was 
 #[derive(Debug)]
 pub struct DemoDriver {
     slot: TurnSlot,
+    /// Where `RUN:` commands run: inside this jail, or on the host.
+    jail: Option<Jail>,
 }
 
 impl DemoDriver {
     pub fn new() -> DemoDriver {
-        DemoDriver { slot: TurnSlot::new() }
+        DemoDriver::jailed(None)
+    }
+
+    /// A driver whose commands run in `jail` (on the host with `None`).
+    pub fn jailed(jail: Option<Jail>) -> DemoDriver {
+        DemoDriver { slot: TurnSlot::new(), jail }
     }
 }
 
@@ -101,6 +109,7 @@ impl AgentDriver for DemoDriver {
             Start::Resume(cp) => cp.chunks,
         };
         let turn = Turn {
+            jail: self.jail.clone(),
             input_words: input.text.split_whitespace().count() as u64,
             input,
             events,
@@ -241,6 +250,7 @@ type Flow = Result<(), End>;
 
 struct Turn {
     input: TurnInput,
+    jail: Option<Jail>,
     input_words: u64,
     events: mpsc::UnboundedSender<AgentEvent>,
     controls: mpsc::UnboundedReceiver<TurnControl>,
@@ -359,7 +369,8 @@ impl Turn {
         // on, the resume must know the command may have had effects.
         let running = Position { step: index, run: Some(RunPhase::Running) };
         self.chunk(ChunkKind::Notice, format!("running `{command}`"), running.clone())?;
-        let mut cmd = match ShellCommand::spawn(&command, &self.input.cwd, DEFAULT_OUTPUT_LIMIT) {
+        let mut cmd = match ShellCommand::spawn_in(&command, &self.input.cwd, DEFAULT_OUTPUT_LIMIT, self.jail.as_ref())
+        {
             Ok(cmd) => cmd,
             Err(err) => return self.chunk(ChunkKind::Notice, format!("`{command}` could not be started: {err}"), done),
         };

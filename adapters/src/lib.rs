@@ -10,6 +10,7 @@ pub mod codex;
 pub mod demo;
 pub mod process;
 pub mod registry;
+pub mod sandbox;
 mod turn_slot;
 pub mod workspace;
 

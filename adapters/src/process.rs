@@ -21,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
+use crate::sandbox::{Jail, Limits};
+
 /// How much output a command may forward before the rest is dropped, so a
 /// runaway command (`yes`, `cat /dev/urandom`) cannot eat the daemon's memory.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
@@ -144,7 +146,15 @@ pub struct PipedChild {
 /// Spawns `program` with `args` and `env` in `cwd`, as the leader of a new
 /// process group, with stdin, stdout and stderr piped: how drivers start the
 /// agents they talk to over stdio.
-pub fn spawn_piped_in_group<A, E, K, V>(program: &str, args: A, env: E, cwd: &Path) -> io::Result<PipedChild>
+///
+/// With a `jail`, the agent runs inside it (see [`Jail`]).
+pub fn spawn_piped_in_group<A, E, K, V>(
+    program: &str,
+    args: A,
+    env: E,
+    cwd: &Path,
+    jail: Option<&Jail>,
+) -> io::Result<PipedChild>
 where
     A: IntoIterator,
     A::Item: AsRef<OsStr>,
@@ -152,7 +162,10 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    let mut command = Command::new(program);
+    let mut command = match jail {
+        Some(jail) => jail.command(program, cwd, Limits::AGENT),
+        None => Command::new(program),
+    };
     command.args(args).envs(env).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let (mut child, group) = spawn_in_group(&mut command)?;
     // Piped above, so always there; should one be missing, `group` kills the
@@ -262,7 +275,16 @@ impl ShellCommand {
     /// Starts `sh -c command` in `cwd` with stdin closed. At most
     /// `output_limit` bytes of output are forwarded.
     pub fn spawn(command: &str, cwd: &Path, output_limit: usize) -> io::Result<ShellCommand> {
-        let mut cmd = Command::new("sh");
+        ShellCommand::spawn_in(command, cwd, output_limit, None)
+    }
+
+    /// [`ShellCommand::spawn`], inside `jail` when there is one. Killing the
+    /// group kills the jail's bwrap, which takes every jailed process down.
+    pub fn spawn_in(command: &str, cwd: &Path, output_limit: usize, jail: Option<&Jail>) -> io::Result<ShellCommand> {
+        let mut cmd = match jail {
+            Some(jail) => jail.command("sh", cwd, Limits::COMMAND),
+            None => Command::new("sh"),
+        };
         cmd.arg("-c").arg(command).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let (mut child, group) = spawn_in_group(&mut cmd)?;
         // From here on `group` kills the command if we bail out.

@@ -7,6 +7,7 @@
 
 use crate::agent::{AgentDriver, Capabilities, DriverInit};
 use crate::demo::DemoDriver;
+use crate::sandbox::Jail;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -97,11 +98,17 @@ pub struct ProviderSpec {
     pub silence_timeout_secs: Option<u64>,
     #[serde(skip)]
     pub origin: ProviderOrigin,
+    /// The jail of the session this copy of the spec starts an agent for:
+    /// set by [`ProviderRegistry::driver`] from [`DriverInit::sandbox`], so the
+    /// drivers' spawn calls find it next to the command they start.
+    #[serde(skip)]
+    pub jail: Option<Jail>,
 }
 
 impl ProviderSpec {
     pub fn new(name: &str, kind: ProviderKind, command: Option<&str>, args: &[&str]) -> ProviderSpec {
         ProviderSpec {
+            jail: None,
             name: name.to_string(),
             kind,
             command: command.map(str::to_string),
@@ -337,8 +344,9 @@ impl ProviderRegistry {
         if let Some(resolved) = self.resolve(&spec) {
             spec.command = Some(resolved.to_string_lossy().into_owned());
         }
+        spec.jail = init.sandbox.clone();
         match spec.kind {
-            ProviderKind::Demo => Ok(Box::new(DemoDriver::new())),
+            ProviderKind::Demo => Ok(Box::new(DemoDriver::jailed(init.sandbox))),
             ProviderKind::Acp => Ok(Box::new(crate::acp::AcpDriver::new(spec, init))),
             ProviderKind::CodexAppServer => Ok(Box::new(crate::codex::CodexDriver::new(spec, init))),
             kind => Err(RegistryError::KindUnavailable { name: spec.name.clone(), kind: kind.as_str() }),
@@ -425,6 +433,7 @@ mod tests {
             cwd: PathBuf::from("/tmp"),
             binding: None,
             notices: tokio::sync::mpsc::unbounded_channel().0,
+            sandbox: None,
         }
     }
 

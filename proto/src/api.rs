@@ -41,6 +41,27 @@ pub struct CreateSessionRequest {
     /// A git worktree to work in; the session's `cwd` becomes the worktree.
     #[serde(default)]
     pub workspace: Option<WorkspaceRequest>,
+    /// Where the session's agent and commands run: `"none"` (on the host,
+    /// the default) or `"bwrap"` (a bubblewrap jail).
+    #[serde(default)]
+    pub sandbox: Sandbox,
+}
+
+/// How a session's processes are confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// On the host, as the daemon's user.
+    #[default]
+    None,
+    /// In a bubblewrap jail: host read-only, cwd writable, no network.
+    Bwrap,
+}
+
+impl Sandbox {
+    pub fn is_none(&self) -> bool {
+        *self == Sandbox::None
+    }
 }
 
 /// `"workspace":{"repo":..,"branch":..}` in a create request.
@@ -167,6 +188,8 @@ pub struct SessionView {
     /// Present only on sessions created with a workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceView>,
+    #[serde(default)]
+    pub sandbox: Sandbox,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

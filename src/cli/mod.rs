@@ -402,6 +402,7 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
         title: args.title,
         policy: args.policy.map(Policy::from),
         workspace,
+        sandbox: Default::default(),
     };
     // A workspace may need a clone first; the daemon waits for it as long.
     let timeout = if body.workspace.is_some() {

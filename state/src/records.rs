@@ -5,8 +5,8 @@
 //! daemon can migrate old snapshots (see [`Record::migrate`]).
 
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, DecidedBy, Policy, SessionStatus, SessionView, TurnStatus, TurnView, Usage,
-    WorkspaceView,
+    Action, ApprovalStatus, ApprovalView, DecidedBy, Policy, Sandbox, SessionStatus, SessionView, TurnStatus, TurnView,
+    Usage, WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -50,6 +50,9 @@ pub struct SessionRecord {
     /// records written before workspaces existed still decode.
     #[serde(default)]
     pub workspace: Option<WorkspaceInfo>,
+    /// Defaulted (no jail) so records written before sandboxes still decode.
+    #[serde(default)]
+    pub sandbox: Sandbox,
 }
 
 /// Where a session's worktree is and what it came from.
@@ -100,6 +103,7 @@ impl SessionRecord {
             created_at: now.clone(),
             updated_at: now,
             workspace: None,
+            sandbox: Sandbox::None,
         }
     }
 
@@ -130,6 +134,7 @@ impl SessionRecord {
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
             workspace: self.workspace.as_ref().map(WorkspaceInfo::view),
+            sandbox: self.sandbox,
         }
     }
 }

@@ -45,6 +45,7 @@ fn session(id: &str, title: &str) -> SessionRecord {
         created_at: TS.into(),
         updated_at: TS.into(),
         workspace: None,
+        sandbox: Default::default(),
     }
 }
 

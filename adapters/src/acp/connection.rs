@@ -176,7 +176,7 @@ pub(crate) async fn spawn_agent(
 ) -> Result<Spawned, SpawnError> {
     let program = spec.command.as_deref().ok_or(SpawnError::NoCommand)?;
     let PipedChild { mut child, group, stdin, stdout, stderr } =
-        spawn_piped_in_group(program, &spec.args, &spec.env, cwd)
+        spawn_piped_in_group(program, &spec.args, &spec.env, cwd, spec.jail.as_ref())
             .map_err(|source| SpawnError::Spawn { command: program.to_string(), source })?;
     let pid = child.id().unwrap_or_default();
     // From here on `process` owns the group: any early return kills it.

@@ -34,8 +34,13 @@ impl Harness {
 
     fn in_dir(spec: ProviderSpec, binding: Option<Value>, dir: tempfile::TempDir) -> Harness {
         let (notices_tx, notices) = mpsc::unbounded_channel();
-        let init =
-            DriverInit { session_id: "s_test".into(), cwd: dir.path().to_path_buf(), binding, notices: notices_tx };
+        let init = DriverInit {
+            session_id: "s_test".into(),
+            cwd: dir.path().to_path_buf(),
+            binding,
+            notices: notices_tx,
+            sandbox: None,
+        };
         Harness { driver: AcpDriver::new(spec, init), notices, dir, turns: 0 }
     }
 

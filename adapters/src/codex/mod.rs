@@ -298,7 +298,8 @@ impl TurnEnd {
 async fn launch(shared: &Arc<Shared>, spec: &ProviderSpec, cwd: &Path) -> Result<Agent, String> {
     let program = spec.command.as_deref().filter(|c| !c.trim().is_empty()).ok_or("no command is configured")?;
     let PipedChild { child, group, stdin, stdout, stderr } =
-        spawn_piped_in_group(program, &spec.args, &spec.env, cwd).map_err(|e| format!("starting {program}: {e}"))?;
+        spawn_piped_in_group(program, &spec.args, &spec.env, cwd, spec.jail.as_ref())
+            .map_err(|e| format!("starting {program}: {e}"))?;
     let pid = child.id();
     let generation = {
         let mut state = shared.state();

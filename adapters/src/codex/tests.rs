@@ -360,7 +360,7 @@ fn fake_driver(script: &str, silence_secs: Option<u64>) -> (CodexDriver, mpsc::U
     spec.startup_timeout_secs = Some(5);
     spec.silence_timeout_secs = silence_secs;
     let (notices, notices_rx) = mpsc::unbounded_channel();
-    let init = DriverInit { session_id: "s".into(), cwd: std::env::temp_dir(), binding: None, notices };
+    let init = DriverInit { session_id: "s".into(), cwd: std::env::temp_dir(), binding: None, notices, sandbox: None };
     (CodexDriver::new(spec, init), notices_rx)
 }
 

@@ -1,0 +1,218 @@
+//! The bubblewrap jail a session created with `"sandbox":"bwrap"` runs in.
+//!
+//! A [`Jail`] turns "run `program` in `cwd`" into "run `bwrap <mounts> --
+//! program` in `cwd`": the host read-only, the session's cwd read-write, a
+//! private `/tmp`, the daemon's data dir (bare clones, other sessions'
+//! worktrees, the store) covered by an empty tmpfs, and every namespace
+//! unshared, network included. Resource limits are set with `setrlimit`
+//! between fork and exec, so bwrap and everything it starts inherit them.
+//!
+//! Known limits of this first cut: the network is always off, whatever the
+//! session's policy; the agent's own state dirs (`HOME`, `CODEX_HOME`) are
+//! read-only or, under `/tmp` and the data dir, hidden; a worktree's `.git`
+//! file points into the hidden data dir, so `git` inside the jail does not
+//! work; there is no memory limit beyond the address-space cap.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+/// The name of the package that provides `bwrap`, for error messages.
+pub const BWRAP_PACKAGE: &str = "bubblewrap";
+
+/// Resource limits applied to everything in a jail. `None` leaves a limit as
+/// the daemon has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU seconds (RLIMIT_CPU): a runaway loop is killed with SIGXCPU/SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// Address space in bytes (RLIMIT_AS).
+    pub address_space: Option<u64>,
+    /// Processes of the jail's user (RLIMIT_NPROC): stops fork bombs.
+    pub processes: Option<u64>,
+}
+
+impl Limits {
+    /// For one command the demo agent runs: it should not need more.
+    pub const COMMAND: Limits = Limits { cpu_seconds: Some(600), address_space: Some(8 << 30), processes: Some(4096) };
+    /// For a long-lived agent process: it lives for many turns, so CPU time
+    /// adds up, and JavaScript runtimes reserve large address ranges up front;
+    /// only the process cap applies.
+    pub const AGENT: Limits = Limits { cpu_seconds: None, address_space: None, processes: Some(4096) };
+}
+
+/// How a session's processes are confined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jail {
+    /// The daemon's data dir, hidden inside the jail.
+    data_dir: PathBuf,
+    bwrap: PathBuf,
+}
+
+impl Jail {
+    /// A bubblewrap jail hiding `data_dir`, or `None` when `bwrap` is not on
+    /// `PATH`.
+    pub fn bwrap(data_dir: &Path) -> Option<Jail> {
+        let bwrap = bwrap_path()?;
+        Some(Jail { data_dir: data_dir.to_path_buf(), bwrap })
+    }
+
+    /// A command that runs `program` inside the jail, with `cwd` its only
+    /// writable directory (besides a private `/tmp`). Arguments for `program`
+    /// are added by the caller after this returns.
+    pub fn command(&self, program: impl AsRef<OsStr>, cwd: &Path, limits: Limits) -> Command {
+        let mut cmd = Command::new(&self.bwrap);
+        cmd.args(self.args(cwd)).arg("--").arg(program).current_dir(cwd);
+        // SAFETY: the closure only calls setrlimit, which is async-signal-safe,
+        // and touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(move || apply_limits(limits));
+        }
+        cmd
+    }
+
+    /// The bwrap options, in mount order: later mounts cover earlier ones.
+    fn args<'a>(&'a self, cwd: &'a Path) -> Vec<&'a OsStr> {
+        let mut args: Vec<&'a OsStr> = Vec::new();
+        let mut push = |parts: &[&'a OsStr]| args.extend_from_slice(parts);
+        let s = |s: &'static str| OsStr::new(s);
+        push(&[s("--ro-bind"), s("/"), s("/"), s("--dev"), s("/dev"), s("--proc"), s("/proc")]);
+        push(&[s("--tmpfs"), s("/tmp")]);
+        push(&[s("--bind"), cwd.as_os_str(), cwd.as_os_str()]);
+        // After the cwd, so a cwd that contains the data dir does not expose
+        // it again; the worktrees dir is inside the data dir, so one tmpfs
+        // hides the store and every session's worktree.
+        push(&[s("--tmpfs"), self.data_dir.as_os_str()]);
+        if cwd.starts_with(&self.data_dir) {
+            // The session's own worktree lives under the data dir: bring it
+            // back over the tmpfs.
+            push(&[s("--bind"), cwd.as_os_str(), cwd.as_os_str()]);
+        }
+        push(&[s("--chdir"), cwd.as_os_str()]);
+        // No network: `--unshare-all` includes the network namespace, where
+        // only a loopback that is down exists.
+        push(&[s("--unshare-all"), s("--die-with-parent")]);
+        // A new session keeps a jailed process from pushing keystrokes into
+        // the daemon's terminal (TIOCSTI). It also moves the jailed tree out
+        // of our process group, but killing the group still kills bwrap, and
+        // with it the whole pid namespace (`--die-with-parent` and pid 1's
+        // death), so interrupts still reach every jailed process.
+        push(&[s("--new-session")]);
+        args
+    }
+}
+
+fn apply_limits(limits: Limits) -> std::io::Result<()> {
+    let pairs = [
+        (libc::RLIMIT_CPU, limits.cpu_seconds),
+        (libc::RLIMIT_AS, limits.address_space),
+        (libc::RLIMIT_NPROC, limits.processes),
+    ];
+    for (resource, value) in pairs {
+        let Some(value) = value else { continue };
+        let limit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Where `bwrap` is on `PATH`, if anywhere.
+pub fn bwrap_path() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("bwrap")).find(|candidate| {
+        std::fs::metadata(candidate).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jail(data_dir: &Path) -> Option<Jail> {
+        let jail = Jail::bwrap(data_dir);
+        if jail.is_none() {
+            eprintln!("bwrap not installed; skipping");
+        }
+        jail
+    }
+
+    async fn run(jail: &Jail, cwd: &Path, script: &str) -> std::process::Output {
+        let mut cmd = jail.command("sh", cwd, Limits::COMMAND);
+        cmd.arg("-c").arg(script);
+        cmd.output().await.expect("bwrap runs")
+    }
+
+    #[tokio::test]
+    async fn cwd_is_writable_and_the_rest_is_not() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let data = tempfile::tempdir().expect("tempdir");
+        let cwd = data.path().join("worktrees").join("s_1");
+        std::fs::create_dir_all(&cwd).expect("mkdir");
+        std::fs::write(data.path().join("secret"), "x").expect("write");
+        let Some(jail) = jail(data.path()) else { return };
+        let out = run(&jail, &cwd, "touch inside && pwd").await;
+        assert!(out.status.success(), "{out:?}");
+        assert!(cwd.join("inside").exists());
+        let out = run(&jail, &cwd, &format!("touch {}/x", outside.path().display())).await;
+        assert!(!out.status.success());
+        assert!(!outside.path().join("x").exists());
+        let out = run(&jail, &cwd, &format!("ls -A {}", data.path().display())).await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "worktrees", "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn limits_reach_jailed_processes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(jail) = jail(dir.path()) else { return };
+        let out = run(&jail, dir.path(), "grep -E '^Max (cpu time|processes)' /proc/self/limits").await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let soft: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
+        assert_eq!(soft, ["600", "4096"], "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn an_agent_started_in_the_jail_talks_over_its_pipes_and_dies_with_its_group() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(jail) = jail(dir.path()) else { return };
+        let no_env: [(&str, &str); 0] = [];
+        // A sleep with an argument unique to this test, to find it in /proc:
+        // jailed processes run in a session (and group) of their own.
+        let marker = format!("296.{}", std::process::id());
+        let script = format!("read line; echo \"$line\"; exec sleep {marker}");
+        let mut agent = crate::process::spawn_piped_in_group("sh", ["-c", &script], no_env, dir.path(), Some(&jail))
+            .expect("spawn jailed sh");
+        agent.stdin.write_all(b"hello\n").await.expect("write");
+        let mut line = String::new();
+        BufReader::new(&mut agent.stdout).read_line(&mut line).await.expect("read");
+        assert_eq!(line, "hello\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !sleep_is_live(&marker) {
+            assert!(std::time::Instant::now() < deadline, "the jailed sleep never started");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        drop(agent.group);
+        let status = agent.child.wait().await.expect("wait");
+        assert!(!status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while sleep_is_live(&marker) {
+            assert!(std::time::Instant::now() < deadline, "the jailed sleep outlived its group");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether a live (non-zombie) `sleep <marker>` exists.
+    fn sleep_is_live(marker: &str) -> bool {
+        let needle = format!("sleep\0{marker}");
+        std::fs::read_dir("/proc").expect("/proc").flatten().any(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let live = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| !s.contains(") Z "));
+            live && String::from_utf8_lossy(&cmdline).starts_with(&needle)
+        })
+    }
+}

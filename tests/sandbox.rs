@@ -1,0 +1,237 @@
+//! The bubblewrap jail: a session created with `"sandbox":"bwrap"` runs its
+//! commands with the host read-only, its cwd writable, no network, and the
+//! daemon's data dir (the store, other sessions' worktrees) out of sight.
+//! Driven through the demo provider's `RUN:` commands on the real binary.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bwrap_installed() -> bool {
+    Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+async fn jailed_session(d: &Daemon, body: Value) -> Value {
+    let mut body = body;
+    body["provider"] = json!("demo");
+    body["policy"] = json!("full-access");
+    body["sandbox"] = json!("bwrap");
+    let (status, session) = d.post("/api/v1/sessions", body).await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["sandbox"], "bwrap");
+    session
+}
+
+/// Runs `command` as a demo turn and returns its command output and the
+/// "command finished" notice.
+async fn run(d: &Daemon, s: &str, command: &str) -> (String, String) {
+    let t = d.start_turn(s, &format!("RUN: {command}")).await;
+    d.wait_turn_end(s, &t).await;
+    let events = d.events(Some(s), 0).await;
+    let output = turn_text(&events, &t, Some("command_output"));
+    let notices = turn_text(&events, &t, Some("notice"));
+    (output, notices)
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn make_repo(root: &Path) -> PathBuf {
+    let repo = root.join("origin");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "hello\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    repo
+}
+
+#[tokio::test]
+async fn a_jailed_command_writes_only_in_its_cwd() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let cwd = dir.path().join("work");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let s = jailed_session(&d, json!({"cwd": cwd})).await["id"].as_str().unwrap().to_string();
+
+    let (_, notices) = run(&d, &s, "touch made-here.txt").await;
+    assert!(notices.contains("exit code 0"), "{notices}");
+    assert!(cwd.join("made-here.txt").exists());
+
+    let target = outside.join("x");
+    let (_, notices) = run(&d, &s, &format!("touch {}", target.display())).await;
+    assert!(!notices.contains("exit code 0"), "{notices}");
+    assert!(!target.exists(), "the jail wrote outside its cwd");
+    let (_, notices) = run(&d, &s, "touch /tmp/../etc/bosun-jail-test").await;
+    assert!(!notices.contains("exit code 0"), "{notices}");
+    assert!(!Path::new("/etc/bosun-jail-test").exists());
+
+    // The jail's /tmp is its own: what it writes there never reaches the host's.
+    let marker = format!("bosun-jail-tmp-{}", std::process::id());
+    let (_, notices) = run(&d, &s, &format!("touch /tmp/{marker}")).await;
+    assert!(notices.contains("exit code 0"), "{notices}");
+    assert!(!Path::new("/tmp").join(&marker).exists());
+}
+
+#[tokio::test]
+async fn a_jailed_command_cannot_reach_the_network() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let s = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+
+    // bash's /dev/tcp needs no tool that a fresh Debian may lack.
+    let (output, notices) =
+        run(&d, &s, &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'")).await;
+    assert!(notices.contains("exit code 0"), "{notices} {output}");
+    assert!(output.contains("REFUSED") && !output.contains("CONNECTED"), "{output}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the listener saw a connection: {other:?}"),
+    }
+
+    // The same command in an unjailed session does connect: the check above
+    // is the jail's doing, not a broken command.
+    let (status, body) =
+        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"policy":"full-access"})).await;
+    assert_eq!(status, 201, "{body}");
+    let open = body["id"].as_str().unwrap().to_string();
+    let (output, _) =
+        run(&d, &open, &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'")).await;
+    assert!(output.contains("CONNECTED"), "{output}");
+}
+
+#[tokio::test]
+async fn a_jailed_session_sees_neither_the_data_dir_nor_other_worktrees() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, Options::default());
+
+    // Another session with a worktree in the data dir, not jailed.
+    let (status, other) = d
+        .post(
+            "/api/v1/sessions",
+            json!({"provider":"demo","policy":"full-access","workspace":{"repo": repo, "branch":"main"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    let other_worktree = other["workspace"]["worktree"].as_str().unwrap().to_string();
+    assert!(Path::new(&other_worktree).join("README.md").exists());
+
+    // A jailed session with its own worktree, also in the data dir.
+    let mine = jailed_session(&d, json!({"workspace":{"repo": repo, "branch":"main"}})).await;
+    let s = mine["id"].as_str().unwrap().to_string();
+    let worktree = PathBuf::from(mine["workspace"]["worktree"].as_str().unwrap());
+    assert!(worktree.starts_with(&data));
+
+    // Its own worktree is there and writable.
+    let (output, notices) = run(&d, &s, "ls && echo new > new.txt").await;
+    assert!(notices.contains("exit code 0"), "{notices} {output}");
+    assert!(output.contains("README.md"), "{output}");
+    assert_eq!(std::fs::read_to_string(worktree.join("new.txt")).unwrap(), "new\n");
+
+    // The other session's worktree is not.
+    let (output, notices) = run(&d, &s, &format!("ls {other_worktree}")).await;
+    assert!(!notices.contains("exit code 0"), "{notices}");
+    assert!(!output.contains("README.md"), "{output}");
+
+    // The data dir shows only the path down to its own worktree: no store,
+    // no bare clones.
+    let (output, _) = run(&d, &s, &format!("ls -A {}", data.display())).await;
+    assert_eq!(output.trim(), "worktrees", "{output}");
+    let (output, _) = run(&d, &s, &format!("ls -A {}", data.join("worktrees").display())).await;
+    assert_eq!(output.trim(), s, "{output}");
+}
+
+#[tokio::test]
+async fn interrupt_kills_a_jailed_command() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let s = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+    // A sleep whose argument is unique to this test, to find it in /proc.
+    let marker = format!("298.{}", std::process::id());
+    let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
+    assert_eq!(status, 202);
+    let done = d.wait_turn_end(&s, &t).await;
+    assert_eq!(done["data"]["status"], "interrupted");
+    // The pid namespace goes down with bwrap; give the kernel a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = processes_with(&format!("sleep {marker}"));
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "process left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_sandbox_and_a_jailed_real_agent_are_refused() {
+    let dir = tempdir();
+    let config = "discover_agents = false\n[providers.agent]\nkind = \"acp\"\ncommand = \"/bin/cat\"\n".to_string();
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
+    let (status, body) =
+        d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("demo"), "{body}");
+    assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
+    let (status, body) =
+        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"sandbox":"chroot"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sandbox"], "none");
+}
+
+/// Command lines of live processes that mention `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+        if cmdline.contains(needle) && !zombie {
+            found.push(cmdline);
+        }
+    }
+    found
+}
