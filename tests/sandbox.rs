@@ -37,16 +37,6 @@ async fn run(d: &Daemon, s: &str, command: &str) -> (String, String) {
     (output, notices)
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn make_repo(root: &Path) -> PathBuf {
     let repo = root.join("origin");
     std::fs::create_dir_all(&repo).unwrap();
@@ -220,18 +210,4 @@ async fn an_unknown_sandbox_and_a_jailed_real_agent_are_refused() {
     let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sandbox"], "none");
-}
-
-/// Command lines of live processes that mention `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
-        if cmdline.contains(needle) && !zombie {
-            found.push(cmdline);
-        }
-    }
-    found
 }

@@ -149,18 +149,3 @@ async fn interrupt_kills_a_running_command() {
     let left = processes_with(&format!("sleep {marker}"));
     assert!(left.is_empty(), "process left behind: {left:?}");
 }
-
-/// Command lines of live processes that mention `needle` (from /proc, so no
-/// extra tool is needed).
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
-        if cmdline.contains(needle) && !zombie {
-            found.push(cmdline);
-        }
-    }
-    found
-}

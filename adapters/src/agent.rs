@@ -175,6 +175,12 @@ pub enum DriverNotice {
     Log { level: LogLevel, message: String },
 }
 
+/// The tokio runtime a driver spawns its turn on: `start_turn` is called
+/// from an actor, inside the daemon's runtime, but is a plain function.
+pub fn turn_runtime() -> Result<tokio::runtime::Handle, AgentError> {
+    tokio::runtime::Handle::try_current().map_err(|e| AgentError::Start(format!("no tokio runtime: {e}")))
+}
+
 /// One agent implementation (demo, ACP, codex app-server, ...).
 ///
 /// Drivers for real agents start their process lazily, on the first

@@ -85,7 +85,7 @@ impl AgentDriver for DemoDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { resume: true, load_session: false, steer: true, interrupt: true, images: false }
+        crate::ProviderKind::Demo.capabilities()
     }
 
     fn start_turn(
@@ -95,8 +95,7 @@ impl AgentDriver for DemoDriver {
     ) -> Result<TurnHandle, AgentError> {
         // Everything that can refuse the turn comes before claiming the
         // driver, so a refused start leaves it free.
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| AgentError::Start(format!("no tokio runtime: {e}")))?;
+        let runtime = crate::agent::turn_runtime()?;
         let steps = script(&input.text);
         let fingerprint = fingerprint(&input.text);
         let start = match &input.resume {

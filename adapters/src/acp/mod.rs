@@ -122,13 +122,8 @@ impl AgentDriver for AcpDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            resume: false,
-            load_session: true,
-            steer: true,
-            interrupt: true,
-            images: self.shared.images.load(Ordering::Relaxed),
-        }
+        // Images depend on the agent, known once it has answered `initialize`.
+        Capabilities { images: self.shared.images.load(Ordering::Relaxed), ..crate::ProviderKind::Acp.capabilities() }
     }
 
     fn start_turn(
@@ -136,8 +131,7 @@ impl AgentDriver for AcpDriver {
         input: TurnInput,
         events: mpsc::UnboundedSender<AgentEvent>,
     ) -> Result<TurnHandle, AgentError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| AgentError::Start(format!("no tokio runtime: {e}")))?;
+        let runtime = crate::agent::turn_runtime()?;
         if input.resume.is_some() {
             return Err(AgentError::BadCheckpoint("the ACP driver cannot resume a turn cut mid-way".into()));
         }

@@ -115,7 +115,7 @@ impl AgentDriver for CodexDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { resume: false, load_session: true, steer: true, interrupt: true, images: true }
+        crate::ProviderKind::CodexAppServer.capabilities()
     }
 
     fn start_turn(
@@ -123,8 +123,7 @@ impl AgentDriver for CodexDriver {
         input: TurnInput,
         events: mpsc::UnboundedSender<AgentEvent>,
     ) -> Result<TurnHandle, AgentError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| AgentError::Start(format!("no tokio runtime: {e}")))?;
+        let runtime = crate::agent::turn_runtime()?;
         if input.resume.is_some() {
             return Err(AgentError::BadCheckpoint("the codex driver cannot pick a turn up from a checkpoint".into()));
         }
