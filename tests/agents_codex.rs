@@ -41,3 +41,8 @@ async fn agent_killed_mid_turn_fails_it_and_restarts() {
 async fn daemon_killed_and_restarted_resumes_the_conversation() {
     agents::daemon_restart_resumes_the_conversation(CODEX).await;
 }
+
+#[tokio::test]
+async fn a_jailed_agent_works_and_writes_only_in_its_cwd() {
+    agents::jailed_agent_works_inside_its_jail(CODEX).await;
+}

@@ -324,6 +324,7 @@ impl SessionState {
             approvals: vec![],
             started_at: bosun_proto::now_ts(),
             ended_at: None,
+            result: None,
         };
         self.record.turn_count = number;
         self.record.active_turn = Some(turn.id.clone());

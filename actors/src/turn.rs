@@ -304,6 +304,14 @@ impl TurnState {
                 batch.put(&self.record)?;
                 batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": turn_id, "usage": usage})));
             }
+            AgentEvent::CommandRan(run) => {
+                batch.event(self.event(EventType::CommandRan, json!({"turn_id": turn_id, "command": run})));
+            }
+            AgentEvent::Result(result) => {
+                // Kept with the record, shown by turn:completed at the end.
+                self.record.result = Some(result);
+                batch.put(&self.record)?;
+            }
             AgentEvent::Log { level, message } => {
                 let level = match level {
                     LogLevel::Info => "info",
@@ -569,10 +577,7 @@ impl TurnState {
         batch.event(
             self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.progress.chunks})),
         );
-        batch.event(self.event(
-            EventType::TurnCompleted,
-            json!({"turn_id": self.record.id, "status": status, "reason": reason, "usage": self.record.usage}),
-        ));
+        batch.event(self.event(EventType::TurnCompleted, completed_data(&self.record)));
         self.ctx.store.commit(batch).await?;
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, %status, reason = reason.as_deref().unwrap_or(""), "turn ended");
         crate::route::send(
@@ -605,4 +610,19 @@ impl TurnState {
     fn event(&self, kind: EventType, data: serde_json::Value) -> NewEvent {
         NewEvent::new(self.topic.clone(), kind, data)
     }
+}
+
+/// `turn:completed`'s data: `result` only for turns that have one, so other
+/// providers' events keep their shape.
+fn completed_data(record: &TurnRecord) -> serde_json::Value {
+    let mut data = json!({
+        "turn_id": record.id,
+        "status": record.status,
+        "reason": record.reason,
+        "usage": record.usage,
+    });
+    if let Some(result) = &record.result {
+        data["result"] = json!(result);
+    }
+    data
 }

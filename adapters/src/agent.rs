@@ -5,7 +5,7 @@
 //! tokio runtime and returns at once. Agent I/O is read on those tasks, never
 //! inside an actor handler.
 
-use bosun_proto::{Action, ChunkKind, Decision, PlanEntry, ToolStatus, Usage};
+use bosun_proto::{Action, ChunkKind, CommandResult, CommandRun, Decision, PlanEntry, ToolStatus, Usage};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -50,6 +50,12 @@ pub enum AgentEvent {
     Plan(Vec<PlanEntry>),
     /// Tokens used by this turn so far (each update replaces the last).
     Usage(Usage),
+    /// A command the driver ran (or the agent reports it ran) has ended:
+    /// recorded as a `command:ran` audit event.
+    CommandRan(CommandRun),
+    /// The turn's structured result (the `shell` provider's one command),
+    /// carried by `turn:completed`; the last one before `Finished` counts.
+    Result(CommandResult),
     Log {
         level: LogLevel,
         message: String,
@@ -155,6 +161,10 @@ pub struct DriverInit {
     /// The jail the session's agent and commands run in (`"sandbox":"bwrap"`);
     /// `None` runs them on the host.
     pub sandbox: Option<crate::sandbox::Jail>,
+    /// The container engine the session's shell runs in (`"sandbox":"docker"`).
+    pub container: Option<std::sync::Arc<dyn crate::isolation::ShellHost>>,
+    /// Whether the session's policy opens the network to its jail or container.
+    pub network: bool,
 }
 
 /// What a driver says about its agent process, as opposed to a turn's events.

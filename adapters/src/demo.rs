@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, Decision, Usage};
+use bosun_proto::{Action, ChunkKind, CommandRun, Decision, Usage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::agent::{
     AgentDriver, AgentError, AgentEvent, Capabilities, LogLevel, TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
-use crate::process::{CommandEvent, ShellCommand, DEFAULT_OUTPUT_LIMIT};
+use crate::process::{CommandEvent, ExitState, OutputStream, ShellCommand, DEFAULT_OUTPUT_LIMIT};
 use crate::sandbox::Jail;
 use crate::turn_slot::{TurnPermit, TurnSlot};
 
@@ -368,10 +368,14 @@ impl Turn {
         // on, the resume must know the command may have had effects.
         let running = Position { step: index, run: Some(RunPhase::Running) };
         self.chunk(ChunkKind::Notice, format!("running `{command}`"), running.clone())?;
+        let mut audit = CommandAudit::start(&command, &self.input.cwd);
         let mut cmd = match ShellCommand::spawn_in(&command, &self.input.cwd, DEFAULT_OUTPUT_LIMIT, self.jail.as_ref())
         {
             Ok(cmd) => cmd,
-            Err(err) => return self.chunk(ChunkKind::Notice, format!("`{command}` could not be started: {err}"), done),
+            Err(err) => {
+                self.send(AgentEvent::CommandRan(audit.end(None, Some("failed_to_start"))))?;
+                return self.chunk(ChunkKind::Notice, format!("`{command}` could not be started: {err}"), done);
+            }
         };
         loop {
             // `cmd` is dropped on every early return below, and its process
@@ -381,7 +385,8 @@ impl Turn {
                 control = self.next_control() => CommandWake::Control(control),
             };
             match wake {
-                CommandWake::Event(Ok(Some(CommandEvent::Output { text, .. }))) => {
+                CommandWake::Event(Ok(Some(CommandEvent::Output { text, stream }))) => {
+                    audit.count(stream, &text);
                     self.chunk(ChunkKind::CommandOutput, text, running.clone())?;
                 }
                 CommandWake::Event(Ok(Some(CommandEvent::Truncated { limit }))) => {
@@ -392,15 +397,18 @@ impl Turn {
                     )?;
                 }
                 CommandWake::Event(Ok(Some(CommandEvent::Exited(state)))) => {
+                    self.send(AgentEvent::CommandRan(audit.end(Some(state), None)))?;
                     return self.chunk(ChunkKind::Notice, format!("command finished: {state}"), done);
                 }
                 CommandWake::Event(Ok(None)) => {
+                    self.send(AgentEvent::CommandRan(audit.end(None, None)))?;
                     return self.chunk(ChunkKind::Notice, "command finished without an exit status".to_string(), done);
                 }
                 CommandWake::Event(Err(err)) => {
                     if let Err(kill_err) = cmd.kill().await {
                         tracing::warn!(error = %kill_err, "killing a command whose output failed");
                     }
+                    self.send(AgentEvent::CommandRan(audit.end(None, Some("killed"))))?;
                     return self.chunk(
                         ChunkKind::Notice,
                         format!("reading the output of `{command}` failed: {err}"),
@@ -418,6 +426,9 @@ impl Turn {
                             if let Err(err) = cmd.kill().await {
                                 tracing::warn!(error = %err, "killing an interrupted command");
                             }
+                            // Best effort: the turn is ending, and if its
+                            // channel is gone there is nobody to tell.
+                            let _ = self.send(AgentEvent::CommandRan(audit.end(None, Some("interrupted"))));
                             return Err(end);
                         }
                     }
@@ -501,6 +512,57 @@ impl Turn {
 
     fn send(&self, event: AgentEvent) -> Flow {
         self.events.send(event).map_err(|_| End::Quiet)
+    }
+}
+
+/// What the audit log keeps of one command, gathered while it runs.
+struct CommandAudit {
+    command: String,
+    cwd: String,
+    started_at: String,
+    started: Instant,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+}
+
+impl CommandAudit {
+    fn start(command: &str, cwd: &std::path::Path) -> CommandAudit {
+        CommandAudit {
+            command: command.to_string(),
+            cwd: cwd.to_string_lossy().into_owned(),
+            started_at: bosun_proto::now_ts(),
+            started: Instant::now(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        }
+    }
+
+    fn count(&mut self, stream: OutputStream, text: &str) {
+        let bytes = text.len() as u64;
+        match stream {
+            OutputStream::Stdout => self.stdout_bytes += bytes,
+            OutputStream::Stderr => self.stderr_bytes += bytes,
+        }
+    }
+
+    fn end(&mut self, state: Option<ExitState>, ended_by: Option<&str>) -> CommandRun {
+        let (exit_code, ended_by) = match state {
+            Some(ExitState::Code(code)) => (Some(code), ended_by.map(str::to_string)),
+            Some(ExitState::Signal(signal)) => {
+                (None, Some(ended_by.map_or_else(|| format!("signal {signal}"), str::to_string)))
+            }
+            None => (None, ended_by.map(str::to_string)),
+        };
+        CommandRun {
+            command: self.command.clone(),
+            cwd: self.cwd.clone(),
+            exit_code,
+            ended_by,
+            started_at: self.started_at.clone(),
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+        }
     }
 }
 

@@ -42,9 +42,12 @@ pub struct CreateSessionRequest {
     #[serde(default)]
     pub workspace: Option<WorkspaceRequest>,
     /// Where the session's agent and commands run: `"none"` (on the host,
-    /// the default) or `"bwrap"` (a bubblewrap jail).
+    /// the default), `"bwrap"` (a bubblewrap jail) or `"docker"` (a container).
     #[serde(default)]
     pub sandbox: Sandbox,
+    /// Whether the jail or container may use the network (default: no).
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// How a session's processes are confined.
@@ -56,6 +59,8 @@ pub enum Sandbox {
     None,
     /// In a bubblewrap jail: host read-only, cwd writable, no network.
     Bwrap,
+    /// In a container (through the Docker API): the cwd bind-mounted, no network.
+    Docker,
 }
 
 impl Sandbox {
@@ -136,14 +141,20 @@ pub struct SearchResults {
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     pub message: String,
+    /// Also push the session branch to the repository's origin.
+    #[serde(default)]
+    pub push: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitResponse {
     pub sha: String,
     pub branch: String,
-    /// Pushing is not implemented yet: always false.
+    /// Whether the branch reached the origin (false when no push was asked).
     pub pushed: bool,
+    /// Why a push that was asked for failed; the commit stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_error: Option<String>,
 }
 
 fn default_provider() -> String {
@@ -190,6 +201,9 @@ pub struct SessionView {
     pub workspace: Option<WorkspaceView>,
     #[serde(default)]
     pub sandbox: Sandbox,
+    /// Whether the session's jail or container may use the network.
+    #[serde(default)]
+    pub network: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +247,9 @@ pub struct TurnView {
     pub usage: Usage,
     pub started_at: String,
     pub ended_at: Option<String>,
+    /// The structured result of a one-command turn (the `shell` provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CommandResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

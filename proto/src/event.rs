@@ -40,6 +40,14 @@ pub enum EventType {
     PlanUpdate,
     #[serde(rename = "usage:update")]
     UsageUpdate,
+    /// A command run for the session ended: the audit record of it.
+    #[serde(rename = "command:ran")]
+    CommandRan,
+    /// A file was written through the file API.
+    #[serde(rename = "file:written")]
+    FileWritten,
+    #[serde(rename = "file:deleted")]
+    FileDeleted,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -66,10 +74,21 @@ impl EventType {
             EventType::ToolUpdate => "tool:update",
             EventType::PlanUpdate => "plan:update",
             EventType::UsageUpdate => "usage:update",
+            EventType::CommandRan => "command:ran",
+            EventType::FileWritten => "file:written",
+            EventType::FileDeleted => "file:deleted",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,
         }
+    }
+}
+
+impl EventType {
+    /// Whether the event belongs to a session's audit trail: what ran and
+    /// what was written (`GET /api/v1/sessions/{id}/audit`).
+    pub fn is_audit(&self) -> bool {
+        matches!(self, EventType::CommandRan | EventType::FileWritten | EventType::FileDeleted)
     }
 }
 

@@ -218,6 +218,39 @@ impl Usage {
     }
 }
 
+/// A command run for a session, as the audit log keeps it (`command:ran`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRun {
+    pub command: String,
+    pub cwd: String,
+    /// `None` when the command was killed by a signal or never started.
+    pub exit_code: Option<i32>,
+    /// How it ended when not by exiting: `"interrupted"`, `"timed_out"`,
+    /// `"killed"`, `"output_limit"`, `"failed_to_start"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// RFC 3339, when the command was started.
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// Bytes the command wrote to stdout and stderr, before any truncation.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+/// The structured result of a turn that ran one command (the `shell`
+/// provider), carried by `turn:completed` as `result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// `None` when the command was killed by a signal.
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+    /// True when stdout or stderr was cut to the size kept in a result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
                 approvals: Vec::new(),
                 started_at: now.clone(),
                 ended_at: Some(now.clone()),
+                result: None,
             })?;
             batch.put(&TurnProgress { chunks, events_seen: chunks, ..TurnProgress::start(&id, 1) })?;
         }

@@ -149,6 +149,9 @@ fn summary(env: &Envelope) -> String {
             if let Some(reason) = d.get("reason").and_then(Value::as_str) {
                 line.push_str(&format!(": {}", clip(reason, 80)));
             }
+            if let Some(code) = d.get("result").and_then(|r| r.get("exit_code")).and_then(Value::as_i64) {
+                line.push_str(&format!(" exit {code}"));
+            }
             if let Some(u) = d.get("usage") {
                 let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
                 line.push_str(&format!(" ({} in, {} out tokens)", n("input_tokens"), n("output_tokens")));
@@ -189,6 +192,21 @@ fn summary(env: &Envelope) -> String {
                 field(&tool, "status"),
                 quote(field(&tool, "title"), 60)
             )
+        }
+        EventType::CommandRan => {
+            let run = d.get("command").cloned().unwrap_or(Value::Null);
+            let ended =
+                match (run.get("exit_code").and_then(Value::as_i64), run.get("ended_by").and_then(Value::as_str)) {
+                    (Some(code), _) => format!("exit {code}"),
+                    (None, Some(by)) => by.to_string(),
+                    (None, None) => "no exit code".to_string(),
+                };
+            let ms = run.get("duration_ms").and_then(Value::as_u64).unwrap_or(0);
+            format!("{turn} {ended} in {ms} ms: {}", quote(field(&run, "command"), 60))
+        }
+        EventType::FileWritten | EventType::FileDeleted => {
+            let bytes = d.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            format!("{} ({bytes} bytes)", quote(field(d, "path"), 80))
         }
         EventType::ToolUpdate => {
             let mut line = format!("{turn} {} {}", field(d, "tool_id"), field(d, "status"));

@@ -139,6 +139,8 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["sessions", _, "diff"], _) => Err(not_allowed(req, "GET")),
             (["sessions", id, "commit"], Method::POST) => commit(ctx, req, id).await,
             (["sessions", _, "commit"], _) => Err(not_allowed(req, "POST")),
+            (["sessions", id, "audit"], Method::GET) => audit(ctx, req, id),
+            (["sessions", _, "audit"], _) => Err(not_allowed(req, "GET")),
             (["sessions", id, "turns"], Method::POST) => start_turn(ctx, req, id).await,
             (["sessions", id, "turns"], Method::GET) => list_turns(ctx, req, id),
             (["sessions", _, "turns"], _) => Err(not_allowed(req, "GET, POST")),
@@ -449,6 +451,56 @@ fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     Ok(json_reply(StatusCode::OK, &EventsPage { events, next }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// How many of a session's events one audit request reads at most, so a
+/// session with long streams between its commands cannot make one request
+/// scan its whole log; `next` then says where to go on.
+const AUDIT_SCAN_BUDGET: usize = 20 * MAX_EVENTS_PAGE;
+
+/// `GET /api/v1/sessions/{id}/audit`: the session's `command:ran`,
+/// `file:written` and `file:deleted` events, oldest first, paged like
+/// `/api/v1/events`.
+fn audit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let q: AuditQuery = query(req)?;
+    load_session(ctx, id)?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_EVENTS_PAGE}")));
+    }
+    let topic = Topic::session(id);
+    let head = ctx.store.durable_head();
+    let mut cursor = q.since;
+    let mut scanned = 0;
+    let mut entries = Vec::new();
+    'pages: while scanned < AUDIT_SCAN_BUDGET {
+        let page = ctx.store.events_since(cursor, Some(&topic), MAX_EVENTS_PAGE)?;
+        let short = page.len() < MAX_EVENTS_PAGE;
+        scanned += page.len();
+        for event in page {
+            cursor = event.seq;
+            if event.kind.is_audit() {
+                entries.push(event);
+                if entries.len() == limit {
+                    break 'pages;
+                }
+            }
+        }
+        if short {
+            // Every event of the session up to the head has been read.
+            cursor = cursor.max(head);
+            break;
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &EventsPage { events: entries, next: cursor }))
+}
+
 fn providers(ctx: &Context) -> ProviderList {
     let views = ctx.providers.statuses().into_iter().map(|p| {
         let caps = p.spec.kind.capabilities();
@@ -550,13 +602,9 @@ async fn read_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, A
 /// Records a file change on the session's topic. The write already
 /// happened: the event is the audit trail of it, and no record changes, so
 /// committing straight from here does not make a second writer of any record.
-async fn audit_file(ctx: &Context, id: &str, kind: &str, path: &str, bytes: u64) -> Result<(), ApiError> {
+async fn audit_file(ctx: &Context, id: &str, kind: EventType, path: &str, bytes: u64) -> Result<(), ApiError> {
     let mut batch = bosun_state::Batch::new();
-    batch.event(NewEvent::new(
-        Topic::session(id),
-        EventType::Other(kind.to_string()),
-        json!({"path": path, "bytes": bytes}),
-    ));
+    batch.event(NewEvent::new(Topic::session(id), kind, json!({"path": path, "bytes": bytes})));
     ctx.store.commit(batch).await?;
     Ok(())
 }
@@ -566,7 +614,7 @@ async fn write_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, 
     let body: PutFileRequest = json_body(req)?;
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::write(&root, &q.path, &body.content).await?;
-    audit_file(ctx, id, "file:written", &q.path, bytes).await?;
+    audit_file(ctx, id, EventType::FileWritten, &q.path, bytes).await?;
     Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "bytes": bytes})))
 }
 
@@ -574,7 +622,7 @@ async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response,
     let q: FilePathQuery = query(req)?;
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::delete(&root, &q.path).await?;
-    audit_file(ctx, id, "file:deleted", &q.path, bytes).await?;
+    audit_file(ctx, id, EventType::FileDeleted, &q.path, bytes).await?;
     Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "deleted": true, "bytes": bytes})))
 }
 
@@ -608,5 +656,16 @@ async fn commit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiE
     let body: CommitRequest = json_body(req)?;
     let (_, root) = worktree_of(ctx, id)?;
     let sha = workspace::commit(&root, &body.message).await?;
-    Ok(json_reply(StatusCode::OK, &CommitResponse { sha, branch: workspace::session_branch(id), pushed: false }))
+    let mut reply = CommitResponse { sha, branch: workspace::session_branch(id), pushed: false, push_error: None };
+    if body.push {
+        let credentials = ctx.settings.git.credentials();
+        match workspace::push(&ctx.settings.data_dir, &root, id, credentials.as_ref()).await {
+            Ok(()) => reply.pushed = true,
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e, "push failed");
+                reply.push_error = Some(e.to_string());
+            }
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &reply))
 }

@@ -5,8 +5,8 @@
 //! daemon can migrate old snapshots (see [`Record::migrate`]).
 
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, DecidedBy, Policy, Sandbox, SessionStatus, SessionView, TurnStatus, TurnView,
-    Usage, WorkspaceView,
+    Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Policy, Sandbox, SessionStatus, SessionView,
+    TurnStatus, TurnView, Usage, WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -53,6 +53,9 @@ pub struct SessionRecord {
     /// Defaulted (no jail) so records written before sandboxes still decode.
     #[serde(default)]
     pub sandbox: Sandbox,
+    /// Whether the jail or container may use the network; defaulted (no).
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// Where a session's worktree is and what it came from.
@@ -104,6 +107,7 @@ impl SessionRecord {
             updated_at: now,
             workspace: None,
             sandbox: Sandbox::None,
+            network: false,
         }
     }
 
@@ -135,6 +139,7 @@ impl SessionRecord {
             updated_at: self.updated_at.clone(),
             workspace: self.workspace.as_ref().map(WorkspaceInfo::view),
             sandbox: self.sandbox,
+            network: self.network,
         }
     }
 }
@@ -155,6 +160,10 @@ pub struct TurnRecord {
     pub approvals: Vec<String>,
     pub started_at: String,
     pub ended_at: Option<String>,
+    /// The structured result of a turn that ran one command (the `shell`
+    /// provider). Last, and defaulted, so records written before it decode.
+    #[serde(default)]
+    pub result: Option<CommandResult>,
 }
 
 impl Record for TurnRecord {
@@ -187,6 +196,7 @@ impl TurnRecord {
             usage: self.usage,
             started_at: self.started_at.clone(),
             ended_at: self.ended_at.clone(),
+            result: self.result.clone(),
         }
     }
 }

@@ -46,6 +46,7 @@ fn session(id: &str, title: &str) -> SessionRecord {
         updated_at: TS.into(),
         workspace: None,
         sandbox: Default::default(),
+        network: false,
     }
 }
 
@@ -62,6 +63,7 @@ fn turn(session_id: &str, number: u64) -> TurnRecord {
         approvals: vec!["a1".into()],
         started_at: TS.into(),
         ended_at: None,
+        result: None,
     }
 }
 

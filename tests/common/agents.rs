@@ -192,11 +192,16 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(provider: &'static str) -> Rig {
+        Rig::start_with(provider, "", Options::default())
+    }
+
+    /// With more config after the providers' (an `[auth]` section, say).
+    pub fn start_with(provider: &'static str, extra_config: &str, options: Options) -> Rig {
         let dir = tempdir();
         let codex_home = dir.path().join("codex-home");
         let model = MockModel::start(&codex_home);
-        let config = daemon_config(&codex_home);
-        let daemon = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
+        let config = format!("{}\n{extra_config}", daemon_config(&codex_home));
+        let daemon = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..options });
         Rig { provider, model, daemon: Some(daemon), codex_home, dir }
     }
 
@@ -579,6 +584,60 @@ pub async fn full_access_runs_and_records(provider: &'static str) {
     assert_eq!(resolved["data"]["automatic"], true, "{resolved}");
     assert_eq!(resolved["data"]["approval"]["decided_by"], "policy", "{resolved}");
     assert_eq!(resolved["data"]["approval"]["status"], "accepted", "{resolved}");
+    assert_command_audited(&rig, &s, &t, "bosun-auto").await;
+}
+
+/// A command run for the turn is in the session's audit trail with its exit
+/// code and the bytes it wrote.
+pub async fn assert_command_audited(rig: &Rig, session: &str, turn: &str, command_part: &str) {
+    let audit = rig.daemon().ok_get(&format!("/api/v1/sessions/{session}/audit")).await;
+    let runs: Vec<&Value> = audit["events"]
+        .as_array()
+        .expect("audit events")
+        .iter()
+        .filter(|e| e["type"] == "command:ran" && e["data"]["turn_id"] == turn)
+        .collect();
+    let found = runs
+        .iter()
+        .map(|e| &e["data"]["command"])
+        .find(|c| c["command"].as_str().is_some_and(|c| c.contains(command_part)));
+    let Some(run) = found else {
+        panic!("{}: no command:ran for {command_part:?} in {audit}\n{}", rig.provider, rig.context(session).await);
+    };
+    if rig.provider == CODEX {
+        assert_eq!(run["exit_code"], 0, "{run}");
+    } else {
+        // codex-acp 0.16 announces a command but never reports its end.
+        assert!(run["exit_code"] == 0 || run["ended_by"] == "exit_not_reported", "{run}");
+    }
+    assert!(run["started_at"].as_str().is_some_and(|t| !t.is_empty()), "{run}");
+}
+
+/// A real agent in a bubblewrap jail (with the network, which it needs to
+/// reach its model): it works, its commands write in its cwd and nowhere
+/// else on the host, and its own state dir (CODEX_HOME) stays writable.
+pub async fn jailed_agent_works_inside_its_jail(provider: &'static str) {
+    let options = Options { admin_token: true, ..Options::default() };
+    let rig = Rig::start_with(provider, "[auth]\nrequire = \"always\"\n", options);
+    let work = rig.workdir("work");
+    // Not under /tmp, which the jail replaces with its own: the host's
+    // read-only view must be what stops the write.
+    let outside = tempfile::Builder::new().prefix("outside").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let body = json!({"provider": provider, "cwd": work, "policy": "full-access", "sandbox": "bwrap", "network": true});
+    let (status, created) = rig.daemon().post("/api/v1/sessions", body).await;
+    assert_eq!(status, 201, "{created}");
+    let s = created["id"].as_str().expect("session id").to_string();
+    let escape = outside.path().join("escape.txt");
+    let t =
+        rig.start_turn(&s, &format!("RUN: echo jailed > inside.txt; touch {} || echo refused", escape.display())).await;
+    rig.wait_turn_completed(&s, &t).await;
+    assert_eq!(std::fs::read_to_string(work.join("inside.txt")).unwrap_or_default().trim(), "jailed");
+    assert!(!escape.exists(), "{provider}: a jailed agent's command wrote outside its cwd");
+    let events = rig.daemon().events(Some(&s), 0).await;
+    let output = turn_text(&events, &t, None);
+    let refused = ["refused", "Read-only", "cannot touch"].iter().any(|w| output.contains(w));
+    assert!(refused, "{provider}: the write outside was not refused: {output}");
+    assert_command_audited(&rig, &s, &t, "inside.txt").await;
 }
 
 /// Interrupting a turn whose command runs ends it `interrupted` quickly and

@@ -7,8 +7,9 @@ use agent_client_protocol::v1::schema::{
     ContentBlock, PermissionOption, PermissionOptionId, PermissionOptionKind, Plan, PlanEntryStatus, StopReason,
     ToolCall as AcpToolCall, ToolCallContent, ToolCallLocation, ToolCallStatus, ToolCallUpdate, ToolKind,
 };
-use bosun_proto::{Action, ChunkKind, Decision, PlanEntry, ToolStatus};
+use bosun_proto::{Action, ChunkKind, CommandRun, Decision, PlanEntry, ToolStatus};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 use crate::agent::{ToolCall, ToolUpdate, TurnOutcome};
 
@@ -178,6 +179,100 @@ pub(crate) fn tool_update(update: &ToolCallUpdate) -> ToolUpdate {
         title: fields.title.clone(),
         output: tool_output(fields.content.as_deref(), fields.raw_output.as_ref()),
         detail,
+    }
+}
+
+/// The command tool calls of a turn between their start and their end, so
+/// each finished one becomes an audit record ([`CommandRun`]). ACP has no
+/// command events of its own: an `execute` tool call is one.
+#[derive(Debug, Default)]
+pub(crate) struct CommandCalls {
+    running: HashMap<String, StartedCommand>,
+}
+
+#[derive(Debug)]
+struct StartedCommand {
+    command: String,
+    cwd: String,
+    started_at: String,
+    started: std::time::Instant,
+}
+
+impl CommandCalls {
+    /// Notes an `execute` tool call; other kinds are not commands.
+    pub(crate) fn started(&mut self, call: &AcpToolCall, session_cwd: &Path) {
+        if call.kind != ToolKind::Execute {
+            return;
+        }
+        let raw = call.raw_input.as_ref();
+        let command = raw
+            .and_then(|raw| raw.get("command").or_else(|| raw.get("cmd")))
+            .and_then(command_text)
+            .unwrap_or_else(|| call.title.clone());
+        let cwd = raw
+            .and_then(|raw| raw.get("cwd").or_else(|| raw.get("workdir")))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| session_cwd.display().to_string());
+        let started =
+            StartedCommand { command, cwd, started_at: bosun_proto::now_ts(), started: std::time::Instant::now() };
+        self.running.insert(call.tool_call_id.to_string(), started);
+    }
+
+    /// The audit record of a command call this update ends, if it does.
+    pub(crate) fn updated(&mut self, update: &ToolCallUpdate) -> Option<CommandRun> {
+        let id = update.tool_call_id.to_string();
+        let fields = &update.fields;
+        if let Some(command) = fields.raw_input.as_ref().and_then(|raw| raw.get("command")).and_then(command_text) {
+            if let Some(started) = self.running.get_mut(&id) {
+                started.command = command;
+            }
+        }
+        let ended_by = match fields.status? {
+            ToolCallStatus::Completed => None,
+            ToolCallStatus::Failed => Some("failed"),
+            _ => return None,
+        };
+        let started = self.running.remove(&id)?;
+        let raw_output = fields.raw_output.as_ref();
+        let exit_code = raw_output
+            .and_then(|raw| raw.get("exit_code").or_else(|| raw.get("exitCode")))
+            .and_then(Value::as_i64)
+            .and_then(|code| i32::try_from(code).ok());
+        let output = tool_output(fields.content.as_deref(), raw_output).unwrap_or_default();
+        Some(CommandRun {
+            command: started.command,
+            cwd: started.cwd,
+            exit_code,
+            ended_by: if exit_code.is_some() { None } else { ended_by.map(str::to_string) },
+            started_at: started.started_at,
+            duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            // ACP reports a command's output as one text.
+            stdout_bytes: output.len() as u64,
+            stderr_bytes: 0,
+        })
+    }
+}
+
+impl CommandCalls {
+    /// Audit records for the command calls the agent never reported ended
+    /// (codex-acp 0.16 reports a command's start only), when the turn ends:
+    /// they ran, with an exit code nobody was told.
+    pub(crate) fn unfinished(&mut self, ended_by: &str) -> Vec<CommandRun> {
+        let mut runs: Vec<(String, StartedCommand)> = self.running.drain().collect();
+        runs.sort_by(|a, b| a.1.started.cmp(&b.1.started));
+        runs.into_iter()
+            .map(|(_, started)| CommandRun {
+                command: started.command,
+                cwd: started.cwd,
+                exit_code: None,
+                ended_by: Some(ended_by.to_string()),
+                started_at: started.started_at,
+                duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+            })
+            .collect()
     }
 }
 
@@ -399,6 +494,33 @@ mod tests {
         }
         assert!(matches!(stop_outcome(StopReason::MaxTokens), TurnOutcome::Failed(w) if w.contains("tokens")));
         assert!(matches!(stop_outcome(StopReason::Refusal), TurnOutcome::Failed(w) if w.contains("refused")));
+    }
+
+    #[test]
+    fn finished_command_calls_become_audit_records_and_others_do_not() {
+        let mut calls = CommandCalls::default();
+        let call = |id: &str, kind: &str| -> AcpToolCall {
+            serde_json::from_value(json!({
+                "toolCallId": id, "title": "Run", "kind": kind, "status": "pending",
+                "rawInput": {"command": ["bash", "-lc", "echo hi"], "cwd": "/w"}
+            }))
+            .unwrap()
+        };
+        let update = |id: &str, status: &str, raw_output: Value| -> ToolCallUpdate {
+            serde_json::from_value(json!({"toolCallId": id, "status": status, "rawOutput": raw_output})).unwrap()
+        };
+        calls.started(&call("c1", "execute"), Path::new("/s"));
+        calls.started(&call("c2", "read"), Path::new("/s"));
+        assert_eq!(calls.updated(&update("c1", "in_progress", json!({}))), None);
+        let run =
+            calls.updated(&update("c1", "completed", json!({"aggregated_output": "hi\n", "exit_code": 2}))).unwrap();
+        assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("echo hi", "/w", Some(2)));
+        assert_eq!((run.stdout_bytes, run.ended_by), (3, None));
+        assert_eq!(calls.updated(&update("c1", "completed", json!({}))), None, "recorded once");
+        assert_eq!(calls.updated(&update("c2", "completed", json!({}))), None, "not a command");
+        calls.started(&call("c3", "execute"), Path::new("/s"));
+        let failed = calls.updated(&update("c3", "failed", json!(null))).unwrap();
+        assert_eq!((failed.exit_code, failed.ended_by.as_deref()), (None, Some("failed")));
     }
 
     #[test]

@@ -384,11 +384,16 @@ struct TurnSink {
 struct SinkState {
     finished: bool,
     permit: Option<OwnedSemaphorePermit>,
+    /// Command tool calls under way, for their audit records.
+    commands: mapping::CommandCalls,
 }
 
 impl TurnSink {
     fn new(events: mpsc::UnboundedSender<AgentEvent>) -> TurnSink {
-        TurnSink { events, inner: Mutex::new(SinkState { finished: false, permit: None }) }
+        TurnSink {
+            events,
+            inner: Mutex::new(SinkState { finished: false, permit: None, commands: Default::default() }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, SinkState> {
@@ -422,6 +427,10 @@ impl TurnSink {
         }
         inner.finished = true;
         inner.permit = None;
+        let ended_by = if outcome == TurnOutcome::Interrupted { "interrupted" } else { "exit_not_reported" };
+        for run in inner.commands.unfinished(ended_by) {
+            let _ = self.events.send(AgentEvent::CommandRan(run));
+        }
         let _ = self.events.send(AgentEvent::Finished(outcome));
         true
     }
@@ -985,11 +994,16 @@ impl Turn {
             SessionUpdate::AgentMessageChunk(chunk) => mapping::chunk(ChunkKind::Text, &chunk.content),
             SessionUpdate::AgentThoughtChunk(chunk) => mapping::chunk(ChunkKind::Thought, &chunk.content),
             SessionUpdate::ToolCall(call) => {
+                self.sink.lock().commands.started(&call, &self.shared.cwd);
                 self.sink.emit(AgentEvent::ToolCall(mapping::tool_call(&call)));
                 None
             }
             SessionUpdate::ToolCallUpdate(update) => {
                 self.sink.emit(AgentEvent::ToolUpdate(mapping::tool_update(&update)));
+                let ended = self.sink.lock().commands.updated(&update);
+                if let Some(run) = ended {
+                    self.sink.emit(AgentEvent::CommandRan(run));
+                }
                 None
             }
             SessionUpdate::Plan(plan) => {

@@ -40,6 +40,8 @@ impl Harness {
             binding,
             notices: notices_tx,
             sandbox: None,
+            container: None,
+            network: false,
         };
         Harness { driver: AcpDriver::new(spec, init), notices, dir, turns: 0 }
     }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, PlanEntry, PlanEntryStatus, ToolStatus, Usage};
+use bosun_proto::{Action, ChunkKind, CommandRun, PlanEntry, PlanEntryStatus, ToolStatus, Usage};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
@@ -1030,6 +1030,8 @@ struct TurnState {
     last_usage: Option<Usage>,
     /// The last error codex reported, the reason if the turn then fails.
     last_error: Option<String>,
+    /// When each command item started, for its audit record.
+    command_started: HashMap<String, String>,
 }
 
 impl TurnState {
@@ -1045,6 +1047,7 @@ impl TurnState {
             baseline,
             last_usage: None,
             last_error: None,
+            command_started: HashMap::new(),
         }
     }
 
@@ -1117,8 +1120,14 @@ impl TurnState {
                 vec![AgentEvent::Usage(turn_usage)]
             }
             N::ItemStarted(n) => {
-                if let ThreadItem::FileChange { id, changes, .. } = &n.item {
-                    self.file_changes.insert(id.clone(), changes.clone());
+                match &n.item {
+                    ThreadItem::FileChange { id, changes, .. } => {
+                        self.file_changes.insert(id.clone(), changes.clone());
+                    }
+                    ThreadItem::CommandExecution { id, .. } => {
+                        self.command_started.insert(id.clone(), bosun_proto::now_ts());
+                    }
+                    _ => {}
                 }
                 match tool_call(&n.item) {
                     Some(call) => {
@@ -1179,6 +1188,10 @@ impl TurnState {
                 }
             }
             events.push(AgentEvent::ToolUpdate(update));
+        }
+        if let ThreadItem::CommandExecution { id, .. } = &item {
+            let started_at = self.command_started.remove(id);
+            events.extend(command_run(&item, started_at).map(AgentEvent::CommandRan));
         }
         events
     }
@@ -1380,6 +1393,33 @@ fn tool_update(item: &ThreadItem) -> Option<ToolUpdate> {
             update(id, status, None, Value::Null)
         }
         ThreadItem::AgentMessage { .. } | ThreadItem::Reasoning { .. } | ThreadItem::Other => return None,
+    })
+}
+
+/// The audit record of a command item codex ran (declined ones never ran).
+fn command_run(item: &ThreadItem, started_at: Option<String>) -> Option<CommandRun> {
+    let ThreadItem::CommandExecution { command, cwd, status, aggregated_output, exit_code, duration_ms, .. } = item
+    else {
+        return None;
+    };
+    let ended_by = match (status, exit_code) {
+        (ItemStatus::Declined, _) => return None,
+        (ItemStatus::Interrupted, _) => Some("interrupted"),
+        (ItemStatus::Failed, None) => Some("failed"),
+        _ => None,
+    };
+    Some(CommandRun {
+        command: command.clone(),
+        cwd: cwd.clone(),
+        exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
+        ended_by: ended_by.map(str::to_string),
+        // Codex reports no start time; when the item's start was missed,
+        // its end is the closest moment we know.
+        started_at: started_at.unwrap_or_else(bosun_proto::now_ts),
+        duration_ms: duration_ms.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
+        // Codex gives stdout and stderr merged.
+        stdout_bytes: aggregated_output.as_ref().map_or(0, |o| o.len() as u64),
+        stderr_bytes: 0,
     })
 }
 

@@ -112,9 +112,12 @@ fn a_command_item_is_a_tool_call_with_its_output_on_completion() {
             "status": "completed", "commandActions": [], "aggregatedOutput": "hi\n", "exitCode": 0, "durationMs": 4
         })),
     );
-    let [AgentEvent::ToolUpdate(update)] = done.as_slice() else { panic!("{done:?}") };
+    let [AgentEvent::ToolUpdate(update), AgentEvent::CommandRan(run)] = done.as_slice() else { panic!("{done:?}") };
     assert_eq!((update.status, update.output.as_deref()), (Some(ToolStatus::Completed), Some("hi\n")));
     assert_eq!(update.detail["exit_code"], 0);
+    // The audit record: what ran, where, how it ended, how much it wrote.
+    assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("/bin/bash -lc 'echo hi'", "/work", Some(0)));
+    assert_eq!((run.duration_ms, run.stdout_bytes, run.ended_by.as_deref()), (4, 3, None));
 
     // Declined: failed, and said so.
     let declined = feed(
@@ -360,7 +363,15 @@ fn fake_driver(script: &str, silence_secs: Option<u64>) -> (CodexDriver, mpsc::U
     spec.startup_timeout_secs = Some(5);
     spec.silence_timeout_secs = silence_secs;
     let (notices, notices_rx) = mpsc::unbounded_channel();
-    let init = DriverInit { session_id: "s".into(), cwd: std::env::temp_dir(), binding: None, notices, sandbox: None };
+    let init = DriverInit {
+        session_id: "s".into(),
+        cwd: std::env::temp_dir(),
+        binding: None,
+        notices,
+        sandbox: None,
+        container: None,
+        network: false,
+    };
     (CodexDriver::new(spec, init), notices_rx)
 }
 

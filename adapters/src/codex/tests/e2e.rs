@@ -35,7 +35,15 @@ impl Setup {
         let mut spec = ProviderSpec::new("codex", ProviderKind::CodexAppServer, Some(&self.bin), &["app-server"]);
         spec.env.insert("CODEX_HOME".into(), self.home.to_string_lossy().into_owned());
         let (notices, notices_rx) = mpsc::unbounded_channel();
-        let init = DriverInit { session_id: "s".into(), cwd: cwd.to_path_buf(), binding, notices, sandbox: None };
+        let init = DriverInit {
+            session_id: "s".into(),
+            cwd: cwd.to_path_buf(),
+            binding,
+            notices,
+            sandbox: None,
+            container: None,
+            network: false,
+        };
         (CodexDriver::new(spec, init), notices_rx)
     }
 
