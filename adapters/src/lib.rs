@@ -8,9 +8,12 @@ pub mod acp;
 pub mod agent;
 pub mod codex;
 pub mod demo;
+pub mod docker;
+pub mod isolation;
 pub mod process;
 pub mod registry;
 pub mod sandbox;
+pub mod shell;
 mod turn_slot;
 pub mod workspace;
 

@@ -13,6 +13,7 @@ mod append;
 pub mod bench_agent;
 mod fanout;
 mod restart;
+mod shell;
 
 use crate::config::{DaemonConfig, LogFormat};
 use anyhow::Context as _;
@@ -91,6 +92,10 @@ pub struct BenchArgs {
     /// agent: chunks of the warm-up turn before each measurement, not counted.
     #[arg(long, default_value_t = 200)]
     agent_warmup: u64,
+
+    /// shell: commands run each way (persistent jailed shell, fresh bwrap).
+    #[arg(long, default_value_t = 1000)]
+    shell_commands: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,10 +110,12 @@ pub enum Part {
     Memory,
     /// Latency from an agent's stdout line to a WebSocket client's receipt.
     Agent,
+    /// A command's round trip in the persistent jailed shell against a fresh jail.
+    Shell,
 }
 
 impl Part {
-    const ALL: [Part; 5] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent];
+    const ALL: [Part; 6] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent, Part::Shell];
 
     fn name(self) -> &'static str {
         match self {
@@ -117,6 +124,7 @@ impl Part {
             Part::Restart => "restart",
             Part::Memory => "memory",
             Part::Agent => "agent",
+            Part::Shell => "shell",
         }
     }
 }
@@ -173,6 +181,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Restart => restart::run_restart(&args, &base).await,
             Part::Memory => restart::run_memory(&args, &base).await,
             Part::Agent => agent::run(&args, &base).await,
+            Part::Shell => shell::run(&args, &base).await,
         }
         .with_context(|| format!("bench part {}", part.name()))?;
         progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));
@@ -321,6 +330,8 @@ where
         log_format: LogFormat::Text,
         live_capacity: None,
         auth: Default::default(),
+        docker: None,
+        git: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
