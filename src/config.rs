@@ -1,6 +1,8 @@
 //! The daemon's configuration: a TOML file, overridden by command-line flags.
 
 use anyhow::Context as _;
+use bosun_actors::GitSettings;
+use bosun_adapters::docker::DockerConfig;
 use bosun_adapters::ProviderSpec;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -23,6 +25,11 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, ProviderSpec>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[docker]`: the container engine `"sandbox":"docker"` sessions run in.
+    pub docker: Option<DockerConfig>,
+    /// `[git]`: credentials for pushing session branches.
+    #[serde(default)]
+    pub git: GitSettings,
 }
 
 /// `[auth]`: who needs a token (docs/SECURITY.md).
@@ -80,6 +87,8 @@ pub struct DaemonConfig {
     /// Overrides the store's live fan-out capacity.
     pub live_capacity: Option<usize>,
     pub auth: AuthConfig,
+    pub docker: Option<DockerConfig>,
+    pub git: GitSettings,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.

@@ -58,7 +58,17 @@ pub async fn run(
     let ctx = Context::new(
         store.clone(),
         providers,
-        Settings { fault_injection: config.fault_injection, default_cwd, data_dir: config.data_dir.clone() },
+        Settings {
+            fault_injection: config.fault_injection,
+            default_cwd,
+            data_dir: config.data_dir.clone(),
+            docker: config.docker.clone().map(|docker| {
+                Arc::new(bosun_adapters::docker::DockerHost::new(docker))
+                    as Arc<dyn bosun_adapters::isolation::ShellHost>
+            }),
+            loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
+            git: config.git.clone(),
+        },
     );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed
     // ACKs (tens of ms); Linux passes the option on to accepted sockets.

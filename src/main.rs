@@ -96,6 +96,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         live_capacity: args.live_capacity,
         auth: file.auth,
+        docker: file.docker,
+        git: file.git,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

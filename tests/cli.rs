@@ -138,3 +138,26 @@ async fn a_provider_whose_program_is_missing_is_listed_so_and_fails_turns_clearl
     let t3 = d.start_turn(&demo, "still fine").await;
     assert_eq!(d.wait_turn_end(&demo, &t3).await["data"]["status"], "completed");
 }
+
+#[tokio::test]
+async fn a_shell_session_from_the_cli_runs_jailed_and_exits_with_the_commands_code() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let cwd = dir.path().to_str().unwrap();
+    let args = ["session", "new", "--provider", "shell", "--sandbox", "bwrap", "--policy", "full-access", "--cwd", cwd];
+    let out = bosun(&d, &args);
+    assert!(out.status.success(), "{out:?}");
+    let id = stdout(&out).trim().to_string();
+    let session = d.ok_get(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!((session["provider"].as_str(), session["sandbox"].as_str()), (Some("shell"), Some("bwrap")));
+
+    let out = bosun(&d, &["send", &id, "echo from-the-shell; exit 3", "--wait"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(stdout(&out).contains("from-the-shell"), "{}", stdout(&out));
+    let out = bosun(&d, &["send", &id, "true", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The network flag without a sandbox is refused by the daemon, whose words reach stderr.
+    let out = bosun(&d, &["session", "new", "--network", "--cwd", cwd]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sandbox"), "{out:?}");
+}

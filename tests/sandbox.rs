@@ -195,19 +195,102 @@ async fn interrupt_kills_a_jailed_command() {
 }
 
 #[tokio::test]
-async fn an_unknown_sandbox_and_a_jailed_real_agent_are_refused() {
+async fn the_network_opens_to_a_jail_only_when_its_session_asks() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A jail on the host's network reaches the daemon's loopback port: only
+    // a daemon that asks every client for a token may open it.
+    let options =
+        Options { config: Some("[auth]\nrequire = \"always\"\n".into()), admin_token: true, ..Options::default() };
+    let d = Daemon::start(&dir.path().join("data"), options);
+    let session = jailed_session(&d, json!({"cwd": dir.path(), "network": true})).await;
+    assert_eq!(session["network"], true);
+    let s = session["id"].as_str().unwrap().to_string();
+    let (output, _) =
+        run(&d, &s, &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'")).await;
+    assert!(output.contains("CONNECTED"), "{output}");
+    let closed = jailed_session(&d, json!({"cwd": dir.path()})).await;
+    assert_eq!(closed["network"], false);
+    let (output, _) = run(
+        &d,
+        closed["id"].as_str().unwrap(),
+        &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'"),
+    )
+    .await;
+    assert!(output.contains("REFUSED"), "{output}");
+}
+
+#[tokio::test]
+async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing() {
     let dir = tempdir();
     let config = "discover_agents = false\n[providers.agent]\nkind = \"acp\"\ncommand = \"/bin/cat\"\n".to_string();
     let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
-    let (status, body) =
-        d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("demo"), "{body}");
+    let refused = [
+        // A real agent needs the network to reach its model.
+        (json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"}), 400, "network"),
+        // Under require = "remote", a jail on the host's network could drive the daemon.
+        (json!({"provider":"demo","cwd":dir.path(),"sandbox":"bwrap","network":true}), 400, "require"),
+        (json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap","network":true}), 400, "require"),
+        // Nothing to open on the host.
+        (json!({"provider":"demo","cwd":dir.path(),"network":true}), 400, "sandbox"),
+        (json!({"provider":"demo","cwd":dir.path(),"sandbox":"chroot"}), 400, "chroot"),
+        // The container image holds no agent; and no engine is configured.
+        (json!({"provider":"demo","cwd":dir.path(),"sandbox":"docker"}), 400, "shell"),
+        (json!({"provider":"shell","cwd":dir.path(),"sandbox":"docker"}), 503, "[docker]"),
+    ];
+    for (body, want, says) in refused {
+        let (status, reply) = d.post("/api/v1/sessions", body.clone()).await;
+        assert_eq!(status, want, "{body} → {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(says), "{body} → {reply}");
+    }
     assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
-    let (status, body) =
-        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"sandbox":"chroot"})).await;
-    assert_eq!(status, 400, "{body}");
     let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["sandbox"], "none");
+    assert_eq!((body["sandbox"].as_str(), body["network"].as_bool()), (Some("none"), Some(false)));
+}
+
+#[tokio::test]
+async fn jailed_commands_and_shells_see_none_of_the_daemons_secrets() {
+    if !bwrap_installed() {
+        eprintln!("bwrap not installed; skipping");
+        return;
+    }
+    let dir = tempdir();
+    let options = Options {
+        config: Some("[git]\ntoken_env = \"BOSUN_TEST_PUSH_TOKEN\"\n".into()),
+        env: vec![
+            ("BOSUN_TEST_PUSH_TOKEN".into(), "push-token-5d1e".into()),
+            ("BOSUN_TEST_OTHER_SECRET".into(), "other-secret-77c2".into()),
+        ],
+        ..Options::default()
+    };
+    let d = Daemon::start(&dir.path().join("data"), options);
+    let jailed = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+    let (output, _) = run(&d, &jailed, "env").await;
+    assert!(output.contains("PATH="), "{output}");
+    assert!(!output.contains("push-token-5d1e") && !output.contains("other-secret-77c2"), "{output}");
+
+    let body = json!({"provider": "shell", "cwd": dir.path(), "policy": "full-access", "sandbox": "bwrap"});
+    let (status, shell) = d.post("/api/v1/sessions", body).await;
+    assert_eq!(status, 201, "{shell}");
+    let s = shell["id"].as_str().unwrap();
+    let t = d.start_turn(s, "env").await;
+    let done = d.wait_turn_end(s, &t).await;
+    let stdout = done["data"]["result"]["stdout"].as_str().unwrap_or_default().to_string();
+    assert!(stdout.contains("PATH="), "{done}");
+    assert!(!stdout.contains("push-token-5d1e") && !stdout.contains("other-secret-77c2"), "{stdout}");
+
+    // On the host a command sees the daemon's environment: the checks above
+    // are the jail's doing.
+    let (status, open) =
+        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"policy":"full-access"})).await;
+    assert_eq!(status, 201, "{open}");
+    let (output, _) = run(&d, open["id"].as_str().unwrap(), "env").await;
+    assert!(output.contains("other-secret-77c2"), "{output}");
 }

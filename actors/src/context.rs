@@ -26,6 +26,37 @@ pub struct Settings {
     pub default_cwd: PathBuf,
     /// The daemon's data dir: bare clones go in `repos/`, session worktrees in `worktrees/`.
     pub data_dir: PathBuf,
+    /// The container engine `"sandbox":"docker"` sessions run in.
+    pub docker: Option<Arc<dyn bosun_adapters::isolation::ShellHost>>,
+    /// Whether loopback clients skip authentication (`[auth] require =
+    /// "remote"`): a jail that shares the host's network could then drive
+    /// the daemon's own API.
+    pub loopback_trusted: bool,
+    /// Where a token for pushing over HTTPS comes from (`[git]`).
+    pub git: GitSettings,
+}
+
+/// `[git]` in the daemon's config: the token is read from the daemon's
+/// environment when a push needs it, never from a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSettings {
+    /// The environment variable holding the token (`GITHUB_TOKEN`, say).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The username sent with it (default `x-access-token`, which GitHub
+    /// and Gitea accept with a token).
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl GitSettings {
+    /// The credentials to push with, if a token is configured and set.
+    pub fn credentials(&self) -> Option<bosun_adapters::workspace::PushCredentials> {
+        let token = std::env::var(self.token_env.as_deref()?).ok().filter(|t| !t.is_empty())?;
+        let username = self.username.clone().unwrap_or_else(|| "x-access-token".to_string());
+        Some(bosun_adapters::workspace::PushCredentials { username, token })
+    }
 }
 
 impl Context {

@@ -17,5 +17,5 @@ pub mod sessions;
 pub mod supervision;
 pub mod turn;
 
-pub use context::{Context, HealthCounters, Settings};
+pub use context::{Context, GitSettings, HealthCounters, Settings};
 pub use error::{DaemonError, DaemonResult};

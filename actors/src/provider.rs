@@ -138,9 +138,10 @@ impl Actor for ProviderWorker {
     ) -> Result<ProviderState, ActorProcessingErr> {
         let session = args.ctx.store.get::<SessionRecord>(&args.session_id)?;
         let sandbox = session.as_ref().map(|s| s.sandbox).unwrap_or_default();
+        let network = session.as_ref().is_some_and(|s| s.network);
         let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
         let jail = match sandbox {
-            Sandbox::None => None,
+            Sandbox::None | Sandbox::Docker => None,
             // Fail closed: a session made to be jailed never runs on the host,
             // even if bubblewrap went away since it was created.
             Sandbox::Bwrap => Some(Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
@@ -149,6 +150,15 @@ impl Actor for ProviderWorker {
                     args.session_id, BWRAP_PACKAGE
                 )
             })?),
+        };
+        // The push token is the daemon's, never a session's.
+        let withheld: Vec<String> = args.ctx.settings.git.token_env.iter().cloned().collect();
+        let jail = jail.map(|j| j.with_network(network).withholding(withheld));
+        let container = match sandbox {
+            Sandbox::Docker => Some(args.ctx.settings.docker.clone().ok_or_else(|| {
+                format!("session {} runs in a container, but no container engine is configured", args.session_id)
+            })?),
+            _ => None,
         };
         // A binding made by another provider (the session was switched) means nothing here.
         let binding = args
@@ -164,6 +174,8 @@ impl Actor for ProviderWorker {
             binding: binding.clone(),
             notices: notices_tx,
             sandbox: jail,
+            container,
+            network,
         };
         let driver = args.ctx.providers.driver(&args.provider, init)?;
         let notices = tokio::spawn(async move {

@@ -209,16 +209,39 @@ impl SessionsState {
                 return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
             }
         }
-        // Real agents keep state (their home, CODEX_HOME...) that the jail
-        // does not make writable yet: refuse rather than start a jail that
-        // breaks them.
+        // A real agent talks to its model over the network: in a jail
+        // without one, every turn would fail on its first request.
         if req.sandbox == Sandbox::Bwrap
-            && self.ctx.providers.get(&req.provider).is_some_and(|p| p.kind != bosun_adapters::ProviderKind::Demo)
+            && !req.network
+            && self.ctx.providers.get(&req.provider).is_some_and(|p| !p.kind.is_built_in())
         {
             return Err(DaemonError::BadRequest(format!(
-                "sandbox \"bwrap\" runs demo-provider sessions only for now; provider {:?} is a real agent, whose own state the jail cannot hold yet",
+                "provider {:?} is an agent that needs the network to reach its model: create its jailed session with \"network\": true",
                 req.provider
             )));
+        }
+        if req.network && req.sandbox == Sandbox::None {
+            return Err(DaemonError::BadRequest(
+                "network applies to a sandbox (\"bwrap\" or \"docker\"); a session on the host already has the host's network".into(),
+            ));
+        }
+        if req.network && req.sandbox == Sandbox::Bwrap && self.ctx.settings.loopback_trusted {
+            return Err(DaemonError::BadRequest(
+                "a bwrap jail with the network shares the host's loopback, where this daemon trusts every client; set [auth] require = \"always\" to open the network to jails".into(),
+            ));
+        }
+        if req.sandbox == Sandbox::Docker
+            && self.ctx.providers.get(&req.provider).is_some_and(|p| p.kind != bosun_adapters::ProviderKind::Shell)
+        {
+            return Err(DaemonError::BadRequest(format!(
+                "sandbox \"docker\" runs shell-provider sessions only (the image holds no agent); provider {:?} is not one",
+                req.provider
+            )));
+        }
+        if req.sandbox == Sandbox::Docker && self.ctx.settings.docker.is_none() {
+            return Err(DaemonError::Unavailable(
+                "sandbox \"docker\" needs a container engine: configure [docker] socket and image".into(),
+            ));
         }
         if req.sandbox == Sandbox::Bwrap && bosun_adapters::sandbox::bwrap_path().is_none() {
             return Err(DaemonError::Unavailable(format!(
@@ -283,6 +306,7 @@ impl SessionsState {
         let mut record = SessionRecord::new(id.clone(), req.provider, cwd, title, policy, bosun_proto::now_ts());
         record.workspace = workspace;
         record.sandbox = req.sandbox;
+        record.network = req.network;
         let mut batch = Batch::new();
         batch.put(&record)?;
         batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));

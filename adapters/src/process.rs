@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
-use crate::sandbox::{Jail, Limits};
+use crate::sandbox::{Jail, JailEnv, Limits};
 
 /// How much output a command may forward before the rest is dropped, so a
 /// runaway command (`yes`, `cat /dev/urandom`) cannot eat the daemon's memory.
@@ -163,7 +163,7 @@ where
     V: AsRef<OsStr>,
 {
     let mut command = match jail {
-        Some(jail) => jail.command(program, cwd, Limits::AGENT),
+        Some(jail) => jail.command(program, cwd, Limits::AGENT, JailEnv::Agent),
         None => Command::new(program),
     };
     command.args(args).envs(env).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -282,7 +282,7 @@ impl ShellCommand {
     /// group kills the jail's bwrap, which takes every jailed process down.
     pub fn spawn_in(command: &str, cwd: &Path, output_limit: usize, jail: Option<&Jail>) -> io::Result<ShellCommand> {
         let mut cmd = match jail {
-            Some(jail) => jail.command("sh", cwd, Limits::COMMAND),
+            Some(jail) => jail.command("sh", cwd, Limits::COMMAND, JailEnv::Basic),
             None => Command::new("sh"),
         };
         cmd.arg("-c").arg(command).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());

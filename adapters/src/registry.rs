@@ -39,12 +39,18 @@ impl ProviderKind {
 
     /// Kinds this build has a driver for.
     pub fn is_available(self) -> bool {
-        matches!(self, ProviderKind::Demo | ProviderKind::Acp | ProviderKind::CodexAppServer)
+        matches!(self, ProviderKind::Demo | ProviderKind::Acp | ProviderKind::CodexAppServer | ProviderKind::Shell)
     }
 
     /// Whether the kind runs an external program, so `command` is required.
     pub fn needs_command(self) -> bool {
-        !matches!(self, ProviderKind::Demo)
+        !matches!(self, ProviderKind::Demo | ProviderKind::Shell)
+    }
+
+    /// Whether the kind is built into the daemon (no agent program): only
+    /// these run in a container, whose image has no agent in it.
+    pub fn is_built_in(self) -> bool {
+        matches!(self, ProviderKind::Demo | ProviderKind::Shell)
     }
 }
 
@@ -73,6 +79,8 @@ impl ProviderOrigin {
 /// its config says otherwise.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one command of the `shell` provider may run.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One `[providers.NAME]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +104,16 @@ pub struct ProviderSpec {
     /// is failed (default 600). Time spent waiting on an approval does not count.
     #[serde(default)]
     pub silence_timeout_secs: Option<u64>,
+    /// `shell` kind: seconds one command may run before its process tree is
+    /// killed (default 600).
+    #[serde(default)]
+    pub command_timeout_secs: Option<u64>,
+    /// Where the agent keeps its own state (`~/.codex`, `$CODEX_HOME`...):
+    /// writable inside a bubblewrap jail, which is read-only elsewhere. `~`
+    /// and `$VAR` (from `env`, then the daemon's environment) are expanded.
+    /// Default: what the known agents use (see [`ProviderSpec::state_dirs`]).
+    #[serde(default)]
+    pub state_dirs: Vec<String>,
     #[serde(skip)]
     pub origin: ProviderOrigin,
     /// The jail of the session this copy of the spec starts an agent for:
@@ -116,6 +134,8 @@ impl ProviderSpec {
             env: BTreeMap::new(),
             startup_timeout_secs: None,
             silence_timeout_secs: None,
+            command_timeout_secs: None,
+            state_dirs: Vec::new(),
             origin: ProviderOrigin::Config,
         }
     }
@@ -126,6 +146,58 @@ impl ProviderSpec {
 
     pub fn silence_timeout(&self) -> Duration {
         self.silence_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_SILENCE_TIMEOUT)
+    }
+
+    /// The state dirs to make writable in a jail, expanded: the configured
+    /// ones, else the known agents' own (codex and codex-acp: `$CODEX_HOME`
+    /// or `~/.codex`; claude-agent-acp: `~/.claude`; gemini: `~/.gemini`).
+    /// Entries that cannot be expanded are left out.
+    pub fn state_dirs(&self) -> Vec<PathBuf> {
+        if !self.state_dirs.is_empty() {
+            return self.state_dirs.iter().filter_map(|d| self.expand(d)).collect();
+        }
+        match self.program_name() {
+            // Codex uses ~/.codex unless CODEX_HOME says otherwise.
+            Some("codex" | "codex-acp") => {
+                self.expand("$CODEX_HOME").or_else(|| self.expand("~/.codex")).into_iter().collect()
+            }
+            Some("claude-agent-acp" | "claude") => self.expand("~/.claude").into_iter().collect(),
+            Some("gemini") => self.expand("~/.gemini").into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The file name of the program, without its directory.
+    fn program_name(&self) -> Option<&str> {
+        let command = self.command.as_deref()?;
+        Path::new(command).file_name().and_then(|n| n.to_str())
+    }
+
+    /// `~/x` → `$HOME/x`, `$VAR/x` → the variable's value from `env` or the
+    /// daemon's environment; `None` when a variable is unset or empty.
+    fn expand(&self, path: &str) -> Option<PathBuf> {
+        let lookup = |name: &str| -> Option<String> {
+            self.env.get(name).cloned().or_else(|| std::env::var(name).ok()).filter(|v| !v.is_empty())
+        };
+        let expanded = if let Some(rest) = path.strip_prefix("~/") {
+            format!("{}/{rest}", lookup("HOME")?)
+        } else if let Some(rest) = path.strip_prefix('$') {
+            let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+            let value = lookup(name)?;
+            if tail.is_empty() {
+                value
+            } else {
+                format!("{value}/{tail}")
+            }
+        } else {
+            path.to_string()
+        };
+        let expanded = PathBuf::from(expanded);
+        expanded.is_absolute().then_some(expanded)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_COMMAND_TIMEOUT)
     }
 }
 
@@ -143,7 +215,7 @@ pub const KNOWN_AGENTS: &[(&str, ProviderKind, &[&str])] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(
-        "provider {name:?}: kind `{kind}` has no driver in this build yet (available: demo, acp, codex-app-server)"
+        "provider {name:?}: kind `{kind}` has no driver in this build yet (available: demo, shell, acp, codex-app-server)"
     )]
     KindUnavailable { name: String, kind: &'static str },
     #[error("provider {0:?}: names may only use letters, digits, '-' and '_'")]
@@ -246,6 +318,9 @@ impl ProviderRegistry {
         let mut demo = ProviderSpec::new("demo", ProviderKind::Demo, None, &[]);
         demo.origin = ProviderOrigin::BuiltIn;
         specs.insert(demo.name.clone(), demo);
+        let mut shell = ProviderSpec::new("shell", ProviderKind::Shell, None, &[]);
+        shell.origin = ProviderOrigin::BuiltIn;
+        specs.insert(shell.name.clone(), shell);
         for mut spec in configured {
             if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(RegistryError::BadName(spec.name));
@@ -344,11 +419,21 @@ impl ProviderRegistry {
         if let Some(resolved) = self.resolve(&spec) {
             spec.command = Some(resolved.to_string_lossy().into_owned());
         }
-        spec.jail = init.sandbox.clone();
+        spec.jail = init.sandbox.clone().map(|jail| {
+            let dirs = spec.state_dirs();
+            for dir in &dirs {
+                // bwrap can only bind what exists.
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not create an agent state dir for the jail");
+                }
+            }
+            jail.with_writable(dirs.into_iter().filter(|d| d.exists()).collect())
+        });
         match spec.kind {
             ProviderKind::Demo => Ok(Box::new(DemoDriver::jailed(init.sandbox))),
             ProviderKind::Acp => Ok(Box::new(crate::acp::AcpDriver::new(spec, init))),
             ProviderKind::CodexAppServer => Ok(Box::new(crate::codex::CodexDriver::new(spec, init))),
+            ProviderKind::Shell => Ok(Box::new(crate::shell::ShellDriver::new(spec, init))),
             kind => Err(RegistryError::KindUnavailable { name: spec.name.clone(), kind: kind.as_str() }),
         }
     }
@@ -414,7 +499,10 @@ impl ProviderKind {
             ProviderKind::CodexAppServer => {
                 Capabilities { resume: false, load_session: true, steer: true, interrupt: true, images: true }
             }
-            ProviderKind::Shell | ProviderKind::Pty => Capabilities::default(),
+            ProviderKind::Shell => {
+                Capabilities { resume: false, load_session: false, steer: false, interrupt: true, images: false }
+            }
+            ProviderKind::Pty => Capabilities::default(),
         }
     }
 }
@@ -434,6 +522,8 @@ mod tests {
             binding: None,
             notices: tokio::sync::mpsc::unbounded_channel().0,
             sandbox: None,
+            container: None,
+            network: false,
         }
     }
 
@@ -447,8 +537,8 @@ mod tests {
 
     #[test]
     fn unavailable_kinds_bad_names_and_missing_commands_are_refused() {
-        let err = ProviderRegistry::new([spec("sh", ProviderKind::Shell)]).unwrap_err();
-        assert!(err.to_string().contains("`shell`"), "{err}");
+        let err = ProviderRegistry::new([spec("term", ProviderKind::Pty)]).unwrap_err();
+        assert!(err.to_string().contains("`pty`"), "{err}");
         assert!(matches!(ProviderRegistry::new([spec("a b", ProviderKind::Demo)]), Err(RegistryError::BadName(_))));
         let no_command = ProviderSpec::new("x", ProviderKind::Acp, None, &[]);
         assert!(matches!(ProviderRegistry::new([no_command]), Err(RegistryError::NoCommand { .. })));
@@ -475,6 +565,26 @@ mod tests {
         assert!(reg.get("codex-acp").is_none());
         assert!(reg.get("not-an-agent").is_none());
         assert_eq!(reg.resolve(codex), Some(dir.path().join("codex")));
+    }
+
+    #[test]
+    fn state_dirs_come_from_the_config_or_the_known_agent() {
+        let mut codex = ProviderSpec::new("c", ProviderKind::CodexAppServer, Some("/opt/bin/codex"), &[]);
+        codex.env.insert("CODEX_HOME".into(), "/srv/codex-home".into());
+        assert_eq!(codex.state_dirs(), [PathBuf::from("/srv/codex-home")]);
+        codex.env.insert("HOME".into(), "/home/u".into());
+        codex.env.insert("CODEX_HOME".into(), String::new());
+        // An empty CODEX_HOME is unset: codex falls back to ~/.codex, unless the daemon has one.
+        if std::env::var_os("CODEX_HOME").is_none() {
+            assert_eq!(codex.state_dirs(), [PathBuf::from("/home/u/.codex")]);
+        }
+        let mut gemini = ProviderSpec::new("g", ProviderKind::Acp, Some("gemini"), &["--acp"]);
+        gemini.env.insert("HOME".into(), "/home/u".into());
+        assert_eq!(gemini.state_dirs(), [PathBuf::from("/home/u/.gemini")]);
+        gemini.state_dirs = vec!["$STATE/x".into(), "relative/ignored".into(), "$UNSET_BOSUN_VAR/y".into()];
+        gemini.env.insert("STATE".into(), "/var/state".into());
+        assert_eq!(gemini.state_dirs(), [PathBuf::from("/var/state/x")], "configured dirs replace the defaults");
+        assert!(spec("other", ProviderKind::Acp).state_dirs().is_empty());
     }
 
     #[test]

@@ -48,22 +48,85 @@ pub struct Jail {
     /// The daemon's data dir, hidden inside the jail.
     data_dir: PathBuf,
     bwrap: PathBuf,
+    /// Whether the jail shares the host's network namespace.
+    network: bool,
+    /// Host paths the jail may write besides its cwd: the agent's own state
+    /// (`~/.codex`...), which it cannot run without.
+    writable: Vec<PathBuf>,
+    /// Variables of the daemon's environment no jailed process may see (the
+    /// push token's), even an agent that otherwise inherits the daemon's.
+    withheld: Vec<String>,
 }
+
+/// What a jailed process gets of the daemon's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JailEnv {
+    /// A command or a shell: only [`BASIC_ENV`], nothing the daemon was
+    /// started with for itself.
+    Basic,
+    /// An agent: the daemon's environment (where its API key may be) minus
+    /// what the jail withholds.
+    Agent,
+}
+
+/// The variables a jailed command or shell keeps (and any `LC_*`).
+pub const BASIC_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ"];
 
 impl Jail {
     /// A bubblewrap jail hiding `data_dir`, or `None` when `bwrap` is not on
     /// `PATH`.
     pub fn bwrap(data_dir: &Path) -> Option<Jail> {
         let bwrap = bwrap_path()?;
-        Some(Jail { data_dir: data_dir.to_path_buf(), bwrap })
+        Some(Jail {
+            data_dir: data_dir.to_path_buf(),
+            bwrap,
+            network: false,
+            writable: Vec::new(),
+            withheld: Vec::new(),
+        })
+    }
+
+    /// The same jail with the host's network (`true`) or none at all.
+    pub fn with_network(self, network: bool) -> Jail {
+        Jail { network, ..self }
+    }
+
+    pub fn network(&self) -> bool {
+        self.network
+    }
+
+    /// The same jail, also able to write `paths` (which must exist: bwrap
+    /// binds them). Paths inside the data dir stay hidden.
+    pub fn with_writable(self, paths: Vec<PathBuf>) -> Jail {
+        Jail { writable: paths, ..self }
+    }
+
+    /// The same jail, keeping `vars` of the daemon's environment from every
+    /// process in it.
+    pub fn withholding(self, vars: Vec<String>) -> Jail {
+        Jail { withheld: vars, ..self }
     }
 
     /// A command that runs `program` inside the jail, with `cwd` its only
     /// writable directory (besides a private `/tmp`). Arguments for `program`
     /// are added by the caller after this returns.
-    pub fn command(&self, program: impl AsRef<OsStr>, cwd: &Path, limits: Limits) -> Command {
+    pub fn command(&self, program: impl AsRef<OsStr>, cwd: &Path, limits: Limits, env: JailEnv) -> Command {
         let mut cmd = Command::new(&self.bwrap);
         cmd.args(self.args(cwd)).arg("--").arg(program).current_dir(cwd);
+        match env {
+            JailEnv::Basic => {
+                cmd.env_clear();
+                let kept = std::env::vars_os().filter(|(name, _)| {
+                    let name = name.to_string_lossy();
+                    BASIC_ENV.contains(&name.as_ref()) || name.starts_with("LC_")
+                });
+                cmd.envs(kept);
+            }
+            JailEnv::Agent => {}
+        }
+        for name in &self.withheld {
+            cmd.env_remove(name);
+        }
         // SAFETY: the closure only calls setrlimit, which is async-signal-safe,
         // and touches no memory shared with the parent.
         unsafe {
@@ -80,6 +143,9 @@ impl Jail {
         push(&[s("--ro-bind"), s("/"), s("/"), s("--dev"), s("/dev"), s("--proc"), s("/proc")]);
         push(&[s("--tmpfs"), s("/tmp")]);
         push(&[s("--bind"), cwd.as_os_str(), cwd.as_os_str()]);
+        for path in &self.writable {
+            push(&[s("--bind"), path.as_os_str(), path.as_os_str()]);
+        }
         // After the cwd, so a cwd that contains the data dir does not expose
         // it again; the worktrees dir is inside the data dir, so one tmpfs
         // hides the store and every session's worktree.
@@ -93,6 +159,11 @@ impl Jail {
         // No network: `--unshare-all` includes the network namespace, where
         // only a loopback that is down exists.
         push(&[s("--unshare-all"), s("--die-with-parent")]);
+        if self.network {
+            // The session's policy opens the network: keep every other
+            // namespace private, share the host's network one.
+            push(&[s("--share-net")]);
+        }
         // A new session keeps a jailed process from pushing keystrokes into
         // the daemon's terminal (TIOCSTI). It also moves the jailed tree out
         // of our process group, but killing the group still kills bwrap, and
@@ -142,7 +213,7 @@ mod tests {
     }
 
     async fn run(jail: &Jail, cwd: &Path, script: &str) -> std::process::Output {
-        let mut cmd = jail.command("sh", cwd, Limits::COMMAND);
+        let mut cmd = jail.command("sh", cwd, Limits::COMMAND, JailEnv::Basic);
         cmd.arg("-c").arg(script);
         cmd.output().await.expect("bwrap runs")
     }

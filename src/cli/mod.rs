@@ -7,7 +7,9 @@
 //!
 //! Exit codes: 0 success; 1 an error (the daemon's or ours, printed as
 //! `error: ...` on stderr); 2 a usage error (clap); for `send --wait` the end
-//! of the turn: 0 completed, 1 failed, 130 interrupted (or Ctrl-C).
+//! of the turn: 0 completed, 1 failed, 130 interrupted (or Ctrl-C); a
+//! completed turn that ran one command (the `shell` provider) exits with the
+//! command's exit code, as `ssh` does.
 
 mod devices;
 mod http;
@@ -133,6 +135,32 @@ struct NewSessionArgs {
     /// The branch the worktree starts from (with --repo).
     #[arg(long, default_value = "main", requires = "repo")]
     branch: String,
+    /// Where the session's agent and commands run.
+    #[arg(long, value_enum, default_value = "none")]
+    sandbox: SandboxArg,
+    /// Let the jail or container use the network.
+    #[arg(long)]
+    network: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SandboxArg {
+    /// On the host, as the daemon's user.
+    None,
+    /// In a bubblewrap jail.
+    Bwrap,
+    /// In a container of the daemon's configured engine.
+    Docker,
+}
+
+impl From<SandboxArg> for bosun_proto::Sandbox {
+    fn from(s: SandboxArg) -> bosun_proto::Sandbox {
+        match s {
+            SandboxArg::None => bosun_proto::Sandbox::None,
+            SandboxArg::Bwrap => bosun_proto::Sandbox::Bwrap,
+            SandboxArg::Docker => bosun_proto::Sandbox::Docker,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -402,7 +430,8 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
         title: args.title,
         policy: args.policy.map(Policy::from),
         workspace,
-        sandbox: Default::default(),
+        sandbox: args.sandbox.into(),
+        network: args.network,
     };
     // A workspace may need a clone first; the daemon waits for it as long.
     let timeout = if body.workspace.is_some() {
@@ -629,11 +658,18 @@ async fn ctrl_c() {
     }
 }
 
-/// 0 completed, 1 failed, 130 interrupted; the reason goes to stderr.
+/// 0 completed (or the exit code of the command a shell turn ran), 1
+/// failed, 130 interrupted; the reason goes to stderr.
 fn turn_exit_code(turn_id: &str, data: &Value) -> i32 {
     let reason = data.get("reason").and_then(Value::as_str);
     match data.get("status").and_then(Value::as_str) {
-        Some("completed") => 0,
+        Some("completed") => match data.get("result") {
+            None => 0,
+            Some(result) => match result.get("exit_code").and_then(Value::as_i64) {
+                Some(code) => i32::try_from(code.clamp(0, 255)).unwrap_or(1),
+                None => 1,
+            },
+        },
         Some("interrupted") => {
             eprintln!("turn {turn_id} interrupted{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
             130

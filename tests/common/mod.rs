@@ -21,6 +21,11 @@ pub struct Options {
     pub live_capacity: Option<usize>,
     pub config: Option<String>,
     pub log: Option<String>,
+    /// Send the daemon's admin token (`<data_dir>/admin.token`) with every
+    /// request of [`Daemon::request`], for daemons under `require = "always"`.
+    pub admin_token: bool,
+    /// Set in the daemon's environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running daemon. Dropping it kills the process.
@@ -50,6 +55,7 @@ impl Daemon {
             cmd.arg("--config").arg(path);
         }
         cmd.env("BOSUN_LOG", options.log.clone().unwrap_or_else(|| "info".into()));
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(data_dir.parent().unwrap_or(data_dir));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn bosun");
@@ -133,6 +139,10 @@ impl Daemon {
 
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if self.options.admin_token {
+            let token = std::fs::read_to_string(self.data_dir.join("admin.token")).expect("read admin.token");
+            req = req.bearer_auth(token.trim());
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
