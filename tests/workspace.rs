@@ -129,6 +129,27 @@ async fn worktree_lifecycle() {
     let output = turn_text(&events, &t, Some("command_output"));
     assert!(output.contains("README.md") && output.contains("new"), "{output}");
 
+    // The audit trail: files written through the API and commands run, in
+    // order, with what they wrote, paged like the event log.
+    let audit = d.ok_get(&format!("/api/v1/sessions/{s}/audit")).await;
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["file:written", "file:written", "file:deleted", "command:ran"], "{audit}");
+    let ran = &audit["events"][3]["data"]["command"];
+    assert_eq!((ran["command"].as_str(), ran["exit_code"].as_i64()), (Some("ls"), Some(0)), "{ran}");
+    assert_eq!(ran["stdout_bytes"].as_u64(), Some(output.len() as u64), "{ran}");
+    assert_eq!(ran["cwd"].as_str(), Some(worktree.to_str().unwrap()));
+    let first = d.ok_get(&format!("/api/v1/sessions/{s}/audit?limit=3")).await;
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(3));
+    let rest = d.ok_get(&format!("/api/v1/sessions/{s}/audit?since={}", first["next"])).await;
+    assert_eq!(
+        rest["events"].as_array().map(|e| e.iter().map(|e| e["type"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("command:ran")])
+    );
+    let (status, _) = d.get("/api/v1/sessions/s_000000000000/audit").await;
+    assert_eq!(status, 404);
+    let (status, _) = d.get(&format!("/api/v1/sessions/{s}/audit?limit=0")).await;
+    assert_eq!(status, 400);
+
     // Commit: a commit on bosun/<id>, and nothing left to commit after it.
     let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"session work"})).await;
     assert_eq!(status, 200, "{body}");
@@ -272,4 +293,126 @@ async fn a_slow_clone_does_not_hold_up_other_creations() {
     let list = d.ok_get("/api/v1/sessions").await;
     assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1), "only the plain session exists yet: {list}");
     hanging.abort();
+}
+
+#[tokio::test]
+async fn commit_with_push_sends_the_session_branch_to_the_origin() {
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let s = workspace_session(&d, &repo, "plan-only").await["id"].as_str().unwrap().to_string();
+    let branch = format!("bosun/{s}");
+
+    let (status, _) = put(&d, &format!("/api/v1/sessions/{s}/file?path=a.txt"), json!({"content": "a\n"})).await;
+    assert_eq!(status, 200);
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "a", "push": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["pushed"].as_bool(), body.get("push_error")), (Some(true), None), "{body}");
+    assert_eq!(git(&repo, &["rev-parse", &branch]), body["sha"].as_str().unwrap());
+
+    // Without `push`, the origin does not move.
+    put(&d, &format!("/api/v1/sessions/{s}/file?path=b.txt"), json!({"content": "b\n"})).await;
+    let (_, local) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "b"})).await;
+    assert_eq!(local["pushed"], false, "{local}");
+    assert_ne!(git(&repo, &["rev-parse", &branch]), local["sha"].as_str().unwrap());
+
+    // An origin that is gone: the commit stands, the push failure is said.
+    std::fs::rename(&repo, dir.path().join("moved")).unwrap();
+    put(&d, &format!("/api/v1/sessions/{s}/file?path=c.txt"), json!({"content": "c\n"})).await;
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "c", "push": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pushed"], false, "{body}");
+    assert!(body["push_error"].as_str().is_some_and(|e| e.contains("push")), "{body}");
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "x", "push": "yes"})).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Symlinks in the worktree are followed only while they stay inside it and
+/// out of `.git`, whatever their form; the kernel does the resolving.
+#[tokio::test]
+async fn symlinks_are_followed_only_inside_the_worktree() {
+    use std::os::unix::fs::symlink;
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let session = workspace_session(&d, &repo, "plan-only").await;
+    let s = session["id"].as_str().unwrap().to_string();
+    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/secret.txt"), "secret\n").unwrap();
+    symlink("src", worktree.join("inner")).unwrap();
+    symlink("../README.md", worktree.join("src/readme")).unwrap();
+    // The worktree is <tmp>/data/worktrees/<id>: three levels up is <tmp>.
+    symlink("../../../outside", worktree.join("up")).unwrap();
+    symlink(dir.path().join("outside"), worktree.join("abs")).unwrap();
+    symlink(".git", worktree.join("gitlink")).unwrap();
+    let git_file = std::fs::read_to_string(worktree.join(".git")).unwrap();
+    assert!(worktree.join("up/secret.txt").exists(), "the link really leads outside");
+
+    let file = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=inner/readme")).await;
+    assert_eq!(file["content"], "hello needle\n", "{file}");
+    let (status, body) =
+        put(&d, &format!("/api/v1/sessions/{s}/file?path=inner/made/new.txt"), json!({"content":"new\n"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(worktree.join("src/made/new.txt")).unwrap(), "new\n");
+
+    for form in ["up/secret.txt", "abs/secret.txt", "up/new.txt", "up/made/new.txt", "up", "gitlink"] {
+        for (method, endpoint) in [("GET", "file"), ("PUT", "file"), ("DELETE", "file"), ("GET", "files")] {
+            let path = format!("/api/v1/sessions/{s}/{endpoint}?path={form}");
+            let (status, body) = match method {
+                "GET" => d.get(&path).await,
+                "PUT" => put(&d, &path, json!({"content":"pwned"})).await,
+                _ => delete(&d, &path).await,
+            };
+            assert_eq!(status, 400, "{method} {endpoint} {form}: {body}");
+        }
+    }
+    let mut outside: Vec<_> =
+        std::fs::read_dir(dir.path().join("outside")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    outside.sort();
+    assert_eq!(outside, ["secret.txt"]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("outside/secret.txt")).unwrap(), "secret\n");
+    assert_eq!(std::fs::read_to_string(worktree.join(".git")).unwrap(), git_file);
+    assert!(
+        std::fs::symlink_metadata(worktree.join("up")).is_ok()
+            && std::fs::symlink_metadata(worktree.join("gitlink")).is_ok()
+    );
+}
+
+/// Whoever works in a worktree can rewrite its `.git` file. The daemon's own
+/// git commands must not follow it to a git dir the agent made, whose config
+/// could run a command as the daemon (outside any jail).
+#[tokio::test]
+async fn the_daemons_git_ignores_a_forged_dot_git_in_the_worktree() {
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let session = workspace_session(&d, &repo, "plan-only").await;
+    let s = session["id"].as_str().unwrap().to_string();
+    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+
+    // What a hostile agent would do: a git dir of its own, with a config
+    // that runs a command on every status-like operation.
+    let proof = dir.path().join("fsmonitor-ran");
+    let fake = worktree.join("fake-git");
+    git(&worktree, &["init", "--quiet", "--bare", fake.to_str().unwrap()]);
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", proof.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    git(&fake, &["config", "core.fsmonitor", hook.to_str().unwrap()]);
+    git(&fake, &["config", "core.bare", "false"]);
+    std::fs::write(worktree.join(".git"), format!("gitdir: {}\n", fake.display())).unwrap();
+
+    std::fs::write(worktree.join("work.txt"), "work\n").unwrap();
+    let diff = d.ok_get(&format!("/api/v1/sessions/{s}/diff")).await;
+    assert!(diff["diff"].as_str().unwrap().contains("+work"), "{diff}");
+    let found = d.ok_get(&format!("/api/v1/sessions/{s}/search?q=needle")).await;
+    assert!(!found["results"].as_array().unwrap().is_empty(), "{found}");
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "work"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!proof.exists(), "the daemon's git ran the forged git dir's fsmonitor");
+    // The commit landed on the session branch in the daemon's clone, not in the fake.
+    let bare = std::fs::read_dir(dir.path().join("data/repos")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(git(&bare, &["rev-parse", &format!("bosun/{s}")]), body["sha"].as_str().unwrap());
 }
