@@ -79,6 +79,10 @@ pub struct Auth {
     /// The ids of devices as they are revoked, so open WebSockets of a
     /// revoked device are closed at once rather than at their next request.
     revoked: tokio::sync::broadcast::Sender<String>,
+    /// Paired devices by token hash, so a request finds its device without
+    /// reading every device; the store stays the authority (a hit is checked
+    /// against it, so a revocation is seen at once).
+    devices_by_hash: Mutex<HashMap<[u8; 32], String>>,
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -204,11 +208,17 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 impl Auth {
     pub fn open(config: &AuthConfig, data_dir: &Path, store: Store) -> anyhow::Result<Arc<Auth>> {
         let admin = load_or_create_admin_token(data_dir)?;
-        Ok(Arc::new(Auth::new(config, &admin, store)))
+        Ok(Arc::new(Auth::new(config, &admin, store)?))
     }
 
-    pub fn new(config: &AuthConfig, admin_token: &str, store: Store) -> Auth {
-        Auth {
+    pub fn new(config: &AuthConfig, admin_token: &str, store: Store) -> Result<Auth, AuthError> {
+        let mut devices_by_hash = HashMap::new();
+        for device in store.scan::<DeviceRecord>()? {
+            if let Some(hash) = from_hex(&device.token_hash) {
+                devices_by_hash.insert(hash, device.id);
+            }
+        }
+        Ok(Auth {
             require: config.require,
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
             store,
@@ -216,7 +226,8 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             exchange: tokio::sync::Mutex::new(()),
             revoked: tokio::sync::broadcast::channel(64).0,
-        }
+            devices_by_hash: Mutex::new(devices_by_hash),
+        })
     }
 
     /// Whether this peer may go without a token.
@@ -251,16 +262,18 @@ impl Auth {
         if bool::from(hash.ct_eq(&self.admin_hash)) {
             return Ok(Some(Access::Admin));
         }
-        // Read from the store each time, so a revoked device is refused at once.
-        let mut found = None;
-        for device in self.store.scan::<DeviceRecord>()? {
-            let Some(stored) = from_hex(&device.token_hash) else { continue };
-            // No early exit: every device is compared, whatever matched.
-            if bool::from(hash.ct_eq(&stored)) {
-                found = Some(Access::Device(device.id));
+        // A map lookup by hash leaks nothing useful through timing: finding
+        // a token whose SHA-256 starts like a stored one teaches nothing
+        // about the token.
+        let id = self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
+        let Some(id) = id else { return Ok(None) };
+        // The store decides: a device revoked a moment ago is refused.
+        match self.store.get::<DeviceRecord>(&id)? {
+            Some(device) if from_hex(&device.token_hash).is_some_and(|h| bool::from(h.ct_eq(&hash))) => {
+                Ok(Some(Access::Device(device.id)))
             }
+            _ => Ok(None),
         }
-        Ok(found)
     }
 
     /// `Err(Limited)` when the peer made too many failed attempts lately.
@@ -407,6 +420,9 @@ impl Auth {
         batch.put(&pairing)?;
         batch.put(&device)?;
         self.store.commit(batch).await?;
+        if let Some(hash) = from_hex(&device.token_hash) {
+            self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, device.id.clone());
+        }
         tracing::info!(device = %device.id, name = %device.name, "device paired");
         Ok((token, device.id))
     }
@@ -426,6 +442,7 @@ impl Auth {
         let mut batch = Batch::new();
         batch.delete::<DeviceRecord>(id);
         self.store.commit(batch).await?;
+        self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, device| device != id);
         tracing::info!(device = %id, "device revoked");
         // Nobody listening is fine: no socket of that device is open.
         let _ = self.revoked.send(id.to_string());
@@ -488,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path().join("store"))).unwrap();
         let config = AuthConfig { require, allowed_origins: vec!["https://proxy.example".into()] };
-        (Auth::new(&config, "admin-secret", store), dir)
+        (Auth::new(&config, "admin-secret", store).unwrap(), dir)
     }
 
     fn ip(s: &str) -> Option<IpAddr> {
