@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bwrap_installed() -> bool {
-    Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success())
+/// tests/run installs bubblewrap: a missing one is a broken set-up, not a
+/// reason to pass.
+fn require_bwrap() {
+    let ok = Command::new("bwrap").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "bwrap is not installed: tests/run installs it (apt-get install bubblewrap)");
 }
 
 async fn jailed_session(d: &Daemon, body: Value) -> Value {
@@ -49,10 +52,7 @@ fn make_repo(root: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn a_jailed_command_writes_only_in_its_cwd() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let cwd = dir.path().join("work");
     let outside = dir.path().join("outside");
@@ -82,10 +82,7 @@ async fn a_jailed_command_writes_only_in_its_cwd() {
 
 #[tokio::test]
 async fn a_jailed_command_cannot_reach_the_network() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -116,10 +113,7 @@ async fn a_jailed_command_cannot_reach_the_network() {
 
 #[tokio::test]
 async fn a_jailed_session_sees_neither_the_data_dir_nor_other_worktrees() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let repo = make_repo(dir.path());
     let data = dir.path().join("data");
@@ -163,10 +157,7 @@ async fn a_jailed_session_sees_neither_the_data_dir_nor_other_worktrees() {
 
 #[tokio::test]
 async fn interrupt_kills_a_jailed_command() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
     let s = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
@@ -196,10 +187,7 @@ async fn interrupt_kills_a_jailed_command() {
 
 #[tokio::test]
 async fn the_network_opens_to_a_jail_only_when_its_session_asks() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -257,10 +245,7 @@ async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing
 
 #[tokio::test]
 async fn jailed_commands_and_shells_see_none_of_the_daemons_secrets() {
-    if !bwrap_installed() {
-        eprintln!("bwrap not installed; skipping");
-        return;
-    }
+    require_bwrap();
     let dir = tempdir();
     let options = Options {
         config: Some("[git]\ntoken_env = \"BOSUN_TEST_PUSH_TOKEN\"\n".into()),

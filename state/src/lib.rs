@@ -55,6 +55,10 @@ pub enum StoreError {
     ReservedTree(&'static str),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Another process has the database open (another daemon on the same
+    /// data dir, most likely).
+    #[error("the store at {} is in use by another process (is another bosun running on this data dir?)", .0.display())]
+    Locked(std::path::PathBuf),
     #[error("invalid store configuration: {0}")]
     Config(String),
     /// The writer has stopped (`close`, drop, or a bug); nothing was committed.

@@ -1,11 +1,12 @@
 //! The store handle: opening, reads, and the door to the writer thread.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bosun_proto::{Envelope, Topic};
 use sled::IVec;
@@ -142,9 +143,7 @@ impl Store {
         if config.path.as_os_str().is_empty() {
             return Err(StoreError::Config("empty path".into()));
         }
-        // No background flush: every write goes through the writer, which
-        // flushes before it acknowledges, so a timer would only add work.
-        let db = sled::Config::new().path(&config.path).flush_every_ms(None).open()?;
+        let db = open_db(&config.path)?;
         let meta = db.open_tree(META)?;
         check_format(&db, &meta)?;
         let events = db.open_tree(EVENTS)?;
@@ -200,7 +199,7 @@ impl Store {
     /// every clone of the store is dropped, moves that cost out of start-up.
     /// Fails (sled cannot take its lock) while a store on `path` is open.
     pub fn checkpoint(path: &std::path::Path) -> Result<(), StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let db = open_db(path)?;
         drop(db);
         Ok(())
     }
@@ -445,6 +444,39 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// How long an open waits for sled's lock on the database file. sled 0.34
+/// releases that lock from a background thread some time after the last
+/// handle of a database drops, so an open right after a close in the same
+/// process can find it still held; a lock held past this is another process's.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for its
+/// lock (see there).
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    // No background flush: every write goes through the writer, which
+    // flushes before it acknowledges, so a timer would only add work.
+    let config = sled::Config::new().path(path).flush_every_ms(None);
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Err(err) if is_lock_contention(&err) => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
+/// sled reports a held lock only as an `Other` I/O error with this text.
+fn is_lock_contention(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn decode_all<R: Record>(iter: sled::Iter) -> Result<Vec<R>, StoreError> {

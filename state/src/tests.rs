@@ -727,6 +727,28 @@ fn kill9_keeps_every_acknowledged_commit() {
     }
 }
 
+#[test]
+fn a_store_reopens_right_after_it_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Topic::session("s");
+    for n in 0..20 {
+        let store = open(&dir);
+        store.commit_blocking(one_event(&topic, n)).unwrap();
+        assert_eq!(store.durable_head(), n + 1);
+    }
+}
+
+#[test]
+fn a_store_held_open_elsewhere_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = open(&dir);
+    match Store::open(StoreConfig::new(dir.path().join("db"))) {
+        Err(err @ StoreError::Locked(_)) => assert!(err.to_string().contains("in use by another process"), "{err}"),
+        Err(err) => panic!("expected Locked, got {err}"),
+        Ok(_) => panic!("a second open of a held store succeeded"),
+    }
+}
+
 // ---- measurements (not run by default) ------------------------------------
 // cargo test --release -p bosun-state -- --ignored --nocapture bench_
 
@@ -856,13 +878,9 @@ fn retry_while_locked<T>(mut open: impl FnMut() -> Result<T, sled::Error>) -> T 
     }
 }
 
+/// Store::open itself waits out the lock a dropped store still holds.
 fn reopen(dir: &tempfile::TempDir) -> Store {
-    let path = dir.path().join("db");
-    retry_while_locked(|| match Store::open(StoreConfig::new(&path)) {
-        Ok(store) => Ok(store),
-        Err(StoreError::Sled(e)) => Err(e),
-        Err(e) => panic!("open store: {e}"),
-    })
+    open(dir)
 }
 
 fn set_persist_limits(store: &Store, seqs: usize, topics: usize, interval: Duration) {
