@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{tempdir, Daemon, Options, BIN};
+use common::{git, tempdir, Daemon, Options, BIN};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ static BROWSER: Mutex<()> = Mutex::new(());
 /// Longer than any script's own limit, so the script normally reports first.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The flow script's four screens, each light then dark, and the pairing screen.
+/// The flow script's four screens, each light then dark, the pairing screen,
+/// and a jailed shell session (the workspace script).
 const SCREENSHOTS: &[&str] = &[
     "session-list.png",
     "session-list-dark.png",
@@ -40,6 +41,7 @@ const SCREENSHOTS: &[&str] = &[
     "approval-dialog.png",
     "approval-dialog-dark.png",
     "pair-device.png",
+    "shell-session.png",
 ];
 
 fn root() -> PathBuf {
@@ -169,6 +171,26 @@ fn new_session_prompt_stream_and_approval() {
         assert!(out.join(name).exists(), "the flow script did not write {name}: {report}");
     }
     update_screenshots(&out);
+}
+
+/// From the form: a `shell` session in a worktree of a repository, in a
+/// bubblewrap jail (tests/run installs bwrap); its commands' ends show their
+/// exit codes.
+#[test]
+fn jailed_shell_in_a_worktree_from_the_form() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("README"), "from the repository\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    let daemon = Daemon::start(&dir.path().join("data"), Options::default());
+    let out = dir.path().join("out");
+    expect_pass(&daemon, "workspace", &out, &[("BOSUN_TEST_REPO", repo.to_str().unwrap())]);
+    update_screenshots(&out);
+    assert!(!Path::new("/etc/bosun-was-here").exists(), "the jailed command wrote to /etc");
 }
 
 /// A reload in the middle of a stream renders each stored chunk exactly once.

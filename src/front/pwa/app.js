@@ -364,13 +364,23 @@
         endBlock(v);
         if (v.activeTurn === d.turn_id) v.activeTurn = null;
         const status = d.status || 'completed';
-        const usage = d.usage ? ' · ' + (d.usage.input_tokens || 0) + ' in / ' + (d.usage.output_tokens || 0) + ' out' : '';
-        return el('div', {
-          class: 'row event end end-' + status,
+        const usage = d.usage && (d.usage.input_tokens || d.usage.output_tokens)
+          ? ' · ' + (d.usage.input_tokens || 0) + ' in / ' + (d.usage.output_tokens || 0) + ' out'
+          : '';
+        // A shell command's result: its exit code says more than "completed".
+        const r = d.result;
+        const result = r
+          ? ' · ' + (r.exit_code === null || r.exit_code === undefined ? 'no exit code' : 'exit ' + r.exit_code) +
+            (typeof r.duration_ms === 'number' ? ' · ' + r.duration_ms + ' ms' : '')
+          : '';
+        const attrs = {
+          class: 'row event end end-' + status + (r && r.exit_code !== 0 ? ' nonzero' : ''),
           'data-turn-end': d.turn_id,
           'data-status': status,
-          text: 'Turn ' + status + (d.reason ? ': ' + d.reason : '') + usage,
-        });
+          text: 'Turn ' + status + (d.reason ? ': ' + d.reason : '') + result + usage,
+        };
+        if (r) attrs['data-exit-code'] = r.exit_code === null || r.exit_code === undefined ? '' : String(r.exit_code);
+        return el('div', attrs);
       }
       case 'approval:requested': {
         endBlock(v);
@@ -506,7 +516,7 @@
       badge.hidden = n === 0;
       badge.textContent = String(n);
       badge.setAttribute('aria-label', n + ' pending approval' + (n === 1 ? '' : 's'));
-      meta.textContent = s.provider + ' · ' + s.policy + ' · ' + s.cwd;
+      meta.textContent = sessionMeta(s);
       if (prev ? prev.nextSibling !== li : ul.firstChild !== li) {
         if (prev) prev.after(li);
         else ul.prepend(li);
@@ -514,6 +524,14 @@
       prev = li;
     }
     for (const li of existing.values()) li.remove();
+  }
+
+  /// provider · policy [· sandbox [+ network]] · branch or cwd
+  function sessionMeta(s) {
+    const parts = [s.provider, s.policy];
+    if (s.sandbox && s.sandbox !== 'none') parts.push(s.sandbox + (s.network ? ' + network' : ''));
+    parts.push(s.workspace ? s.workspace.repo + ' @ bosun/' + s.id : s.cwd);
+    return parts.join(' · ');
   }
 
   // ---- session view ----
@@ -529,7 +547,7 @@
     const s = currentSession();
     if (!state.view) return;
     $('session-title').textContent = s ? s.title : state.view.id;
-    $('session-meta').textContent = s ? s.provider + ' · ' + s.policy + ' · ' + s.cwd : '';
+    $('session-meta').textContent = s ? sessionMeta(s) : '';
     $('title').textContent = s ? s.title : 'Bosun';
     const st = $('session-status');
     st.textContent = s ? (s.status || '').replace('_', ' ') : '';
@@ -732,14 +750,26 @@
     const body = { provider: $('new-provider').value || 'demo', policy: $('new-policy').value };
     const cwd = $('new-cwd').value.trim();
     const title = $('new-title').value.trim();
-    if (cwd) body.cwd = cwd;
+    const repo = $('new-repo').value.trim();
+    const branch = $('new-branch').value.trim();
+    if (repo) body.workspace = branch ? { repo, branch } : { repo };
+    else if (cwd) body.cwd = cwd;
+    if (repo && cwd) {
+      $('new-error').textContent = 'Give a working directory or a git repository, not both: the repository gets a worktree of its own.';
+      return;
+    }
     if (title) body.title = title;
+    const sandbox = $('new-sandbox').value;
+    if (sandbox && sandbox !== 'none') body.sandbox = sandbox;
+    if ($('new-network').checked) body.network = true;
     $('new-error').textContent = '';
     try {
       const s = await api('POST', '/api/v1/sessions', body);
       state.sessions.set(s.id, s);
       $('new-dialog').close();
       $('new-title').value = '';
+      $('new-repo').value = '';
+      $('new-branch').value = '';
       location.hash = '#/s/' + encodeURIComponent(s.id);
     } catch (e) {
       $('new-error').textContent = e.message;
