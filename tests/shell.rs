@@ -305,6 +305,11 @@ async fn the_jailed_shell_writes_only_in_its_cwd_and_has_no_network() {
     assert_ne!(done["data"]["result"]["exit_code"], 0, "{done}");
     assert!(!Path::new("/etc/bosun-shell-jail-test").exists());
 
+    // The jail's limits hold for the shell's commands and what they start:
+    // 600 CPU seconds and 8 GiB of address space each.
+    let done = run(&d, &s, "ulimit -t; ulimit -v; sh -c 'ulimit -v'").await;
+    assert_eq!(done["data"]["result"]["stdout"], "600\n8388608\n8388608\n", "{done}");
+
     // The daemon's own port, on loopback: unreachable with the network off.
     let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     let probe = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'");

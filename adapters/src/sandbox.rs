@@ -1,17 +1,17 @@
 //! The bubblewrap jail a session created with `"sandbox":"bwrap"` runs in.
 //!
 //! A [`Jail`] turns "run `program` in `cwd`" into "run `bwrap <mounts> --
-//! program` in `cwd`": the host read-only, the session's cwd read-write, a
-//! private `/tmp`, the daemon's data dir (bare clones, other sessions'
-//! worktrees, the store) covered by an empty tmpfs, and every namespace
-//! unshared, network included. Resource limits are set with `setrlimit`
-//! between fork and exec, so bwrap and everything it starts inherit them.
+//! program` in `cwd`": the host read-only, the session's cwd (and, for an
+//! agent, its state dirs) read-write, a private `/tmp`, the daemon's data dir
+//! (bare clones, other sessions' worktrees, the store) covered by an empty
+//! tmpfs, and every namespace unshared, the network's too unless the session
+//! asks for it. Resource limits are set with `setrlimit` between fork and
+//! exec, so bwrap and everything it starts inherit them.
 //!
-//! Known limits of this first cut: the network is always off, whatever the
-//! session's policy; the agent's own state dirs (`HOME`, `CODEX_HOME`) are
-//! read-only or, under `/tmp` and the data dir, hidden; a worktree's `.git`
-//! file points into the hidden data dir, so `git` inside the jail does not
-//! work; there is no memory limit beyond the address-space cap.
+//! Known limits: a worktree's `.git` file points into the hidden data dir,
+//! so `git` inside the jail does not work (the daemon's file API diffs and
+//! commits from outside); memory is capped by address space per process,
+//! not by a cgroup.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,12 @@ pub struct Limits {
 impl Limits {
     /// For one command the demo agent runs: it should not need more.
     pub const COMMAND: Limits = Limits { cpu_seconds: Some(600), address_space: Some(8 << 30), processes: Some(4096) };
+    /// For a session's long-lived `sh` (the `shell` provider): the caps of a
+    /// command, since every command it forks inherits them and each process
+    /// counts its own CPU time and address space. The shell's own CPU time
+    /// (builtins only) adds up over the session; a shell that spends it all
+    /// is killed and the next command starts a new one.
+    pub const SHELL: Limits = Limits::COMMAND;
     /// For a long-lived agent process: it lives for many turns, so CPU time
     /// adds up, and JavaScript runtimes reserve large address ranges up front;
     /// only the process cap applies.

@@ -101,9 +101,7 @@ struct LocalGuard {
 /// [`Shell::start`] does.
 pub async fn start_local_shell(spec: ShellSpec<'_>, jail: Option<&Jail>) -> Result<LocalShell, IsolationError> {
     let mut command = match jail {
-        // A shell lives for many commands: no CPU-time cap (a per-command
-        // timeout stands in for it), only the process cap.
-        Some(jail) => jail.command("sh", spec.cwd, Limits::AGENT, JailEnv::Basic),
+        Some(jail) => jail.command("sh", spec.cwd, Limits::SHELL, JailEnv::Basic),
         None => Command::new("sh"),
     };
     command.current_dir(spec.cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
