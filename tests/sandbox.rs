@@ -9,7 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// tests/run installs bubblewrap: a missing one is a broken set-up, not a
 /// reason to pass.
@@ -164,25 +163,13 @@ async fn interrupt_kills_a_jailed_command() {
     // A sleep whose argument is unique to this test, to find it in /proc.
     let marker = format!("298.{}", std::process::id());
     let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_with(&format!("sleep {marker}")).is_empty() {
-        assert!(Instant::now() < deadline, "the command never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_process_running(&format!("sleep {marker}")).await;
     let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
     assert_eq!(status, 202);
     let done = d.wait_turn_end(&s, &t).await;
     assert_eq!(done["data"]["status"], "interrupted");
     // The pid namespace goes down with bwrap; give the kernel a moment.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left = processes_with(&format!("sleep {marker}"));
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "process left behind: {left:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_process_gone(&format!("sleep {marker}")).await;
 }
 
 #[tokio::test]

@@ -49,27 +49,6 @@ async fn result_of(d: &Daemon, s: &str, done: &Value) -> Value {
     result
 }
 
-/// Waits until `sleep <arg>` runs.
-async fn wait_running(needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while processes_with(needle).is_empty() {
-        assert!(Instant::now() < deadline, "{needle} never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_gone(needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = processes_with(needle);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "left behind: {left:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn results_separate_exit_code_stdout_and_stderr_and_are_audited() {
     let dir = tempdir();
@@ -223,8 +202,8 @@ async fn start_sleeps(d: &Daemon, s: &str, dir: &Path, tag: u32) -> (String, Str
     let (a, b) = (format!("sleep {tag}0.{pid}"), format!("sleep {tag}1.{pid}"));
     let never = dir.join(format!("never-{tag}"));
     let t = d.start_turn(s, &format!("{a} & {b}; touch {}", never.display())).await;
-    wait_running(&a).await;
-    wait_running(&b).await;
+    wait_process_running(&a).await;
+    wait_process_running(&b).await;
     (t, a, b)
 }
 
@@ -232,8 +211,8 @@ async fn start_sleeps(d: &Daemon, s: &str, dir: &Path, tag: u32) -> (String, Str
 /// rest of the command line not run, and the audit record saying why.
 async fn assert_stopped(d: &Daemon, s: &str, done: &Value, dir: &Path, tag: u32, sleeps: (&str, &str), why: &str) {
     assert_eq!(done["data"]["result"]["exit_code"], Value::Null, "{done}");
-    wait_gone(sleeps.0).await;
-    wait_gone(sleeps.1).await;
+    wait_process_gone(sleeps.0).await;
+    wait_process_gone(sleeps.1).await;
     assert!(!dir.join(format!("never-{tag}")).exists(), "{s}: the rest of the command ran");
     let events = d.events(Some(s), 0).await;
     let ran = events.iter().rev().find(|e| e["type"] == "command:ran").expect("command:ran");

@@ -136,11 +136,7 @@ async fn interrupt_kills_a_running_command() {
     let marker = format!("299.{}", std::process::id());
     let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
     d.wait_events(&s, "the command started", |evs| evs.iter().any(|e| e["type"] == "approval:resolved")).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while processes_with(&format!("sleep {marker}")).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the command never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_process_running(&format!("sleep {marker}")).await;
     let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
     assert_eq!(status, 202);
     let done = d.wait_turn_end(&s, &t).await;

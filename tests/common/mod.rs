@@ -317,6 +317,29 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("bosun-test").tempdir().expect("tempdir")
 }
 
+/// Waits (up to 20 s) until a live process's command line mentions `needle`.
+pub async fn wait_process_running(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_with(needle).is_empty() {
+        assert!(Instant::now() < deadline, "no process {needle:?} ever started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (up to 5 s: a killed process tree takes a moment to be reaped)
+/// until no live process's command line mentions `needle`.
+pub async fn wait_process_gone(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Command lines of live processes that mention `needle` (from /proc, so no
 /// extra tool is needed); zombies do not count.
 pub fn processes_with(needle: &str) -> Vec<String> {
