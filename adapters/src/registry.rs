@@ -427,7 +427,9 @@ impl ProviderRegistry {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not create an agent state dir for the jail");
                 }
             }
+            let program = spec.command.as_deref().map(|c| crate::sandbox::program_dirs(Path::new(c)));
             jail.with_writable(dirs.into_iter().filter(|d| d.exists()).collect())
+                .with_readable(program.unwrap_or_default())
         });
         match spec.kind {
             ProviderKind::Demo => Ok(Box::new(DemoDriver::jailed(init.sandbox))),

@@ -59,6 +59,9 @@ pub struct Jail {
     /// Host paths the jail may write besides its cwd: the agent's own state
     /// (`~/.codex`...), which it cannot run without.
     writable: Vec<PathBuf>,
+    /// Host paths bound read-only over the private `/tmp`: the agent's own
+    /// program, wherever it is installed (see [`program_dirs`]).
+    readable: Vec<PathBuf>,
     /// Variables of the daemon's environment no jailed process may see (the
     /// push token's), even an agent that otherwise inherits the daemon's.
     withheld: Vec<String>,
@@ -88,6 +91,7 @@ impl Jail {
             bwrap,
             network: false,
             writable: Vec::new(),
+            readable: Vec::new(),
             withheld: Vec::new(),
         })
     }
@@ -105,6 +109,12 @@ impl Jail {
     /// binds them). Paths inside the data dir stay hidden.
     pub fn with_writable(self, paths: Vec<PathBuf>) -> Jail {
         Jail { writable: paths, ..self }
+    }
+
+    /// The same jail, also able to read `paths` where the jail would hide
+    /// them (under `/tmp`). Paths inside the data dir stay hidden.
+    pub fn with_readable(self, paths: Vec<PathBuf>) -> Jail {
+        Jail { readable: paths, ..self }
     }
 
     /// The same jail, keeping `vars` of the daemon's environment from every
@@ -148,6 +158,11 @@ impl Jail {
         let s = |s: &'static str| OsStr::new(s);
         push(&[s("--ro-bind"), s("/"), s("/"), s("--dev"), s("/dev"), s("--proc"), s("/proc")]);
         push(&[s("--tmpfs"), s("/tmp")]);
+        // Before the cwd, so a program dir that holds the cwd does not make
+        // it read-only again.
+        for path in &self.readable {
+            push(&[s("--ro-bind"), path.as_os_str(), path.as_os_str()]);
+        }
         push(&[s("--bind"), cwd.as_os_str(), cwd.as_os_str()]);
         for path in &self.writable {
             push(&[s("--bind"), path.as_os_str(), path.as_os_str()]);
@@ -177,6 +192,28 @@ impl Jail {
         // death), so interrupts still reach every jailed process.
         push(&[s("--new-session")]);
         args
+    }
+}
+
+/// What an agent's jail must show of the host for `program` to run: the
+/// directory it is in or, for a program inside an npm install, the whole
+/// outermost `node_modules` (a native binary's helpers and a script's
+/// dependencies sit beside it there). Symlinks are resolved first, since
+/// bwrap binds what they point to. Only paths the jail hides are returned:
+/// everything outside `/tmp` is visible (read-only) already.
+pub fn program_dirs(program: &Path) -> Vec<PathBuf> {
+    let Ok(real) = std::fs::canonicalize(program) else { return Vec::new() };
+    let dir = match real.ancestors().filter(|a| a.file_name() == Some(OsStr::new("node_modules"))).last() {
+        Some(node_modules) => node_modules.to_path_buf(),
+        None => match real.parent() {
+            Some(parent) => parent.to_path_buf(),
+            None => return Vec::new(),
+        },
+    };
+    if dir.starts_with("/tmp") && dir != Path::new("/tmp") {
+        vec![dir]
+    } else {
+        Vec::new()
     }
 }
 
@@ -210,11 +247,10 @@ pub fn bwrap_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// tests/run installs bubblewrap: a missing one fails these tests.
     fn jail(data_dir: &Path) -> Option<Jail> {
         let jail = Jail::bwrap(data_dir);
-        if jail.is_none() {
-            eprintln!("bwrap not installed; skipping");
-        }
+        assert!(jail.is_some(), "bwrap is not installed: tests/run installs it (apt-get install bubblewrap)");
         jail
     }
 
@@ -281,6 +317,53 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the jailed sleep outlived its group");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn program_dirs_are_what_the_jail_would_hide() {
+        let dir = tempfile::Builder::new().prefix("bosun-program").tempdir_in("/tmp").expect("tempdir");
+        let native = dir.path().join("agents/node_modules/@x/agent-linux/bin/agent");
+        let plain = dir.path().join("bin/tool");
+        for program in [&native, &plain] {
+            std::fs::create_dir_all(program.parent().expect("parent")).expect("mkdir");
+            std::fs::write(program, "").expect("write");
+        }
+        let link = dir.path().join("agents/node_modules/.bin/agent");
+        std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        std::os::unix::fs::symlink(&native, &link).expect("symlink");
+        let real = std::fs::canonicalize(dir.path()).expect("canonicalize");
+        assert_eq!(program_dirs(&native), [real.join("agents/node_modules")]);
+        assert_eq!(program_dirs(&link), [real.join("agents/node_modules")]);
+        assert_eq!(program_dirs(&plain), [real.join("bin")]);
+        // Visible anyway, or not there at all: nothing to bind.
+        assert!(program_dirs(Path::new("/bin/sh")).is_empty());
+        assert!(program_dirs(&dir.path().join("missing")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_program_under_tmp_runs_in_the_jail_read_only() {
+        let dir = tempfile::Builder::new().prefix("bosun-program").tempdir_in("/tmp").expect("tempdir");
+        let program = dir.path().join("bin/hello");
+        std::fs::create_dir_all(program.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&program, "#!/bin/sh\necho hello from $0\n").expect("write");
+        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        // Inside the readable dir: the cwd must stay writable all the same.
+        let cwd = dir.path().join("bin/work");
+        std::fs::create_dir_all(&cwd).expect("mkdir");
+        let data = tempfile::tempdir().expect("tempdir");
+        let Some(jail) = jail(data.path()) else { return };
+        // Hidden by the private /tmp...
+        let out = jail.command(&program, &cwd, Limits::AGENT, JailEnv::Basic).output().await.expect("bwrap runs");
+        assert!(!out.status.success(), "{out:?}");
+        // ...unless the jail is told to show it, read-only.
+        let jail = jail.with_readable(program_dirs(&program));
+        let out = jail.command(&program, &cwd, Limits::AGENT, JailEnv::Basic).output().await.expect("bwrap runs");
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from"), "{out:?}");
+        let bin = program.parent().expect("parent").display().to_string();
+        let out = run(&jail, &cwd, &format!("touch {bin}/x || echo refused; touch made")).await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused", "{out:?}");
+        assert!(cwd.join("made").exists(), "the cwd is not writable under a readable dir");
     }
 
     /// Whether a live (non-zombie) `sleep <marker>` exists.
