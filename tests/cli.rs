@@ -161,3 +161,41 @@ async fn a_shell_session_from_the_cli_runs_jailed_and_exits_with_the_commands_co
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("sandbox"), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_workspace_session_from_the_cli_and_its_worktree_kept_or_removed() {
+    let dir = tempdir();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("README"), "hi\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let new_session = || {
+        let out = bosun(&d, &["session", "new", "--repo", repo.to_str().unwrap(), "--branch", "main"]);
+        assert!(out.status.success(), "{out:?}");
+        stdout(&out).trim().to_string()
+    };
+    let worktree = |id: &str| dir.path().join("data/worktrees").join(id);
+    let branches = || git(&repo_clone(&dir.path().join("data")), &["branch", "--list", "bosun/*"]);
+
+    let removed = new_session();
+    let kept = new_session();
+    assert!(worktree(&removed).join("README").exists() && worktree(&kept).join("README").exists());
+    let out = bosun(&d, &["session", "rm", &removed]);
+    assert!(out.status.success(), "{out:?}");
+    let out = bosun(&d, &["session", "rm", "--keep-worktree", &kept]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!worktree(&removed).exists(), "the worktree of a plain rm is still there");
+    assert!(worktree(&kept).join("README").exists(), "--keep-worktree removed the worktree");
+    let listed = branches();
+    assert!(listed.contains(&format!("bosun/{kept}")) && !listed.contains(&format!("bosun/{removed}")), "{listed}");
+}
+
+/// The one bare clone the daemon keeps under `<data>/repos`.
+fn repo_clone(data: &std::path::Path) -> std::path::PathBuf {
+    let clones: Vec<_> = std::fs::read_dir(data.join("repos")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(clones.len(), 1, "{clones:?}");
+    clones.into_iter().next().unwrap()
+}

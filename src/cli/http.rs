@@ -130,7 +130,11 @@ impl Server {
     }
 
     pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Answer> {
-        self.call(Method::DELETE, segments, &[], None::<&()>, REQUEST_TIMEOUT).await
+        self.delete_with(segments, &[]).await
+    }
+
+    pub async fn delete_with(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Answer> {
+        self.call(Method::DELETE, segments, query, None::<&()>, REQUEST_TIMEOUT).await
     }
 
     async fn call<B: Serialize>(

@@ -107,11 +107,15 @@ enum SessionCommand {
     },
     /// Change a session's title, policy or archived flag.
     Set(SetSessionArgs),
-    /// Delete a session: its active turn is interrupted, its pending approvals cancelled.
+    /// Delete a session: its active turn is interrupted, its pending approvals cancelled,
+    /// and a workspace's worktree and branch bosun/<id> removed.
     #[command(visible_alias = "delete")]
     Rm {
         #[arg(value_parser = id_arg)]
         id: String,
+        /// Leave the session's worktree and its branch on disk.
+        #[arg(long)]
+        keep_worktree: bool,
     },
 }
 
@@ -321,7 +325,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
                 SessionCommand::Ls => session_ls(&client).await,
                 SessionCommand::Show { id } => session_show(&client, &id).await,
                 SessionCommand::Set(set) => session_set(&client, set).await,
-                SessionCommand::Rm { id } => session_rm(&client, &id).await,
+                SessionCommand::Rm { id, keep_worktree } => session_rm(&client, &id, keep_worktree).await,
             }
         }
         ClientCommand::Send(args) => send(&Client::new(&args.common)?, args).await,
@@ -560,8 +564,9 @@ async fn session_set(client: &Client, args: SetSessionArgs) -> anyhow::Result<i3
     Ok(0)
 }
 
-async fn session_rm(client: &Client, id: &str) -> anyhow::Result<i32> {
-    let answer = client.server.delete(&session_path(id)).await?;
+async fn session_rm(client: &Client, id: &str, keep_worktree: bool) -> anyhow::Result<i32> {
+    let worktree = if keep_worktree { "keep" } else { "remove" };
+    let answer = client.server.delete_with(&session_path(id), &[("worktree", worktree.to_string())]).await?;
     if client.json {
         client.print_raw(&answer)?;
     } else {
