@@ -165,12 +165,7 @@ async fn a_shell_session_from_the_cli_runs_jailed_and_exits_with_the_commands_co
 #[tokio::test]
 async fn a_workspace_session_from_the_cli_and_its_worktree_kept_or_removed() {
     let dir = tempdir();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
-    std::fs::write(repo.join("README"), "hi\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    let repo = repo_with(&dir.path().join("repo"), &[("README", "hi\n")]);
     let d = Daemon::start(&dir.path().join("data"), Options::default());
     let new_session = || {
         let out = bosun(&d, &["session", "new", "--repo", repo.to_str().unwrap(), "--branch", "main"]);

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{git, tempdir, Daemon, Options, BIN};
+use common::{repo_with, tempdir, Daemon, Options, BIN};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -180,12 +180,7 @@ fn new_session_prompt_stream_and_approval() {
 fn jailed_shell_in_a_worktree_from_the_form() {
     let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempdir();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
-    std::fs::write(repo.join("README"), "from the repository\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    let repo = repo_with(&dir.path().join("repo"), &[("README", "from the repository\n")]);
     let daemon = Daemon::start(&dir.path().join("data"), Options::default());
     let out = dir.path().join("out");
     expect_pass(&daemon, "workspace", &out, &[("BOSUN_TEST_REPO", repo.to_str().unwrap())]);

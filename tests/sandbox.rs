@@ -40,13 +40,7 @@ async fn run(d: &Daemon, s: &str, command: &str) -> (String, String) {
 }
 
 fn make_repo(root: &Path) -> PathBuf {
-    let repo = root.join("origin");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "hello\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "--quiet", "-m", "first"]);
-    repo
+    repo_with(&root.join("origin"), &[("README.md", "hello\n")])
 }
 
 #[tokio::test]

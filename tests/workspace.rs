@@ -9,15 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// A repository on branch main with one commit; `ignored/` is in .gitignore.
 fn make_repo(root: &Path) -> PathBuf {
-    let repo = root.join("origin");
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    git(&repo, &["init", "--quiet", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "hello needle\n").unwrap();
-    std::fs::write(repo.join("src/lib.txt"), "one\ntwo needle\n").unwrap();
-    std::fs::write(repo.join(".gitignore"), "ignored/\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "--quiet", "-m", "first"]);
-    repo
+    let files = [("README.md", "hello needle\n"), ("src/lib.txt", "one\ntwo needle\n"), (".gitignore", "ignored/\n")];
+    repo_with(&root.join("origin"), &files)
 }
 
 async fn workspace_session(d: &Daemon, repo: &Path, policy: &str) -> Value {

@@ -355,6 +355,23 @@ pub fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
+/// A repository at `dir` on branch `main` with one commit holding `files`
+/// (path, content; parent dirs are made).
+pub fn repo_with(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the repo dir");
+    git(dir, &["init", "--quiet", "-b", "main"]);
+    for (path, content) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a dir in the repo");
+        }
+        std::fs::write(&path, content).expect("write a file in the repo");
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "--quiet", "-m", "first"]);
+    dir.to_path_buf()
+}
+
 /// Runs git in `dir` as a test identity; panics on failure; its stdout, trimmed.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
