@@ -427,9 +427,9 @@ impl ProviderRegistry {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not create an agent state dir for the jail");
                 }
             }
-            let program = spec.command.as_deref().map(|c| crate::sandbox::program_dirs(Path::new(c)));
+            let program = spec.command.as_deref().and_then(|c| crate::sandbox::program_dir(Path::new(c)));
             jail.with_writable(dirs.into_iter().filter(|d| d.exists()).collect())
-                .with_readable(program.unwrap_or_default())
+                .with_readable(program.into_iter().collect())
         });
         match spec.kind {
             ProviderKind::Demo => Ok(Box::new(DemoDriver::jailed(init.sandbox))),

@@ -60,7 +60,7 @@ pub struct Jail {
     /// (`~/.codex`...), which it cannot run without.
     writable: Vec<PathBuf>,
     /// Host paths bound read-only over the private `/tmp`: the agent's own
-    /// program, wherever it is installed (see [`program_dirs`]).
+    /// program, wherever it is installed (see [`program_dir`]).
     readable: Vec<PathBuf>,
     /// Variables of the daemon's environment no jailed process may see (the
     /// push token's), even an agent that otherwise inherits the daemon's.
@@ -201,20 +201,11 @@ impl Jail {
 /// dependencies sit beside it there). Symlinks are resolved first, since
 /// bwrap binds what they point to. Only paths the jail hides are returned:
 /// everything outside `/tmp` is visible (read-only) already.
-pub fn program_dirs(program: &Path) -> Vec<PathBuf> {
-    let Ok(real) = std::fs::canonicalize(program) else { return Vec::new() };
-    let dir = match real.ancestors().filter(|a| a.file_name() == Some(OsStr::new("node_modules"))).last() {
-        Some(node_modules) => node_modules.to_path_buf(),
-        None => match real.parent() {
-            Some(parent) => parent.to_path_buf(),
-            None => return Vec::new(),
-        },
-    };
-    if dir.starts_with("/tmp") && dir != Path::new("/tmp") {
-        vec![dir]
-    } else {
-        Vec::new()
-    }
+pub fn program_dir(program: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(program).ok()?;
+    let node_modules = real.ancestors().filter(|a| a.file_name() == Some(OsStr::new("node_modules"))).last();
+    let dir = node_modules.or_else(|| real.parent())?;
+    (dir.starts_with("/tmp") && dir != Path::new("/tmp")).then(|| dir.to_path_buf())
 }
 
 fn apply_limits(limits: Limits) -> std::io::Result<()> {
@@ -248,10 +239,8 @@ mod tests {
     use super::*;
 
     /// tests/run installs bubblewrap: a missing one fails these tests.
-    fn jail(data_dir: &Path) -> Option<Jail> {
-        let jail = Jail::bwrap(data_dir);
-        assert!(jail.is_some(), "bwrap is not installed: tests/run installs it (apt-get install bubblewrap)");
-        jail
+    fn jail(data_dir: &Path) -> Jail {
+        Jail::bwrap(data_dir).expect("bwrap is not installed: tests/run installs it (apt-get install bubblewrap)")
     }
 
     async fn run(jail: &Jail, cwd: &Path, script: &str) -> std::process::Output {
@@ -267,7 +256,7 @@ mod tests {
         let cwd = data.path().join("worktrees").join("s_1");
         std::fs::create_dir_all(&cwd).expect("mkdir");
         std::fs::write(data.path().join("secret"), "x").expect("write");
-        let Some(jail) = jail(data.path()) else { return };
+        let jail = jail(data.path());
         let out = run(&jail, &cwd, "touch inside && pwd").await;
         assert!(out.status.success(), "{out:?}");
         assert!(cwd.join("inside").exists());
@@ -281,7 +270,7 @@ mod tests {
     #[tokio::test]
     async fn limits_reach_jailed_processes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let Some(jail) = jail(dir.path()) else { return };
+        let jail = jail(dir.path());
         let out = run(&jail, dir.path(), "grep -E '^Max (cpu time|processes)' /proc/self/limits").await;
         let text = String::from_utf8_lossy(&out.stdout);
         let soft: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
@@ -292,7 +281,7 @@ mod tests {
     async fn an_agent_started_in_the_jail_talks_over_its_pipes_and_dies_with_its_group() {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let dir = tempfile::tempdir().expect("tempdir");
-        let Some(jail) = jail(dir.path()) else { return };
+        let jail = jail(dir.path());
         let no_env: [(&str, &str); 0] = [];
         // A sleep with an argument unique to this test, to find it in /proc:
         // jailed processes run in a session (and group) of their own.
@@ -320,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn program_dirs_are_what_the_jail_would_hide() {
+    fn program_dir_is_what_the_jail_would_hide() {
         let dir = tempfile::Builder::new().prefix("bosun-program").tempdir_in("/tmp").expect("tempdir");
         let native = dir.path().join("agents/node_modules/@x/agent-linux/bin/agent");
         let plain = dir.path().join("bin/tool");
@@ -332,12 +321,12 @@ mod tests {
         std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
         std::os::unix::fs::symlink(&native, &link).expect("symlink");
         let real = std::fs::canonicalize(dir.path()).expect("canonicalize");
-        assert_eq!(program_dirs(&native), [real.join("agents/node_modules")]);
-        assert_eq!(program_dirs(&link), [real.join("agents/node_modules")]);
-        assert_eq!(program_dirs(&plain), [real.join("bin")]);
+        assert_eq!(program_dir(&native), Some(real.join("agents/node_modules")));
+        assert_eq!(program_dir(&link), Some(real.join("agents/node_modules")));
+        assert_eq!(program_dir(&plain), Some(real.join("bin")));
         // Visible anyway, or not there at all: nothing to bind.
-        assert!(program_dirs(Path::new("/bin/sh")).is_empty());
-        assert!(program_dirs(&dir.path().join("missing")).is_empty());
+        assert_eq!(program_dir(Path::new("/bin/sh")), None);
+        assert_eq!(program_dir(&dir.path().join("missing")), None);
     }
 
     #[tokio::test]
@@ -351,12 +340,12 @@ mod tests {
         let cwd = dir.path().join("bin/work");
         std::fs::create_dir_all(&cwd).expect("mkdir");
         let data = tempfile::tempdir().expect("tempdir");
-        let Some(jail) = jail(data.path()) else { return };
+        let jail = jail(data.path());
         // Hidden by the private /tmp...
         let out = jail.command(&program, &cwd, Limits::AGENT, JailEnv::Basic).output().await.expect("bwrap runs");
         assert!(!out.status.success(), "{out:?}");
         // ...unless the jail is told to show it, read-only.
-        let jail = jail.with_readable(program_dirs(&program));
+        let jail = jail.with_readable(program_dir(&program).into_iter().collect());
         let out = jail.command(&program, &cwd, Limits::AGENT, JailEnv::Basic).output().await.expect("bwrap runs");
         assert!(out.status.success(), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from"), "{out:?}");

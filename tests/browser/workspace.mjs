@@ -30,7 +30,6 @@ run('workspace', async (t) => {
     await t.setField('Working directory', '');
     await t.setField('Policy', 'full-access');
     await t.setField('Sandbox', 'bwrap');
-    await t.screenshot('new-session-workspace.png');
     await t.button('Create').click({ timeout: 20000 });
     session = await until('a session with a workspace in GET /api/v1/sessions', async () => {
       const { sessions } = await t.apiOk('GET', '/api/v1/sessions');

@@ -752,12 +752,12 @@
     const title = $('new-title').value.trim();
     const repo = $('new-repo').value.trim();
     const branch = $('new-branch').value.trim();
-    if (repo) body.workspace = branch ? { repo, branch } : { repo };
-    else if (cwd) body.cwd = cwd;
     if (repo && cwd) {
       $('new-error').textContent = 'Give a working directory or a git repository, not both: the repository gets a worktree of its own.';
       return;
     }
+    if (repo) body.workspace = branch ? { repo, branch } : { repo };
+    if (cwd) body.cwd = cwd;
     if (title) body.title = title;
     const sandbox = $('new-sandbox').value;
     if (sandbox && sandbox !== 'none') body.sandbox = sandbox;
