@@ -8,6 +8,7 @@ use crate::config::DaemonConfig;
 use crate::front::{Front, FrontArgs};
 use anyhow::Context as _;
 use bosun_actors::diagnostics::Diagnostics;
+use bosun_actors::providers::ProvidersActor;
 use bosun_actors::sessions::SessionsSupervisor;
 use bosun_actors::supervision::{
     Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig,
@@ -82,7 +83,8 @@ pub async fn run(
         backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
         on_restart: Some(ctx.restart_hook()),
     };
-    let children = vec![diagnostics_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener, auth)];
+    let children =
+        vec![diagnostics_spec(&ctx), providers_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener, auth)];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
         .context("starting the supervision tree")?;
@@ -117,6 +119,13 @@ fn diagnostics_spec(ctx: &Context) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::DIAGNOSTICS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
         (Diagnostics, ctx.clone())
+    })
+}
+
+fn providers_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::for_actor(names::PROVIDERS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+        (ProvidersActor, ctx.clone())
     })
 }
 

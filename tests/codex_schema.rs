@@ -10,10 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use bosun_adapters::codex::protocol::{
-    method, ApprovalDecision, ApprovalResponse, AskForApproval, BackgroundTerminalsCleanParams, ClientInfo,
-    InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PatchChangeKind, PlanStepStatus,
-    ServerNotification, ServerRequest, ThreadItem, ThreadResponse, ThreadResumeParams, ThreadStartParams,
-    TurnInterruptParams, TurnStartParams, TurnStartResponse, TurnStatus, TurnSteerParams, TurnSteerResponse, UserInput,
+    method, ApprovalDecision, ApprovalResponse, ApprovalsReviewer, AskForApproval, BackgroundTerminalsCleanParams,
+    ClientInfo, InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PatchChangeKind,
+    PlanStepStatus, ServerNotification, ServerRequest, ThreadItem, ThreadResponse, ThreadResumeParams,
+    ThreadStartParams, TurnInterruptParams, TurnStartParams, TurnStartResponse, TurnStatus, TurnSteerParams,
+    TurnSteerResponse, UserInput,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -333,7 +334,11 @@ fn requests_we_send_validate(schemas: &Schemas) {
         ),
         (
             method::THREAD_START,
-            to_json(&ThreadStartParams { cwd: Some("/work".into()), approval_policy: Some(AskForApproval::Untrusted) }),
+            to_json(&ThreadStartParams {
+                cwd: Some("/work".into()),
+                approval_policy: Some(AskForApproval::Untrusted),
+                approvals_reviewer: Some(ApprovalsReviewer::User),
+            }),
         ),
         (
             method::THREAD_RESUME,
@@ -341,6 +346,7 @@ fn requests_we_send_validate(schemas: &Schemas) {
                 thread_id: "t".into(),
                 cwd: Some("/work".into()),
                 approval_policy: Some(AskForApproval::Untrusted),
+                approvals_reviewer: Some(ApprovalsReviewer::User),
                 exclude_turns: Some(true),
             }),
         ),
@@ -358,7 +364,10 @@ fn requests_we_send_validate(schemas: &Schemas) {
     }
     // Each file on its own too, as codex documents them.
     let alone = [
-        ("v2/ThreadStartParams.json", to_json(&ThreadStartParams { cwd: None, approval_policy: None })),
+        (
+            "v2/ThreadStartParams.json",
+            to_json(&ThreadStartParams { cwd: None, approval_policy: None, approvals_reviewer: None }),
+        ),
         ("v2/TurnStartParams.json", to_json(&TurnStartParams { thread_id: "t".into(), input: text() })),
     ];
     for (file, params) in alone {

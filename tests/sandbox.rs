@@ -197,11 +197,13 @@ async fn the_network_opens_to_a_jail_only_when_its_session_asks() {
 #[tokio::test]
 async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing() {
     let dir = tempdir();
-    let config = "discover_agents = false\n[providers.agent]\nkind = \"acp\"\ncommand = \"/bin/cat\"\n".to_string();
+    let config = "discover_agents = false\n[providers.agent]\nkind = \"acp\"\ncommand = \"/bin/cat\"\n\
+                  [providers.codex-acp]\nkind = \"acp\"\ncommand = \"/nonexistent/codex-acp\"\n"
+        .to_string();
     let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
     let refused = [
-        // A real agent needs the network to reach its model.
-        (json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"}), 400, "network"),
+        // A known agent needs the network to reach its model.
+        (json!({"provider":"codex-acp","cwd":dir.path(),"sandbox":"bwrap"}), 400, "network"),
         // Under require = "remote", a jail on the host's network could drive the daemon.
         (json!({"provider":"demo","cwd":dir.path(),"sandbox":"bwrap","network":true}), 400, "require"),
         (json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap","network":true}), 400, "require"),
@@ -219,6 +221,9 @@ async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing
         assert!(message.contains(says), "{body} → {reply}");
     }
     assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
+    // An agent Bosun does not know may run a local model: it can be jailed offline.
+    let (status, body) = d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!((body["sandbox"].as_str(), body["network"].as_bool()), (Some("none"), Some(false)));

@@ -14,6 +14,9 @@ pub enum DaemonError {
     Busy { session_id: String, turn_id: String },
     #[error("{0}")]
     Conflict(String),
+    /// The session's policy cannot be held on its provider (409).
+    #[error("{0}")]
+    PolicyUnenforceable(String),
     /// An actor is restarting or did not answer in time; retrying is safe.
     #[error("{0}")]
     Unavailable(String),
@@ -29,6 +32,7 @@ impl DaemonError {
             DaemonError::NotFound(_) => "not_found",
             DaemonError::Busy { .. } => "busy",
             DaemonError::Conflict(_) => "conflict",
+            DaemonError::PolicyUnenforceable(_) => "policy_unenforceable",
             DaemonError::Unavailable(_) => "unavailable",
             DaemonError::Internal(_) => "internal",
         }

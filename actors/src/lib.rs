@@ -11,6 +11,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod names;
 pub mod provider;
+pub mod providers;
 pub mod route;
 pub mod session;
 pub mod sessions;

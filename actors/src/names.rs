@@ -6,6 +6,7 @@ pub const ROOT: &str = "bosun.root";
 pub const SESSIONS: &str = "bosun.sessions";
 pub const DIAGNOSTICS: &str = "bosun.diagnostics";
 pub const FRONT: &str = "bosun.front";
+pub const PROVIDERS: &str = "bosun.providers";
 
 pub fn session(session_id: &str) -> String {
     format!("bosun.session.{session_id}")
@@ -27,6 +28,7 @@ pub fn kind_of(name: &str) -> &str {
         SESSIONS => "sessions",
         DIAGNOSTICS => "diagnostics",
         FRONT => "front",
+        PROVIDERS => "providers",
         _ if name.starts_with("bosun.session.") => "session",
         _ if name.starts_with("bosun.turn.") => "turn",
         _ if name.starts_with("bosun.provider.") => "provider",

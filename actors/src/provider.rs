@@ -334,6 +334,28 @@ impl ProviderState {
                     myself.send_after(FAIL_DELAY, move || ProviderMsg::Fail(why));
                 }
             }
+            DriverNotice::Enforcement(report) => {
+                tracing::info!(session_id = %self.session_id, provider = %self.provider, enforcement = %report.enforcement, detail = %report.detail, "learned how the agent is held to a policy");
+                crate::route::send(
+                    names::PROVIDERS,
+                    crate::providers::ProvidersMsg::Report { provider: self.provider.clone(), report },
+                );
+            }
+            DriverNotice::ModeRestored { from, to } => {
+                tracing::warn!(session_id = %self.session_id, provider = %self.provider, %from, %to, "the agent left its asking mode; put back");
+                let mut batch = Batch::new();
+                batch.event(NewEvent::new(
+                    topic,
+                    EventType::PolicyModeRestored,
+                    json!({
+                        "provider": self.provider,
+                        "turn_id": self.current.as_ref().map(|c| c.turn_id.clone()),
+                        "from": from,
+                        "to": to,
+                    }),
+                ));
+                self.ctx.store.commit(batch).await?;
+            }
             DriverNotice::Log { level, message } => {
                 let level = match level {
                     LogLevel::Info => "info",

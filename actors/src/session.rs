@@ -13,8 +13,8 @@ use crate::supervision::{
 };
 use crate::turn::{TurnActor, TurnArgs, TurnMsg};
 use bosun_proto::{
-    ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, PatchSessionRequest, SessionView, Topic,
-    TurnStatus, Usage,
+    ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, PatchSessionRequest, Policy, SessionView,
+    Topic, TurnStatus, Usage,
 };
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -281,6 +281,12 @@ impl SessionState {
         if patch.draft.as_ref().is_some_and(|d| d.len() > MAX_DRAFT_BYTES) {
             return Err(DaemonError::BadRequest(format!("draft must be at most {MAX_DRAFT_BYTES} bytes")));
         }
+        if patch.policy == Some(Policy::PlanOnly) {
+            let r = &self.record;
+            if let Some(refusal) = crate::providers::plan_only_refusal(&self.ctx, &r.provider, r.sandbox, r.network) {
+                return Err(refusal);
+            }
+        }
         if patch.archived == Some(true) && self.record.active_turn.is_some() {
             return Err(DaemonError::Conflict("the session has an active turn; interrupt it before archiving".into()));
         }
@@ -309,6 +315,12 @@ impl SessionState {
         }
         if text.trim().is_empty() || text.len() > MAX_TURN_TEXT_BYTES {
             return Err(DaemonError::BadRequest(format!("text must be 1 to {MAX_TURN_TEXT_BYTES} bytes")));
+        }
+        if self.record.policy == Policy::PlanOnly {
+            let r = &self.record;
+            if let Some(refusal) = crate::providers::plan_only_refusal(&self.ctx, &r.provider, r.sandbox, r.network) {
+                return Err(refusal);
+            }
         }
         self.ensure_provider(myself).await?;
         let number = self.record.turn_count + 1;

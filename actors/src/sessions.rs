@@ -11,7 +11,7 @@ use crate::supervision::{
     SupervisorConfig,
 };
 use bosun_adapters::workspace::{self, WorkspaceError};
-use bosun_proto::{CreateSessionRequest, EventType, NewEvent, Policy, Sandbox, SessionView, Topic};
+use bosun_proto::{CreateSessionRequest, Enforcement, EventType, NewEvent, Policy, Sandbox, SessionView, Topic};
 use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
@@ -51,6 +51,9 @@ pub enum SessionsMsg {
     Children(RpcReplyPort<Vec<ChildInfo>>),
     /// The worktree of a pending creation is made (or could not be).
     WorkspaceReady(PendingCreate, Result<workspace::Prepared, WorkspaceError>),
+    /// What the provider of a pending plan-only creation turned out to be
+    /// (a probe of its agent, or an error if it could not be probed).
+    ProviderLearned(PendingCreate, DaemonResult<bosun_adapters::EnforcementReport>),
     Crash,
     Restart(RestartChild),
 }
@@ -114,15 +117,21 @@ impl Actor for SessionsSupervisor {
                 Err(e) => drop(reply.send(Err(e))),
                 Ok((id, title, policy)) => {
                     let pending = PendingCreate { id, req, title, policy, reply };
-                    if pending.req.workspace.is_some() {
-                        state.prepare_workspace(&myself, pending);
+                    if state.must_learn_provider(&pending) {
+                        state.learn_provider(&myself, pending);
                     } else {
-                        let r =
-                            state.create(&myself, pending.id, pending.req, pending.title, pending.policy, None).await;
-                        let _ = pending.reply.send(r);
+                        state.proceed(&myself, pending).await;
                     }
                 }
             },
+            SessionsMsg::ProviderLearned(pending, learned) => {
+                if let Err(e) = learned {
+                    // An agent that cannot start cannot act either; its turns
+                    // fail with why, and its driver checks again at start.
+                    tracing::warn!(provider = %pending.req.provider, error = %e, "creating a plan-only session on a provider that could not be probed");
+                }
+                state.proceed(&myself, pending).await;
+            }
             SessionsMsg::WorkspaceReady(pending, prepared) => {
                 let r = match prepared {
                     Ok(prepared) => {
@@ -170,6 +179,46 @@ impl Actor for SessionsSupervisor {
 }
 
 impl SessionsState {
+    /// Whether a creation must wait for its provider to be probed: a
+    /// plan-only session, outside a jail without network, on a provider
+    /// nothing is known about yet.
+    fn must_learn_provider(&self, pending: &PendingCreate) -> bool {
+        let req = &pending.req;
+        pending.policy == Policy::PlanOnly
+            && !(req.sandbox == Sandbox::Bwrap && !req.network)
+            && self.ctx.providers.enforcement(&req.provider).is_some_and(|e| e.enforcement == Enforcement::Unknown)
+    }
+
+    /// Probes the provider on a task (it starts the agent once) and comes
+    /// back with `ProviderLearned`, so other creations go on meanwhile.
+    fn learn_provider(&self, myself: &ActorRef<SessionsMsg>, pending: PendingCreate) {
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let learned = crate::providers::learn(&pending.req.provider).await;
+            let _ = myself.send_message(SessionsMsg::ProviderLearned(pending, learned));
+        });
+    }
+
+    /// Goes on with a checked creation: refused if its provider cannot be
+    /// held to the policy, else its worktree (on a task) or its record.
+    async fn proceed(&mut self, myself: &ActorRef<SessionsMsg>, pending: PendingCreate) {
+        if pending.policy == Policy::PlanOnly {
+            let req = &pending.req;
+            if let Some(refusal) =
+                crate::providers::plan_only_refusal(&self.ctx, &req.provider, req.sandbox, req.network)
+            {
+                let _ = pending.reply.send(Err(refusal));
+                return;
+            }
+        }
+        if pending.req.workspace.is_some() {
+            self.prepare_workspace(myself, pending);
+        } else {
+            let r = self.create(myself, pending.id, pending.req, pending.title, pending.policy, None).await;
+            let _ = pending.reply.send(r);
+        }
+    }
+
     async fn start_session(
         &mut self,
         myself: &ActorRef<SessionsMsg>,
@@ -209,11 +258,12 @@ impl SessionsState {
                 return Err(DaemonError::BadRequest(format!("cwd {cwd:?} is not an existing directory")));
             }
         }
-        // A real agent talks to its model over the network: in a jail
-        // without one, every turn would fail on its first request.
+        // A known agent talks to its model over the network: in a jail
+        // without one, every turn would fail on its first request. (An
+        // unknown agent may run a local model: it may be jailed offline.)
         if req.sandbox == Sandbox::Bwrap
             && !req.network
-            && self.ctx.providers.get(&req.provider).is_some_and(|p| !p.kind.is_built_in())
+            && self.ctx.providers.get(&req.provider).is_some_and(|p| !p.kind.is_built_in() && self.needs_network(p))
         {
             return Err(DaemonError::BadRequest(format!(
                 "provider {:?} is an agent that needs the network to reach its model: create its jailed session with \"network\": true",
@@ -256,6 +306,14 @@ impl SessionsState {
         let id = new_id("s_");
         let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
         Ok((id, title, req.policy.unwrap_or(Policy::PlanOnly)))
+    }
+
+    /// Whether the provider is one of the known agents, all of which reach
+    /// their model over the network.
+    fn needs_network(&self, spec: &bosun_adapters::ProviderSpec) -> bool {
+        let learned = self.ctx.providers.enforcement(&spec.name).and_then(|e| e.agent);
+        bosun_adapters::acp::KnownAgent::recognise(learned.as_deref(), spec.program_name()).is_some()
+            || spec.kind == bosun_adapters::ProviderKind::CodexAppServer
     }
 
     fn cwd_of(&self, req: &CreateSessionRequest) -> String {

@@ -12,10 +12,10 @@ use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use crate::provider::{ProviderMsg, RunAck};
 use crate::session::SessionMsg;
-use bosun_adapters::{AgentEvent, LogLevel, TurnControl, TurnInput, TurnOutcome};
+use bosun_adapters::{AgentEvent, Asked, LogLevel, TurnControl, TurnInput, TurnOutcome};
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision, EventType, NewEvent, Policy, Topic,
-    TurnStatus,
+    Action, ActionApproval, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision, EventType, NewEvent, Policy,
+    Topic, TurnStatus,
 };
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -49,6 +49,16 @@ pub struct TurnState {
     replay_asked: Option<u64>,
     cwd: PathBuf,
     topic: Topic,
+    /// The session's provider, named in a policy violation.
+    provider: String,
+}
+
+/// An action the agent reports done that nothing allowed, in a plan-only
+/// session.
+struct Violation {
+    /// What it did, in words.
+    what: String,
+    action: Action,
 }
 
 pub enum TurnMsg {
@@ -89,6 +99,7 @@ impl Actor for TurnActor {
         Ok(TurnState {
             topic: Topic::session(&args.session_id),
             cwd: PathBuf::from(session.cwd),
+            provider: session.provider,
             record,
             progress,
             replay_asked: None,
@@ -174,6 +185,7 @@ impl TurnState {
             turn_id: self.record.id.clone(),
             text: self.record.text.clone(),
             cwd: self.cwd.clone(),
+            policy: self.policy()?,
             resume: if fresh { None } else { self.progress.checkpoint.clone() },
         };
         let delivered = self.progress.events_seen;
@@ -251,6 +263,13 @@ impl TurnState {
                     }
                     self.on_approval_request(request_id, action).await?;
                 }
+                event @ (AgentEvent::CommandRan { .. } | AgentEvent::FileChanged { .. }) => {
+                    self.progress.events_seen = no;
+                    dirty = true;
+                    if let Some(violation) = self.audit_into(&mut pending, event)? {
+                        return self.violated(myself, pending, violation).await;
+                    }
+                }
                 AgentEvent::Finished(outcome) => {
                     self.commit_pending(&mut pending, &mut dirty).await?;
                     self.progress.events_seen = no;
@@ -304,9 +323,6 @@ impl TurnState {
                 batch.put(&self.record)?;
                 batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": turn_id, "usage": usage})));
             }
-            AgentEvent::CommandRan(run) => {
-                batch.event(self.event(EventType::CommandRan, json!({"turn_id": turn_id, "command": run})));
-            }
             AgentEvent::Result(result) => {
                 // Kept with the record, shown by turn:completed at the end.
                 self.record.result = Some(result);
@@ -320,11 +336,118 @@ impl TurnState {
                 };
                 diagnostics::report(level, Some(self.session_id()), Some(&turn_id), message);
             }
-            AgentEvent::ApprovalRequest { .. } | AgentEvent::Finished(_) => {
+            AgentEvent::ApprovalRequest { .. }
+            | AgentEvent::Finished(_)
+            | AgentEvent::CommandRan { .. }
+            | AgentEvent::FileChanged { .. } => {
                 return Err("stream_into takes streamed events only".into());
             }
         }
         Ok(())
+    }
+
+    /// The session's policy now.
+    fn policy(&self) -> Result<Policy, ActorProcessingErr> {
+        Ok(self.ctx.store.get::<SessionRecord>(self.session_id())?.map(|s| s.policy).unwrap_or(Policy::PlanOnly))
+    }
+
+    /// What allowed an action the driver reports, by the daemon's own
+    /// record: the approval must exist and have been accepted.
+    fn approval_of(&self, asked: &Asked) -> Result<(ActionApproval, Option<String>), ActorProcessingErr> {
+        Ok(match asked {
+            Asked::Request { turn_id, request_id } => {
+                let id = derived_id("a_", &[turn_id, request_id]);
+                match self.ctx.store.get::<ApprovalRecord>(&id)? {
+                    Some(a) if a.status == ApprovalStatus::Accepted && a.decided_by == Some(DecidedBy::Policy) => {
+                        (ActionApproval::Policy, Some(id))
+                    }
+                    Some(a) if a.status == ApprovalStatus::Accepted => (ActionApproval::User, Some(id)),
+                    // Asked, and not accepted: the agent went ahead anyway.
+                    Some(_) => (ActionApproval::Unapproved, Some(id)),
+                    None => (ActionApproval::Unapproved, None),
+                }
+            }
+            Asked::AgentSafeList => (ActionApproval::AgentSafeList, None),
+            Asked::NotAsked => (ActionApproval::Unapproved, None),
+        })
+    }
+
+    /// Adds the audit record of a command run or a file change to `batch`,
+    /// with what allowed it; in a plan-only session, an action nothing
+    /// allowed is a violation.
+    fn audit_into(&mut self, batch: &mut Batch, event: AgentEvent) -> Result<Option<Violation>, ActorProcessingErr> {
+        let turn_id = self.record.id.clone();
+        let (what, action, approval) = match event {
+            AgentEvent::CommandRan { mut run, asked } => {
+                let (approval, approval_id) = self.approval_of(&asked)?;
+                run.approval = Some(approval);
+                run.approval_id = approval_id;
+                let action = Action::Command { command: run.command.clone(), cwd: run.cwd.clone() };
+                let what = format!("ran `{}` in {}", run.command, run.cwd);
+                batch.event(self.event(EventType::CommandRan, json!({"turn_id": turn_id, "command": run})));
+                (what, action, approval)
+            }
+            AgentEvent::FileChanged { path, summary, asked } => {
+                let (approval, approval_id) = self.approval_of(&asked)?;
+                batch.event(self.event(
+                    EventType::FileChanged,
+                    json!({
+                        "turn_id": turn_id,
+                        "path": path,
+                        "summary": summary,
+                        "approval": approval,
+                        "approval_id": approval_id,
+                    }),
+                ));
+                let what = format!("changed {path} ({summary})");
+                (what, Action::FileChange { path, summary }, approval)
+            }
+            _ => return Err("audit_into takes command runs and file changes only".into()),
+        };
+        if approval == ActionApproval::Unapproved && self.policy()? == Policy::PlanOnly {
+            return Ok(Some(Violation { what, action }));
+        }
+        Ok(None)
+    }
+
+    /// The agent acted without an approval in a plan-only session: record
+    /// the violation with what led to it, mark the provider unverified (so
+    /// no new plan-only session starts on it), stop the agent and end the
+    /// turn.
+    async fn violated(
+        &mut self,
+        myself: &ActorRef<TurnMsg>,
+        mut batch: Batch,
+        violation: Violation,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
+        batch.event(self.event(
+            EventType::PolicyViolation,
+            json!({
+                "turn_id": self.record.id,
+                "provider": self.provider,
+                "action": violation.action,
+                "what": violation.what,
+                "policy": Policy::PlanOnly,
+            }),
+        ));
+        batch.put(&self.progress)?;
+        self.ctx.store.commit(batch).await?;
+        let (provider, session_id, turn_id, what) =
+            (self.provider.clone(), self.record.session_id.clone(), self.record.id.clone(), violation.what.clone());
+        let marked = crate::route::call::<crate::providers::ProvidersMsg, _, _>(crate::names::PROVIDERS, |reply| {
+            crate::providers::ProvidersMsg::Violation { provider, session_id, turn_id, what, reply }
+        })
+        .await;
+        if let Err(e) = marked {
+            tracing::error!(provider = %self.provider, error = %e, "could not mark the provider unverified");
+        }
+        self.control(TurnControl::Interrupt);
+        let reason = format!(
+            "stopped: the agent {} without an approval in a plan-only session; provider {} is now unverified",
+            violation.what, self.provider
+        );
+        self.finish(myself, TurnStatus::Failed, Some(reason)).await
     }
 
     /// Commits what `stream_into` gathered, with the turn's progress.

@@ -5,7 +5,9 @@
 //! tokio runtime and returns at once. Agent I/O is read on those tasks, never
 //! inside an actor handler.
 
-use bosun_proto::{Action, ChunkKind, CommandResult, CommandRun, Decision, PlanEntry, ToolStatus, Usage};
+use bosun_proto::{
+    Action, ChunkKind, CommandResult, CommandRun, Decision, Enforcement, PlanEntry, Policy, ToolStatus, Usage,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -18,6 +20,10 @@ pub struct TurnInput {
     pub turn_id: String,
     pub text: String,
     pub cwd: PathBuf,
+    /// The session's policy when the turn started. Drivers do not decide
+    /// approvals (the daemon does); they use it only to refuse to start a
+    /// plan-only turn on an agent they find they cannot hold to it.
+    pub policy: Policy,
     /// The last checkpoint this driver emitted for the turn, when the turn is
     /// being resumed after a crash; `None` for a fresh turn.
     pub resume: Option<serde_json::Value>,
@@ -51,8 +57,20 @@ pub enum AgentEvent {
     /// Tokens used by this turn so far (each update replaces the last).
     Usage(Usage),
     /// A command the driver ran (or the agent reports it ran) has ended:
-    /// recorded as a `command:ran` audit event.
-    CommandRan(CommandRun),
+    /// recorded as a `command:ran` audit event. `asked` is what covered it,
+    /// as far as the driver can tell; the daemon checks it against its
+    /// approvals and the session's policy.
+    CommandRan {
+        run: CommandRun,
+        asked: Asked,
+    },
+    /// The agent reports it changed a file (an edit it made, or a write the
+    /// driver carried out for it): recorded as `file:changed`.
+    FileChanged {
+        path: String,
+        summary: String,
+        asked: Asked,
+    },
     /// The turn's structured result (the `shell` provider's one command),
     /// carried by `turn:completed`; the last one before `Finished` counts.
     Result(CommandResult),
@@ -62,6 +80,25 @@ pub enum AgentEvent {
     },
     /// The last event of a turn.
     Finished(TurnOutcome),
+}
+
+/// What, by the driver's account, covered an action the agent reports done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// The approval this driver asked for as `request_id` in turn `turn_id`
+    /// (this turn, or an earlier one where it was accepted for the session).
+    Request { turn_id: String, request_id: String },
+    /// The agent did it without asking because its own rules count it as
+    /// read-only (codex's known-safe commands under `untrusted`).
+    AgentSafeList,
+    /// Nothing the driver knows of.
+    NotAsked,
+}
+
+impl Asked {
+    pub fn request(turn_id: &str, request_id: &str) -> Asked {
+        Asked::Request { turn_id: turn_id.to_string(), request_id: request_id.to_string() }
+    }
 }
 
 /// A tool call as the agent announced it.
@@ -183,6 +220,34 @@ pub enum DriverNotice {
     /// A line the agent wrote on stderr, or a protocol problem worth a look
     /// (a malformed line, an unknown notification).
     Log { level: LogLevel, message: String },
+    /// What the driver learned, once the agent started, about holding it to
+    /// a policy (and again whenever that changes).
+    Enforcement(EnforcementReport),
+    /// The agent left the mode that asks before acting, and the driver put
+    /// it back.
+    ModeRestored { from: String, to: String },
+}
+
+/// How a provider's agent is held to the session's policy, as its driver
+/// found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcementReport {
+    pub enforcement: Enforcement,
+    /// How, or why not, in words for the user.
+    pub detail: String,
+    /// What the agent calls itself (`agentInfo.name`), if it said.
+    pub agent: Option<String>,
+}
+
+/// Why a plan-only session or turn is refused on an agent that cannot be
+/// held to it, and what to do: the message of the API's 409
+/// `policy_unenforceable`, and the reason a driver fails such a turn with.
+pub fn unenforceable(detail: &str) -> String {
+    format!(
+        "this agent cannot be held to plan-only: {detail}. Use a full-access session, run it in a jail without \
+         network (\"sandbox\":\"bwrap\" without \"network\"), or set the agent up so it asks before it acts \
+         (docs/PROVIDERS.md)"
+    )
 }
 
 /// The tokio runtime a driver spawns its turn on: `start_turn` is called

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentDriver, AgentError, AgentEvent, Capabilities, LogLevel, TurnControl, TurnHandle, TurnInput, TurnOutcome,
+    AgentDriver, AgentError, AgentEvent, Asked, Capabilities, LogLevel, TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::process::{CommandEvent, ExitState, OutputStream, ShellCommand, DEFAULT_OUTPUT_LIMIT};
 use crate::sandbox::Jail;
@@ -368,12 +368,13 @@ impl Turn {
         // on, the resume must know the command may have had effects.
         let running = Position { step: index, run: Some(RunPhase::Running) };
         self.chunk(ChunkKind::Notice, format!("running `{command}`"), running.clone())?;
-        let mut audit = CommandAudit::start(&command, &self.input.cwd);
+        let asked = Asked::request(&self.input.turn_id, &request_id);
+        let mut audit = CommandAudit::start(&command, &self.input.cwd, asked);
         let mut cmd = match ShellCommand::spawn_in(&command, &self.input.cwd, DEFAULT_OUTPUT_LIMIT, self.jail.as_ref())
         {
             Ok(cmd) => cmd,
             Err(err) => {
-                self.send(AgentEvent::CommandRan(audit.end(None, Some("failed_to_start"))))?;
+                self.send(audit.end(None, Some("failed_to_start")))?;
                 return self.chunk(ChunkKind::Notice, format!("`{command}` could not be started: {err}"), done);
             }
         };
@@ -397,18 +398,18 @@ impl Turn {
                     )?;
                 }
                 CommandWake::Event(Ok(Some(CommandEvent::Exited(state)))) => {
-                    self.send(AgentEvent::CommandRan(audit.end(Some(state), None)))?;
+                    self.send(audit.end(Some(state), None))?;
                     return self.chunk(ChunkKind::Notice, format!("command finished: {state}"), done);
                 }
                 CommandWake::Event(Ok(None)) => {
-                    self.send(AgentEvent::CommandRan(audit.end(None, None)))?;
+                    self.send(audit.end(None, None))?;
                     return self.chunk(ChunkKind::Notice, "command finished without an exit status".to_string(), done);
                 }
                 CommandWake::Event(Err(err)) => {
                     if let Err(kill_err) = cmd.kill().await {
                         tracing::warn!(error = %kill_err, "killing a command whose output failed");
                     }
-                    self.send(AgentEvent::CommandRan(audit.end(None, Some("killed"))))?;
+                    self.send(audit.end(None, Some("killed")))?;
                     return self.chunk(
                         ChunkKind::Notice,
                         format!("reading the output of `{command}` failed: {err}"),
@@ -428,7 +429,7 @@ impl Turn {
                             }
                             // Best effort: the turn is ending, and if its
                             // channel is gone there is nobody to tell.
-                            let _ = self.send(AgentEvent::CommandRan(audit.end(None, Some("interrupted"))));
+                            let _ = self.send(audit.end(None, Some("interrupted")));
                             return Err(end);
                         }
                     }
@@ -523,11 +524,14 @@ struct CommandAudit {
     started: Instant,
     stdout_bytes: u64,
     stderr_bytes: u64,
+    /// The approval the command was run under.
+    asked: Asked,
 }
 
 impl CommandAudit {
-    fn start(command: &str, cwd: &std::path::Path) -> CommandAudit {
+    fn start(command: &str, cwd: &std::path::Path, asked: Asked) -> CommandAudit {
         CommandAudit {
+            asked,
             command: command.to_string(),
             cwd: cwd.to_string_lossy().into_owned(),
             started_at: bosun_proto::now_ts(),
@@ -545,7 +549,8 @@ impl CommandAudit {
         }
     }
 
-    fn end(&mut self, state: Option<ExitState>, ended_by: Option<&str>) -> CommandRun {
+    /// The `command:ran` record of the command's end.
+    fn end(&mut self, state: Option<ExitState>, ended_by: Option<&str>) -> AgentEvent {
         let (exit_code, ended_by) = match state {
             Some(ExitState::Code(code)) => (Some(code), ended_by.map(str::to_string)),
             Some(ExitState::Signal(signal)) => {
@@ -553,7 +558,7 @@ impl CommandAudit {
             }
             None => (None, ended_by.map(str::to_string)),
         };
-        CommandRun {
+        let run = CommandRun {
             command: self.command.clone(),
             cwd: self.cwd.clone(),
             exit_code,
@@ -562,7 +567,10 @@ impl CommandAudit {
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             stdout_bytes: self.stdout_bytes,
             stderr_bytes: self.stderr_bytes,
-        }
+            approval: None,
+            approval_id: None,
+        };
+        AgentEvent::CommandRan { run, asked: self.asked.clone() }
     }
 }
 
@@ -581,7 +589,14 @@ mod tests {
     }
 
     fn input(text: &str, cwd: &Path, resume: Option<serde_json::Value>) -> TurnInput {
-        TurnInput { session_id: "s1".into(), turn_id: "t1".into(), text: text.into(), cwd: cwd.to_path_buf(), resume }
+        TurnInput {
+            session_id: "s1".into(),
+            turn_id: "t1".into(),
+            text: text.into(),
+            cwd: cwd.to_path_buf(),
+            policy: bosun_proto::Policy::PlanOnly,
+            resume,
+        }
     }
 
     fn start(driver: &mut DemoDriver, text: &str, cwd: &Path, resume: Option<serde_json::Value>) -> Run {

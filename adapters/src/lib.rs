@@ -19,5 +19,6 @@ pub mod workspace;
 
 pub use agent::*;
 pub use registry::{
-    ProviderHealth, ProviderKind, ProviderOrigin, ProviderRegistry, ProviderSpec, ProviderStatus, RegistryError,
+    probe_enforcement, ProviderHealth, ProviderKind, ProviderOrigin, ProviderRegistry, ProviderSpec, ProviderStatus,
+    RegistryError,
 };

@@ -281,11 +281,31 @@ impl ShellCommand {
     /// [`ShellCommand::spawn`], inside `jail` when there is one. Killing the
     /// group kills the jail's bwrap, which takes every jailed process down.
     pub fn spawn_in(command: &str, cwd: &Path, output_limit: usize, jail: Option<&Jail>) -> io::Result<ShellCommand> {
+        ShellCommand::spawn_program("sh", ["-c", command], std::iter::empty::<(&str, &str)>(), cwd, output_limit, jail)
+    }
+
+    /// A program with its own argv and extra environment, the same way (an
+    /// ACP agent's `terminal/create`).
+    pub fn spawn_program<A, E, K, V>(
+        program: &str,
+        args: A,
+        env: E,
+        cwd: &Path,
+        output_limit: usize,
+        jail: Option<&Jail>,
+    ) -> io::Result<ShellCommand>
+    where
+        A: IntoIterator,
+        A::Item: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let mut cmd = match jail {
-            Some(jail) => jail.command("sh", cwd, Limits::COMMAND, JailEnv::Basic),
-            None => Command::new("sh"),
+            Some(jail) => jail.command(program, cwd, Limits::COMMAND, JailEnv::Basic),
+            None => Command::new(program),
         };
-        cmd.arg("-c").arg(command).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).envs(env).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let (mut child, group) = spawn_in_group(&mut cmd)?;
         // From here on `group` kills the command if we bail out.
         let stdout = child.stdout.take().ok_or_else(|| io::Error::other("stdout was not piped"))?;

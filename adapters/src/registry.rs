@@ -5,9 +5,10 @@
 //! processes (running, crashed, version), so `GET /api/v1/providers` can say
 //! where each provider stands without asking any actor.
 
-use crate::agent::{AgentDriver, Capabilities, DriverInit};
+use crate::agent::{AgentDriver, Capabilities, DriverInit, EnforcementReport};
 use crate::demo::DemoDriver;
 use crate::sandbox::Jail;
+use bosun_proto::Enforcement;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -121,12 +122,18 @@ pub struct ProviderSpec {
     /// drivers' spawn calls find it next to the command they start.
     #[serde(skip)]
     pub jail: Option<Jail>,
+    /// What the agent called itself the last time it started (its
+    /// `agentInfo.name`), set by [`ProviderRegistry::driver`] from what was
+    /// learned: an agent is known by that, not only by its file name.
+    #[serde(skip)]
+    pub agent_name: Option<String>,
 }
 
 impl ProviderSpec {
     pub fn new(name: &str, kind: ProviderKind, command: Option<&str>, args: &[&str]) -> ProviderSpec {
         ProviderSpec {
             jail: None,
+            agent_name: None,
             name: name.to_string(),
             kind,
             command: command.map(str::to_string),
@@ -167,8 +174,32 @@ impl ProviderSpec {
         }
     }
 
+    /// A digest of what makes this provider the agent it is (kind, program,
+    /// args, env): what the daemon learned about it holds only while this is
+    /// unchanged.
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a, 64 bits: stable across builds, unlike std's hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |part: &str| {
+            for byte in part.bytes().chain(std::iter::once(0u8)) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        feed(self.kind.as_str());
+        feed(self.command.as_deref().unwrap_or(""));
+        for arg in &self.args {
+            feed(arg);
+        }
+        for (key, value) in &self.env {
+            feed(key);
+            feed(value);
+        }
+        format!("{hash:016x}")
+    }
+
     /// The file name of the program, without its directory.
-    fn program_name(&self) -> Option<&str> {
+    pub fn program_name(&self) -> Option<&str> {
         let command = self.command.as_deref()?;
         Path::new(command).file_name().and_then(|n| n.to_str())
     }
@@ -202,12 +233,12 @@ impl ProviderSpec {
 }
 
 /// The agents the registry looks for on `PATH`: (name, kind, args). The args
-/// start each in its strictest approval mode, so every action comes to the
-/// daemon (codex app-server gets its approval policy per thread instead;
-/// codex-acp 0.16 has no session modes, only its config).
+/// only say how to speak to each; what makes it ask before it acts is added
+/// by the driver whatever the args (`acp::KnownAgent`, and codex's thread
+/// settings), so a configured entry gets it too.
 pub const KNOWN_AGENTS: &[(&str, ProviderKind, &[&str])] = &[
     ("codex", ProviderKind::CodexAppServer, &["app-server"]),
-    ("codex-acp", ProviderKind::Acp, &["-c", "approval_policy=untrusted"]),
+    ("codex-acp", ProviderKind::Acp, &[]),
     ("claude-agent-acp", ProviderKind::Acp, &[]),
     ("gemini", ProviderKind::Acp, &["--acp"]),
 ];
@@ -260,6 +291,8 @@ struct Runtime {
     version: Option<String>,
     /// Whether the last process to end crashed.
     crashed_last: bool,
+    /// What the daemon learned about holding the agent to a policy.
+    learned: Option<EnforcementReport>,
 }
 
 /// A snapshot of one provider for listing.
@@ -273,6 +306,7 @@ pub struct ProviderStatus {
     pub crashes: u64,
     pub last_crash: Option<String>,
     pub version: Option<String>,
+    pub enforcement: EnforcementReport,
 }
 
 #[derive(Debug)]
@@ -370,6 +404,7 @@ impl ProviderRegistry {
                     ProviderHealth::Available
                 };
                 ProviderStatus {
+                    enforcement: rt.learned.clone().unwrap_or_else(|| spec.kind.enforcement_before_start()),
                     spec: spec.clone(),
                     resolved,
                     health,
@@ -405,6 +440,21 @@ impl ProviderRegistry {
         }
     }
 
+    /// How provider `name` is held to a policy, as far as is known now.
+    pub fn enforcement(&self, name: &str) -> Option<EnforcementReport> {
+        let spec = self.specs.get(name)?;
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let learned = runtime.get(name).and_then(|rt| rt.learned.clone());
+        Some(learned.unwrap_or_else(|| spec.kind.enforcement_before_start()))
+    }
+
+    /// Sets what was learned about provider `name` (by the providers actor,
+    /// once it is on record).
+    pub fn set_enforcement(&self, name: &str, report: EnforcementReport) {
+        let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        runtime.entry(name.to_string()).or_default().learned = Some(report);
+    }
+
     /// Records a version learnt some other way (e.g. `--version`).
     pub fn report_version(&self, name: &str, version: String) {
         let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,6 +465,7 @@ impl ProviderRegistry {
     pub fn driver(&self, name: &str, init: DriverInit) -> Result<Box<dyn AgentDriver>, RegistryError> {
         let spec = self.get(name).ok_or_else(|| RegistryError::Unknown(name.to_string()))?;
         let mut spec = spec.clone();
+        spec.agent_name = self.enforcement(name).and_then(|e| e.agent);
         // Start what `statuses` shows: the program found on our search path.
         if let Some(resolved) = self.resolve(&spec) {
             spec.command = Some(resolved.to_string_lossy().into_owned());
@@ -438,6 +489,16 @@ impl ProviderRegistry {
             ProviderKind::Shell => Ok(Box::new(crate::shell::ShellDriver::new(spec, init))),
             kind => Err(RegistryError::KindUnavailable { name: spec.name.clone(), kind: kind.as_str() }),
         }
+    }
+}
+
+/// How a provider's agent can be held to asking before it acts, learned by
+/// starting it once in `scratch` where that is the only way to know (ACP
+/// agents); the kind's own answer otherwise.
+pub async fn probe_enforcement(spec: &ProviderSpec, scratch: &Path) -> Result<EnforcementReport, String> {
+    match spec.kind {
+        ProviderKind::Acp => crate::acp::probe(spec.clone(), scratch).await,
+        kind => Ok(kind.enforcement_before_start()),
     }
 }
 
@@ -488,6 +549,24 @@ pub async fn probe_version(program: &Path, timeout: Duration) -> Option<String> 
 }
 
 impl ProviderKind {
+    /// How an agent of this kind is held to a policy before it has ever
+    /// been started: only the daemon's own providers are known in advance.
+    pub fn enforcement_before_start(self) -> EnforcementReport {
+        let (enforcement, detail) = match self {
+            ProviderKind::Demo | ProviderKind::Shell => {
+                (Enforcement::Daemon, "the daemon runs every command itself, after the session's approval")
+            }
+            ProviderKind::CodexAppServer => (
+                Enforcement::AgentMode,
+                "every codex thread is opened by the daemon with approvalPolicy \"untrusted\" (checked when it starts)",
+            ),
+            ProviderKind::Acp | ProviderKind::Pty => {
+                (Enforcement::Unknown, "learned when the agent first starts (the daemon may start it once to find out)")
+            }
+        };
+        EnforcementReport { enforcement, detail: detail.to_string(), agent: None }
+    }
+
     /// What this build's driver of the kind can do (see [`Capabilities`]);
     /// `load_session` for ACP also needs the agent to support it.
     pub fn capabilities(self) -> Capabilities {

@@ -333,6 +333,14 @@ pub struct ProviderView {
     pub crashes: u64,
     #[serde(default)]
     pub last_crash: Option<String>,
+    /// How the daemon holds this provider's agent to a session's policy.
+    pub enforcement: Enforcement,
+    /// How that is done, or why it cannot be (what to do about it).
+    #[serde(default)]
+    pub enforcement_detail: Option<String>,
+    /// What the agent calls itself (`agentInfo` at `initialize`), once started.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// What a provider's driver can do.

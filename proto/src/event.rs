@@ -48,6 +48,16 @@ pub enum EventType {
     FileWritten,
     #[serde(rename = "file:deleted")]
     FileDeleted,
+    /// The agent reports it changed a file (an edit it made itself, or a
+    /// write the daemon carried out for it): the audit record of it.
+    #[serde(rename = "file:changed")]
+    FileChanged,
+    /// In a plan-only session the agent did something no approval covered.
+    #[serde(rename = "policy:violation")]
+    PolicyViolation,
+    /// The agent left the mode that asks before acting and the daemon put it back.
+    #[serde(rename = "policy:mode_restored")]
+    PolicyModeRestored,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -77,6 +87,9 @@ impl EventType {
             EventType::CommandRan => "command:ran",
             EventType::FileWritten => "file:written",
             EventType::FileDeleted => "file:deleted",
+            EventType::FileChanged => "file:changed",
+            EventType::PolicyViolation => "policy:violation",
+            EventType::PolicyModeRestored => "policy:mode_restored",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,
@@ -88,7 +101,14 @@ impl EventType {
     /// Whether the event belongs to a session's audit trail: what ran and
     /// what was written (`GET /api/v1/sessions/{id}/audit`).
     pub fn is_audit(&self) -> bool {
-        matches!(self, EventType::CommandRan | EventType::FileWritten | EventType::FileDeleted)
+        matches!(
+            self,
+            EventType::CommandRan
+                | EventType::FileWritten
+                | EventType::FileDeleted
+                | EventType::FileChanged
+                | EventType::PolicyViolation
+        )
     }
 }
 

@@ -5,11 +5,11 @@ use std::fmt;
 use std::str::FromStr;
 
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
-            $(#[serde(rename = $wire)] $variant),+
+            $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
         }
 
         impl $name {
@@ -218,6 +218,38 @@ impl Usage {
     }
 }
 
+wire_enum!(
+    /// How a provider's agent is held to the session's policy
+    /// (`GET /api/v1/providers`, docs/SECURITY.md).
+    Enforcement {
+        /// Not learned yet: the agent has not been started with this config.
+        Unknown => "unknown",
+        /// The agent runs in a mode that asks before it acts, put there by
+        /// the daemon, and the daemon checks that it stays there.
+        AgentMode => "agent-mode",
+        /// The agent's commands and file writes are carried out by the daemon.
+        Daemon => "daemon",
+        /// The agent gave no way to check that it asks, or it was caught
+        /// acting without asking: plan-only sessions on it are refused.
+        Unverified => "unverified",
+    }
+);
+
+wire_enum!(
+    /// What allowed a command or a file change the audit trail records.
+    ActionApproval {
+        /// A person accepted the approval it asked for.
+        User => "user",
+        /// The session's `full-access` policy accepted it.
+        Policy => "policy",
+        /// The agent ran it without asking, as a read-only command its own
+        /// rules let through (codex's known-safe list under `untrusted`).
+        AgentSafeList => "agent-safe-list",
+        /// Nothing did: no accepted approval covers it.
+        Unapproved => "none",
+    }
+);
+
 /// A command run for a session, as the audit log keeps it (`command:ran`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRun {
@@ -235,6 +267,13 @@ pub struct CommandRun {
     /// Bytes the command wrote to stdout and stderr, before any truncation.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// What allowed it; set by the daemon when it records the run (absent in
+    /// records written before approvals were audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ActionApproval>,
+    /// The approval that covered it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// The structured result of a turn that ran one command (the `shell`

@@ -919,13 +919,20 @@ async fn providers(client: &Client) -> anyhow::Result<i32> {
                 p.name.clone(),
                 p.kind.clone(),
                 status,
+                p.enforcement.to_string(),
                 p.version.clone().unwrap_or_else(|| "-".into()),
                 caps.join(","),
                 render::clip(&command, 60),
             ]
         })
         .collect();
-    outln!("{}", render::table(&["NAME", "KIND", "STATUS", "VERSION", "CAPABILITIES", "COMMAND"], &rows))?;
+    let header = ["NAME", "KIND", "STATUS", "ENFORCEMENT", "VERSION", "CAPABILITIES", "COMMAND"];
+    outln!("{}", render::table(&header, &rows))?;
+    for p in &list.providers {
+        if let Some(detail) = &p.enforcement_detail {
+            outln!("{} ({}): {detail}", p.name, p.enforcement)?;
+        }
+    }
     for p in list.providers.iter().filter(|p| p.last_crash.is_some()) {
         outln!("{}: {} crash(es), last: {}", p.name, p.crashes, p.last_crash.as_deref().unwrap_or(""))?;
     }

@@ -202,7 +202,23 @@ fn summary(env: &Envelope) -> String {
                     (None, None) => "no exit code".to_string(),
                 };
             let ms = run.get("duration_ms").and_then(Value::as_u64).unwrap_or(0);
-            format!("{turn} {ended} in {ms} ms: {}", quote(field(&run, "command"), 60))
+            let approval =
+                run.get("approval").and_then(Value::as_str).map(|a| format!(" (approval {a})")).unwrap_or_default();
+            format!("{turn} {ended} in {ms} ms{approval}: {}", quote(field(&run, "command"), 60))
+        }
+        EventType::FileChanged => {
+            format!(
+                "{turn} {} ({}, approval {})",
+                quote(field(d, "path"), 80),
+                field(d, "summary"),
+                field(d, "approval")
+            )
+        }
+        EventType::PolicyViolation => {
+            format!("{turn} provider {}: {}", field(d, "provider"), clip(field(d, "what"), 100))
+        }
+        EventType::PolicyModeRestored => {
+            format!("{} left mode {} and was put back in {}", field(d, "provider"), field(d, "from"), field(d, "to"))
         }
         EventType::FileWritten | EventType::FileDeleted => {
             let bytes = d.get("bytes").and_then(Value::as_u64).unwrap_or(0);

@@ -523,6 +523,9 @@ fn providers(ctx: &Context) -> ProviderList {
             running: p.running,
             crashes: p.crashes,
             last_crash: p.last_crash,
+            enforcement: p.enforcement.enforcement,
+            enforcement_detail: Some(p.enforcement.detail),
+            agent: p.enforcement.agent,
         }
     });
     ProviderList { providers: views.collect() }

@@ -41,7 +41,9 @@ impl ApiError {
             ApiError::Daemon(e) => match e {
                 DaemonError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
-                DaemonError::Busy { .. } | DaemonError::Conflict(_) => StatusCode::CONFLICT,
+                DaemonError::Busy { .. } | DaemonError::Conflict(_) | DaemonError::PolicyUnenforceable(_) => {
+                    StatusCode::CONFLICT
+                }
                 DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },

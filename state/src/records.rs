@@ -5,8 +5,8 @@
 //! daemon can migrate old snapshots (see [`Record::migrate`]).
 
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Policy, Sandbox, SessionStatus, SessionView,
-    TurnStatus, TurnView, Usage, WorkspaceView,
+    Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Enforcement, Policy, Sandbox, SessionStatus,
+    SessionView, TurnStatus, TurnView, Usage, WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -239,6 +239,43 @@ impl Record for AgentProcess {
 
     fn key(&self) -> String {
         self.session_id.clone()
+    }
+}
+
+/// What the daemon has learned about how one provider's agent can be held
+/// to a session's policy. Written by the providers actor alone.
+///
+/// It holds for one configuration of the provider only (`fingerprint`): a
+/// changed command, args or env is a different agent, learned afresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub name: String,
+    pub fingerprint: String,
+    pub enforcement: Enforcement,
+    /// How it is enforced, or why it cannot be.
+    pub detail: String,
+    /// What the agent calls itself (`agentInfo.name`), once it has started.
+    pub agent: Option<String>,
+    pub learned_at: String,
+    /// The act that made the provider `unverified`, if one did: sticky for
+    /// this configuration.
+    pub violation: Option<ProviderViolation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderViolation {
+    pub session_id: String,
+    pub turn_id: String,
+    pub what: String,
+    pub at: String,
+}
+
+impl Record for ProviderRecord {
+    const TREE: &'static str = "providers";
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.name.clone()
     }
 }
 

@@ -65,24 +65,31 @@ pub fn codex_acp_bin() -> PathBuf {
 /// (it does not when a single `--test` is asked for).
 pub fn mock_model_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let profile_dir = Path::new(super::BIN).parent().expect("bosun binary has a directory");
-            let path = profile_dir.join("examples").join("mock_model");
-            if !path.is_file() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let mut build = Command::new(cargo);
-                build.args(["build", "--quiet", "--example", "mock_model"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-                if profile_dir.file_name().is_some_and(|n| n == "release") {
-                    build.arg("--release");
-                }
-                let status = build.status().expect("run cargo build --example mock_model");
-                assert!(status.success(), "cargo build --example mock_model failed");
-                assert!(path.is_file(), "{} still missing after building it", path.display());
-            }
-            path
-        })
-        .clone()
+    BUILT.get_or_init(|| example_bin("mock_model")).clone()
+}
+
+/// `target/<profile>/examples/acp_standin`: the stand-in ACP agent.
+pub fn standin_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| example_bin("acp_standin")).clone()
+}
+
+/// An example program of this package, built if it is not there yet.
+fn example_bin(name: &str) -> PathBuf {
+    let profile_dir = Path::new(super::BIN).parent().expect("bosun binary has a directory");
+    let path = profile_dir.join("examples").join(name);
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+        assert!(status.success(), "cargo build --example {name} failed");
+        assert!(path.is_file(), "{} still missing after building it", path.display());
+    }
+    path
 }
 
 /// The scripted Responses API server, killed on drop.
@@ -151,7 +158,7 @@ impl Drop for MockModel {
     }
 }
 
-fn toml_str(text: &str) -> String {
+pub fn toml_str(text: &str) -> String {
     // JSON string escapes are valid TOML basic-string escapes.
     Value::String(text.to_string()).to_string()
 }
@@ -171,8 +178,7 @@ env = {{ CODEX_HOME = {home} }}
 [providers.{CODEX_ACP}]
 kind = "acp"
 command = {acp}
-# codex-acp starts in full access unless told to ask first.
-args = ["-c", "approval_policy=\"untrusted\""]
+# No args: the daemon itself makes codex-acp ask before it acts.
 env = {{ CODEX_HOME = {home} }}
 "#,
         codex = toml_str(&codex_bin().to_string_lossy()),
@@ -197,10 +203,20 @@ impl Rig {
 
     /// With more config after the providers' (an `[auth]` section, say).
     pub fn start_with(provider: &'static str, extra_config: &str, options: Options) -> Rig {
+        Rig::start_configured(provider, |_, _| extra_config.to_string(), options)
+    }
+
+    /// With more config made from the rig's dir and codex home (more
+    /// providers on the same model server, say).
+    pub fn start_configured(
+        provider: &'static str,
+        extra_config: impl FnOnce(&Path, &Path) -> String,
+        options: Options,
+    ) -> Rig {
         let dir = tempdir();
         let codex_home = dir.path().join("codex-home");
         let model = MockModel::start(&codex_home);
-        let config = format!("{}\n{extra_config}", daemon_config(&codex_home));
+        let config = format!("{}\n{}", daemon_config(&codex_home), extra_config(dir.path(), &codex_home));
         let daemon = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..options });
         Rig { provider, model, daemon: Some(daemon), codex_home, dir }
     }

@@ -15,7 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use agent_client_protocol::v1::schema::{
-    RequestPermissionOutcome, RequestPermissionRequest, RequestPermissionResponse, SessionNotification,
+    CreateTerminalRequest, CreateTerminalResponse, KillTerminalRequest, KillTerminalResponse, ReadTextFileRequest,
+    ReadTextFileResponse, ReleaseTerminalRequest, ReleaseTerminalResponse, RequestPermissionOutcome,
+    RequestPermissionRequest, RequestPermissionResponse, SessionNotification, TerminalOutputRequest,
+    TerminalOutputResponse, WaitForTerminalExitRequest, WaitForTerminalExitResponse, WriteTextFileRequest,
+    WriteTextFileResponse,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Client, Lines};
@@ -45,12 +49,26 @@ pub(crate) trait AgentListener: Send + Sync + 'static {
     /// The agent asks for permission; `responder` must be answered exactly
     /// once (a [`PermissionReply`] does it on drop if nobody else did).
     fn permission(&self, request: RequestPermissionRequest, reply: PermissionReply);
+    /// The agent asks the client (us) to read or write a file or to work a
+    /// terminal; the responder answers it (and answers an error if dropped).
+    fn client_call(&self, call: ClientCall);
     fn stderr_line(&self, line: String);
     fn malformed_line(&self, quote: String, problem: String);
     /// The process exited without being asked to.
     fn exited(&self, status: String);
     /// The connection stopped while the process may still run.
     fn connection_closed(&self, error: Option<String>);
+}
+
+/// A request from the agent for the client capabilities we advertise.
+pub(crate) enum ClientCall {
+    Read(ReadTextFileRequest, Responder<ReadTextFileResponse>),
+    Write(WriteTextFileRequest, Responder<WriteTextFileResponse>),
+    CreateTerminal(CreateTerminalRequest, Responder<CreateTerminalResponse>),
+    TerminalOutput(TerminalOutputRequest, Responder<TerminalOutputResponse>),
+    WaitForExit(WaitForTerminalExitRequest, Responder<WaitForTerminalExitResponse>),
+    Kill(KillTerminalRequest, Responder<KillTerminalResponse>),
+    Release(ReleaseTerminalRequest, Responder<ReleaseTerminalResponse>),
 }
 
 /// The answer to one `session/request_permission`. Dropping it unanswered
@@ -168,15 +186,17 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Starts the agent in `cwd` and connects to it. Nothing is sent yet.
+/// Starts the agent with `args` in `cwd` and connects to it. Nothing is
+/// sent yet.
 pub(crate) async fn spawn_agent(
     spec: &ProviderSpec,
+    args: &[String],
     cwd: &Path,
     listener: Weak<dyn AgentListener>,
 ) -> Result<Spawned, SpawnError> {
     let program = spec.command.as_deref().ok_or(SpawnError::NoCommand)?;
     let PipedChild { mut child, group, stdin, stdout, stderr } =
-        spawn_piped_in_group(program, &spec.args, &spec.env, cwd, spec.jail.as_ref())
+        spawn_piped_in_group(program, args, &spec.env, cwd, spec.jail.as_ref())
             .map_err(|source| SpawnError::Spawn { command: program.to_string(), source })?;
     let pid = child.id().unwrap_or_default();
     // From here on `process` owns the group: any early return kills it.
@@ -224,6 +244,9 @@ where
 {
     let updates = listener.clone();
     let permissions = listener.clone();
+    let calls = ClientCalls(listener.clone());
+    let (reads, writes, creates, outputs, waits, kills, releases) =
+        (calls.clone(), calls.clone(), calls.clone(), calls.clone(), calls.clone(), calls.clone(), calls);
     let result = Client
         .v1()
         .name("bosun")
@@ -247,6 +270,55 @@ where
             },
             agent_client_protocol::on_receive_request!(),
         )
+        .on_receive_request(
+            async move |request: ReadTextFileRequest, responder, _cx| {
+                reads.pass(ClientCall::Read(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: WriteTextFileRequest, responder, _cx| {
+                writes.pass(ClientCall::Write(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: CreateTerminalRequest, responder, _cx| {
+                creates.pass(ClientCall::CreateTerminal(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: TerminalOutputRequest, responder, _cx| {
+                outputs.pass(ClientCall::TerminalOutput(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: WaitForTerminalExitRequest, responder, _cx| {
+                waits.pass(ClientCall::WaitForExit(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: KillTerminalRequest, responder, _cx| {
+                kills.pass(ClientCall::Kill(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: ReleaseTerminalRequest, responder, _cx| {
+                releases.pass(ClientCall::Release(request, responder));
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
         .connect_with(transport, async move |cx: ConnectionTo<Agent>| {
             let _ = cx_tx.send(cx.clone());
             cx.incoming_closed().await;
@@ -258,6 +330,19 @@ where
     tokio::time::sleep(CLOSE_GRACE).await;
     if let Some(listener) = listener.upgrade() {
         listener.connection_closed(result.err().map(|e| e.to_string()));
+    }
+}
+
+/// Hands the agent's client-capability requests to the listener; with the
+/// driver gone, the responders drop, which answers the agent with an error.
+#[derive(Clone)]
+struct ClientCalls(Weak<dyn AgentListener>);
+
+impl ClientCalls {
+    fn pass(&self, call: ClientCall) {
+        if let Some(listener) = self.0.upgrade() {
+            listener.client_call(call);
+        }
     }
 }
 

@@ -198,11 +198,21 @@ struct StartedCommand {
     started: std::time::Instant,
 }
 
+/// A command tool call that has ended.
+#[derive(Debug, PartialEq)]
+pub(crate) struct EndedCommand {
+    pub tool_id: String,
+    /// It ended `failed` (rather than completed).
+    pub failed: bool,
+    pub run: CommandRun,
+}
+
 impl CommandCalls {
-    /// Notes an `execute` tool call; other kinds are not commands.
-    pub(crate) fn started(&mut self, call: &AcpToolCall, session_cwd: &Path) {
+    /// Notes an `execute` tool call (other kinds are not commands); one
+    /// announced already over has ended at once.
+    pub(crate) fn started(&mut self, call: &AcpToolCall, session_cwd: &Path) -> Option<EndedCommand> {
         if call.kind != ToolKind::Execute {
-            return;
+            return None;
         }
         let raw = call.raw_input.as_ref();
         let command = raw
@@ -216,11 +226,35 @@ impl CommandCalls {
             .unwrap_or_else(|| session_cwd.display().to_string());
         let started =
             StartedCommand { command, cwd, started_at: bosun_proto::now_ts(), started: std::time::Instant::now() };
-        self.running.insert(call.tool_call_id.to_string(), started);
+        let id = call.tool_call_id.to_string();
+        self.running.insert(id.clone(), started);
+        match call.status {
+            ToolCallStatus::Completed | ToolCallStatus::Failed => {
+                let update = ToolCallUpdate::new(
+                    id,
+                    agent_client_protocol::v1::schema::ToolCallUpdateFields::new()
+                        .status(call.status)
+                        .raw_output(call.raw_output.clone())
+                        .content(call.content.clone()),
+                );
+                self.updated(&update)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a command call of this id is under way.
+    pub(crate) fn is_running(&self, id: &str) -> bool {
+        self.running.contains_key(id)
+    }
+
+    /// The command a call under way runs.
+    pub(crate) fn command_of(&self, id: &str) -> Option<&str> {
+        self.running.get(id).map(|c| c.command.as_str())
     }
 
     /// The audit record of a command call this update ends, if it does.
-    pub(crate) fn updated(&mut self, update: &ToolCallUpdate) -> Option<CommandRun> {
+    pub(crate) fn updated(&mut self, update: &ToolCallUpdate) -> Option<EndedCommand> {
         let id = update.tool_call_id.to_string();
         let fields = &update.fields;
         if let Some(command) = fields.raw_input.as_ref().and_then(|raw| raw.get("command")).and_then(command_text) {
@@ -228,9 +262,9 @@ impl CommandCalls {
                 started.command = command;
             }
         }
-        let ended_by = match fields.status? {
-            ToolCallStatus::Completed => None,
-            ToolCallStatus::Failed => Some("failed"),
+        let failed = match fields.status? {
+            ToolCallStatus::Completed => false,
+            ToolCallStatus::Failed => true,
             _ => return None,
         };
         let started = self.running.remove(&id)?;
@@ -240,37 +274,45 @@ impl CommandCalls {
             .and_then(Value::as_i64)
             .and_then(|code| i32::try_from(code).ok());
         let output = tool_output(fields.content.as_deref(), raw_output).unwrap_or_default();
-        Some(CommandRun {
+        let ended_by = (failed && exit_code.is_none()).then(|| "failed".to_string());
+        let run = CommandRun {
             command: started.command,
             cwd: started.cwd,
             exit_code,
-            ended_by: if exit_code.is_some() { None } else { ended_by.map(str::to_string) },
+            ended_by,
             started_at: started.started_at,
             duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             // ACP reports a command's output as one text.
             stdout_bytes: output.len() as u64,
             stderr_bytes: 0,
-        })
+            approval: None,
+            approval_id: None,
+        };
+        Some(EndedCommand { tool_id: id, failed, run })
     }
-}
 
-impl CommandCalls {
     /// Audit records for the command calls the agent never reported ended
     /// (codex-acp 0.16 reports a command's start only), when the turn ends:
     /// they ran, with an exit code nobody was told.
-    pub(crate) fn unfinished(&mut self, ended_by: &str) -> Vec<CommandRun> {
+    pub(crate) fn unfinished(&mut self, ended_by: &str) -> Vec<EndedCommand> {
         let mut runs: Vec<(String, StartedCommand)> = self.running.drain().collect();
         runs.sort_by(|a, b| a.1.started.cmp(&b.1.started));
         runs.into_iter()
-            .map(|(_, started)| CommandRun {
-                command: started.command,
-                cwd: started.cwd,
-                exit_code: None,
-                ended_by: Some(ended_by.to_string()),
-                started_at: started.started_at,
-                duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                stdout_bytes: 0,
-                stderr_bytes: 0,
+            .map(|(tool_id, started)| EndedCommand {
+                tool_id,
+                failed: false,
+                run: CommandRun {
+                    command: started.command,
+                    cwd: started.cwd,
+                    exit_code: None,
+                    ended_by: Some(ended_by.to_string()),
+                    started_at: started.started_at,
+                    duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    stdout_bytes: 0,
+                    stderr_bytes: 0,
+                    approval: None,
+                    approval_id: None,
+                },
             })
             .collect()
     }
@@ -289,7 +331,7 @@ fn shell_word(word: &str) -> String {
 /// A command as agents put it in a tool call's raw input: a string, or an
 /// argv. An argv that only wraps a script in a shell (`bash -lc SCRIPT`) is
 /// shown as the script, which is what the model asked to run.
-fn command_text(value: &Value) -> Option<String> {
+pub(crate) fn command_text(value: &Value) -> Option<String> {
     match value {
         Value::String(command) if !command.trim().is_empty() => Some(command.clone()),
         Value::Array(items) => {
@@ -309,12 +351,17 @@ fn command_text(value: &Value) -> Option<String> {
 }
 
 /// The path a file tool works on: its first location, else a path in its raw
-/// input (`path`, `file_path`, or the first key of a `changes` map).
+/// input.
 fn file_path(update: &ToolCallUpdate) -> Option<String> {
     if let Some(first) = update.fields.locations.as_ref().and_then(|l| l.first()) {
         return Some(first.path.display().to_string());
     }
-    let raw = update.fields.raw_input.as_ref()?;
+    raw_input_path(update.fields.raw_input.as_ref()?)
+}
+
+/// A path in a file tool's raw input: `path`, `file_path`, `abs_path`, or
+/// the first key of a `changes` map.
+pub(crate) fn raw_input_path(raw: &Value) -> Option<String> {
     for key in ["path", "file_path", "abs_path"] {
         if let Some(path) = raw.get(key).and_then(Value::as_str) {
             return Some(path.to_string());
@@ -509,18 +556,32 @@ mod tests {
         let update = |id: &str, status: &str, raw_output: Value| -> ToolCallUpdate {
             serde_json::from_value(json!({"toolCallId": id, "status": status, "rawOutput": raw_output})).unwrap()
         };
-        calls.started(&call("c1", "execute"), Path::new("/s"));
-        calls.started(&call("c2", "read"), Path::new("/s"));
+        assert_eq!(calls.started(&call("c1", "execute"), Path::new("/s")), None);
+        assert_eq!(calls.started(&call("c2", "read"), Path::new("/s")), None);
         assert_eq!(calls.updated(&update("c1", "in_progress", json!({}))), None);
-        let run =
+        let ended =
             calls.updated(&update("c1", "completed", json!({"aggregated_output": "hi\n", "exit_code": 2}))).unwrap();
+        let run = &ended.run;
+        assert_eq!((ended.tool_id.as_str(), ended.failed), ("c1", false));
         assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("echo hi", "/w", Some(2)));
-        assert_eq!((run.stdout_bytes, run.ended_by), (3, None));
+        assert_eq!((run.stdout_bytes, run.ended_by.clone()), (3, None));
         assert_eq!(calls.updated(&update("c1", "completed", json!({}))), None, "recorded once");
         assert_eq!(calls.updated(&update("c2", "completed", json!({}))), None, "not a command");
         calls.started(&call("c3", "execute"), Path::new("/s"));
         let failed = calls.updated(&update("c3", "failed", json!(null))).unwrap();
-        assert_eq!((failed.exit_code, failed.ended_by.as_deref()), (None, Some("failed")));
+        assert!(failed.failed);
+        assert_eq!((failed.run.exit_code, failed.run.ended_by.as_deref()), (None, Some("failed")));
+        // Announced already over: ended at once.
+        let done: AcpToolCall = serde_json::from_value(json!({
+            "toolCallId": "c4", "title": "Run", "kind": "execute", "status": "completed",
+            "rawInput": {"command": "touch x"}, "rawOutput": {"exit_code": 0}
+        }))
+        .unwrap();
+        let ended = calls.started(&done, Path::new("/s")).unwrap();
+        assert_eq!(
+            (ended.tool_id.as_str(), ended.run.command.as_str(), ended.run.exit_code),
+            ("c4", "touch x", Some(0))
+        );
     }
 
     #[test]

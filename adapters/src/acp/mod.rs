@@ -26,8 +26,13 @@
 //!   and the same session is loaded again, its replayed history dropped,
 //!   before the next prompt.
 
+mod agents;
+mod client;
 mod connection;
+mod ledger;
 mod mapping;
+
+pub use agents::KnownAgent;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,23 +44,29 @@ use std::time::Duration;
 
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, ClientCapabilities, CloseSessionRequest, ContentBlock, Implementation, InitializeRequest,
-    LoadSessionRequest, NewSessionRequest, PermissionOption, PromptRequest, PromptResponse, RequestPermissionOutcome,
-    RequestPermissionRequest, SelectedPermissionOutcome, SessionId, SessionNotification, SessionUpdate, StopReason,
+    CancelNotification, ClientCapabilities, CloseSessionRequest, ContentBlock, CreateTerminalRequest,
+    CreateTerminalResponse, FileSystemCapabilities, Implementation, InitializeRequest, KillTerminalResponse,
+    LoadSessionRequest, NewSessionRequest, PermissionOption, PromptRequest, PromptResponse, ReadTextFileResponse,
+    ReleaseTerminalResponse, RequestPermissionOutcome, RequestPermissionRequest, SelectedPermissionOutcome, SessionId,
+    SessionModeId, SessionModeState, SessionNotification, SessionUpdate, SetSessionModeRequest, StopReason,
+    WaitForTerminalExitResponse, WriteTextFileRequest, WriteTextFileResponse,
 };
-use agent_client_protocol::v1::ConnectionTo;
-use bosun_proto::{ChunkKind, Decision, Usage};
+use agent_client_protocol::v1::{ConnectionTo, Responder};
+use bosun_proto::{Action, ChunkKind, Decision, Enforcement, Policy, Usage};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentDriver, AgentError, AgentEvent, Capabilities, DriverInit, DriverNotice, LogLevel, TurnControl, TurnHandle,
-    TurnInput, TurnOutcome,
+    AgentDriver, AgentError, AgentEvent, Asked, Capabilities, DriverInit, DriverNotice, EnforcementReport, LogLevel,
+    TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::registry::ProviderSpec;
 use crate::turn_slot::{TurnPermit, TurnSlot};
-use connection::{spawn_agent, AgentListener, AgentProcess, PermissionReply};
+use agents::ModePlan;
+use client::{TerminalStart, Terminals};
+use connection::{spawn_agent, AgentListener, AgentProcess, ClientCall, PermissionReply};
+use ledger::{Grants, Ledger};
 
 /// How long the agent gets to stop after `session/cancel` before the turn
 /// is ended anyway.
@@ -83,7 +94,9 @@ pub struct AcpDriver {
 impl AcpDriver {
     pub fn new(spec: ProviderSpec, init: DriverInit) -> AcpDriver {
         let (exit_tx, _) = watch::channel(None);
-        let shared = Arc::new(Shared {
+        let offline_jail = spec.jail.is_some() && !init.network;
+        let shared = Arc::new_cyclic(|this| Shared {
+            this: this.clone(),
             spec,
             cwd: init.cwd,
             binding: init.binding,
@@ -93,6 +106,11 @@ impl AcpDriver {
             images: AtomicBool::new(false),
             replaying: AtomicBool::new(false),
             exit_tx,
+            offline_jail,
+            enforcement: Mutex::new(None),
+            agent_identity: Mutex::new(None),
+            terminals: Terminals::default(),
+            grants: Grants::default(),
         });
         AcpDriver { shared, slot: TurnSlot::new(), next_turn: 0 }
     }
@@ -113,6 +131,7 @@ impl Drop for AcpDriver {
         if let Some(live) = live {
             live.stop();
         }
+        self.shared.terminals.kill_all();
     }
 }
 
@@ -138,7 +157,8 @@ impl AgentDriver for AcpDriver {
         let claim = self.slot.claim()?;
         self.next_turn += 1;
         let id = self.next_turn;
-        let sink = Arc::new(TurnSink::new(events));
+        let ledger = Ledger::new(&input.turn_id, self.shared.identity(), &self.shared.cwd, self.shared.grants.clone());
+        let sink = Arc::new(TurnSink::new(events, ledger));
         // The sink holds the permit, so that whoever finishes the turn frees
         // the driver before `Finished` goes out.
         let permit_to_wait = match claim.permit {
@@ -148,10 +168,14 @@ impl AgentDriver for AcpDriver {
             }
             waiting => Some(waiting),
         };
-        self.shared.lock().turn = Some(ActiveTurn { id, sink: sink.clone(), inbound: None });
+        self.shared.lock().turn = Some(ActiveTurn { id, sink: sink.clone(), policy: input.policy, inbound: None });
         let turn = Turn {
             shared: self.shared.clone(),
             id,
+            turn_id: input.turn_id,
+            policy: input.policy,
+            client_requests: 0,
+            pending_client: HashMap::new(),
             sink,
             controls: claim.controls_rx,
             controls_open: true,
@@ -170,8 +194,47 @@ impl AgentDriver for AcpDriver {
     }
 }
 
+/// Starts the agent once, in `scratch`, to learn how it can be held to
+/// asking before it acts (who it says it is, the modes it offers, whether it
+/// takes the one that asks), then stops it.
+pub async fn probe(spec: ProviderSpec, scratch: &std::path::Path) -> Result<EnforcementReport, String> {
+    std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let (notices, _notices) = mpsc::unbounded_channel();
+    let init = DriverInit {
+        session_id: "probe".into(),
+        cwd: scratch.to_path_buf(),
+        binding: None,
+        notices,
+        sandbox: None,
+        container: None,
+        network: false,
+    };
+    let driver = AcpDriver::new(spec, init);
+    let (events, mut failures) = mpsc::unbounded_channel();
+    let sink = TurnSink::new(events, Ledger::new("probe", None, scratch, Grants::default()));
+    let started = driver.shared.agent(&sink).await;
+    let report = driver.shared.enforcement.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    drop(driver);
+    match (started, report) {
+        (Ok(_), Some(report)) => Ok(report),
+        (Err(Some(why)), _) => Err(why),
+        _ => {
+            // The reason went out as the end of the would-be turn.
+            let mut why = "the agent did not get as far as a session".to_string();
+            while let Ok(event) = failures.try_recv() {
+                if let AgentEvent::Finished(TurnOutcome::Failed(reason)) = event {
+                    why = reason;
+                }
+            }
+            Err(why)
+        }
+    }
+}
+
 /// What the driver, its turn tasks and the connection's tasks share.
 struct Shared {
+    /// Itself, for work a connection's callback hands to a task.
+    this: Weak<Shared>,
     spec: ProviderSpec,
     cwd: PathBuf,
     binding: Option<Value>,
@@ -184,6 +247,16 @@ struct Shared {
     replaying: AtomicBool,
     /// Set once, to the reason, when the agent process exits unasked.
     exit_tx: watch::Sender<Option<String>>,
+    /// Jailed with no network: an agent that does not ask is bounded anyway.
+    offline_jail: bool,
+    /// How the agent is held to asking, once it has started.
+    enforcement: Mutex<Option<EnforcementReport>>,
+    /// Who the agent said it is at `initialize`.
+    agent_identity: Mutex<Option<KnownAgent>>,
+    /// Commands the agent runs through us.
+    terminals: Terminals,
+    /// What was accepted for the rest of the session.
+    grants: Grants,
 }
 
 struct State {
@@ -198,6 +271,7 @@ struct State {
 struct ActiveTurn {
     id: u64,
     sink: Arc<TurnSink>,
+    policy: Policy,
     /// Where the agent's messages for this turn go, once its prompt is sent.
     inbound: Option<mpsc::UnboundedSender<Inbound>>,
 }
@@ -232,6 +306,9 @@ struct LiveAgent {
     /// either.
     closed: Arc<tokio::sync::Mutex<bool>>,
     process: Mutex<Option<AgentProcess>>,
+    /// The session mode the agent must stay in (the one that asks), if it
+    /// has modes.
+    keep_mode: Mutex<Option<SessionModeId>>,
 }
 
 impl LiveAgent {
@@ -320,8 +397,8 @@ impl LiveAgent {
         let replaying = Replaying::start(shared);
         let loaded = tokio::time::timeout(startup, self.cx.send_request(load).block_task()).await;
         drop(replaying);
-        let session_id = match loaded {
-            Ok(Ok(_)) => previous,
+        let (session_id, modes) = match loaded {
+            Ok(Ok(loaded)) => (previous, loaded.modes),
             failed => {
                 let why = match failed {
                     Ok(Err(error)) => error.to_string(),
@@ -333,7 +410,7 @@ impl LiveAgent {
                 );
                 let new = NewSessionRequest::new(shared.cwd.clone());
                 match tokio::time::timeout(startup, self.cx.send_request(new).block_task()).await {
-                    Ok(Ok(response)) => response.session_id,
+                    Ok(Ok(response)) => (response.session_id, response.modes),
                     Ok(Err(error)) => return Err(format!("could not start a new agent session: {error}")),
                     Err(_) => {
                         return Err(format!("the agent did not start a new session within {} s", startup.as_secs()))
@@ -344,6 +421,10 @@ impl LiveAgent {
         *self.session_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = session_id.clone();
         *closed = false;
         shared.notice(DriverNotice::Bound(json!({ "session_id": session_id.to_string() })));
+        // A reloaded session may come back in a mode of its own.
+        let name = shared.enforcement.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|e| e.agent.clone());
+        let keep = shared.hold_to_asking(&self.cx, &session_id, name.as_deref(), modes.as_ref()).await;
+        *self.keep_mode.lock().unwrap_or_else(|p| p.into_inner()) = keep;
         Ok(())
     }
 }
@@ -371,6 +452,34 @@ impl Drop for Replaying<'_> {
 enum Inbound {
     Update(SessionNotification),
     Permission(RequestPermissionRequest, PermissionReply),
+    /// A write or a terminal the agent asks the daemon for.
+    Client(ClientCall),
+}
+
+/// How starting an agent went.
+enum SetUp {
+    Ready {
+        session_id: SessionId,
+        can_close: bool,
+        keep_mode: Option<SessionModeId>,
+    },
+    /// It is this known agent, which needs settings it was not started
+    /// with: start it again.
+    Restart(KnownAgent),
+}
+
+/// Answers a request from the agent, logging (not failing) when it is gone.
+fn answer_with<T: agent_client_protocol::JsonRpcResponse>(
+    responder: Responder<T>,
+    answer: Result<T, agent_client_protocol::Error>,
+) {
+    let sent = match answer {
+        Ok(response) => responder.respond(response),
+        Err(error) => responder.respond_with_error(error),
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "could not answer the agent");
+    }
 }
 
 /// Where a turn's events go. Ending the turn goes through here so that it
@@ -384,16 +493,13 @@ struct TurnSink {
 struct SinkState {
     finished: bool,
     permit: Option<OwnedSemaphorePermit>,
-    /// Command tool calls under way, for their audit records.
-    commands: mapping::CommandCalls,
+    /// What the agent did and what covered it, for the audit records.
+    ledger: Ledger,
 }
 
 impl TurnSink {
-    fn new(events: mpsc::UnboundedSender<AgentEvent>) -> TurnSink {
-        TurnSink {
-            events,
-            inner: Mutex::new(SinkState { finished: false, permit: None, commands: Default::default() }),
-        }
+    fn new(events: mpsc::UnboundedSender<AgentEvent>, ledger: Ledger) -> TurnSink {
+        TurnSink { events, inner: Mutex::new(SinkState { finished: false, permit: None, ledger }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, SinkState> {
@@ -428,17 +534,19 @@ impl TurnSink {
         inner.finished = true;
         inner.permit = None;
         let ended_by = if outcome == TurnOutcome::Interrupted { "interrupted" } else { "exit_not_reported" };
-        for run in inner.commands.unfinished(ended_by) {
-            let _ = self.events.send(AgentEvent::CommandRan(run));
+        for event in inner.ledger.finish(ended_by) {
+            let _ = self.events.send(event);
         }
         let _ = self.events.send(AgentEvent::Finished(outcome));
         true
     }
 
-    /// Marks an abandoned turn ended without a word; true if it was running.
+    /// Marks an abandoned turn ended without a word (and stops the commands
+    /// it had the daemon run); true if it was running.
     fn abandon(&self) -> bool {
         let mut inner = self.lock();
         inner.permit = None;
+        drop(inner.ledger.finish("interrupted"));
         !std::mem::replace(&mut inner.finished, true)
     }
 
@@ -472,91 +580,141 @@ impl Shared {
             AgentState::Gone { reason, .. } => return Err(Some(reason.clone())),
             AgentState::NotStarted => {}
         }
-        let weak: Weak<Shared> = Arc::downgrade(self);
-        let listener: Weak<dyn AgentListener> = weak;
-        let spawned =
-            spawn_agent(&self.spec, &self.cwd, listener).await.map_err(|e| Some(format!("starting the agent: {e}")))?;
+        // Known by what it said last time, else by its file name: a known
+        // agent starts with the settings that make it ask.
+        let mut known = KnownAgent::recognise(self.spec.agent_name.as_deref(), self.spec.program_name());
         let startup = self.spec.startup_timeout();
-        let set_up = tokio::time::timeout(startup, self.set_up(&spawned.cx, spawned.process.pid())).await;
-        let failure = match set_up {
-            Ok(Ok((session_id, can_close))) => {
-                let live = Arc::new(LiveAgent {
-                    cx: spawned.cx,
-                    session_id: Mutex::new(session_id),
-                    can_close,
-                    closed: Arc::new(tokio::sync::Mutex::new(false)),
-                    process: Mutex::new(Some(spawned.process)),
-                });
-                let mut state = self.lock();
-                match &state.agent {
-                    AgentState::NotStarted => {
-                        state.agent = AgentState::Up(live.clone());
-                        return Ok(live);
-                    }
-                    // Died (reported by its exit) or the driver was dropped.
-                    AgentState::Gone { reason, .. } => {
-                        let reason = reason.clone();
-                        drop(state);
-                        live.stop();
-                        return Err((!sink.is_finished()).then_some(reason));
-                    }
-                    AgentState::Up(_) => {
-                        drop(state);
-                        live.stop();
-                        return Err(Some("another agent process was started for this driver".into()));
-                    }
+        for attempt in 0..2 {
+            let (args, warnings) = match known {
+                Some(agent) => agent.enforce_args(&self.spec.args),
+                None => (self.spec.args.clone(), Vec::new()),
+            };
+            if attempt == 0 {
+                for warning in warnings {
+                    self.log(LogLevel::Warn, warning);
                 }
             }
-            Ok(Err(error)) => format!("starting the agent: {error}"),
-            Err(_) => format!("the agent did not start within {} s", startup.as_secs()),
-        };
-        // A request that failed because the agent died: let its exit speak.
-        if self.exit_within(EXIT_GRACE).await.is_some() {
+            let weak: Weak<Shared> = Arc::downgrade(self);
+            let listener: Weak<dyn AgentListener> = weak;
+            let spawned = spawn_agent(&self.spec, &args, &self.cwd, listener)
+                .await
+                .map_err(|e| Some(format!("starting the agent: {e}")))?;
+            let set_up = tokio::time::timeout(startup, self.set_up(&spawned.cx, spawned.process.pid(), known)).await;
+            let failure = match set_up {
+                Ok(Ok(SetUp::Restart(agent))) if attempt == 0 => {
+                    // It turned out to be an agent that needs the daemon's
+                    // settings at start: start it again with them.
+                    self.log(
+                        LogLevel::Info,
+                        format!(
+                            "the agent says it is {}; starting it again with the daemon's approval settings",
+                            agent.name()
+                        ),
+                    );
+                    drop(spawned);
+                    known = Some(agent);
+                    continue;
+                }
+                Ok(Ok(SetUp::Restart(agent))) => format!("{} did not start with the daemon's settings", agent.name()),
+                Ok(Ok(SetUp::Ready { session_id, can_close, keep_mode })) => {
+                    let live = Arc::new(LiveAgent {
+                        cx: spawned.cx,
+                        session_id: Mutex::new(session_id),
+                        can_close,
+                        closed: Arc::new(tokio::sync::Mutex::new(false)),
+                        process: Mutex::new(Some(spawned.process)),
+                        keep_mode: Mutex::new(keep_mode),
+                    });
+                    let mut state = self.lock();
+                    match &state.agent {
+                        AgentState::NotStarted => {
+                            state.agent = AgentState::Up(live.clone());
+                            return Ok(live);
+                        }
+                        // Died (reported by its exit) or the driver was dropped.
+                        AgentState::Gone { reason, .. } => {
+                            let reason = reason.clone();
+                            drop(state);
+                            live.stop();
+                            return Err((!sink.is_finished()).then_some(reason));
+                        }
+                        AgentState::Up(_) => {
+                            drop(state);
+                            live.stop();
+                            return Err(Some("another agent process was started for this driver".into()));
+                        }
+                    }
+                }
+                Ok(Err(error)) => format!("starting the agent: {error}"),
+                Err(_) => format!("the agent did not start within {} s", startup.as_secs()),
+            };
+            // A request that failed because the agent died: let its exit speak.
+            if self.exit_within(EXIT_GRACE).await.is_some() {
+                return Err(None);
+            }
+            drop(spawned);
+            let mut state = self.lock();
+            if state.stopped || matches!(state.agent, AgentState::Gone { .. }) {
+                return Err(None);
+            }
+            // The process was up (and maybe announced Running): the worker must
+            // start over with a fresh driver, as after a crash.
+            state.agent = AgentState::gone(&failure);
+            drop(state);
+            sink.finish(TurnOutcome::Failed(failure.clone()));
+            self.notice(DriverNotice::Exited { reason: failure });
             return Err(None);
         }
-        drop(spawned);
-        let mut state = self.lock();
-        if state.stopped || matches!(state.agent, AgentState::Gone { .. }) {
-            return Err(None);
-        }
-        // The process was up (and maybe announced Running): the worker must
-        // start over with a fresh driver, as after a crash.
-        state.agent = AgentState::gone(&failure);
-        drop(state);
-        sink.finish(TurnOutcome::Failed(failure.clone()));
-        self.notice(DriverNotice::Exited { reason: failure });
-        Err(None)
+        Err(Some("the agent could not be started with the daemon's settings".into()))
     }
 
-    /// `initialize`, then the agent-side session; announces `Running` and
-    /// `Bound`. Also tells whether the session can be closed and loaded again.
+    /// Who the agent is, as it said at `initialize`.
+    fn identity(&self) -> Option<KnownAgent> {
+        *self.agent_identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `initialize`, then the agent-side session, in the mode that asks;
+    /// announces `Running`, `Bound` and how the agent is held to asking.
+    /// `started_as` is who the agent was taken for when it was started:
+    /// if it turns out to be an agent that needed settings at start, it must
+    /// be started again.
     async fn set_up(
         &self,
         cx: &ConnectionTo<agent_client_protocol::Agent>,
         pid: u32,
-    ) -> Result<(SessionId, bool), agent_client_protocol::Error> {
-        // No fs or terminal capabilities: the agent does its own file and
-        // process work, and asks us only for permission.
+        started_as: Option<KnownAgent>,
+    ) -> Result<SetUp, agent_client_protocol::Error> {
+        // The daemon does file and terminal work for agents that ask it to:
+        // then it is the one carrying it out, under its own approvals.
+        let capabilities = ClientCapabilities::new()
+            .fs(FileSystemCapabilities::new().read_text_file(true).write_text_file(true))
+            .terminal(true);
         let initialize = InitializeRequest::new(ProtocolVersion::V1)
-            .client_capabilities(ClientCapabilities::new())
+            .client_capabilities(capabilities)
             .client_info(Implementation::new("bosun", env!("CARGO_PKG_VERSION")).title("Bosun".to_string()));
         let init = cx.send_request(initialize).block_task().await?;
+        let agent_name = init.agent_info.as_ref().map(|info| info.name.clone());
+        let known = KnownAgent::recognise(agent_name.as_deref(), self.spec.program_name());
+        if known == Some(KnownAgent::CodexAcp) && started_as != Some(KnownAgent::CodexAcp) {
+            return Ok(SetUp::Restart(KnownAgent::CodexAcp));
+        }
+        *self.agent_identity.lock().unwrap_or_else(|p| p.into_inner()) = known;
         self.images.store(init.agent_capabilities.prompt_capabilities.image, Ordering::Relaxed);
         self.notice(DriverNotice::Running {
             pid: Some(pid),
-            agent: init.agent_info.as_ref().map(|info| info.name.clone()),
+            agent: agent_name.clone(),
             version: init.agent_info.as_ref().map(|info| info.version.clone()),
         });
 
         let previous = self.binding.as_ref().and_then(|b| b.get("session_id")).and_then(Value::as_str);
-        let mut session_id = None;
+        let mut opened = None;
         if let Some(previous) = previous {
             if init.agent_capabilities.load_session {
                 // The agent replays the history as session/update during the
                 // load; no turn is routed yet, so none of it is emitted.
                 let load = LoadSessionRequest::new(previous.to_string(), self.cwd.clone());
                 match cx.send_request(load).block_task().await {
-                    Ok(_) => session_id = Some(SessionId::new(previous)),
+                    Ok(loaded) => opened = Some((SessionId::new(previous), loaded.modes)),
                     Err(error) => self.log(
                         LogLevel::Warn,
                         format!("could not load the agent's session {previous} ({error}); starting a new one"),
@@ -571,14 +729,151 @@ impl Shared {
                 );
             }
         }
-        let session_id = match session_id {
-            Some(id) => id,
-            None => cx.send_request(NewSessionRequest::new(self.cwd.clone())).block_task().await?.session_id,
+        let (session_id, modes) = match opened {
+            Some(opened) => opened,
+            None => {
+                let created = cx.send_request(NewSessionRequest::new(self.cwd.clone())).block_task().await?;
+                (created.session_id, created.modes)
+            }
         };
         self.notice(DriverNotice::Bound(json!({ "session_id": session_id.to_string() })));
+        let keep_mode = self.hold_to_asking(cx, &session_id, agent_name.as_deref(), modes.as_ref()).await;
         let can_close =
             init.agent_capabilities.load_session && init.agent_capabilities.session_capabilities.close.is_some();
-        Ok((session_id, can_close))
+        Ok(SetUp::Ready { session_id, can_close, keep_mode })
+    }
+
+    /// Puts a new or loaded session in the mode that asks before acting,
+    /// and records how the agent is held to asking. The mode to keep it in.
+    async fn hold_to_asking(
+        &self,
+        cx: &ConnectionTo<agent_client_protocol::Agent>,
+        session_id: &SessionId,
+        agent_name: Option<&str>,
+        modes: Option<&SessionModeState>,
+    ) -> Option<SessionModeId> {
+        let ModePlan { switch_to, mut keep, mut report } = agents::plan_modes(self.identity(), agent_name, modes);
+        if let Some(mode) = switch_to {
+            let from = modes.map(|m| m.current_mode_id.to_string()).unwrap_or_default();
+            match cx.send_request(SetSessionModeRequest::new(session_id.clone(), mode.clone())).block_task().await {
+                Ok(_) => self.log(
+                    LogLevel::Warn,
+                    format!("the agent started in mode \"{from}\", which does not ask before acting; switched it to \"{mode}\""),
+                ),
+                Err(error) => {
+                    keep = None;
+                    report.enforcement = Enforcement::Unverified;
+                    report.detail = format!("the agent is in mode \"{from}\" and refused to switch to \"{mode}\": {error}");
+                }
+            }
+        }
+        self.set_enforcement(report);
+        keep
+    }
+
+    fn set_enforcement(&self, report: EnforcementReport) {
+        *self.enforcement.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        self.notice(DriverNotice::Enforcement(report));
+    }
+
+    /// Why a turn under `policy` must not be prompted: plan-only on an agent
+    /// found not to ask, outside a jail without network.
+    fn refusal(&self, policy: Policy) -> Option<String> {
+        let report = self.enforcement.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let refused = report.enforcement == Enforcement::Unverified && policy == Policy::PlanOnly && !self.offline_jail;
+        refused.then(|| crate::agent::unenforceable(&report.detail))
+    }
+
+    /// The agent switched its own mode: put it back if it left the one that
+    /// asks. Called from the connection's task, so the work goes on a task.
+    fn mode_changed(self: &Arc<Self>, now: SessionModeId) {
+        let live = match &self.lock().agent {
+            AgentState::Up(live) => live.clone(),
+            _ => return,
+        };
+        let Some(keep) = live.keep_mode.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
+        if now == keep {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let request = SetSessionModeRequest::new(live.session_id(), keep.clone());
+            match live.cx.send_request(request).block_task().await {
+                Ok(_) => {
+                    shared.log(
+                        LogLevel::Warn,
+                        format!("the agent switched itself to mode \"{now}\", which does not ask; put it back in \"{keep}\""),
+                    );
+                    shared.notice(DriverNotice::ModeRestored { from: now.to_string(), to: keep.to_string() });
+                }
+                Err(error) => {
+                    let detail =
+                        format!("the agent left mode \"{keep}\" for \"{now}\" and refused to go back: {error}");
+                    let mut report = shared.enforcement.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or(
+                        EnforcementReport { enforcement: Enforcement::Unverified, detail: String::new(), agent: None },
+                    );
+                    report.enforcement = Enforcement::Unverified;
+                    report.detail = detail.clone();
+                    shared.set_enforcement(report);
+                    // A plan-only turn cannot go on with an agent that no
+                    // longer asks.
+                    let turn = shared.lock().turn.as_ref().map(|t| (t.sink.clone(), t.policy));
+                    if let Some((sink, Policy::PlanOnly)) = turn {
+                        live.cancel();
+                        sink.finish(TurnOutcome::Failed(crate::agent::unenforceable(&detail)));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Serves a request for a capability we advertise. Reads and terminal
+    /// upkeep are answered here; writes and new terminals are acts, which go
+    /// to the turn under way for an approval.
+    fn serve(self: &Arc<Self>, call: ClientCall) {
+        let shared = self.clone();
+        match call {
+            ClientCall::Read(request, responder) => {
+                tokio::spawn(async move {
+                    let answer = match client::inside_cwd(&shared.cwd, &request.path) {
+                        Ok(rel) => client::read_text(&shared.cwd, &rel, request.line, request.limit)
+                            .await
+                            .map(ReadTextFileResponse::new),
+                        Err(e) => Err(e),
+                    };
+                    answer_with(responder, answer);
+                });
+            }
+            ClientCall::TerminalOutput(request, responder) => {
+                answer_with(responder, self.terminals.output(&request.terminal_id));
+            }
+            ClientCall::WaitForExit(request, responder) => {
+                tokio::spawn(async move {
+                    let answer =
+                        shared.terminals.wait(&request.terminal_id).await.map(WaitForTerminalExitResponse::new);
+                    answer_with(responder, answer);
+                });
+            }
+            ClientCall::Kill(request, responder) => {
+                answer_with(responder, self.terminals.kill(&request.terminal_id).map(|()| KillTerminalResponse::new()));
+            }
+            ClientCall::Release(request, responder) => {
+                answer_with(
+                    responder,
+                    self.terminals.release(&request.terminal_id).map(|()| ReleaseTerminalResponse::new()),
+                );
+            }
+            act @ (ClientCall::Write(..) | ClientCall::CreateTerminal(..)) => {
+                if let Some(Inbound::Client(call)) = self.route(Inbound::Client(act)) {
+                    let why = "no turn is running: the daemon acts for the agent only within a turn";
+                    match call {
+                        ClientCall::Write(_, responder) => answer_with(responder, Err(client::refused(why))),
+                        ClientCall::CreateTerminal(_, responder) => answer_with(responder, Err(client::refused(why))),
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Waits up to `grace` for the agent's exit to be reported.
@@ -623,6 +918,11 @@ impl AgentListener for Shared {
     }
 
     fn update(&self, notification: SessionNotification) {
+        if let SessionUpdate::CurrentModeUpdate(update) = &notification.update {
+            if let Some(this) = self.this.upgrade() {
+                this.mode_changed(update.current_mode_id.clone());
+            }
+        }
         if let Some(Inbound::Update(notification)) = self.route(Inbound::Update(notification)) {
             tracing::debug!(update = ?notification.update, "session/update outside a turn, dropped");
         }
@@ -638,6 +938,12 @@ impl AgentListener for Shared {
                 ),
             );
             reply.answer(RequestPermissionOutcome::Cancelled);
+        }
+    }
+
+    fn client_call(&self, call: ClientCall) {
+        if let Some(this) = self.this.upgrade() {
+            this.serve(call);
         }
     }
 
@@ -709,6 +1015,14 @@ struct PendingPermission {
 struct Turn {
     shared: Arc<Shared>,
     id: u64,
+    /// The daemon's id of the turn, which approvals are filed under.
+    turn_id: String,
+    policy: Policy,
+    /// Numbers the approvals the daemon asks for its own acts (writes and
+    /// terminals the agent wants).
+    client_requests: u64,
+    /// Those acts waiting on the daemon's decision, by our request id.
+    pending_client: HashMap<String, PendingClient>,
     sink: Arc<TurnSink>,
     controls: mpsc::UnboundedReceiver<TurnControl>,
     controls_open: bool,
@@ -750,6 +1064,10 @@ impl Turn {
             }
         };
         self.agent = Some(agent.clone());
+        if let Some(reason) = self.shared.refusal(self.policy) {
+            self.sink.finish(TurnOutcome::Failed(reason));
+            return;
+        }
         // Before the turn takes the agent's messages: what the reload replays
         // is history.
         if let Err(reason) = agent.reopen(&self.shared).await {
@@ -931,6 +1249,9 @@ impl Turn {
         for (_, pending) in self.pending.drain() {
             pending.reply.answer(RequestPermissionOutcome::Cancelled);
         }
+        for (_, pending) in self.pending_client.drain() {
+            pending.refuse("the turn was stopped before the daemon decided");
+        }
         (why, Instant::now() + STOP_GRACE)
     }
 
@@ -973,8 +1294,13 @@ impl Turn {
         match message {
             Inbound::Update(notification) => self.on_update(notification.update),
             Inbound::Permission(_, reply) if stopping => reply.answer(RequestPermissionOutcome::Cancelled),
+            Inbound::Client(call) if stopping => {
+                PendingClient::from_call(call, &self.shared.cwd).refuse("the turn is being stopped")
+            }
+            Inbound::Client(call) => self.on_client_act(call),
             Inbound::Permission(request, reply) => {
                 let request_id = format!("perm-{}", reply.id());
+                self.sink.lock().ledger.asked(&request.tool_call, &request_id);
                 let action = mapping::permission_action(&request.tool_call, &self.shared.cwd);
                 self.sink.emit(AgentEvent::ApprovalRequest {
                     request_id: request_id.clone(),
@@ -994,15 +1320,18 @@ impl Turn {
             SessionUpdate::AgentMessageChunk(chunk) => mapping::chunk(ChunkKind::Text, &chunk.content),
             SessionUpdate::AgentThoughtChunk(chunk) => mapping::chunk(ChunkKind::Thought, &chunk.content),
             SessionUpdate::ToolCall(call) => {
-                self.sink.lock().commands.started(&call, &self.shared.cwd);
                 self.sink.emit(AgentEvent::ToolCall(mapping::tool_call(&call)));
+                let done = self.sink.lock().ledger.tool_call(&call);
+                for event in done {
+                    self.sink.emit(event);
+                }
                 None
             }
             SessionUpdate::ToolCallUpdate(update) => {
                 self.sink.emit(AgentEvent::ToolUpdate(mapping::tool_update(&update)));
-                let ended = self.sink.lock().commands.updated(&update);
-                if let Some(run) = ended {
-                    self.sink.emit(AgentEvent::CommandRan(run));
+                let done = self.sink.lock().ledger.tool_update(&update);
+                for event in done {
+                    self.sink.emit(event);
                 }
                 None
             }
@@ -1045,6 +1374,15 @@ impl Turn {
 
     fn decide(&mut self, request_id: &str, decision: Decision) {
         self.activity = Instant::now();
+        self.sink.lock().ledger.decided(request_id, decision);
+        if let Some(act) = self.pending_client.remove(request_id) {
+            if decision.allows() {
+                self.carry_out(act, Asked::request(&self.turn_id, request_id));
+            } else {
+                act.refuse("the daemon declined it");
+            }
+            return;
+        }
         self.declined |= decision == Decision::Decline;
         let Some(pending) = self.pending.remove(request_id) else {
             self.sink.log(LogLevel::Warn, format!("a decision for {request_id}, which is not waiting, was ignored"));
@@ -1063,6 +1401,133 @@ impl Turn {
                 }
                 pending.reply.answer(RequestPermissionOutcome::Cancelled);
             }
+        }
+    }
+}
+
+impl Turn {
+    /// The agent asks the daemon to write a file or run a command: refused
+    /// outright if it would leave the cwd; carried out at once if an
+    /// approval already covers it; else the daemon asks for one.
+    fn on_client_act(&mut self, call: ClientCall) {
+        let act = PendingClient::from_call(call, &self.shared.cwd);
+        let (action, covered) = match &act {
+            PendingClient::Write { request, rel, .. } => {
+                let path = self.shared.cwd.join(rel).to_string_lossy().into_owned();
+                let covered = self.sink.lock().ledger.covering_write(&path);
+                let summary = format!("write {} bytes, through the daemon", request.content.len());
+                (Action::FileChange { path, summary }, covered)
+            }
+            PendingClient::Terminal { command, cwd, .. } => {
+                let covered = self.sink.lock().ledger.covering_command(command);
+                (Action::Command { command: command.clone(), cwd: cwd.to_string_lossy().into_owned() }, covered)
+            }
+            PendingClient::Refused { .. } => {
+                act.refuse("");
+                return;
+            }
+        };
+        if let Some(asked) = covered {
+            self.carry_out(act, asked);
+            return;
+        }
+        self.client_requests += 1;
+        let request_id = format!("client-{}", self.client_requests);
+        self.sink.emit(AgentEvent::ApprovalRequest { request_id: request_id.clone(), action, checkpoint: None });
+        self.pending_client.insert(request_id, act);
+    }
+
+    /// Does what an approval (`asked`) allowed: the write, or the command.
+    fn carry_out(&mut self, act: PendingClient, asked: Asked) {
+        self.activity = Instant::now();
+        match act {
+            PendingClient::Write { request, rel, responder } => {
+                let (cwd, sink) = (self.shared.cwd.clone(), self.sink.clone());
+                tokio::spawn(async move {
+                    let path = cwd.join(&rel).to_string_lossy().into_owned();
+                    match client::write_text(&cwd, &rel, &request.content).await {
+                        Ok(bytes) => {
+                            sink.lock().ledger.wrote(&path);
+                            let summary = format!("written by the daemon for the agent ({bytes} bytes)");
+                            sink.emit(AgentEvent::FileChanged { path, summary, asked });
+                            answer_with(responder, Ok(WriteTextFileResponse::new()));
+                        }
+                        Err(error) => answer_with(responder, Err(error)),
+                    }
+                });
+            }
+            PendingClient::Terminal { request, command, cwd, responder } => {
+                let start =
+                    TerminalStart { request: &request, cwd, jail: self.shared.spec.jail.as_ref(), command, asked };
+                match self.shared.terminals.start(start, self.sink.clone()) {
+                    Ok((id, terminal)) => {
+                        self.sink.lock().ledger.terminal(id.0.as_ref(), terminal);
+                        answer_with(responder, Ok(CreateTerminalResponse::new(id)));
+                    }
+                    Err(error) => answer_with(responder, Err(error)),
+                }
+            }
+            PendingClient::Refused { .. } => act.refuse(""),
+        }
+    }
+}
+
+/// A write or a terminal the agent asked the daemon for, checked against
+/// the cwd.
+enum PendingClient {
+    Write {
+        request: WriteTextFileRequest,
+        rel: String,
+        responder: Responder<WriteTextFileResponse>,
+    },
+    Terminal {
+        request: CreateTerminalRequest,
+        command: String,
+        cwd: PathBuf,
+        responder: Responder<CreateTerminalResponse>,
+    },
+    /// Refused before anything was asked (a path outside the cwd).
+    Refused {
+        error: agent_client_protocol::Error,
+        call: ClientCall,
+    },
+}
+
+impl PendingClient {
+    /// The act `call` asks for, in the session's `cwd`.
+    fn from_call(call: ClientCall, cwd: &std::path::Path) -> PendingClient {
+        match call {
+            ClientCall::Write(request, responder) => match client::inside_cwd(cwd, &request.path) {
+                Ok(rel) => PendingClient::Write { request, rel, responder },
+                Err(error) => PendingClient::Refused { error, call: ClientCall::Write(request, responder) },
+            },
+            ClientCall::CreateTerminal(request, responder) => {
+                let dir = request.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());
+                let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
+                if dir != cwd {
+                    if let Err(error) = client::inside_cwd(cwd, &dir) {
+                        return PendingClient::Refused { error, call: ClientCall::CreateTerminal(request, responder) };
+                    }
+                }
+                let argv: Vec<Value> =
+                    std::iter::once(&request.command).chain(&request.args).map(|w| Value::String(w.clone())).collect();
+                let command = mapping::command_text(&Value::Array(argv)).unwrap_or_else(|| request.command.clone());
+                PendingClient::Terminal { request, command, cwd: dir, responder }
+            }
+            other => PendingClient::Refused { error: client::invalid("not a request to act"), call: other },
+        }
+    }
+
+    /// Answers the agent that the act was not done.
+    fn refuse(self, why: &str) {
+        match self {
+            PendingClient::Write { responder, .. } => answer_with(responder, Err(client::refused(why))),
+            PendingClient::Terminal { responder, .. } => answer_with(responder, Err(client::refused(why))),
+            PendingClient::Refused { error, call } => match call {
+                ClientCall::Write(_, responder) => answer_with(responder, Err(error)),
+                ClientCall::CreateTerminal(_, responder) => answer_with(responder, Err(error)),
+                _ => {}
+            },
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, Decision, Usage};
+use bosun_proto::{Action, ChunkKind, Decision, Policy, Usage};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -54,6 +54,9 @@ impl Harness {
             turn_id: format!("t_{}", self.turns),
             text: text.into(),
             cwd: self.dir.path().to_path_buf(),
+            // The fake agents are unknown ones: a plan-only turn would be
+            // refused before its prompt (tested on its own).
+            policy: Policy::FullAccess,
             resume: None,
         };
         (self.driver.start_turn(input, tx).expect("start_turn"), rx)
@@ -264,6 +267,7 @@ async fn fake_agent_busy_then_interrupt() {
         turn_id: "t_x".into(),
         text: "x".into(),
         cwd: h.dir.path().to_path_buf(),
+        policy: Policy::FullAccess,
         resume: None,
     };
     assert!(matches!(h.driver.start_turn(second, tx2), Err(AgentError::Busy)));

@@ -24,6 +24,7 @@
 
 pub mod protocol;
 mod rpc;
+pub mod safe_commands;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,7 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, CommandRun, PlanEntry, PlanEntryStatus, ToolStatus, Usage};
+use bosun_proto::{
+    Action, ChunkKind, CommandRun, Decision, Enforcement, PlanEntry, PlanEntryStatus, Policy, ToolStatus, Usage,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
@@ -39,15 +42,15 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentDriver, AgentError, AgentEvent, Capabilities, DriverInit, DriverNotice, LogLevel, ToolCall, ToolUpdate,
-    TurnControl, TurnHandle, TurnInput, TurnOutcome,
+    AgentDriver, AgentError, AgentEvent, Asked, Capabilities, DriverInit, DriverNotice, EnforcementReport, LogLevel,
+    ToolCall, ToolUpdate, TurnControl, TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::process::{spawn_piped_in_group, PipedChild, ProcessGroup};
 use crate::registry::ProviderSpec;
 use crate::turn_slot::{TurnPermit, TurnSlot};
 use protocol::{
-    method, ApprovalDecision, ApprovalResponse, AskForApproval, BackgroundTerminalsCleanParams, ClientInfo,
-    FileUpdateChange, InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PlanStep,
+    method, ApprovalDecision, ApprovalResponse, ApprovalsReviewer, AskForApproval, BackgroundTerminalsCleanParams,
+    ClientInfo, FileUpdateChange, InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PlanStep,
     PlanStepStatus, ServerNotification, ServerRequest, ThreadItem, ThreadResponse, ThreadResumeParams,
     ThreadStartParams, TokenUsageBreakdown, Turn, TurnInterruptParams, TurnStartParams, TurnStartResponse, TurnStatus,
     TurnSteerParams, TurnSteerResponse, UserInput,
@@ -72,6 +75,8 @@ pub struct CodexDriver {
     cwd: PathBuf,
     shared: Arc<Shared>,
     slot: TurnSlot,
+    /// Jailed with no network: an agent that does not ask is bounded anyway.
+    offline_jail: bool,
 }
 
 impl CodexDriver {
@@ -82,8 +87,11 @@ impl CodexDriver {
             state: Mutex::new(ProcessState::default()),
             turn_idle: Notify::new(),
             routes: AtomicU64::new(0),
+            enforcement: Mutex::new(None),
+            granted: Mutex::new(Granted::default()),
         });
-        CodexDriver { spec, cwd: init.cwd, shared, slot: TurnSlot::new() }
+        let offline_jail = init.sandbox.is_some() && !init.network;
+        CodexDriver { spec, cwd: init.cwd, shared, slot: TurnSlot::new(), offline_jail }
     }
 }
 
@@ -137,6 +145,7 @@ impl AgentDriver for CodexDriver {
             input,
             end: Arc::new(TurnEnd::new(events)),
             controls: claim.controls_rx,
+            offline_jail: self.offline_jail,
         };
         let task = runtime.spawn(job.drive(claim.permit));
         Ok(TurnHandle::new(claim.controls_tx, task))
@@ -157,9 +166,28 @@ struct Shared {
     turn_idle: Notify,
     /// Numbers the turns' routes, so a turn only ever removes its own.
     routes: AtomicU64,
+    /// What the open thread's settings showed about holding codex to the
+    /// session's policy (`None` before a thread is open).
+    enforcement: Mutex<Option<EnforcementReport>>,
+    /// What the user accepted for the rest of the session.
+    granted: Mutex<Granted>,
+}
+
+/// Approvals accepted "for the session": codex then repeats such actions
+/// without asking, and those are covered by the approval that granted them.
+#[derive(Debug, Default, Clone)]
+struct Granted {
+    /// An exact command, by its text → the approval that allowed it.
+    commands: HashMap<String, Asked>,
+    /// File changes: codex stops asking for the rest of the session.
+    file_changes: Option<Asked>,
 }
 
 impl Shared {
+    fn granted(&self) -> Granted {
+        self.granted.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn state(&self) -> MutexGuard<'_, ProcessState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -590,6 +618,7 @@ struct TurnJob {
     input: TurnInput,
     end: Arc<TurnEnd>,
     controls: mpsc::UnboundedReceiver<TurnControl>,
+    offline_jail: bool,
 }
 
 impl TurnJob {
@@ -612,6 +641,10 @@ impl TurnJob {
                 return;
             }
         };
+        if let Some(reason) = self.refusal() {
+            self.end.finish(TurnOutcome::Failed(reason));
+            return;
+        }
         let Some(agent) = slot.agent.as_ref() else {
             self.end.finish(TurnOutcome::Failed("the agent is not running".into()));
             return;
@@ -641,10 +674,11 @@ impl TurnJob {
                 thread_id: thread_id.clone(),
                 cwd: Some(cwd.clone()),
                 approval_policy: Some(AskForApproval::Untrusted),
+                approvals_reviewer: Some(ApprovalsReviewer::User),
                 exclude_turns: Some(true),
             };
             match self.ask::<_, ThreadResponse>(&agent.rpc, method::THREAD_RESUME, &params, timeout).await? {
-                Ok(reply) => opened = Some(reply.thread.id),
+                Ok(reply) => opened = Some(reply),
                 Err(e) => {
                     let message = format!("could not resume codex thread {thread_id} ({e}); starting a new one");
                     self.shared.log(LogLevel::Warn, message.clone());
@@ -652,21 +686,40 @@ impl TurnJob {
                 }
             }
         }
-        let thread_id = match opened {
-            Some(thread_id) => thread_id,
+        let reply = match opened {
+            Some(reply) => reply,
             None => {
-                let params = ThreadStartParams { cwd: Some(cwd), approval_policy: Some(AskForApproval::Untrusted) };
+                let params = ThreadStartParams {
+                    cwd: Some(cwd),
+                    approval_policy: Some(AskForApproval::Untrusted),
+                    approvals_reviewer: Some(ApprovalsReviewer::User),
+                };
                 match self.ask::<_, ThreadResponse>(&agent.rpc, method::THREAD_START, &params, timeout).await? {
-                    Ok(reply) => reply.thread.id,
+                    Ok(reply) => reply,
                     Err(e) => return Err(format!("codex could not start a thread: {e}")),
                 }
             }
         };
+        let report = thread_enforcement(&reply);
+        let thread_id = reply.thread.id;
         agent.thread_id = Some(thread_id.clone());
         self.shared.state().cleaner = Some((agent.rpc.clone(), thread_id.clone()));
         slot.binding = None;
         self.shared.notice(DriverNotice::Bound(json!({"thread_id": thread_id})));
+        *self.shared.enforcement.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        self.shared.notice(DriverNotice::Enforcement(report));
         Ok(thread_id)
+    }
+
+    /// Why this turn must not be prompted: a plan-only turn on a thread
+    /// that was found not to ask before acting (unless a jail without
+    /// network bounds what it can do).
+    fn refusal(&self) -> Option<String> {
+        let report = self.shared.enforcement.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let refused = report.enforcement == Enforcement::Unverified
+            && self.input.policy == Policy::PlanOnly
+            && !self.offline_jail;
+        refused.then(|| crate::agent::unenforceable(&report.detail))
     }
 
     /// A start-up request: an unanswered one means codex is stuck, so it is
@@ -723,7 +776,8 @@ impl TurnJob {
             rpc: rpc.clone(),
             route_id,
             end: self.end.clone(),
-            state: TurnState::new(thread_id.clone(), self.cwd.to_string_lossy().into_owned(), baseline),
+            state: TurnState::new(thread_id.clone(), self.cwd.to_string_lossy().into_owned(), baseline)
+                .for_turn(&self.input.turn_id, self.shared.granted()),
             steers: early_steers,
             interrupt_at: None,
             interrupt_sent: false,
@@ -912,6 +966,11 @@ impl TurnRun {
         match control {
             TurnControl::Decision { request_id, decision } => match self.state.approvals.remove(&request_id) {
                 Some(codex_id) => {
+                    if decision == Decision::AcceptForSession {
+                        if let Some(granted) = self.state.grant(&request_id) {
+                            *self.shared.granted.lock().unwrap_or_else(|p| p.into_inner()) = granted;
+                        }
+                    }
                     let _ = self.rpc.respond(&codex_id, &ApprovalResponse { decision: decision.into() });
                 }
                 None => {
@@ -1032,6 +1091,21 @@ struct TurnState {
     last_error: Option<String>,
     /// When each command item started, for its audit record.
     command_started: HashMap<String, String>,
+    /// The daemon's id of this turn, which approvals are filed under.
+    our_turn_id: String,
+    /// Items codex asked about: item id → our request id.
+    item_requests: HashMap<String, String>,
+    /// What each request asked to do, for a grant "for the session".
+    requested: HashMap<String, Requested>,
+    /// Accepted for the session so far (this turn's copy).
+    granted: Granted,
+}
+
+/// What an approval request was about.
+#[derive(Debug, Clone)]
+enum Requested {
+    Command(String),
+    FileChange,
 }
 
 impl TurnState {
@@ -1048,7 +1122,55 @@ impl TurnState {
             last_usage: None,
             last_error: None,
             command_started: HashMap::new(),
+            our_turn_id: String::new(),
+            item_requests: HashMap::new(),
+            requested: HashMap::new(),
+            granted: Granted::default(),
         }
+    }
+
+    /// For the daemon's turn `turn_id`, with what was already granted for
+    /// the session.
+    fn for_turn(mut self, turn_id: &str, granted: Granted) -> TurnState {
+        self.our_turn_id = turn_id.to_string();
+        self.granted = granted;
+        self
+    }
+
+    /// What covered a command codex ran: the approval it asked for, one
+    /// granted for the session, its own safe list, or nothing.
+    fn command_asked(&self, item_id: &str, command: &str) -> Asked {
+        if let Some(request_id) = self.item_requests.get(item_id) {
+            return Asked::request(&self.our_turn_id, request_id);
+        }
+        if let Some(asked) = self.granted.commands.get(command) {
+            return asked.clone();
+        }
+        if safe_commands::is_known_safe(command) {
+            return Asked::AgentSafeList;
+        }
+        Asked::NotAsked
+    }
+
+    fn file_change_asked(&self, item_id: &str) -> Asked {
+        match self.item_requests.get(item_id) {
+            Some(request_id) => Asked::request(&self.our_turn_id, request_id),
+            None => self.granted.file_changes.clone().unwrap_or(Asked::NotAsked),
+        }
+    }
+
+    /// Remembers an approval accepted for the session, so what codex then
+    /// does without asking is seen as covered by it. Returns the grant to
+    /// keep for later turns.
+    fn grant(&mut self, request_id: &str) -> Option<Granted> {
+        let asked = Asked::request(&self.our_turn_id, request_id);
+        match self.requested.get(request_id)? {
+            Requested::Command(command) => {
+                self.granted.commands.insert(command.clone(), asked);
+            }
+            Requested::FileChange => self.granted.file_changes = Some(asked),
+        }
+        Some(self.granted.clone())
     }
 
     fn learn_turn_id(&mut self, turn_id: &str) {
@@ -1189,9 +1311,22 @@ impl TurnState {
             }
             events.push(AgentEvent::ToolUpdate(update));
         }
-        if let ThreadItem::CommandExecution { id, .. } = &item {
-            let started_at = self.command_started.remove(id);
-            events.extend(command_run(&item, started_at).map(AgentEvent::CommandRan));
+        match &item {
+            ThreadItem::CommandExecution { id, command, .. } => {
+                let started_at = self.command_started.remove(id);
+                if let Some(run) = command_run(&item, started_at) {
+                    let asked = self.command_asked(id, command);
+                    events.push(AgentEvent::CommandRan { run, asked });
+                }
+            }
+            ThreadItem::FileChange { id, changes, status: ItemStatus::Completed } => {
+                let asked = self.file_change_asked(id);
+                for change in changes {
+                    let summary = format!("{} (codex patch)", change.kind.verb());
+                    events.push(AgentEvent::FileChanged { path: change.path.clone(), summary, asked: asked.clone() });
+                }
+            }
+            _ => {}
         }
         events
     }
@@ -1203,17 +1338,20 @@ impl TurnState {
                 if !self.is_ours(Some(&params.thread_id), Some(&params.turn_id)) {
                     return RequestOutcome::Answer(ApprovalDecision::Cancel);
                 }
-                Action::Command {
-                    command: params.command.unwrap_or_else(|| format!("(command of item {})", params.item_id)),
-                    cwd: params.cwd.unwrap_or_else(|| self.cwd.clone()),
-                }
+                let command = params.command.unwrap_or_else(|| format!("(command of item {})", params.item_id));
+                self.item_requests.insert(params.item_id, request_id.clone());
+                self.requested.insert(request_id.clone(), Requested::Command(command.clone()));
+                Action::Command { command, cwd: params.cwd.unwrap_or_else(|| self.cwd.clone()) }
             }
             ServerRequest::FileChangeApproval(params) => {
                 if !self.is_ours(Some(&params.thread_id), Some(&params.turn_id)) {
                     return RequestOutcome::Answer(ApprovalDecision::Cancel);
                 }
                 let changes = self.file_changes.get(&params.item_id).map(Vec::as_slice).unwrap_or_default();
-                file_change_action(changes, params.reason.as_deref(), params.grant_root.as_deref())
+                let action = file_change_action(changes, params.reason.as_deref(), params.grant_root.as_deref());
+                self.item_requests.insert(params.item_id, request_id.clone());
+                self.requested.insert(request_id.clone(), Requested::FileChange);
+                action
             }
             ServerRequest::Other(method) => return RequestOutcome::Refuse(method),
         };
@@ -1396,6 +1534,24 @@ fn tool_update(item: &ThreadItem) -> Option<ToolUpdate> {
     })
 }
 
+/// How codex is held to the policy, as the settings its thread reports show.
+fn thread_enforcement(reply: &ThreadResponse) -> EnforcementReport {
+    match reply.weaker_than_untrusted() {
+        None => EnforcementReport {
+            enforcement: Enforcement::AgentMode,
+            detail: "every codex thread is opened by the daemon with approvalPolicy \"untrusted\" and approvals \
+                     to the user, and codex's answer is checked"
+                .into(),
+            agent: Some("codex".into()),
+        },
+        Some(why) => EnforcementReport {
+            enforcement: Enforcement::Unverified,
+            detail: format!("codex did not take the daemon's approval settings: {why}"),
+            agent: Some("codex".into()),
+        },
+    }
+}
+
 /// The audit record of a command item codex ran (declined ones never ran).
 fn command_run(item: &ThreadItem, started_at: Option<String>) -> Option<CommandRun> {
     let ThreadItem::CommandExecution { command, cwd, status, aggregated_output, exit_code, duration_ms, .. } = item
@@ -1420,6 +1576,8 @@ fn command_run(item: &ThreadItem, started_at: Option<String>) -> Option<CommandR
         // Codex gives stdout and stderr merged.
         stdout_bytes: aggregated_output.as_ref().map_or(0, |o| o.len() as u64),
         stderr_bytes: 0,
+        approval: None,
+        approval_id: None,
     })
 }
 

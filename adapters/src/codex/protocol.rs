@@ -102,8 +102,20 @@ pub enum AskForApproval {
     Never,
 }
 
+/// Who answers codex's approval requests. Bosun always wants `user`, which
+/// routes them to the client (us); `auto_review` would have a codex subagent
+/// decide them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalsReviewer {
+    User,
+    AutoReview,
+    GuardianSubagent,
+}
+
 /// `thread/start`. The sandbox is deliberately not set: the user's codex
-/// config decides it.
+/// config decides it. The approval settings are always set, whatever that
+/// config says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadStartParams {
@@ -111,6 +123,8 @@ pub struct ThreadStartParams {
     pub cwd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<AskForApproval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_reviewer: Option<ApprovalsReviewer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +135,8 @@ pub struct ThreadResumeParams {
     pub cwd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<AskForApproval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_reviewer: Option<ApprovalsReviewer>,
     /// We need the thread, not its history: without this codex loads every
     /// past turn into the reply (and warns that doing so is deprecated).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,8 +145,32 @@ pub struct ThreadResumeParams {
 
 /// The reply to `thread/start` and `thread/resume` (only what we use).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ThreadResponse {
     pub thread: ThreadInfo,
+    /// What the thread really runs with: checked, so a codex that ignored
+    /// our settings is found out before it is prompted. Kept as JSON, since
+    /// it may also be a `{"granular": ..}` object.
+    #[serde(default)]
+    pub approval_policy: Option<Value>,
+    #[serde(default)]
+    pub approvals_reviewer: Option<Value>,
+}
+
+impl ThreadResponse {
+    /// Why the thread would not ask us before it acts, if it would not.
+    pub fn weaker_than_untrusted(&self) -> Option<String> {
+        let policy = self.approval_policy.as_ref();
+        if policy.and_then(Value::as_str) != Some("untrusted") {
+            let shown = policy.map_or_else(|| "none".to_string(), Value::to_string);
+            return Some(format!("the thread's approval policy is {shown}, not \"untrusted\""));
+        }
+        match self.approvals_reviewer.as_ref().and_then(Value::as_str) {
+            // An older codex does not report a reviewer: it has no other.
+            None | Some("user") => None,
+            Some(other) => Some(format!("the thread's approvals go to {other:?}, not to the user")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -661,8 +701,15 @@ mod tests {
 
     #[test]
     fn requests_serialize_with_codex_field_names() {
-        let start = ThreadStartParams { cwd: Some("/w".into()), approval_policy: Some(AskForApproval::Untrusted) };
-        assert_eq!(serde_json::to_value(&start).unwrap(), json!({"cwd": "/w", "approvalPolicy": "untrusted"}));
+        let start = ThreadStartParams {
+            cwd: Some("/w".into()),
+            approval_policy: Some(AskForApproval::Untrusted),
+            approvals_reviewer: Some(ApprovalsReviewer::User),
+        };
+        assert_eq!(
+            serde_json::to_value(&start).unwrap(),
+            json!({"cwd": "/w", "approvalPolicy": "untrusted", "approvalsReviewer": "user"})
+        );
         let steer = TurnSteerParams {
             thread_id: "t".into(),
             expected_turn_id: "u".into(),

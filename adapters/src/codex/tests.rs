@@ -112,7 +112,9 @@ fn a_command_item_is_a_tool_call_with_its_output_on_completion() {
             "status": "completed", "commandActions": [], "aggregatedOutput": "hi\n", "exitCode": 0, "durationMs": 4
         })),
     );
-    let [AgentEvent::ToolUpdate(update), AgentEvent::CommandRan(run)] = done.as_slice() else { panic!("{done:?}") };
+    let [AgentEvent::ToolUpdate(update), AgentEvent::CommandRan { run, .. }] = done.as_slice() else {
+        panic!("{done:?}")
+    };
     assert_eq!((update.status, update.output.as_deref()), (Some(ToolStatus::Completed), Some("hi\n")));
     assert_eq!(update.detail["exit_code"], 0);
     // The audit record: what ran, where, how it ended, how much it wrote.
@@ -134,6 +136,65 @@ fn a_command_item_is_a_tool_call_with_its_output_on_completion() {
     };
     assert_eq!((call.status, update.status), (ToolStatus::Failed, Some(ToolStatus::Failed)));
     assert_eq!(update.detail["declined"], true);
+}
+
+/// What covered each command and file change codex reports done: the
+/// approval it asked for, one accepted for the session, its own safe list,
+/// or nothing (which the daemon treats as a violation under plan-only).
+#[test]
+fn what_covered_each_act_is_told_with_its_record() {
+    let mut s = state().for_turn("t_daemon", Granted::default());
+    let command_item = |id: &str, command: &str, status: &str| {
+        item(json!({
+            "type": "commandExecution", "id": id, "command": command, "cwd": "/work",
+            "status": status, "commandActions": [], "aggregatedOutput": "", "exitCode": 0
+        }))
+    };
+    let asked_of = |events: Vec<AgentEvent>| -> Vec<Asked> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                AgentEvent::CommandRan { asked, .. } | AgentEvent::FileChanged { asked, .. } => Some(asked),
+                _ => None,
+            })
+            .collect()
+    };
+    let request = |item_id: &str, command: &str| {
+        ServerRequest::parse(
+            method::COMMAND_APPROVAL,
+            json!({"threadId": THREAD, "turnId": TURN, "itemId": item_id, "startedAtMs": 1, "command": command, "cwd": "/w"}),
+        )
+        .unwrap()
+    };
+
+    // Asked, then ran: covered by that request.
+    s.on_request(&json!(0), request("c1", "make"));
+    let done = asked_of(feed(&mut s, method::ITEM_COMPLETED, command_item("c1", "make", "completed")));
+    assert_eq!(done, [Asked::request("t_daemon", "codex-0")]);
+    // Ran without asking: a read-only command is on codex's safe list, a
+    // write is not covered by anything.
+    let done =
+        asked_of(feed(&mut s, method::ITEM_COMPLETED, command_item("c2", "/bin/bash -lc 'ls -la'", "completed")));
+    assert_eq!(done, [Asked::AgentSafeList]);
+    let done = asked_of(feed(&mut s, method::ITEM_COMPLETED, command_item("c3", "touch x", "completed")));
+    assert_eq!(done, [Asked::NotAsked]);
+    // Accepted for the session: codex repeats the same command unasked.
+    s.on_request(&json!(1), request("c4", "cargo test"));
+    assert!(s.grant("codex-1").is_some());
+    let done = asked_of(feed(&mut s, method::ITEM_COMPLETED, command_item("c5", "cargo test", "completed")));
+    assert_eq!(done, [Asked::request("t_daemon", "codex-1")]);
+
+    // A file change applied without asking.
+    let patch = item(json!({
+        "type": "fileChange", "id": "p1", "status": "completed",
+        "changes": [{"path": "/w/a.txt", "kind": {"type": "add"}, "diff": "x"}]
+    }));
+    let events = feed(&mut s, method::ITEM_COMPLETED, patch);
+    let changed: Vec<&AgentEvent> = events.iter().filter(|e| matches!(e, AgentEvent::FileChanged { .. })).collect();
+    assert!(
+        matches!(changed.as_slice(), [AgentEvent::FileChanged { path, asked: Asked::NotAsked, .. }] if path == "/w/a.txt"),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -353,7 +414,7 @@ fn stderr_lines_are_cleaned_and_levelled() {
 const HANDSHAKE: &str = r#"
 read -r line; echo '{"id":1,"result":{"userAgent":"fake/9.9.9 (test)"}}'
 read -r line
-read -r line; echo '{"id":2,"result":{"thread":{"id":"th1"}}}'
+read -r line; echo '{"id":2,"result":{"thread":{"id":"th1"},"approvalPolicy":"untrusted","approvalsReviewer":"user"}}'
 read -r line; echo '{"id":3,"result":{"turn":{"id":"tu1","status":"inProgress","items":[]}}}'
 "#;
 
@@ -381,6 +442,7 @@ fn input(text: &str) -> TurnInput {
         turn_id: "t".into(),
         text: text.into(),
         cwd: std::env::temp_dir(),
+        policy: bosun_proto::Policy::PlanOnly,
         resume: None,
     }
 }
@@ -431,6 +493,35 @@ cat > /dev/null"#
         ),
         "{notices:?}"
     );
+}
+
+#[tokio::test]
+async fn a_thread_that_would_not_ask_refuses_plan_only_turns_but_not_full_access_ones() {
+    let script = r#"
+read -r line; echo '{"id":1,"result":{"userAgent":"fake/9.9.9 (test)"}}'
+read -r line
+read -r line; echo '{"id":2,"result":{"thread":{"id":"th1"},"approvalPolicy":"never","approvalsReviewer":"user"}}'
+read -r line; echo '{"id":3,"result":{"turn":{"id":"tu1","status":"inProgress","items":[]}}}'
+echo '{"method":"turn/completed","params":{"threadId":"th1","turn":{"id":"tu1","status":"completed","items":[]}}}'
+cat > /dev/null"#;
+    let (mut driver, mut notices) = fake_driver(script, None);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _plan_only = driver.start_turn(input("hello"), tx).unwrap();
+    let events = until_finished(&mut rx).await;
+    assert!(
+        matches!(&events[..], [AgentEvent::Finished(TurnOutcome::Failed(why))] if why.contains("cannot be held to plan-only") && why.contains("\"never\"")),
+        "{events:?}"
+    );
+    let report = drain(&mut notices).into_iter().find_map(|n| match n {
+        DriverNotice::Enforcement(report) => Some(report),
+        _ => None,
+    });
+    assert_eq!(report.map(|r| r.enforcement), Some(bosun_proto::Enforcement::Unverified));
+    // Under full-access the daemon accepts everything anyway: the turn runs.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let full_access = TurnInput { policy: bosun_proto::Policy::FullAccess, ..input("hello") };
+    let _turn = driver.start_turn(full_access, tx).unwrap();
+    assert_eq!(until_finished(&mut rx).await, [AgentEvent::Finished(TurnOutcome::Completed)]);
 }
 
 #[tokio::test]

@@ -64,8 +64,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentDriver, AgentError, AgentEvent, Capabilities, DriverInit, DriverNotice, LogLevel, TurnControl, TurnHandle,
-    TurnInput, TurnOutcome,
+    AgentDriver, AgentError, AgentEvent, Asked, Capabilities, DriverInit, DriverNotice, LogLevel, TurnControl,
+    TurnHandle, TurnInput, TurnOutcome,
 };
 use crate::isolation::{ShellHost, ShellSpec};
 use crate::process::OutputStream;
@@ -333,7 +333,7 @@ impl Turn {
         }
         let exit_code = if execution.ended_by.is_none() { execution.status } else { None };
         let duration_ms = u64::try_from(execution.duration.as_millis()).unwrap_or(u64::MAX);
-        self.send(AgentEvent::CommandRan(CommandRun {
+        let run = CommandRun {
             command: command.clone(),
             cwd: cwd.to_string_lossy().into_owned(),
             exit_code,
@@ -342,7 +342,11 @@ impl Turn {
             duration_ms,
             stdout_bytes: execution.stdout.bytes,
             stderr_bytes: execution.stderr.bytes,
-        }))?;
+            approval: None,
+            approval_id: None,
+        };
+        let asked = Asked::request(&self.input.turn_id, &self.request_id());
+        self.send(AgentEvent::CommandRan { run, asked })?;
         let truncated = execution.stdout.truncated || execution.stderr.truncated;
         self.send(AgentEvent::Result(CommandResult {
             exit_code,
@@ -368,8 +372,13 @@ impl Turn {
         })
     }
 
+    /// The id of the approval a turn's one command asks for.
+    fn request_id(&self) -> String {
+        format!("{}-command", self.input.turn_id)
+    }
+
     async fn approval(&mut self, command: &str, cwd: &Path) -> Result<Approval, Quiet> {
-        let request_id = format!("{}-command", self.input.turn_id);
+        let request_id = self.request_id();
         let action = Action::Command { command: command.to_string(), cwd: cwd.to_string_lossy().into_owned() };
         self.send(AgentEvent::ApprovalRequest { request_id: request_id.clone(), action, checkpoint: None })?;
         loop {

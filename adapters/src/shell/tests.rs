@@ -273,6 +273,7 @@ impl Driver {
             turn_id: format!("t{}", self.turns),
             text: text.into(),
             cwd: self.cwd.clone(),
+            policy: bosun_proto::Policy::PlanOnly,
             resume: None,
         };
         let (tx, events) = mpsc::unbounded_channel();
@@ -309,7 +310,7 @@ fn audit(events: &[AgentEvent]) -> CommandRun {
     events
         .iter()
         .find_map(|e| match e {
-            AgentEvent::CommandRan(r) => Some(r.clone()),
+            AgentEvent::CommandRan { run, .. } => Some(run.clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no command:ran in {events:?}"))
@@ -332,7 +333,7 @@ async fn shell_driver_runs_an_approved_command_and_reports_it() {
     let n = events.len();
     assert_eq!(events[n - 1], AgentEvent::Finished(TurnOutcome::Completed), "{events:?}");
     assert!(matches!(events[n - 2], AgentEvent::Result(_)));
-    assert!(matches!(events[n - 3], AgentEvent::CommandRan(_)));
+    assert!(matches!(events[n - 3], AgentEvent::CommandRan { .. }));
     let r = result(&events);
     assert_eq!((r.exit_code, r.stdout.as_str(), r.stderr.as_str(), r.truncated), (Some(4), "out\n", "err\n", false));
     let a = audit(&events);
@@ -382,7 +383,7 @@ async fn shell_driver_declined_and_cancelled_commands_do_not_run() {
     run.decide(&id, Decision::Decline);
     let events = run.rest().await;
     assert_eq!(chunks(&events, ChunkKind::Notice), ["declined: `touch made` was not run"]);
-    assert!(!events.iter().any(|e| matches!(e, AgentEvent::Result(_) | AgentEvent::CommandRan(_))));
+    assert!(!events.iter().any(|e| matches!(e, AgentEvent::Result(_) | AgentEvent::CommandRan { .. })));
     assert!(events.iter().any(|e| matches!(e, AgentEvent::Log { level: LogLevel::Warn, .. })));
     assert_eq!(events.last(), Some(&AgentEvent::Finished(TurnOutcome::Completed)));
 
