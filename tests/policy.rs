@@ -177,6 +177,9 @@ async fn an_agent_that_acts_without_asking_is_stopped_and_its_provider_is_no_lon
     assert!(ran.iter().any(|e| e["data"]["command"]["approval"] == "none"), "{ran:#?}");
     assert!(!turn_text(&events, &t, None).contains("still here"), "the turn went on after the violation");
 
+    let session = rig.daemon().ok_get(&format!("/api/v1/sessions/{s}")).await;
+    assert_eq!(session["violation"]["turn_id"], json!(t), "the session keeps it: {session}");
+    assert_eq!(session["violation"]["provider"], "rogue", "{session}");
     let listed = provider(&rig, "rogue").await;
     assert_eq!(listed["enforcement"], "unverified", "{listed}");
     let (status, refused) = create(&rig, json!({"provider": "rogue", "cwd": work, "policy": "plan-only"})).await;

@@ -42,6 +42,7 @@ const SCREENSHOTS: &[&str] = &[
     "approval-dialog-dark.png",
     "pair-device.png",
     "shell-session.png",
+    "policy-violation.png",
 ];
 
 fn root() -> PathBuf {
@@ -186,6 +187,27 @@ fn jailed_shell_in_a_worktree_from_the_form() {
     expect_pass(&daemon, "workspace", &out, &[("BOSUN_TEST_REPO", repo.to_str().unwrap())]);
     update_screenshots(&out);
     assert!(!Path::new("/etc/bosun-was-here").exists(), "the jailed command wrote to /etc");
+}
+
+/// An agent caught acting without an approval: a banner on its session,
+/// kept across a reload, and a mark in the list.
+#[test]
+fn a_policy_violation_shows_as_a_banner_on_its_session() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    // A stand-in agent that says it is Claude Code (so it starts trusted, in
+    // its asking mode) and then does what it is told without asking.
+    let config = format!(
+        "discover_agents = false\n[providers.rogue]\nkind = \"acp\"\ncommand = {}\n\
+         env = {{ STANDIN_NAME = \"claude-agent-acp\", STANDIN_MODES = \"default,acceptEdits\" }}\n",
+        common::agents::toml_str(&common::agents::standin_bin().to_string_lossy())
+    );
+    let daemon = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
+    let out = dir.path().join("out");
+    expect_pass(&daemon, "violation", &out, &[("BOSUN_TEST_CWD", work.to_str().unwrap())]);
+    update_screenshots(&out);
 }
 
 /// A reload in the middle of a stream renders each stored chunk exactly once.

@@ -222,7 +222,8 @@ async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing
     }
     assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
     // An agent Bosun does not know may run a local model: it can be jailed offline.
-    let (status, body) = d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
+    let (status, body) =
+        d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
     assert_eq!(status, 201, "{body}");

@@ -54,6 +54,11 @@ pub enum SessionMsg {
         turn_id: String,
         status: TurnStatus,
     },
+    /// From the turn actor: its agent acted without an approval in plan-only.
+    Violation {
+        turn_id: String,
+        what: String,
+    },
     /// From the turn actor: the turn has ended and its end is on record.
     TurnEnded {
         turn_id: String,
@@ -168,6 +173,15 @@ impl Actor for SessionActor {
                         state.save(Batch::new()).await?;
                     }
                 }
+            }
+            SessionMsg::Violation { turn_id, what } => {
+                state.record.violation = Some(bosun_state::SessionViolation {
+                    turn_id,
+                    provider: state.record.provider.clone(),
+                    what,
+                    at: bosun_proto::now_ts(),
+                });
+                state.save(Batch::new()).await?;
             }
             SessionMsg::TurnEnded { turn_id, status, usage } => {
                 if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {

@@ -442,6 +442,10 @@ impl TurnState {
         if let Err(e) = marked {
             tracing::error!(provider = %self.provider, error = %e, "could not mark the provider unverified");
         }
+        crate::route::send(
+            &names::session(self.session_id()),
+            SessionMsg::Violation { turn_id: self.record.id.clone(), what: violation.what.clone() },
+        );
         self.control(TurnControl::Interrupt);
         let reason = format!(
             "stopped: the agent {} without an approval in a plan-only session; provider {} is now unverified",

@@ -204,6 +204,19 @@ pub struct SessionView {
     /// Whether the session's jail or container may use the network.
     #[serde(default)]
     pub network: bool,
+    /// The last time its agent acted without an approval in plan-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<ViolationView>,
+}
+
+/// A policy violation, as a session keeps the last one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationView {
+    pub turn_id: String,
+    pub provider: String,
+    /// What the agent did, in words.
+    pub what: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 
 use bosun_proto::{
     Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Enforcement, Policy, Sandbox, SessionStatus,
-    SessionView, TurnStatus, TurnView, Usage, WorkspaceView,
+    SessionView, TurnStatus, TurnView, Usage, ViolationView, WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -56,6 +56,18 @@ pub struct SessionRecord {
     /// Whether the jail or container may use the network; defaulted (no).
     #[serde(default)]
     pub network: bool,
+    /// The last policy violation of its agent; defaulted (none).
+    #[serde(default)]
+    pub violation: Option<SessionViolation>,
+}
+
+/// An act of the session's agent that no approval covered, in plan-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionViolation {
+    pub turn_id: String,
+    pub provider: String,
+    pub what: String,
+    pub at: String,
 }
 
 /// Where a session's worktree is and what it came from.
@@ -108,6 +120,7 @@ impl SessionRecord {
             workspace: None,
             sandbox: Sandbox::None,
             network: false,
+            violation: None,
         }
     }
 
@@ -140,6 +153,12 @@ impl SessionRecord {
             workspace: self.workspace.as_ref().map(WorkspaceInfo::view),
             sandbox: self.sandbox,
             network: self.network,
+            violation: self.violation.as_ref().map(|v| ViolationView {
+                turn_id: v.turn_id.clone(),
+                provider: v.provider.clone(),
+                what: v.what.clone(),
+                at: v.at.clone(),
+            }),
         }
     }
 }

@@ -433,6 +433,18 @@
       }
       case 'diagnostics:log':
         return el('div', { class: 'row event', text: (d.level || 'log') + ': ' + (d.message || '') });
+      case 'policy:violation':
+        endBlock(v);
+        return el('div', {
+          class: 'row event end-failed violation',
+          'data-violation': d.turn_id || '',
+          text: 'Policy violation: the agent ' + (d.what || 'acted') + ' without an approval',
+        });
+      case 'policy:mode_restored':
+        return el('div', {
+          class: 'row event',
+          text: 'The agent switched itself to mode "' + (d.from || '?') + '", which does not ask; put back in "' + (d.to || '?') + '"',
+        });
       case 'provider:status':
         // Only trouble is worth a line; ready/running/bound are routine.
         if (d.status !== 'crashed' && d.status !== 'restarting') return el('span', { class: 'mark', 'data-type': ev.type });
@@ -512,6 +524,7 @@
       if (a.textContent !== s.title) a.textContent = s.title || s.id;
       status.textContent = (s.status || '').replace('_', ' ');
       status.dataset.status = s.status || '';
+      li.classList.toggle('violated', !!s.violation);
       const n = pendingCount(s.id);
       badge.hidden = n === 0;
       badge.textContent = String(n);
@@ -555,6 +568,13 @@
     const active = !!activeTurn();
     $('stop').disabled = !active;
     $('steer').disabled = !active;
+    const violation = s && s.violation;
+    $('violation-banner').hidden = !violation;
+    if (violation) {
+      $('violation-text').textContent =
+        'The agent ' + (violation.what || 'acted') + ' without an approval. The turn was stopped, and ' +
+        (violation.provider || 'its provider') + ' is no longer trusted for plan-only sessions.';
+    }
     const n = pendingCount(state.view.id);
     $('pending-banner').hidden = n === 0;
     $('pending-text').textContent = n + ' action' + (n === 1 ? '' : 's') + ' waiting for a decision';
