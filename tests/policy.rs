@@ -116,6 +116,25 @@ async fn codex_acp_args_that_weaken_the_policy_are_overridden_with_a_warning_tha
 }
 
 #[tokio::test]
+async fn a_read_only_command_codex_runs_by_itself_is_audited_as_its_safe_list_not_as_a_violation() {
+    let rig = rig_with("acp-bare", |_, home| codex_acp("acp-bare", &[], home));
+    let work = rig.workdir("safe");
+    std::fs::write(work.join("listed.txt"), "x").expect("a file to list");
+    let s = rig.new_session(&work, "plan-only").await;
+    let t = rig.start_turn(&s, "RUN: ls").await;
+    rig.wait_turn_completed(&s, &t).await;
+    let events = rig.daemon().events(Some(&s), 0).await;
+    assert!(events_of(&events, "approval:requested").is_empty(), "codex asks for nothing on its safe list");
+    assert!(events_of(&events, "policy:violation").is_empty(), "{events:#?}");
+    let ran: Vec<&Value> = events_of(&events, "command:ran");
+    assert!(
+        ran.iter().any(|e| e["data"]["command"]["approval"] == "agent-safe-list"
+            && e["data"]["command"]["command"].as_str().is_some_and(|c| c.contains("ls"))),
+        "the audit says who let it through: {ran:#?}; all: {events:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_known_agent_is_switched_to_its_asking_mode_and_back_when_it_leaves_it() {
     let mut log = std::path::PathBuf::new();
     let rig = rig_with("claude-like", |dir, _| {

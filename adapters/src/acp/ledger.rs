@@ -89,6 +89,12 @@ impl Ledger {
         }
     }
 
+    /// Who the agent is, once it has said (at its start, which may come
+    /// after the turn's).
+    pub(crate) fn agent_is(&mut self, agent: Option<KnownAgent>) {
+        self.agent = agent;
+    }
+
     /// The agent asked permission (our `request_id`) for a tool call.
     pub(crate) fn asked(&mut self, tool_call: &ToolCallUpdate, request_id: &str) {
         let id = tool_call.tool_call_id.to_string();

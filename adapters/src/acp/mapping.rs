@@ -208,17 +208,17 @@ pub(crate) struct EndedCommand {
 }
 
 impl CommandCalls {
-    /// Notes an `execute` tool call (other kinds are not commands); one
-    /// announced already over has ended at once.
+    /// Notes a tool call that runs a command: one of kind `execute`, or any
+    /// whose input holds a command line (codex-acp files the read-only
+    /// commands it runs by itself as `read` or `search`). One announced
+    /// already over has ended at once.
     pub(crate) fn started(&mut self, call: &AcpToolCall, session_cwd: &Path) -> Option<EndedCommand> {
-        if call.kind != ToolKind::Execute {
+        let raw = call.raw_input.as_ref();
+        let given = raw.and_then(|raw| raw.get("command").or_else(|| raw.get("cmd"))).and_then(command_text);
+        if call.kind != ToolKind::Execute && given.is_none() {
             return None;
         }
-        let raw = call.raw_input.as_ref();
-        let command = raw
-            .and_then(|raw| raw.get("command").or_else(|| raw.get("cmd")))
-            .and_then(command_text)
-            .unwrap_or_else(|| call.title.clone());
+        let command = given.unwrap_or_else(|| call.title.clone());
         let cwd = raw
             .and_then(|raw| raw.get("cwd").or_else(|| raw.get("workdir")))
             .and_then(Value::as_str)
@@ -558,6 +558,11 @@ mod tests {
         };
         assert_eq!(calls.started(&call("c1", "execute"), Path::new("/s")), None);
         assert_eq!(calls.started(&call("c2", "read"), Path::new("/s")), None);
+        let no_command: AcpToolCall = serde_json::from_value(json!({
+            "toolCallId": "c9", "title": "Read a.txt", "kind": "read", "status": "pending", "rawInput": {"path": "a.txt"}
+        }))
+        .unwrap();
+        assert_eq!(calls.started(&no_command, Path::new("/s")), None);
         assert_eq!(calls.updated(&update("c1", "in_progress", json!({}))), None);
         let ended =
             calls.updated(&update("c1", "completed", json!({"aggregated_output": "hi\n", "exit_code": 2}))).unwrap();
@@ -566,7 +571,9 @@ mod tests {
         assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("echo hi", "/w", Some(2)));
         assert_eq!((run.stdout_bytes, run.ended_by.clone()), (3, None));
         assert_eq!(calls.updated(&update("c1", "completed", json!({}))), None, "recorded once");
-        assert_eq!(calls.updated(&update("c2", "completed", json!({}))), None, "not a command");
+        // A read that runs a command line is a command too.
+        assert!(calls.updated(&update("c2", "completed", json!({}))).is_some(), "a read that runs a command");
+        assert_eq!(calls.updated(&update("c9", "completed", json!({}))), None, "not a command");
         calls.started(&call("c3", "execute"), Path::new("/s"));
         let failed = calls.updated(&update("c3", "failed", json!(null))).unwrap();
         assert!(failed.failed);

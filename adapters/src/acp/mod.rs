@@ -1064,6 +1064,7 @@ impl Turn {
             }
         };
         self.agent = Some(agent.clone());
+        self.sink.lock().ledger.agent_is(self.shared.identity());
         if let Some(reason) = self.shared.refusal(self.policy) {
             self.sink.finish(TurnOutcome::Failed(reason));
             return;
