@@ -369,6 +369,15 @@ where
     outcome
 }
 
+/// The bench's HTTP client: it says it is one of ours (`X-Bosun-Client`),
+/// as the daemon wants of every state-changing request.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let name = concat!("bosun-bench/", env!("CARGO_PKG_VERSION"));
+    headers.insert("x-bosun-client", reqwest::header::HeaderValue::from_static(name));
+    reqwest::Client::builder().default_headers(headers).build().context("building the HTTP client")
+}
+
 /// Creates a session the way a client does, so its topic is a live one; its id.
 async fn create_session(
     http: &reqwest::Client,
