@@ -34,6 +34,9 @@ const LIVE_BATCH: usize = 64;
 const REPLAY_FLUSH_EVERY: usize = 64;
 /// How long a connection that must authenticate by its first message may take to send it.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most topics one connection may subscribe to: more is no use to a client,
+/// and every live event is matched against each of them.
+pub const MAX_TOPICS: usize = 1024;
 /// The close code for a refused token, after HTTP's 401.
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
@@ -311,15 +314,28 @@ impl Connection {
         if topics.is_empty() {
             return self.send_error("bad_topic", "topics must name at least one topic".into()).await;
         }
-        let mut new = Vec::new();
+        let mut new: Vec<TopicFilter> = Vec::new();
         for t in &topics {
             match TopicFilter::parse(t) {
-                Some(f) => new.push(f),
+                Some(f) => {
+                    if !self.filters.contains(&f) && !new.contains(&f) {
+                        new.push(f);
+                    }
+                }
                 None => {
                     let message = format!("unknown topic {t:?}; use \"*\", \"system\" or \"session:<id>\"");
                     return self.send_error("bad_topic", message).await;
                 }
             }
+        }
+        if self.filters.len() + new.len() > MAX_TOPICS {
+            let message = format!(
+                "a connection may subscribe to at most {MAX_TOPICS} topics; it has {} and this would add {} \
+                 (nothing was subscribed; unsubscribe some, or use \"*\")",
+                self.filters.len(),
+                new.len()
+            );
+            return self.send_error("too_many_topics", message).await;
         }
         if self.live.is_none() {
             // Take the live receiver first, then the head: any event above the
@@ -327,7 +343,6 @@ impl Connection {
             self.live = Some(self.ctx.store.subscribe());
             self.cursor = self.ctx.store.durable_head();
         }
-        new.retain(|f| !self.filters.contains(f));
         let head = self.cursor;
         self.send(&Control::Subscribed { topics, since, head }).await?;
         // Topics already subscribed are live up to the cursor; replay only the new ones.
