@@ -42,6 +42,12 @@ pub struct AuthConfig {
     /// (`https://bosun.example.ts.net`, say, behind a TLS proxy).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR blocks) believed about the client
+    /// they forward for (`X-Forwarded-For`, `Forwarded: for=`), so the limit
+    /// on failed attempts counts that client rather than the proxy. Their
+    /// requests are still remote.
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -130,5 +136,16 @@ mod tests {
         assert_eq!(config.auth.require, AuthRequire::Always);
         assert_eq!(config.auth.allowed_origins, vec!["https://x".to_string()]);
         assert!(toml::from_str::<FileConfig>("[auth]\nrequire = \"never\"").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_parse_at_load_with_a_clear_error() {
+        let config: FileConfig = toml::from_str("[auth]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").unwrap();
+        assert_eq!(config.auth.trusted_proxies.len(), 2);
+        assert!(config.auth.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
+        let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+        let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"proxy.local\"]").unwrap_err();
+        assert!(err.to_string().contains("not an IP address or CIDR block"), "{err}");
     }
 }

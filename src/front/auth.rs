@@ -123,7 +123,7 @@ async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Respon
         }
         let body: TokenRequest = json_body(req)?;
         let (token, device_id) =
-            auth.exchange(req.peer.ip, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
+            auth.exchange(req.peer.client, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
         return Ok(json_reply(StatusCode::OK, &json!({"token": token, "device_id": device_id})));
     }
     // Everything else under /auth manages devices: the admin credential only.

@@ -54,7 +54,7 @@ pub fn routes(
                   peer: Option<std::net::IpAddr>| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let peer = crate::auth::Peer::of_request(peer, &headers);
+                let peer = auth.peer(peer, &headers, crate::auth::host_is_loopback(&headers));
                 let access = match ws::admit(&auth, &headers, &query, peer) {
                     Ok(access) => access,
                     Err(refused) => return auth::error_response(&refused),
@@ -93,7 +93,7 @@ pub fn routes(
                         Ok(body) => body,
                         Err(e) => return e.into_response(),
                     };
-                    let peer = crate::auth::Peer::of_request(peer, &headers);
+                    let peer = auth.peer(peer, &headers, crate::auth::host_is_loopback(&headers));
                     let req = api::Request { method, path: path.as_str().to_string(), query, headers, body, peer };
                     api::dispatch(&ctx, &auth, req).await
                 }

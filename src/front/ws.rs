@@ -73,7 +73,7 @@ pub fn admit(auth: &Auth, headers: &HeaderMap, query: &str, peer: Peer) -> Resul
         pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).or_else(|| super::auth::bearer(headers));
     if token.is_none() && !auth.open_to(peer) {
         // Checked now so a peer over the limit is not even upgraded.
-        auth.check_limit(peer.ip)?;
+        auth.check_limit(peer.client)?;
         return Ok(None);
     }
     auth.authorize(peer, token).map(Some)
