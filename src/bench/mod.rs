@@ -330,6 +330,7 @@ where
         log_format: LogFormat::Text,
         live_capacity: None,
         auth: Default::default(),
+        server: Default::default(),
         docker: None,
         git: Default::default(),
     };

@@ -1,13 +1,17 @@
 //! The front: warp serving the HTTP API and the WebSocket on a listener the
-//! daemon bound once, run by a supervised actor. If the front crashes it is
-//! restarted on the same listener; open WebSocket connections are not cut.
+//! daemon bound once, under our own accept loop (`server.rs`), run by a
+//! supervised actor. If the front crashes it is restarted on the same
+//! listener; open WebSocket connections are not cut.
 
 mod api;
 mod auth;
+mod connections;
 mod error;
 mod pwa;
+mod server;
 mod ws;
 
+pub use connections::{Connections, Limits as ConnectionLimits};
 pub use error::ApiError;
 
 use bosun_actors::diagnostics::DiagnosticsMsg;
@@ -22,7 +26,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, Method};
 use warp::path::FullPath;
 use warp::reply::Reply;
@@ -37,8 +40,9 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
-    // The peer's address: warp has it for connections from a tokio TcpListener.
-    let peer = warp::addr::remote().map(|addr: Option<std::net::SocketAddr>| addr.map(|a| a.ip()));
+    // The peer's address, from our server (server.rs): warp's own works only
+    // under warp's server.
+    let peer = warp::ext::get::<server::ConnInfo>().map(|conn: server::ConnInfo| Some(conn.peer.ip()));
     let websocket = warp::path("ws")
         .and(warp::path::end())
         .and(warp::ws())
@@ -183,6 +187,8 @@ pub struct FrontArgs {
     /// Bound once by the daemon, so a restarted front serves the same address.
     pub listener: Arc<TcpListener>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Made once by the daemon too: connections outlive a restarted front.
+    pub connections: Arc<Connections>,
 }
 
 pub enum FrontMsg {
@@ -191,7 +197,7 @@ pub enum FrontMsg {
 
 pub struct FrontState {
     ctx: Context,
-    server: JoinHandle<()>,
+    server: server::Server,
 }
 
 impl Actor for Front {
@@ -203,12 +209,12 @@ impl Actor for Front {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let server = tokio::spawn(warp::serve(routes(args.ctx.clone(), args.auth.clone())).incoming(listener).run());
+        let server = server::Server::start(listener, routes(args.ctx.clone(), args.auth.clone()), args.connections);
         Ok(FrontState { ctx: args.ctx, server })
     }
 
     async fn post_stop(&self, _myself: ActorRef<FrontMsg>, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
-        state.server.abort();
+        state.server.stop();
         Ok(())
     }
 
@@ -223,17 +229,11 @@ impl Actor for Front {
                 if state.ctx.settings.fault_injection {
                     // Stop accepting on the old server before the panic unwinds,
                     // so the restarted front is the only one serving.
-                    state.server.abort();
+                    state.server.stop();
                     panic!("injected fault: front");
                 }
             }
         }
         Ok(())
-    }
-}
-
-impl Drop for FrontState {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
