@@ -156,27 +156,6 @@ impl Peer {
     }
 }
 
-/// Whether the request names a loopback host (or none): `localhost`,
-/// `127.0.0.1:7878`, `[::1]:7878`...
-pub fn host_is_loopback(headers: &warp::http::HeaderMap) -> bool {
-    match headers.get("host") {
-        None => true,
-        Some(host) => host.to_str().is_ok_and(is_loopback_host),
-    }
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-            _ => host,
-        }
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| is_loopback(Some(ip)))
-}
-
 /// The headers a proxy adds on behalf of a client it forwards for.
 const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip"];
 
@@ -232,7 +211,7 @@ impl Auth {
     }
 
     /// Who is asking: a TCP peer at `ip`, sending `headers`, that named a
-    /// loopback host (`authority_loopback`, see [`host_is_loopback`]).
+    /// loopback authority (`authority_loopback`, see `front::authority`).
     ///
     /// A proxy on the same machine (Tailscale serve, Caddy, nginx) connects
     /// from loopback on behalf of remote clients, and a DNS-rebinding page

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod authority;
 mod connections;
 mod error;
 mod pwa;
@@ -40,26 +41,27 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
-    // The peer's address, from our server (server.rs): warp's own works only
-    // under warp's server.
-    let peer = warp::ext::get::<server::ConnInfo>().map(|conn: server::ConnInfo| Some(conn.peer.ip()));
+    // What our server (server.rs) knows of the connection and the request's
+    // authority, which warp's filters cannot see.
+    let boundary = warp::ext::get::<server::ConnInfo>().and(warp::ext::get::<authority::RequestAuthority>());
     let websocket = warp::path("ws")
         .and(warp::path::end())
         .and(warp::ws())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(peer)
+        .and(boundary)
         .map(
             move |ws: warp::ws::Ws,
                   protocols: Option<String>,
                   headers: HeaderMap,
                   query: String,
-                  peer: Option<std::net::IpAddr>| {
+                  conn: server::ConnInfo,
+                  authority: authority::RequestAuthority| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let peer = auth.peer(peer, &headers, crate::auth::host_is_loopback(&headers));
-                let access = match ws::admit(&auth, &headers, &query, peer) {
+                let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
+                let access = match ws::admit(&auth, &headers, &query, peer, &authority.text) {
                     Ok(access) => access,
                     Err(refused) => return auth::error_response(&refused),
                 };
@@ -80,14 +82,15 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(peer)
+        .and(boundary)
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   path: FullPath,
                   query: String,
                   headers: HeaderMap,
-                  peer: Option<std::net::IpAddr>,
+                  conn: server::ConnInfo,
+                  authority: authority::RequestAuthority,
                   body| {
                 let ctx = ctx.clone();
                 let auth = auth.clone();
@@ -97,7 +100,7 @@ pub fn routes(
                         Ok(body) => body,
                         Err(e) => return e.into_response(),
                     };
-                    let peer = auth.peer(peer, &headers, crate::auth::host_is_loopback(&headers));
+                    let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
                     let req = api::Request { method, path: path.as_str().to_string(), query, headers, body, peer };
                     api::dispatch(&ctx, &auth, req).await
                 }

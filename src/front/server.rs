@@ -4,9 +4,10 @@
 //! - Every connection takes a slot in [`Connections`] (the cap, the loopback
 //!   reserve, eviction of idle connections) and is closed when its head or
 //!   its idle wait runs past the deadline the slot gives.
-//! - Every request passes [`Boundary`] before warp sees it, which puts the
-//!   connection's facts into the request's extensions for the filters to
-//!   read ([`ConnInfo`]: warp's own is private to its server).
+//! - Every request passes [`Boundary`] before warp sees it: the authority
+//!   check (which needs the whole request, and warp's filters see only the
+//!   path), and the connection's facts put into the request's extensions
+//!   for the filters to read ([`ConnInfo`], [`RequestAuthority`]).
 //! - `accept` failing for lack of file descriptors closes an idle connection
 //!   and backs off, rather than spinning or stalling.
 //!
@@ -18,7 +19,9 @@
 //! keep-alive connection at once races with a client that is sending on it
 //! just then, which would see its request fail.)
 
+use super::authority::RequestAuthority;
 use super::connections::{Connections, Limits, Slot, SlotHandle};
+use super::error::ApiError;
 use bytes::Bytes;
 use http_body::Frame;
 use hyper::body::Incoming;
@@ -37,6 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warp::http::header::{HeaderValue, CONNECTION};
 use warp::http::{Request, Response, StatusCode};
+use warp::reply::Reply;
 
 /// Largest request head (and read buffer) of a connection: plenty for any
 /// real client, and what a slow or unauthenticated one can make us hold.
@@ -239,8 +243,9 @@ impl<B> BodyOf for Response<B> {
 
 type WarpBody = <warp::reply::Response as BodyOf>::Body;
 
-/// In front of warp: gives warp the connection's facts; counts the request
-/// in flight until its answer is written out.
+/// In front of warp: checks the request's authority, and gives warp the
+/// connection's facts; counts the request in flight until its answer is
+/// written out.
 struct Boundary<S> {
     warp: S,
     conn: ConnInfo,
@@ -257,6 +262,15 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(self.conn.slot.clone());
+        let authority = match RequestAuthority::of_request(req.uri(), req.headers()) {
+            Ok(authority) => authority,
+            Err(e) => {
+                tracing::debug!(error = %e, peer = %self.conn.peer, "refused a request for its authority");
+                let response = super::auth::with_security_headers(ApiError::from(e).into_response());
+                return Box::pin(std::future::ready(Ok(in_flight.track(response))));
+            }
+        };
+        req.extensions_mut().insert(authority);
         req.extensions_mut().insert(self.conn.clone());
         let answer = self.warp.call(req);
         Box::pin(async move {

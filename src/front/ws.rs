@@ -61,10 +61,17 @@ fn auth_token(msg: &Message) -> Option<String> {
 
 /// Decides on an upgrade request: `Ok(Some(access))` lets it in,
 /// `Ok(None)` lets it in on condition that its first message is `auth`,
-/// `Err` is the HTTP answer refusing it.
-pub fn admit(auth: &Auth, headers: &HeaderMap, query: &str, peer: Peer) -> Result<Option<Access>, AuthError> {
+/// `Err` is the HTTP answer refusing it. `authority` is the one the request
+/// named (front/authority.rs): a page's own origin is `http(s)://` + it.
+pub fn admit(
+    auth: &Auth,
+    headers: &HeaderMap,
+    query: &str,
+    peer: Peer,
+    authority: &str,
+) -> Result<Option<Access>, AuthError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if !auth.origin_allowed(header("origin"), header("host")) {
+    if headers.get_all("origin").iter().count() > 1 || !auth.origin_allowed(header("origin"), Some(authority)) {
         tracing::warn!(origin = ?header("origin"), ?peer, "websocket refused: foreign origin");
         return Err(AuthError::ForeignOrigin);
     }
