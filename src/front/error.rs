@@ -22,6 +22,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A state-changing request with neither a JSON body nor `X-Bosun-Client`
+    /// (front/cross_site.rs): what a cross-site form would send.
+    #[error(
+        "a request that changes state must carry content-type: application/json or an X-Bosun-Client header \
+         (which a cross-site form cannot send)"
+    )]
+    NotOurClient,
     /// A request whose authority (Host, absolute URI) is missing, repeated or malformed.
     #[error(transparent)]
     Authority(#[from] super::authority::AuthorityError),
@@ -54,6 +61,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotOurClient => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Authority(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotOurClient => "unsupported_media_type",
             ApiError::Authority(_) => "bad_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::FileTooLarge(_) => "payload_too_large",

@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod authority;
 mod connections;
+mod cross_site;
 mod error;
 mod pwa;
 mod server;
@@ -95,14 +96,19 @@ pub fn routes(
                 let ctx = ctx.clone();
                 let auth = auth.clone();
                 async move {
-                    let limit = api::body_limit(&method, path.as_str());
-                    let body = match api::read_body(Box::pin(body), limit).await {
-                        Ok(body) => body,
-                        Err(e) => return e.into_response(),
-                    };
                     let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
-                    let req = api::Request { method, path: path.as_str().to_string(), query, headers, body, peer };
-                    api::dispatch(&ctx, &auth, req).await
+                    let req = api::Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                        body: bytes::Bytes::new(),
+                        peer,
+                        authority: authority.text,
+                        access: None,
+                    };
+                    // The body is read only once the head has passed the checks.
+                    api::dispatch(&ctx, &auth, req, Box::pin(body)).await
                 }
             },
         );
