@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -268,6 +269,8 @@ pub struct Slot {
     state: Mutex<SlotState>,
     /// Wakes the connection's task: its deadline moved, or it is evicted.
     wake: Notify,
+    /// How much the connection may read (limited on an unauthenticated WebSocket).
+    pub budget: ReadBudget,
 }
 
 struct SlotState {
@@ -309,6 +312,7 @@ impl Slot {
                 waiting: Some(waiting),
             }),
             wake: Notify::new(),
+            budget: ReadBudget::default(),
         }
     }
 
@@ -392,6 +396,74 @@ impl Slot {
     /// Resolves when [`Slot::deadline`] may have changed.
     pub async fn changed(&self) {
         self.wake.notified().await
+    }
+}
+
+/// A limit on how many bytes a connection may read, for a WebSocket that has
+/// not authenticated yet: past it nothing more is read (the client's sends
+/// back up in TCP) until the socket authenticates, so an unauthenticated
+/// peer can make the daemon hold only this much, whatever frames it sends.
+#[derive(Default)]
+pub struct ReadBudget {
+    state: Mutex<BudgetState>,
+    exhausted: Notify,
+}
+
+#[derive(Default)]
+enum BudgetState {
+    #[default]
+    Unlimited,
+    Limited {
+        left: usize,
+        /// The reader waiting for the limit to be lifted.
+        waker: Option<Waker>,
+    },
+}
+
+impl ReadBudget {
+    fn state(&self) -> MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on at most `bytes` more may be read.
+    pub fn limit(&self, bytes: usize) {
+        *self.state() = BudgetState::Limited { left: bytes, waker: None };
+    }
+
+    /// No limit any more; a reader held back goes on.
+    pub fn lift(&self) {
+        let old = std::mem::take(&mut *self.state());
+        if let BudgetState::Limited { waker: Some(waker), .. } = old {
+            waker.wake();
+        }
+    }
+
+    /// How many bytes the next read may take (`None`: any number). At zero
+    /// the reader's `waker` is kept for [`ReadBudget::lift`], and whoever
+    /// waits on [`ReadBudget::exhausted`] is told.
+    pub fn allowance(&self, waker: &Waker) -> Option<usize> {
+        let mut state = self.state();
+        match &mut *state {
+            BudgetState::Unlimited => None,
+            BudgetState::Limited { left: 0, waker: held } => {
+                *held = Some(waker.clone());
+                drop(state);
+                self.exhausted.notify_one();
+                Some(0)
+            }
+            BudgetState::Limited { left, .. } => Some(*left),
+        }
+    }
+
+    pub fn spend(&self, bytes: usize) {
+        if let BudgetState::Limited { left, .. } = &mut *self.state() {
+            *left = left.saturating_sub(bytes);
+        }
+    }
+
+    /// Resolves once a read found the budget spent.
+    pub async fn exhausted(&self) {
+        self.exhausted.notified().await
     }
 }
 
@@ -507,5 +579,20 @@ mod tests {
         b.slot().end_request();
         assert!(connections.evict_oldest_idle());
         assert!(b.slot().state().evicted);
+    }
+
+    #[test]
+    fn the_budget_holds_reads_back_until_lifted() {
+        let budget = ReadBudget::default();
+        let waker = futures::task::noop_waker();
+        assert_eq!(budget.allowance(&waker), None);
+        budget.limit(10);
+        assert_eq!(budget.allowance(&waker), Some(10));
+        budget.spend(4);
+        assert_eq!(budget.allowance(&waker), Some(6));
+        budget.spend(6);
+        assert_eq!(budget.allowance(&waker), Some(0));
+        budget.lift();
+        assert_eq!(budget.allowance(&waker), None);
     }
 }

@@ -66,12 +66,21 @@ pub fn routes(
                     Ok(access) => access,
                     Err(refused) => return auth::error_response(&refused),
                 };
+                if access.is_none() {
+                    // Before it authenticates, the socket may send only this
+                    // much, whatever its frames claim (ws.rs lifts it).
+                    conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
+                }
                 let msgpack =
                     protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
                 let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
+                let slot = conn.slot.clone();
+                // The frame size too: the message size alone lets one huge
+                // frame be buffered before it is refused.
                 let reply = ws
                     .max_message_size(MAX_WS_FRAME)
-                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer));
+                    .max_frame_size(MAX_WS_FRAME)
+                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer, slot));
                 if msgpack {
                     warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
                 } else {

@@ -188,7 +188,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// The socket of one connection, owning its slot (freed when the socket is
 /// closed, whether by hyper or by the WebSocket that took it over). Reads
-/// tell the slot a head has begun.
+/// tell the slot a head has begun, and respect its [`super::connections::ReadBudget`].
 struct ConnIo {
     stream: TcpStream,
     handle: SlotHandle,
@@ -197,10 +197,26 @@ struct ConnIo {
 impl AsyncRead for ConnIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        let slot = this.handle.slot().clone();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let result = match slot.budget.allowance(cx.waker()) {
+            None => Pin::new(&mut this.stream).poll_read(cx, buf),
+            // Spent: held back until the budget is lifted (or the socket dropped).
+            Some(0) => return Poll::Pending,
+            Some(allowed) => {
+                let mut limited = buf.take(allowed);
+                let result = Pin::new(&mut this.stream).poll_read(cx, &mut limited);
+                let n = limited.filled().len();
+                // SAFETY: the read into `limited`, which is `buf`'s unfilled
+                // memory, initialized its first `n` bytes.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                slot.budget.spend(n);
+                result
+            }
+        };
         if buf.filled().len() > before {
-            this.handle.slot().bytes_read();
+            slot.bytes_read();
         }
         result
     }

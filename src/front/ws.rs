@@ -8,6 +8,7 @@
 //! the in-memory fan-out (`Lagged`) is caught up from the store, so a slow
 //! client loses nothing and slows nobody else.
 
+use super::connections::Slot;
 use crate::auth::{Access, Auth, AuthError, Peer};
 use bosun_actors::Context;
 use bosun_proto::codec::Encoded;
@@ -33,7 +34,12 @@ const LIVE_BATCH: usize = 64;
 /// Replayed events written to the socket before one flush.
 const REPLAY_FLUSH_EVERY: usize = 64;
 /// How long a connection that must authenticate by its first message may take to send it.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much a connection that must authenticate by its first message may
+/// send before it has: the `auth` message is under 200 bytes. Past this
+/// nothing more is read from it (front/connections.rs, `ReadBudget`), so an
+/// unauthenticated peer cannot make the daemon buffer a large frame.
+pub const PRE_AUTH_BYTES: usize = 4 * 1024;
 /// Most topics one connection may subscribe to: more is no use to a client,
 /// and every live event is matched against each of them.
 pub const MAX_TOPICS: usize = 1024;
@@ -110,6 +116,9 @@ struct Connection {
     peer: Peer,
 }
 
+/// Serves an upgraded socket. `access` is `None` when it must authenticate
+/// by its first message; its `slot`'s read budget is then limited to
+/// [`PRE_AUTH_BYTES`], and lifted here once it has.
 pub async fn serve(
     socket: WebSocket,
     ctx: Context,
@@ -117,6 +126,7 @@ pub async fn serve(
     access: Option<Access>,
     auth: Arc<Auth>,
     peer: Peer,
+    slot: Arc<Slot>,
 ) {
     let (sink, mut stream) = socket.split();
     // The socket is read on its own task: polling `stream.next()` afresh in
@@ -134,8 +144,11 @@ pub async fn serve(
     let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0, auth, peer };
     let access = match access {
         Some(access) => access,
-        None => match conn.first_message_auth(&mut frames).await {
-            Some(access) => access,
+        None => match conn.first_message_auth(&mut frames, &slot).await {
+            Some(access) => {
+                slot.budget.lift();
+                access
+            }
             None => {
                 reader.abort();
                 let _ = conn.sink.close().await;
@@ -256,19 +269,29 @@ impl Connection {
     }
 
     /// Waits for `{"op":"auth"}` as the first message; `None` when the
-    /// connection must be closed (told why).
+    /// connection must be closed (told why): no such message within
+    /// [`AUTH_TIMEOUT`], or within [`PRE_AUTH_BYTES`].
     async fn first_message_auth(
         &mut self,
         frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
+        slot: &Slot,
     ) -> Option<Access> {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let token = loop {
-            match tokio::time::timeout_at(deadline, frames.recv()).await {
-                Err(_) => break None,
-                Ok(None | Some(Err(_))) => return None,
-                Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
-                Ok(Some(Ok(msg))) if msg.is_close() => return None,
-                Ok(Some(Ok(msg))) => break auth_token(&msg),
+            tokio::select! {
+                // A frame that came in before the budget ran out is read first.
+                biased;
+                frame = tokio::time::timeout_at(deadline, frames.recv()) => match frame {
+                    Err(_) => break None,
+                    Ok(None | Some(Err(_))) => return None,
+                    Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
+                    Ok(Some(Ok(msg))) if msg.is_close() => return None,
+                    Ok(Some(Ok(msg))) => break auth_token(&msg),
+                },
+                () = slot.budget.exhausted() => {
+                    tracing::debug!(peer = ?self.peer, "websocket sent too much before authenticating");
+                    break None;
+                }
             }
         };
         let outcome = match token {
