@@ -695,7 +695,15 @@ impl Daemon {
             url: String::new(),
             // No connection reuse: a pooled connection may belong to a front that
             // was just made to panic, or to a daemon that was just killed.
-            http: reqwest::Client::builder().pool_max_idle_per_host(0).build().context("building the HTTP client")?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                // The daemon wants it of every state-changing request.
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::HeaderName::from_static("x-bosun-client"),
+                    reqwest::header::HeaderValue::from_static("bosun-crash-recovery-example"),
+                )]))
+                .build()
+                .context("building the HTTP client")?,
             stderr,
         };
         let line = match first {

@@ -70,6 +70,7 @@ pub enum Access {
 pub struct Auth {
     require: AuthRequire,
     allowed_origins: Vec<String>,
+    trusted_proxies: Vec<crate::proxy::Cidr>,
     store: Store,
     admin_hash: [u8; 32],
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
@@ -139,6 +140,9 @@ pub fn is_loopback(peer: Option<IpAddr>) -> bool {
 pub struct Peer {
     /// The address of the TCP peer; `None` when the listener could not tell.
     pub ip: Option<IpAddr>,
+    /// Whom the limit on failed attempts counts: the TCP peer, or the client
+    /// a trusted proxy forwards for (see [`crate::proxy`]).
+    pub client: Option<IpAddr>,
     /// A loopback peer that asked by a loopback name and not through a
     /// proxy: the only kind `require = "remote"` lets in without a token.
     pub local: bool,
@@ -148,37 +152,12 @@ impl Peer {
     /// A peer seen directly, with no request headers to judge.
     #[cfg(test)]
     pub fn direct(ip: Option<IpAddr>) -> Peer {
-        Peer { ip, local: is_loopback(ip) }
-    }
-
-    /// A proxy on the same machine (Tailscale serve, Caddy, nginx) connects
-    /// from loopback on behalf of remote clients, and a DNS-rebinding page
-    /// reaches loopback under a foreign name: both come with headers that
-    /// give them away (`Forwarded`/`X-Forwarded-For`, a non-loopback `Host`),
-    /// and are then treated as remote.
-    pub fn of_request(ip: Option<IpAddr>, headers: &warp::http::HeaderMap) -> Peer {
-        let proxied =
-            ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip"].iter().any(|h| headers.contains_key(*h));
-        let host_ok = match headers.get("host") {
-            None => true,
-            Some(host) => host.to_str().is_ok_and(is_loopback_host),
-        };
-        Peer { ip, local: is_loopback(ip) && !proxied && host_ok }
+        Peer { ip, client: ip, local: is_loopback(ip) }
     }
 }
 
-/// `localhost`, `127.0.0.1:7878`, `[::1]:7878`...
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-            _ => host,
-        }
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| is_loopback(Some(ip)))
-}
+/// The headers a proxy adds on behalf of a client it forwards for.
+const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip"];
 
 /// Reads `<data_dir>/admin.token`, creating it (owner-only, 0600) when missing.
 pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
@@ -221,6 +200,7 @@ impl Auth {
         Ok(Auth {
             require: config.require,
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
+            trusted_proxies: config.trusted_proxies.clone(),
             store,
             admin_hash: sha256(admin_token.as_bytes()),
             failures: Mutex::new(HashMap::new()),
@@ -228,6 +208,23 @@ impl Auth {
             revoked: tokio::sync::broadcast::channel(64).0,
             devices_by_hash: Mutex::new(devices_by_hash),
         })
+    }
+
+    /// Who is asking: a TCP peer at `ip`, sending `headers`, that named a
+    /// loopback authority (`authority_loopback`, see `front::authority`).
+    ///
+    /// A proxy on the same machine (Tailscale serve, Caddy, nginx) connects
+    /// from loopback on behalf of remote clients, and a DNS-rebinding page
+    /// reaches loopback under a foreign name: both give themselves away (a
+    /// proxy header, a non-loopback authority) and are then remote. A proxy
+    /// is remote even when trusted: trust only says whom to count.
+    pub fn peer(&self, ip: Option<IpAddr>, headers: &warp::http::HeaderMap, authority_loopback: bool) -> Peer {
+        let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
+        Peer {
+            ip,
+            client: ip.map(|ip| crate::proxy::client_of(ip, headers, &self.trusted_proxies)),
+            local: is_loopback(ip) && !proxied && authority_loopback,
+        }
     }
 
     /// Whether this peer may go without a token.
@@ -238,38 +235,41 @@ impl Auth {
     /// Decides what a request with this peer and (maybe) token may do.
     pub fn authorize(&self, peer: Peer, token: Option<&str>) -> Result<Access, AuthError> {
         let open = self.open_to(peer);
-        let ip = peer.ip;
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return if open { Ok(Access::Local) } else { Err(AuthError::Missing) };
         };
-        if !open {
-            self.check_limit(ip)?;
+        let hash = sha256(token.as_bytes());
+        // The admin credential before the limit: guesses by others (behind
+        // a shared proxy, or on loopback) must never lock out the local CLI.
+        // It is 256 random bits, so the limit protects nothing there; a
+        // wrong token still counts below.
+        if bool::from(hash.ct_eq(&self.admin_hash)) {
+            return Ok(Access::Admin);
         }
-        match self.match_token(token)? {
+        if !open {
+            self.check_limit(peer.client)?;
+        }
+        match self.match_device(&hash)? {
             Some(access) => Ok(access),
             // A stale token from a loopback peer that needs none loses
             // nothing (the local CLI may carry another daemon's admin token).
             None if open => Ok(Access::Local),
             None => {
-                self.record_failure(ip);
+                self.record_failure(peer.client);
                 Err(AuthError::InvalidToken)
             }
         }
     }
 
-    fn match_token(&self, token: &str) -> Result<Option<Access>, AuthError> {
-        let hash = sha256(token.as_bytes());
-        if bool::from(hash.ct_eq(&self.admin_hash)) {
-            return Ok(Some(Access::Admin));
-        }
+    fn match_device(&self, hash: &[u8; 32]) -> Result<Option<Access>, AuthError> {
         // A map lookup by hash leaks nothing useful through timing: finding
         // a token whose SHA-256 starts like a stored one teaches nothing
         // about the token.
-        let id = self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
+        let id = self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned();
         let Some(id) = id else { return Ok(None) };
         // The store decides: a device revoked a moment ago is refused.
         match self.store.get::<DeviceRecord>(&id)? {
-            Some(device) if from_hex(&device.token_hash).is_some_and(|h| bool::from(h.ct_eq(&hash))) => {
+            Some(device) if from_hex(&device.token_hash).is_some_and(|h| bool::from(h.ct_eq(hash))) => {
                 Ok(Some(Access::Device(device.id)))
             }
             _ => Ok(None),
@@ -504,7 +504,11 @@ mod tests {
     fn auth(require: AuthRequire) -> (Auth, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path().join("store"))).unwrap();
-        let config = AuthConfig { require, allowed_origins: vec!["https://proxy.example".into()] };
+        let config = AuthConfig {
+            require,
+            allowed_origins: vec!["https://proxy.example".into()],
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        };
         (Auth::new(&config, "admin-secret", store).unwrap(), dir)
     }
 
@@ -534,25 +538,57 @@ mod tests {
         assert!(matches!(a.authorize(peer("127.0.0.1"), None), Err(AuthError::Missing)));
     }
 
+    fn headers(pairs: &[(&'static str, &'static str)]) -> warp::http::HeaderMap {
+        let mut h = warp::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, warp::http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
     #[test]
     fn proxied_or_rebound_requests_count_as_remote() {
-        use warp::http::{HeaderMap, HeaderValue};
-        let headers = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
-            }
-            h
-        };
+        let (a, _dir) = auth(AuthRequire::Remote);
         let lo = ip("127.0.0.1");
-        assert!(Peer::of_request(lo, &headers(&[("host", "127.0.0.1:7878")])).local);
-        assert!(Peer::of_request(lo, &headers(&[("host", "localhost")])).local);
-        assert!(Peer::of_request(lo, &headers(&[("host", "[::1]:7878")])).local);
-        assert!(Peer::of_request(lo, &headers(&[])).local);
-        assert!(!Peer::of_request(lo, &headers(&[("host", "evil.example:7878")])).local);
-        assert!(!Peer::of_request(lo, &headers(&[("host", "box.tailnet.ts.net")])).local);
-        assert!(!Peer::of_request(lo, &headers(&[("host", "127.0.0.1"), ("x-forwarded-for", "1.2.3.4")])).local);
-        assert!(!Peer::of_request(ip("192.168.1.2"), &headers(&[("host", "127.0.0.1")])).local);
+        assert!(a.peer(lo, &headers(&[]), true).local);
+        assert!(a.peer(ip("::1"), &headers(&[]), true).local);
+        // A foreign authority (a rebound name), as the front judged it.
+        assert!(!a.peer(lo, &headers(&[]), false).local);
+        for proxy_header in PROXY_HEADERS {
+            assert!(!a.peer(lo, &headers(&[(proxy_header, "for=1.2.3.4")]), true).local, "{proxy_header}");
+        }
+        assert!(!a.peer(ip("192.168.1.2"), &headers(&[]), true).local);
+        assert!(!a.peer(None, &headers(&[]), true).local);
+    }
+
+    #[test]
+    fn the_limit_counts_the_client_a_trusted_proxy_names() {
+        let (a, _dir) = auth(AuthRequire::Always);
+        let via_proxy = |client: &'static str| a.peer(ip("127.0.0.1"), &headers(&[("x-forwarded-for", client)]), true);
+        for _ in 0..MAX_FAILURES {
+            assert!(matches!(a.authorize(via_proxy("203.0.113.7"), Some("guess")), Err(AuthError::InvalidToken)));
+        }
+        assert!(matches!(a.authorize(via_proxy("203.0.113.7"), Some("guess")), Err(AuthError::Limited(_))));
+        assert!(matches!(a.authorize(via_proxy("203.0.113.8"), Some("guess")), Err(AuthError::InvalidToken)));
+        // The proxy's own address is not limited, and is never local.
+        let direct = a.peer(ip("127.0.0.1"), &headers(&[]), true);
+        assert!(matches!(a.authorize(direct, Some("guess")), Err(AuthError::InvalidToken)));
+        assert!(!via_proxy("203.0.113.7").local);
+        // An untrusted peer's header is not believed: it is counted itself.
+        let untrusted = a.peer(ip("192.0.2.1"), &headers(&[("x-forwarded-for", "203.0.113.9")]), true);
+        assert_eq!(untrusted.client, ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn the_admin_credential_is_never_limited() {
+        let (a, _dir) = auth(AuthRequire::Always);
+        let lo = peer("127.0.0.1");
+        for _ in 0..MAX_FAILURES {
+            assert!(matches!(a.authorize(lo, Some("guess")), Err(AuthError::InvalidToken)));
+        }
+        assert!(matches!(a.authorize(lo, Some("guess")), Err(AuthError::Limited(_))));
+        assert_eq!(a.authorize(lo, Some("admin-secret")).unwrap(), Access::Admin);
+        assert!(matches!(a.authorize(lo, Some("admin-secreT")), Err(AuthError::Limited(_))));
     }
 
     #[test]

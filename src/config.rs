@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
@@ -25,6 +26,9 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, ProviderSpec>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[server]`: connection limits and timeouts (docs/SECURITY.md).
+    #[serde(default)]
+    pub server: ServerConfig,
     /// `[docker]`: the container engine `"sandbox":"docker"` sessions run in.
     pub docker: Option<DockerConfig>,
     /// `[git]`: credentials for pushing session branches.
@@ -42,6 +46,51 @@ pub struct AuthConfig {
     /// (`https://bosun.example.ts.net`, say, behind a TLS proxy).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR blocks) believed about the client
+    /// they forward for (`X-Forwarded-For`, `Forwarded: for=`), so the limit
+    /// on failed attempts counts that client rather than the proxy. Their
+    /// requests are still remote.
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+}
+
+/// `[server]`: how many connections the daemon holds and how long it waits
+/// on them (docs/SECURITY.md, "Connections").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Most connections open at once, HTTP and WebSocket. Default, and upper
+    /// bound: the open-file limit less headroom for the store, agents and pipes.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's head (default 10 s):
+    /// from the connection's start, or from the first byte of a later request.
+    pub header_timeout_secs: Option<u64>,
+    /// How long a kept-alive connection may wait between requests (default 60 s).
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout_secs.map(Duration::from_secs).unwrap_or(Self::DEFAULT_HEADER_TIMEOUT)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout_secs.map(Duration::from_secs).unwrap_or(Self::DEFAULT_IDLE_TIMEOUT)
+    }
+
+    /// Refuses values that would make the daemon unreachable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_connections == Some(0) {
+            anyhow::bail!("[server] max_connections must be at least 1");
+        }
+        if self.header_timeout_secs == Some(0) || self.idle_timeout_secs == Some(0) {
+            anyhow::bail!("[server] header_timeout_secs and idle_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -70,6 +119,7 @@ impl FileConfig {
         for (name, spec) in config.providers.iter_mut() {
             spec.name = name.clone();
         }
+        config.server.validate().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 }
@@ -87,6 +137,7 @@ pub struct DaemonConfig {
     /// Overrides the store's live fan-out capacity.
     pub live_capacity: Option<usize>,
     pub auth: AuthConfig,
+    pub server: ServerConfig,
     pub docker: Option<DockerConfig>,
     pub git: GitSettings,
 }
@@ -130,5 +181,32 @@ mod tests {
         assert_eq!(config.auth.require, AuthRequire::Always);
         assert_eq!(config.auth.allowed_origins, vec!["https://x".to_string()]);
         assert!(toml::from_str::<FileConfig>("[auth]\nrequire = \"never\"").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_parse_at_load_with_a_clear_error() {
+        let config: FileConfig = toml::from_str("[auth]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").unwrap();
+        assert_eq!(config.auth.trusted_proxies.len(), 2);
+        assert!(config.auth.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
+        let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+        let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"proxy.local\"]").unwrap_err();
+        assert!(err.to_string().contains("not an IP address or CIDR block"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_server_section() {
+        let config = FileConfig::default();
+        assert_eq!(config.server.header_timeout(), ServerConfig::DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(config.server.idle_timeout(), ServerConfig::DEFAULT_IDLE_TIMEOUT);
+        let config: FileConfig =
+            toml::from_str("[server]\nmax_connections = 500\nheader_timeout_secs = 5\nidle_timeout_secs = 30").unwrap();
+        assert_eq!(config.server.max_connections, Some(500));
+        assert_eq!(config.server.header_timeout(), Duration::from_secs(5));
+        assert_eq!(config.server.idle_timeout(), Duration::from_secs(30));
+        assert!(config.server.validate().is_ok());
+        let zero: FileConfig = toml::from_str("[server]\nidle_timeout_secs = 0").unwrap();
+        assert!(zero.server.validate().is_err());
+        assert!(toml::from_str::<FileConfig>("[server]\nmax_conections = 5").is_err());
     }
 }

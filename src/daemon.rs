@@ -75,6 +75,8 @@ pub async fn run(
     // ACKs (tens of ms); Linux passes the option on to accepted sockets.
     socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY on the listener")?;
     let listener = Arc::new(listener);
+    // Made once, like the listener: connections outlive a restarted front.
+    let connections = crate::front::Connections::new(crate::front::ConnectionLimits::new(&config.server));
     probe_versions(&ctx);
 
     let sup_config = SupervisorConfig {
@@ -83,8 +85,12 @@ pub async fn run(
         backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
         on_restart: Some(ctx.restart_hook()),
     };
-    let children =
-        vec![diagnostics_spec(&ctx), providers_spec(&ctx), sessions_spec(&ctx), front_spec(&ctx, listener, auth)];
+    let children = vec![
+        diagnostics_spec(&ctx),
+        providers_spec(&ctx),
+        sessions_spec(&ctx),
+        front_spec(&ctx, listener, auth, connections),
+    ];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
         .context("starting the supervision tree")?;
@@ -137,10 +143,21 @@ fn sessions_spec(ctx: &Context) -> ChildSpec {
     })
 }
 
-fn front_spec(ctx: &Context, listener: Arc<TcpListener>, auth: Arc<crate::auth::Auth>) -> ChildSpec {
+fn front_spec(
+    ctx: &Context,
+    listener: Arc<TcpListener>,
+    auth: Arc<crate::auth::Auth>,
+    connections: Arc<crate::front::Connections>,
+) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
-        (Front, FrontArgs { ctx: ctx.clone(), listener: listener.clone(), auth: auth.clone() })
+        let args = FrontArgs {
+            ctx: ctx.clone(),
+            listener: listener.clone(),
+            auth: auth.clone(),
+            connections: connections.clone(),
+        };
+        (Front, args)
     })
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod front;
 mod logging;
+mod proxy;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -96,6 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         live_capacity: args.live_capacity,
         auth: file.auth,
+        server: file.server,
         docker: file.docker,
         git: file.git,
     };

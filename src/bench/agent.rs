@@ -351,7 +351,7 @@ fn daemon_cpu() -> Option<Duration> {
 
 /// Creates the session, subscribes, runs the warm-up turn and the measured one.
 async fn drive(ctx: &Context, addr: &str, cwd: &Path, warmup: Pace, measured: Pace) -> anyhow::Result<DaemonResult> {
-    let http = reqwest::Client::new();
+    let http = super::http_client()?;
     let session_id = create_session(&http, addr, "bench", cwd, "bench agent").await?;
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();

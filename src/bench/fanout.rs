@@ -175,7 +175,7 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
 }
 
 async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> anyhow::Result<Report> {
-    let http = reqwest::Client::new();
+    let http = super::http_client()?;
     let session_id = create_session(&http, addr, "demo", cwd, "bench fan-out").await?;
     let topic = Topic::session(&session_id);
 

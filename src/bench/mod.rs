@@ -330,6 +330,7 @@ where
         log_format: LogFormat::Text,
         live_capacity: None,
         auth: Default::default(),
+        server: Default::default(),
         docker: None,
         git: Default::default(),
     };
@@ -367,6 +368,15 @@ where
         )),
     }
     outcome
+}
+
+/// The bench's HTTP client: it says it is one of ours (`X-Bosun-Client`),
+/// as the daemon wants of every state-changing request.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let name = concat!("bosun-bench/", env!("CARGO_PKG_VERSION"));
+    headers.insert("x-bosun-client", reqwest::header::HeaderValue::from_static(name));
+    reqwest::Client::builder().default_headers(headers).build().context("building the HTTP client")
 }
 
 /// Creates a session the way a client does, so its topic is a live one; its id.

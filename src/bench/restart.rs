@@ -221,7 +221,7 @@ impl Child {
             .find(|w| w.starts_with("http://"))
             .with_context(|| format!("no URL in {line:?}"))?
             .to_string();
-        let http = reqwest::Client::new();
+        let http = super::http_client()?;
         let this = Child { child, pid, url, http, stderr };
 
         let deadline = started + START_TIMEOUT;

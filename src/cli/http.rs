@@ -17,6 +17,8 @@ use std::time::Duration;
 /// short enough that a wedged daemon does not hang a script forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_HEADER: &str = "x-bosun-client";
+const CLIENT_NAME: &str = concat!("bosun-cli/", env!("CARGO_PKG_VERSION"));
 
 /// An error answer from the daemon: `{"error":{"code","message"}}`.
 #[derive(Debug)]
@@ -63,7 +65,12 @@ pub struct Server {
 impl Server {
     pub fn new(server: &str) -> anyhow::Result<Server> {
         let base = parse_base(server)?;
+        // Says the request is ours, not a cross-site form (docs/PROTOCOL.md):
+        // the daemon refuses state-changing requests without it or a JSON body.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(CLIENT_HEADER, reqwest::header::HeaderValue::from_static(CLIENT_NAME));
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()

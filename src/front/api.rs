@@ -31,9 +31,16 @@ pub struct Request {
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
+    /// Empty until the head has passed the boundary's checks ([`dispatch`]).
     pub body: Bytes,
     /// Who is asking (see [`crate::auth::Peer`]).
     pub peer: crate::auth::Peer,
+    /// The authority the request named (`127.0.0.1:7878`), checked by the
+    /// server (front/authority.rs): the daemon's own origin is `http(s)://` + this.
+    pub authority: String,
+    /// What the gate allowed; `None` for `POST /auth/token`, which
+    /// authenticates by its body.
+    pub access: Option<crate::auth::Access>,
 }
 
 /// Largest body of `PUT .../file`: a file of the largest size the file API
@@ -43,7 +50,12 @@ pub const MAX_FILE_BODY_BYTES: usize = 2 * workspace::MAX_FILE_BYTES + 64 * 1024
 
 /// How large a body `method path` may send.
 pub fn body_limit(method: &Method, path: &str) -> usize {
-    if *method == Method::PUT && path.starts_with("/api/v1/sessions/") && path.trim_end_matches('/').ends_with("/file")
+    // `/auth/token` is the one route anyone may post to: a few KiB is all it needs.
+    if path.starts_with("/auth/") {
+        super::auth::MAX_AUTH_BODY_BYTES
+    } else if *method == Method::PUT
+        && path.starts_with("/api/v1/sessions/")
+        && path.trim_end_matches('/').ends_with("/file")
     {
         MAX_FILE_BODY_BYTES
     } else {
@@ -52,12 +64,16 @@ pub fn body_limit(method: &Method, path: &str) -> usize {
 }
 
 /// Reads the body, refusing it past `limit` whatever the content-length
-/// says (chunked bodies included).
-pub async fn read_body<S, B>(mut stream: S, limit: usize) -> Result<Bytes, ApiError>
+/// says (chunked bodies included); a content-length past it is refused
+/// before a byte is read.
+pub async fn read_body<S, B>(mut stream: S, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
+    if super::auth::declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
@@ -74,19 +90,35 @@ where
     Ok(Bytes::from(body))
 }
 
-pub async fn dispatch(ctx: &Context, auth: &crate::auth::Auth, req: Request) -> Response {
+/// Answers one request. Everything that can refuse it is decided from the
+/// head, before a byte of `body` is read: a refused request costs no memory
+/// (docs/SECURITY.md, "Before the body").
+pub async fn dispatch<S, B>(ctx: &Context, auth: &crate::auth::Auth, mut req: Request, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
     // The app's assets hold no data: a device must load them to pair at all.
     if req.method == Method::GET || req.method == Method::HEAD {
         if let Some(page) = super::pwa::asset(&req.path) {
             return page;
         }
     }
+    if let Err(refused) = super::cross_site::check(auth, &req.method, &req.headers, &req.authority) {
+        return super::auth::unread_body(&req.headers, refused.into_response());
+    }
+    req.access = match super::auth::gate(auth, &req) {
+        Ok(access) => access,
+        Err(refused) => return super::auth::unread_body(&req.headers, super::auth::error_response(&refused)),
+    };
+    let limit = body_limit(&req.method, &req.path);
+    req.body = match read_body(body, &req.headers, limit).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
     if let Some(rest) = req.path.strip_prefix("/auth/") {
         let rest: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
         return super::auth::route(auth, &req, &rest).await;
-    }
-    if let Err(refused) = super::auth::gate(auth, &req) {
-        return super::auth::error_response(&refused);
     }
     match route_request(ctx, &req).await {
         Ok(response) => response,

@@ -63,9 +63,42 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The gate for everything but the static assets and `/auth/token`.
-pub fn gate(auth: &Auth, req: &Request) -> Result<Access, AuthError> {
-    auth.authorize(req.peer, bearer(&req.headers))
+/// Largest body under `/auth/`: the pairing exchange, which anyone may
+/// send, needs a few hundred bytes.
+pub const MAX_AUTH_BODY_BYTES: usize = 4 * 1024;
+
+/// The gate, from the head alone: `Ok(None)` for `/auth/token` (which
+/// authenticates by its body, and counts its failures itself), the admin
+/// credential for the rest of `/auth/`, the auth rule for everything else
+/// but the static assets.
+pub fn gate(auth: &Auth, req: &Request) -> Result<Option<Access>, AuthError> {
+    let Some(rest) = req.path.strip_prefix("/auth/") else {
+        return auth.authorize(req.peer, bearer(&req.headers)).map(Some);
+    };
+    if rest.trim_end_matches('/') == "token" {
+        return Ok(None);
+    }
+    match auth.authorize(req.peer, bearer(&req.headers))? {
+        Access::Admin => Ok(Some(Access::Admin)),
+        _ => Err(AuthError::AdminOnly),
+    }
+}
+
+/// The body length a request announces: its content-length, or none.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(warp::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A refusal sent before the request's body was read: if it has one, the
+/// connection cannot carry another request, so say so (hyper then closes it
+/// rather than reading the rest).
+pub fn unread_body(headers: &HeaderMap, mut response: Response) -> Response {
+    let has_body = headers.contains_key(warp::http::header::TRANSFER_ENCODING)
+        || (headers.contains_key(warp::http::header::CONTENT_LENGTH) && declared_length(headers) != Some(0));
+    if has_body {
+        response.headers_mut().insert(warp::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn json_reply<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -123,13 +156,13 @@ async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Respon
         }
         let body: TokenRequest = json_body(req)?;
         let (token, device_id) =
-            auth.exchange(req.peer.ip, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
+            auth.exchange(req.peer.client, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
         return Ok(json_reply(StatusCode::OK, &json!({"token": token, "device_id": device_id})));
     }
-    // Everything else under /auth manages devices: the admin credential only.
-    match auth.authorize(req.peer, bearer(&req.headers))? {
-        Access::Admin => {}
-        _ => return Err(AuthError::AdminOnly),
+    // Everything else under /auth manages devices: the admin credential
+    // only, as the gate checked before the body was read.
+    if req.access != Some(Access::Admin) {
+        return Err(AuthError::AdminOnly);
     }
     match (rest, req.method.clone()) {
         (["pairing"], Method::POST) => {

@@ -22,6 +22,16 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A state-changing request with neither a JSON body nor `X-Bosun-Client`
+    /// (front/cross_site.rs): what a cross-site form would send.
+    #[error(
+        "a request that changes state must carry content-type: application/json or an X-Bosun-Client header \
+         (which a cross-site form cannot send)"
+    )]
+    NotOurClient,
+    /// A request whose authority (Host, absolute URI) is missing, repeated or malformed.
+    #[error(transparent)]
+    Authority(#[from] super::authority::AuthorityError),
     /// A request that the session's state forbids (a file API call on a session without a workspace).
     #[error("{0}")]
     Conflict(String),
@@ -53,6 +63,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotOurClient => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Authority(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotText(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -69,6 +81,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotOurClient => "unsupported_media_type",
+            ApiError::Authority(_) => "bad_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::FileTooLarge(_) => "payload_too_large",
             ApiError::NotText(_) => "unsupported_media_type",
@@ -94,9 +108,10 @@ impl Reply for ApiError {
                     response.headers_mut().insert(warp::http::header::ALLOW, value);
                 }
             }
-            // The rest of the body is never read, so the connection cannot
-            // carry another request: say so, or a client may reuse it.
-            ApiError::PayloadTooLarge { .. } => {
+            // The rest of the body is never read (or the request cannot be
+            // trusted to end where it says), so the connection cannot carry
+            // another request: say so, or a client may reuse it.
+            ApiError::PayloadTooLarge { .. } | ApiError::Authority(_) => {
                 response
                     .headers_mut()
                     .insert(warp::http::header::CONNECTION, warp::http::HeaderValue::from_static("close"));

@@ -1,13 +1,19 @@
 //! The front: warp serving the HTTP API and the WebSocket on a listener the
-//! daemon bound once, run by a supervised actor. If the front crashes it is
-//! restarted on the same listener; open WebSocket connections are not cut.
+//! daemon bound once, under our own accept loop (`server.rs`), run by a
+//! supervised actor. If the front crashes it is restarted on the same
+//! listener; open WebSocket connections are not cut.
 
 mod api;
 mod auth;
+mod authority;
+mod connections;
+mod cross_site;
 mod error;
 mod pwa;
+mod server;
 mod ws;
 
+pub use connections::{Connections, Limits as ConnectionLimits};
 pub use error::ApiError;
 
 use bosun_actors::diagnostics::DiagnosticsMsg;
@@ -22,7 +28,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use warp::http::{HeaderMap, Method};
 use warp::path::FullPath;
 use warp::reply::Reply;
@@ -37,34 +42,45 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
-    // The peer's address: warp has it for connections from a tokio TcpListener.
-    let peer = warp::addr::remote().map(|addr: Option<std::net::SocketAddr>| addr.map(|a| a.ip()));
+    // What our server (server.rs) knows of the connection and the request's
+    // authority, which warp's filters cannot see.
+    let boundary = warp::ext::get::<server::ConnInfo>().and(warp::ext::get::<authority::RequestAuthority>());
     let websocket = warp::path("ws")
         .and(warp::path::end())
         .and(warp::ws())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(peer)
+        .and(boundary)
         .map(
             move |ws: warp::ws::Ws,
                   protocols: Option<String>,
                   headers: HeaderMap,
                   query: String,
-                  peer: Option<std::net::IpAddr>| {
+                  conn: server::ConnInfo,
+                  authority: authority::RequestAuthority| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let peer = crate::auth::Peer::of_request(peer, &headers);
-                let access = match ws::admit(&auth, &headers, &query, peer) {
+                let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
+                let access = match ws::admit(&auth, &headers, &query, peer, &authority.text) {
                     Ok(access) => access,
                     Err(refused) => return auth::error_response(&refused),
                 };
+                if access.is_none() {
+                    // Before it authenticates, the socket may send only this
+                    // much, whatever its frames claim (ws.rs lifts it).
+                    conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
+                }
                 let msgpack =
                     protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
                 let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
+                let slot = conn.slot.clone();
+                // The frame size too: the message size alone lets one huge
+                // frame be buffered before it is refused.
                 let reply = ws
                     .max_message_size(MAX_WS_FRAME)
-                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer));
+                    .max_frame_size(MAX_WS_FRAME)
+                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer, slot));
                 if msgpack {
                     warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
                 } else {
@@ -76,26 +92,32 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(peer)
+        .and(boundary)
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   path: FullPath,
                   query: String,
                   headers: HeaderMap,
-                  peer: Option<std::net::IpAddr>,
+                  conn: server::ConnInfo,
+                  authority: authority::RequestAuthority,
                   body| {
                 let ctx = ctx.clone();
                 let auth = auth.clone();
                 async move {
-                    let limit = api::body_limit(&method, path.as_str());
-                    let body = match api::read_body(Box::pin(body), limit).await {
-                        Ok(body) => body,
-                        Err(e) => return e.into_response(),
+                    let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
+                    let req = api::Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                        body: bytes::Bytes::new(),
+                        peer,
+                        authority: authority.text,
+                        access: None,
                     };
-                    let peer = crate::auth::Peer::of_request(peer, &headers);
-                    let req = api::Request { method, path: path.as_str().to_string(), query, headers, body, peer };
-                    api::dispatch(&ctx, &auth, req).await
+                    // The body is read only once the head has passed the checks.
+                    api::dispatch(&ctx, &auth, req, Box::pin(body)).await
                 }
             },
         );
@@ -183,6 +205,8 @@ pub struct FrontArgs {
     /// Bound once by the daemon, so a restarted front serves the same address.
     pub listener: Arc<TcpListener>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Made once by the daemon too: connections outlive a restarted front.
+    pub connections: Arc<Connections>,
 }
 
 pub enum FrontMsg {
@@ -191,7 +215,7 @@ pub enum FrontMsg {
 
 pub struct FrontState {
     ctx: Context,
-    server: JoinHandle<()>,
+    server: server::Server,
 }
 
 impl Actor for Front {
@@ -203,12 +227,12 @@ impl Actor for Front {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let server = tokio::spawn(warp::serve(routes(args.ctx.clone(), args.auth.clone())).incoming(listener).run());
+        let server = server::Server::start(listener, routes(args.ctx.clone(), args.auth.clone()), args.connections);
         Ok(FrontState { ctx: args.ctx, server })
     }
 
     async fn post_stop(&self, _myself: ActorRef<FrontMsg>, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
-        state.server.abort();
+        state.server.stop();
         Ok(())
     }
 
@@ -223,17 +247,11 @@ impl Actor for Front {
                 if state.ctx.settings.fault_injection {
                     // Stop accepting on the old server before the panic unwinds,
                     // so the restarted front is the only one serving.
-                    state.server.abort();
+                    state.server.stop();
                     panic!("injected fault: front");
                 }
             }
         }
         Ok(())
-    }
-}
-
-impl Drop for FrontState {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }

@@ -8,6 +8,7 @@
 //! the in-memory fan-out (`Lagged`) is caught up from the store, so a slow
 //! client loses nothing and slows nobody else.
 
+use super::connections::Slot;
 use crate::auth::{Access, Auth, AuthError, Peer};
 use bosun_actors::Context;
 use bosun_proto::codec::Encoded;
@@ -33,7 +34,15 @@ const LIVE_BATCH: usize = 64;
 /// Replayed events written to the socket before one flush.
 const REPLAY_FLUSH_EVERY: usize = 64;
 /// How long a connection that must authenticate by its first message may take to send it.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much a connection that must authenticate by its first message may
+/// send before it has: the `auth` message is under 200 bytes. Past this
+/// nothing more is read from it (front/connections.rs, `ReadBudget`), so an
+/// unauthenticated peer cannot make the daemon buffer a large frame.
+pub const PRE_AUTH_BYTES: usize = 4 * 1024;
+/// Most topics one connection may subscribe to: more is no use to a client,
+/// and every live event is matched against each of them.
+pub const MAX_TOPICS: usize = 1024;
 /// The close code for a refused token, after HTTP's 401.
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
@@ -58,10 +67,17 @@ fn auth_token(msg: &Message) -> Option<String> {
 
 /// Decides on an upgrade request: `Ok(Some(access))` lets it in,
 /// `Ok(None)` lets it in on condition that its first message is `auth`,
-/// `Err` is the HTTP answer refusing it.
-pub fn admit(auth: &Auth, headers: &HeaderMap, query: &str, peer: Peer) -> Result<Option<Access>, AuthError> {
+/// `Err` is the HTTP answer refusing it. `authority` is the one the request
+/// named (front/authority.rs): a page's own origin is `http(s)://` + it.
+pub fn admit(
+    auth: &Auth,
+    headers: &HeaderMap,
+    query: &str,
+    peer: Peer,
+    authority: &str,
+) -> Result<Option<Access>, AuthError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if !auth.origin_allowed(header("origin"), header("host")) {
+    if headers.get_all("origin").iter().count() > 1 || !auth.origin_allowed(header("origin"), Some(authority)) {
         tracing::warn!(origin = ?header("origin"), ?peer, "websocket refused: foreign origin");
         return Err(AuthError::ForeignOrigin);
     }
@@ -70,7 +86,7 @@ pub fn admit(auth: &Auth, headers: &HeaderMap, query: &str, peer: Peer) -> Resul
         pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).or_else(|| super::auth::bearer(headers));
     if token.is_none() && !auth.open_to(peer) {
         // Checked now so a peer over the limit is not even upgraded.
-        auth.check_limit(peer.ip)?;
+        auth.check_limit(peer.client)?;
         return Ok(None);
     }
     auth.authorize(peer, token).map(Some)
@@ -100,6 +116,9 @@ struct Connection {
     peer: Peer,
 }
 
+/// Serves an upgraded socket. `access` is `None` when it must authenticate
+/// by its first message; its `slot`'s read budget is then limited to
+/// [`PRE_AUTH_BYTES`], and lifted here once it has.
 pub async fn serve(
     socket: WebSocket,
     ctx: Context,
@@ -107,6 +126,7 @@ pub async fn serve(
     access: Option<Access>,
     auth: Arc<Auth>,
     peer: Peer,
+    slot: Arc<Slot>,
 ) {
     let (sink, mut stream) = socket.split();
     // The socket is read on its own task: polling `stream.next()` afresh in
@@ -124,8 +144,11 @@ pub async fn serve(
     let mut conn = Connection { ctx, format, sink, filters: Vec::new(), live: None, cursor: 0, auth, peer };
     let access = match access {
         Some(access) => access,
-        None => match conn.first_message_auth(&mut frames).await {
-            Some(access) => access,
+        None => match conn.first_message_auth(&mut frames, &slot).await {
+            Some(access) => {
+                slot.budget.lift();
+                access
+            }
             None => {
                 reader.abort();
                 let _ = conn.sink.close().await;
@@ -246,19 +269,29 @@ impl Connection {
     }
 
     /// Waits for `{"op":"auth"}` as the first message; `None` when the
-    /// connection must be closed (told why).
+    /// connection must be closed (told why): no such message within
+    /// [`AUTH_TIMEOUT`], or within [`PRE_AUTH_BYTES`].
     async fn first_message_auth(
         &mut self,
         frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
+        slot: &Slot,
     ) -> Option<Access> {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let token = loop {
-            match tokio::time::timeout_at(deadline, frames.recv()).await {
-                Err(_) => break None,
-                Ok(None | Some(Err(_))) => return None,
-                Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
-                Ok(Some(Ok(msg))) if msg.is_close() => return None,
-                Ok(Some(Ok(msg))) => break auth_token(&msg),
+            tokio::select! {
+                // A frame that came in before the budget ran out is read first.
+                biased;
+                frame = tokio::time::timeout_at(deadline, frames.recv()) => match frame {
+                    Err(_) => break None,
+                    Ok(None | Some(Err(_))) => return None,
+                    Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
+                    Ok(Some(Ok(msg))) if msg.is_close() => return None,
+                    Ok(Some(Ok(msg))) => break auth_token(&msg),
+                },
+                () = slot.budget.exhausted() => {
+                    tracing::debug!(peer = ?self.peer, "websocket sent too much before authenticating");
+                    break None;
+                }
             }
         };
         let outcome = match token {
@@ -311,15 +344,28 @@ impl Connection {
         if topics.is_empty() {
             return self.send_error("bad_topic", "topics must name at least one topic".into()).await;
         }
-        let mut new = Vec::new();
+        let mut new: Vec<TopicFilter> = Vec::new();
         for t in &topics {
             match TopicFilter::parse(t) {
-                Some(f) => new.push(f),
+                Some(f) => {
+                    if !self.filters.contains(&f) && !new.contains(&f) {
+                        new.push(f);
+                    }
+                }
                 None => {
                     let message = format!("unknown topic {t:?}; use \"*\", \"system\" or \"session:<id>\"");
                     return self.send_error("bad_topic", message).await;
                 }
             }
+        }
+        if self.filters.len() + new.len() > MAX_TOPICS {
+            let message = format!(
+                "a connection may subscribe to at most {MAX_TOPICS} topics; it has {} and this would add {} \
+                 (nothing was subscribed; unsubscribe some, or use \"*\")",
+                self.filters.len(),
+                new.len()
+            );
+            return self.send_error("too_many_topics", message).await;
         }
         if self.live.is_none() {
             // Take the live receiver first, then the head: any event above the
@@ -327,7 +373,6 @@ impl Connection {
             self.live = Some(self.ctx.store.subscribe());
             self.cursor = self.ctx.store.durable_head();
         }
-        new.retain(|f| !self.filters.contains(f));
         let head = self.cursor;
         self.send(&Control::Subscribed { topics, since, head }).await?;
         // Topics already subscribed are live up to the cursor; replay only the new ones.

@@ -156,7 +156,7 @@ class Test {
 
   /// The daemon's API from the test side (not through the page).
   async api(method, path, body) {
-    const headers = { accept: 'application/json' };
+    const headers = { accept: 'application/json', 'x-bosun-client': 'bosun-browser-test' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     const resp = await fetch(this.url + path, {

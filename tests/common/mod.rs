@@ -26,6 +26,9 @@ pub struct Options {
     pub admin_token: bool,
     /// Set in the daemon's environment.
     pub env: Vec<(String, String)>,
+    /// The daemon's soft limit on open files (`RLIMIT_NOFILE`), for tests of
+    /// connection exhaustion; the hard limit is left as it is.
+    pub nofile: Option<u64>,
 }
 
 /// A running daemon. Dropping it kills the process.
@@ -58,6 +61,23 @@ impl Daemon {
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(data_dir.parent().unwrap_or(data_dir));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        if let Some(soft) = options.nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: only async-signal-safe calls (getrlimit, setrlimit) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = (soft as libc::rlim_t).min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn bosun");
         let stdout = child.stdout.take().expect("stdout");
         let stderr_pipe = child.stderr.take().expect("stderr");
@@ -93,7 +113,18 @@ impl Daemon {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        Daemon { child, url, data_dir: data_dir.to_path_buf(), options, http: reqwest::Client::new(), stderr }
+        Daemon { child, url, data_dir: data_dir.to_path_buf(), options, http: test_client(), stderr }
+    }
+
+    /// The daemon's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
     }
 
     pub fn pid(&self) -> u32 {
@@ -245,6 +276,14 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A client like the CLI: every request says it is one of ours
+/// (`X-Bosun-Client`), as the daemon wants of state-changing requests.
+pub fn test_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-bosun-client", reqwest::header::HeaderValue::from_static("bosun-test"));
+    reqwest::Client::builder().default_headers(headers).build().expect("build the HTTP client")
 }
 
 impl Drop for Daemon {

@@ -75,7 +75,9 @@
     }
   }
   async function api(method, path, body) {
-    const headers = {};
+    // X-Bosun-Client: the daemon refuses state-changing requests that lack it
+    // (or a JSON body), which is how it tells us from a cross-site form.
+    const headers = { 'X-Bosun-Client': 'bosun-web' };
     if (state.token) headers.Authorization = 'Bearer ' + state.token;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
