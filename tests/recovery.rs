@@ -144,6 +144,7 @@ async fn injected_panics_restart_each_actor_and_the_session_keeps_working() {
         ("sessions", "sessions".to_string()),
         ("front", "front".to_string()),
         ("diagnostics", "diagnostics".to_string()),
+        ("providers", "providers".to_string()),
     ];
     for (kind, target) in targets {
         let events = d.wait_events(&s, "progress", |evs| chunk_count(evs, &t) >= chunks + 3).await;
@@ -156,7 +157,7 @@ async fn injected_panics_restart_each_actor_and_the_session_keeps_working() {
     let events = d.wait_events(&s, "progress after the crashes", |evs| chunk_count(evs, &t) >= chunks + 5).await;
     assert_ticks_consecutive(&events, &t);
     let restarted = d.events(None, 0).await.into_iter().filter(|e| e["type"] == "actor:restarted").count();
-    assert!(restarted >= 5, "restarts are on record: {restarted}");
+    assert!(restarted >= 6, "restarts are on record: {restarted}");
 
     let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
     assert_eq!(status, 202);

@@ -18,6 +18,7 @@ pub use error::ApiError;
 
 use bosun_actors::diagnostics::DiagnosticsMsg;
 use bosun_actors::provider::ProviderMsg;
+use bosun_actors::providers::ProvidersMsg;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::turn::TurnMsg;
@@ -156,6 +157,10 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
             send_later::<DiagnosticsMsg>(names::DIAGNOSTICS, later, || DiagnosticsMsg::Crash)?;
             names::DIAGNOSTICS.to_string()
         }
+        ("providers", "") => {
+            send_later::<ProvidersMsg>(names::PROVIDERS, later, || ProvidersMsg::Crash)?;
+            names::PROVIDERS.to_string()
+        }
         ("session", id) if !id.is_empty() => {
             let name = names::session(id);
             send_later::<SessionMsg>(&name, later, || SessionMsg::Crash)?;
@@ -179,7 +184,7 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions or diagnostics"
+            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions, providers or diagnostics"
         )))
         }
     };

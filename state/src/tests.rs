@@ -47,6 +47,7 @@ fn session(id: &str, title: &str) -> SessionRecord {
         workspace: None,
         sandbox: Default::default(),
         network: false,
+        violation: None,
     }
 }
 
