@@ -279,7 +279,7 @@ impl ProvidersState {
 /// provider is `unverified`, and no jail without network bounds what an
 /// agent that does not ask could do.
 pub fn plan_only_refusal(ctx: &Context, provider: &str, sandbox: Sandbox, network: bool) -> Option<DaemonError> {
-    if sandbox == Sandbox::Bwrap && !network {
+    if sandbox.is_offline_jail(network) {
         return None;
     }
     let report = ctx.providers.enforcement(provider)?;

@@ -185,7 +185,7 @@ impl SessionsState {
     fn must_learn_provider(&self, pending: &PendingCreate) -> bool {
         let req = &pending.req;
         pending.policy == Policy::PlanOnly
-            && !(req.sandbox == Sandbox::Bwrap && !req.network)
+            && !req.sandbox.is_offline_jail(req.network)
             && self.ctx.providers.enforcement(&req.provider).is_some_and(|e| e.enforcement == Enforcement::Unknown)
     }
 

@@ -67,6 +67,12 @@ impl Sandbox {
     pub fn is_none(&self) -> bool {
         *self == Sandbox::None
     }
+
+    /// A bubblewrap jail without network: what bounds an agent that does
+    /// not ask before it acts (its cwd, nothing else, no network).
+    pub fn is_offline_jail(self, network: bool) -> bool {
+        self == Sandbox::Bwrap && !network
+    }
 }
 
 /// `"workspace":{"repo":..,"branch":..}` in a create request.

@@ -15,12 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use agent_client_protocol::v1::schema::{
-    CreateTerminalRequest, TerminalExitStatus, TerminalId, TerminalOutputResponse,
+    CreateTerminalRequest, CreateTerminalResponse, TerminalExitStatus, TerminalId, TerminalOutputResponse,
+    WriteTextFileRequest, WriteTextFileResponse,
 };
+use agent_client_protocol::v1::Responder;
 use agent_client_protocol::Error;
-use bosun_proto::{ChunkKind, CommandRun};
+use bosun_proto::{Action, ChunkKind, CommandRun};
+use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
+use super::connection::{answer_with, ClientCall};
+use super::mapping;
 use super::TurnSink;
 use crate::agent::{AgentEvent, Asked};
 use crate::process::{CommandEvent, ExitState, OutputStream, ShellCommand};
@@ -95,6 +100,77 @@ pub(crate) async fn read_text(cwd: &Path, rel: &str, line: Option<u32>, limit: O
 /// Writes a text file inside `cwd`; the bytes written.
 pub(crate) async fn write_text(cwd: &Path, rel: &str, content: &str) -> Result<u64, Error> {
     workspace::write(cwd, rel, content).await.map_err(file_error)
+}
+
+/// A write or a terminal the agent asked the daemon for, checked against
+/// the session's cwd and waiting for what allows it.
+pub(crate) enum Act {
+    Write {
+        request: WriteTextFileRequest,
+        rel: String,
+        responder: Responder<WriteTextFileResponse>,
+    },
+    Terminal {
+        request: CreateTerminalRequest,
+        command: String,
+        cwd: PathBuf,
+        responder: Responder<CreateTerminalResponse>,
+    },
+}
+
+impl Act {
+    /// The act a write or terminal request asks for in `cwd`, or `None`
+    /// once a refusal was answered (it would leave the cwd).
+    pub(crate) fn of(call: ClientCall, cwd: &Path) -> Option<Act> {
+        match call {
+            ClientCall::Write(request, responder) => match inside_cwd(cwd, &request.path) {
+                Ok(rel) => Some(Act::Write { request, rel, responder }),
+                Err(error) => {
+                    answer_with(responder, Err(error));
+                    None
+                }
+            },
+            ClientCall::CreateTerminal(request, responder) => {
+                let dir = request.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());
+                let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
+                if dir != cwd {
+                    if let Err(error) = inside_cwd(cwd, &dir) {
+                        answer_with(responder, Err(error));
+                        return None;
+                    }
+                }
+                let argv: Vec<Value> =
+                    std::iter::once(&request.command).chain(&request.args).map(|w| Value::String(w.clone())).collect();
+                let command = mapping::command_text(&Value::Array(argv)).unwrap_or_else(|| request.command.clone());
+                Some(Act::Terminal { request, command, cwd: dir, responder })
+            }
+            other => {
+                other.refuse(invalid("not a request to act"));
+                None
+            }
+        }
+    }
+
+    /// What the act is, as an approval shows it.
+    pub(crate) fn action(&self, cwd: &Path) -> Action {
+        match self {
+            Act::Write { request, rel, .. } => Action::FileChange {
+                path: cwd.join(rel).to_string_lossy().into_owned(),
+                summary: format!("write {} bytes, through the daemon", request.content.len()),
+            },
+            Act::Terminal { command, cwd, .. } => {
+                Action::Command { command: command.clone(), cwd: cwd.to_string_lossy().into_owned() }
+            }
+        }
+    }
+
+    /// Answers the agent that the act was not done, and why.
+    pub(crate) fn refuse(self, why: &str) {
+        match self {
+            Act::Write { responder, .. } => answer_with(responder, Err(refused(why))),
+            Act::Terminal { responder, .. } => answer_with(responder, Err(refused(why))),
+        }
+    }
 }
 
 /// A terminal's output as the agent reads it back: the newest bytes, within

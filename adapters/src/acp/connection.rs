@@ -71,6 +71,35 @@ pub(crate) enum ClientCall {
     Release(ReleaseTerminalRequest, Responder<ReleaseTerminalResponse>),
 }
 
+impl ClientCall {
+    /// Answers the agent's request with `error`: nothing was done.
+    pub(crate) fn refuse(self, error: agent_client_protocol::Error) {
+        match self {
+            ClientCall::Read(_, r) => answer_with(r, Err(error)),
+            ClientCall::Write(_, r) => answer_with(r, Err(error)),
+            ClientCall::CreateTerminal(_, r) => answer_with(r, Err(error)),
+            ClientCall::TerminalOutput(_, r) => answer_with(r, Err(error)),
+            ClientCall::WaitForExit(_, r) => answer_with(r, Err(error)),
+            ClientCall::Kill(_, r) => answer_with(r, Err(error)),
+            ClientCall::Release(_, r) => answer_with(r, Err(error)),
+        }
+    }
+}
+
+/// Answers a request from the agent, logging (not failing) when it is gone.
+pub(crate) fn answer_with<T: agent_client_protocol::JsonRpcResponse>(
+    responder: Responder<T>,
+    answer: Result<T, agent_client_protocol::Error>,
+) {
+    let sent = match answer {
+        Ok(response) => responder.respond(response),
+        Err(error) => responder.respond_with_error(error),
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "could not answer the agent");
+    }
+}
+
 /// The answer to one `session/request_permission`. Dropping it unanswered
 /// answers `cancelled`, so no request is ever left hanging in the agent.
 pub(crate) struct PermissionReply {

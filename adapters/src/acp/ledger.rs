@@ -152,7 +152,7 @@ impl Ledger {
         self.requests
             .iter()
             .find_map(|(tool_id, request_id)| {
-                let about = self.paths.get(tool_id).is_some_and(|paths| paths.iter().any(|p| *p == path));
+                let about = self.paths.get(tool_id).is_some_and(|paths| paths.contains(&path));
                 let open = !self.files_done.contains(tool_id) && !self.refused.contains(request_id);
                 (about && open).then(|| Asked::request(&self.turn_id, request_id))
             })

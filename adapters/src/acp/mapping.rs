@@ -296,7 +296,7 @@ impl CommandCalls {
     /// they ran, with an exit code nobody was told.
     pub(crate) fn unfinished(&mut self, ended_by: &str) -> Vec<EndedCommand> {
         let mut runs: Vec<(String, StartedCommand)> = self.running.drain().collect();
-        runs.sort_by(|a, b| a.1.started.cmp(&b.1.started));
+        runs.sort_by_key(|(_, command)| command.started);
         runs.into_iter()
             .map(|(tool_id, started)| EndedCommand {
                 tool_id,

@@ -44,14 +44,14 @@ use std::time::Duration;
 
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, ClientCapabilities, CloseSessionRequest, ContentBlock, CreateTerminalRequest,
-    CreateTerminalResponse, FileSystemCapabilities, Implementation, InitializeRequest, KillTerminalResponse,
-    LoadSessionRequest, NewSessionRequest, PermissionOption, PromptRequest, PromptResponse, ReadTextFileResponse,
-    ReleaseTerminalResponse, RequestPermissionOutcome, RequestPermissionRequest, SelectedPermissionOutcome, SessionId,
-    SessionModeId, SessionModeState, SessionNotification, SessionUpdate, SetSessionModeRequest, StopReason,
-    WaitForTerminalExitResponse, WriteTextFileRequest, WriteTextFileResponse,
+    CancelNotification, ClientCapabilities, CloseSessionRequest, ContentBlock, CreateTerminalResponse,
+    FileSystemCapabilities, Implementation, InitializeRequest, KillTerminalResponse, LoadSessionRequest,
+    NewSessionRequest, PermissionOption, PromptRequest, PromptResponse, ReadTextFileResponse, ReleaseTerminalResponse,
+    RequestPermissionOutcome, RequestPermissionRequest, SelectedPermissionOutcome, SessionId, SessionModeId,
+    SessionModeState, SessionNotification, SessionUpdate, SetSessionModeRequest, StopReason,
+    WaitForTerminalExitResponse, WriteTextFileResponse,
 };
-use agent_client_protocol::v1::{ConnectionTo, Responder};
+use agent_client_protocol::v1::ConnectionTo;
 use bosun_proto::{Action, ChunkKind, Decision, Enforcement, Policy, Usage};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -64,8 +64,8 @@ use crate::agent::{
 use crate::registry::ProviderSpec;
 use crate::turn_slot::{TurnPermit, TurnSlot};
 use agents::ModePlan;
-use client::{TerminalStart, Terminals};
-use connection::{spawn_agent, AgentListener, AgentProcess, ClientCall, PermissionReply};
+use client::{Act, TerminalStart, Terminals};
+use connection::{answer_with, spawn_agent, AgentListener, AgentProcess, ClientCall, PermissionReply};
 use ledger::{Grants, Ledger};
 
 /// How long the agent gets to stop after `session/cancel` before the turn
@@ -468,20 +468,6 @@ enum SetUp {
     Restart(KnownAgent),
 }
 
-/// Answers a request from the agent, logging (not failing) when it is gone.
-fn answer_with<T: agent_client_protocol::JsonRpcResponse>(
-    responder: Responder<T>,
-    answer: Result<T, agent_client_protocol::Error>,
-) {
-    let sent = match answer {
-        Ok(response) => responder.respond(response),
-        Err(error) => responder.respond_with_error(error),
-    };
-    if let Err(error) = sent {
-        tracing::debug!(%error, "could not answer the agent");
-    }
-}
-
 /// Where a turn's events go. Ending the turn goes through here so that it
 /// ends exactly once, whoever ends it (the turn, or the exit of the agent),
 /// and nothing follows `Finished`.
@@ -866,11 +852,7 @@ impl Shared {
             act @ (ClientCall::Write(..) | ClientCall::CreateTerminal(..)) => {
                 if let Some(Inbound::Client(call)) = self.route(Inbound::Client(act)) {
                     let why = "no turn is running: the daemon acts for the agent only within a turn";
-                    match call {
-                        ClientCall::Write(_, responder) => answer_with(responder, Err(client::refused(why))),
-                        ClientCall::CreateTerminal(_, responder) => answer_with(responder, Err(client::refused(why))),
-                        _ => {}
-                    }
+                    call.refuse(client::refused(why));
                 }
             }
         }
@@ -1022,7 +1004,7 @@ struct Turn {
     /// terminals the agent wants).
     client_requests: u64,
     /// Those acts waiting on the daemon's decision, by our request id.
-    pending_client: HashMap<String, PendingClient>,
+    pending_client: HashMap<String, Act>,
     sink: Arc<TurnSink>,
     controls: mpsc::UnboundedReceiver<TurnControl>,
     controls_open: bool,
@@ -1295,9 +1277,7 @@ impl Turn {
         match message {
             Inbound::Update(notification) => self.on_update(notification.update),
             Inbound::Permission(_, reply) if stopping => reply.answer(RequestPermissionOutcome::Cancelled),
-            Inbound::Client(call) if stopping => {
-                PendingClient::from_call(call, &self.shared.cwd).refuse("the turn is being stopped")
-            }
+            Inbound::Client(call) if stopping => call.refuse(client::refused("the turn is being stopped")),
             Inbound::Client(call) => self.on_client_act(call),
             Inbound::Permission(request, reply) => {
                 let request_id = format!("perm-{}", reply.id());
@@ -1411,22 +1391,12 @@ impl Turn {
     /// outright if it would leave the cwd; carried out at once if an
     /// approval already covers it; else the daemon asks for one.
     fn on_client_act(&mut self, call: ClientCall) {
-        let act = PendingClient::from_call(call, &self.shared.cwd);
-        let (action, covered) = match &act {
-            PendingClient::Write { request, rel, .. } => {
-                let path = self.shared.cwd.join(rel).to_string_lossy().into_owned();
-                let covered = self.sink.lock().ledger.covering_write(&path);
-                let summary = format!("write {} bytes, through the daemon", request.content.len());
-                (Action::FileChange { path, summary }, covered)
-            }
-            PendingClient::Terminal { command, cwd, .. } => {
-                let covered = self.sink.lock().ledger.covering_command(command);
-                (Action::Command { command: command.clone(), cwd: cwd.to_string_lossy().into_owned() }, covered)
-            }
-            PendingClient::Refused { .. } => {
-                act.refuse("");
-                return;
-            }
+        let Some(act) = Act::of(call, &self.shared.cwd) else { return };
+        let action = act.action(&self.shared.cwd);
+        let covered = match &action {
+            Action::FileChange { path, .. } => self.sink.lock().ledger.covering_write(path),
+            Action::Command { command, .. } => self.sink.lock().ledger.covering_command(command),
+            Action::Other { .. } => None,
         };
         if let Some(asked) = covered {
             self.carry_out(act, asked);
@@ -1439,10 +1409,10 @@ impl Turn {
     }
 
     /// Does what an approval (`asked`) allowed: the write, or the command.
-    fn carry_out(&mut self, act: PendingClient, asked: Asked) {
+    fn carry_out(&mut self, act: Act, asked: Asked) {
         self.activity = Instant::now();
         match act {
-            PendingClient::Write { request, rel, responder } => {
+            Act::Write { request, rel, responder } => {
                 let (cwd, sink) = (self.shared.cwd.clone(), self.sink.clone());
                 tokio::spawn(async move {
                     let path = cwd.join(&rel).to_string_lossy().into_owned();
@@ -1457,7 +1427,7 @@ impl Turn {
                     }
                 });
             }
-            PendingClient::Terminal { request, command, cwd, responder } => {
+            Act::Terminal { request, command, cwd, responder } => {
                 let start =
                     TerminalStart { request: &request, cwd, jail: self.shared.spec.jail.as_ref(), command, asked };
                 match self.shared.terminals.start(start, self.sink.clone()) {
@@ -1468,67 +1438,6 @@ impl Turn {
                     Err(error) => answer_with(responder, Err(error)),
                 }
             }
-            PendingClient::Refused { .. } => act.refuse(""),
-        }
-    }
-}
-
-/// A write or a terminal the agent asked the daemon for, checked against
-/// the cwd.
-enum PendingClient {
-    Write {
-        request: WriteTextFileRequest,
-        rel: String,
-        responder: Responder<WriteTextFileResponse>,
-    },
-    Terminal {
-        request: CreateTerminalRequest,
-        command: String,
-        cwd: PathBuf,
-        responder: Responder<CreateTerminalResponse>,
-    },
-    /// Refused before anything was asked (a path outside the cwd).
-    Refused {
-        error: agent_client_protocol::Error,
-        call: ClientCall,
-    },
-}
-
-impl PendingClient {
-    /// The act `call` asks for, in the session's `cwd`.
-    fn from_call(call: ClientCall, cwd: &std::path::Path) -> PendingClient {
-        match call {
-            ClientCall::Write(request, responder) => match client::inside_cwd(cwd, &request.path) {
-                Ok(rel) => PendingClient::Write { request, rel, responder },
-                Err(error) => PendingClient::Refused { error, call: ClientCall::Write(request, responder) },
-            },
-            ClientCall::CreateTerminal(request, responder) => {
-                let dir = request.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());
-                let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
-                if dir != cwd {
-                    if let Err(error) = client::inside_cwd(cwd, &dir) {
-                        return PendingClient::Refused { error, call: ClientCall::CreateTerminal(request, responder) };
-                    }
-                }
-                let argv: Vec<Value> =
-                    std::iter::once(&request.command).chain(&request.args).map(|w| Value::String(w.clone())).collect();
-                let command = mapping::command_text(&Value::Array(argv)).unwrap_or_else(|| request.command.clone());
-                PendingClient::Terminal { request, command, cwd: dir, responder }
-            }
-            other => PendingClient::Refused { error: client::invalid("not a request to act"), call: other },
-        }
-    }
-
-    /// Answers the agent that the act was not done.
-    fn refuse(self, why: &str) {
-        match self {
-            PendingClient::Write { responder, .. } => answer_with(responder, Err(client::refused(why))),
-            PendingClient::Terminal { responder, .. } => answer_with(responder, Err(client::refused(why))),
-            PendingClient::Refused { error, call } => match call {
-                ClientCall::Write(_, responder) => answer_with(responder, Err(error)),
-                ClientCall::CreateTerminal(_, responder) => answer_with(responder, Err(error)),
-                _ => {}
-            },
         }
     }
 }

@@ -98,12 +98,8 @@ fn plain_commands(script: &str) -> Option<Vec<Vec<String>>> {
                     in_word = false;
                 }
                 match c {
-                    '&' => {
-                        // Only `&&`; a lone `&` starts a background job.
-                        if chars.next() != Some('&') {
-                            return None;
-                        }
-                    }
+                    // Only `&&`; a lone `&` starts a background job.
+                    '&' if chars.next() != Some('&') => return None,
                     '|' => {
                         chars.next_if_eq(&'|');
                     }
