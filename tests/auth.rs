@@ -8,7 +8,7 @@ use common::*;
 use futures::SinkExt;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,20 +17,6 @@ const ALWAYS: &str = "[auth]\nrequire = \"always\"\n";
 
 fn options(config: &str) -> Options {
     Options { config: Some(config.to_string()), ..Options::default() }
-}
-
-/// Runs the CLI with an empty HOME, so only `--data-dir` can give it a credential.
-fn bosun(d: &Daemon, home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BOSUN_URL", &d.url)
-        .env("HOME", home)
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("BOSUN_DATA_DIR")
-        .env_remove("BOSUN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run bosun")
 }
 
 fn ok_json(out: &Output) -> Value {

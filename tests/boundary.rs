@@ -7,8 +7,6 @@ mod common;
 use common::*;
 use futures::future::join_all;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,20 +60,6 @@ async fn raw(d: &Daemon, request: &str) -> Answer {
 
 fn get_with_host(host: &str) -> String {
     format!("GET /api/v1/sessions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-}
-
-/// Runs the CLI with an empty HOME, so only `--data-dir` can give it a credential.
-fn bosun(d: &Daemon, home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BOSUN_URL", &d.url)
-        .env("HOME", home)
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("BOSUN_DATA_DIR")
-        .env_remove("BOSUN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run bosun")
 }
 
 fn admin_token(d: &Daemon) -> String {

@@ -230,11 +230,8 @@ async fn an_unknown_agent_without_modes_is_unverified_and_refused_plan_only_unle
     assert_eq!(listed["enforcement"], "unverified", "learned by starting it once: {listed}");
     assert_eq!(listed["agent"], "standin-agent", "{listed}");
     // `bosun providers` shows it too, with why.
-    let out = std::process::Command::new(BIN)
-        .arg("providers")
-        .env("BOSUN_URL", &rig.daemon().url)
-        .output()
-        .expect("run bosun providers");
+    let home = tempdir();
+    let out = bosun(rig.daemon(), home.path(), &["providers"]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let row = shown.lines().find(|l| l.starts_with("stranger ")).unwrap_or_else(|| panic!("{shown}"));

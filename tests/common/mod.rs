@@ -352,6 +352,21 @@ pub async fn ws_subscribe(ws: &mut Ws, topics: &[&str], since: u64) -> Value {
     ack
 }
 
+/// Runs the CLI against `d` with an empty HOME, so only `--data-dir` can
+/// give it a credential.
+pub fn bosun(d: &Daemon, home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("BOSUN_URL", &d.url)
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("BOSUN_DATA_DIR")
+        .env_remove("BOSUN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bosun")
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("bosun-test").tempdir().expect("tempdir")
 }
