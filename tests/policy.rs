@@ -116,6 +116,38 @@ async fn codex_acp_args_that_weaken_the_policy_are_overridden_with_a_warning_tha
 }
 
 #[tokio::test]
+async fn codex_acp_under_another_name_is_known_by_what_it_says_and_started_again_to_ask() {
+    let rig = rig_with("renamed", |dir, home| {
+        let renamed = dir.join("my-coding-agent");
+        std::os::unix::fs::symlink(codex_acp_bin(), &renamed).expect("symlink codex-acp");
+        codex_acp("renamed", &[], home)
+            .replace(&toml_str(&codex_acp_bin().to_string_lossy()), &toml_str(&renamed.to_string_lossy()))
+    });
+    let work = rig.workdir("renamed");
+    // Full access first, so no probe learns the name before the session's
+    // own driver starts the agent; then plan-only.
+    let s = create_ok(&rig, json!({"provider": "renamed", "cwd": work, "policy": "full-access"})).await;
+    let (status, body) = rig
+        .daemon()
+        .request(reqwest::Method::PATCH, &format!("/api/v1/sessions/{s}"), Some(json!({"policy": "plan-only"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let t = rig.start_turn(&s, "RUN: echo hi > out.txt").await;
+    let approval = rig.wait_pending_approval(&s).await;
+    assert!(!work.join("out.txt").exists(), "the command ran before its approval");
+    rig.decide(&approval, "decline").await;
+    rig.wait_turn_end(&s, &t).await;
+    assert!(!work.join("out.txt").exists(), "a declined command ran");
+    let listed = provider(&rig, "renamed").await;
+    assert_eq!((&listed["agent"], &listed["enforcement"]), (&json!("codex-acp"), &json!("agent-mode")), "{listed}");
+    let events = rig.daemon().events(Some(&s), 0).await;
+    let restarted = events_of(&events, "diagnostics:log")
+        .into_iter()
+        .any(|e| e["data"]["message"].as_str().is_some_and(|m| m.contains("says it is codex-acp")));
+    assert!(restarted, "the agent was started again with the daemon's settings: {events:#?}");
+}
+
+#[tokio::test]
 async fn a_read_only_command_codex_runs_by_itself_is_audited_as_its_safe_list_not_as_a_violation() {
     let rig = rig_with("acp-bare", |_, home| codex_acp("acp-bare", &[], home));
     let work = rig.workdir("safe");
