@@ -5,13 +5,12 @@
 
 use crate::context::Context;
 use crate::names;
-use bosun_proto::{EventType, NewEvent, Topic};
+use bosun_proto::{events, EventData, LogLevel, Topic};
 use bosun_state::Batch;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::json;
 
 pub enum DiagnosticsMsg {
-    Log { level: &'static str, session_id: Option<String>, turn_id: Option<String>, message: String },
+    Log { level: LogLevel, session_id: Option<String>, turn_id: Option<String>, message: String },
     Restarted { actor: String },
     Crash,
 }
@@ -25,7 +24,7 @@ pub fn report_restart(actor: &str) {
 }
 
 /// Records a log line about a session as an event clients can see.
-pub fn report(level: &'static str, session_id: Option<&str>, turn_id: Option<&str>, message: impl Into<String>) {
+pub fn report(level: LogLevel, session_id: Option<&str>, turn_id: Option<&str>, message: impl Into<String>) {
     crate::route::send(
         names::DIAGNOSTICS,
         DiagnosticsMsg::Log {
@@ -61,19 +60,18 @@ impl Actor for Diagnostics {
             }
             DiagnosticsMsg::Log { level, session_id, turn_id, message } => {
                 let topic = session_id.as_deref().map(Topic::session).unwrap_or_else(Topic::system);
-                NewEvent::new(
-                    topic,
-                    EventType::DiagnosticsLog,
-                    json!({"level": level, "session_id": session_id, "turn_id": turn_id, "message": message}),
-                )
+                EventData::DiagnosticsLog(events::DiagnosticsLog {
+                    level,
+                    session_id: session_id.map(Into::into),
+                    turn_id: turn_id.map(Into::into),
+                    message,
+                })
+                .into_event(topic)
             }
             DiagnosticsMsg::Restarted { actor } => {
                 tracing::warn!(actor = %actor, kind = names::kind_of(&actor), "actor restarted");
-                NewEvent::new(
-                    Topic::system(),
-                    EventType::ActorRestarted,
-                    json!({"actor": actor, "kind": names::kind_of(&actor)}),
-                )
+                let kind = names::kind_of(&actor).to_string();
+                EventData::ActorRestarted(events::ActorRestarted { actor, kind }).into_event(Topic::system())
             }
         };
         let mut batch = Batch::new();

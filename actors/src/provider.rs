@@ -18,12 +18,12 @@ use crate::names;
 use crate::turn::TurnMsg;
 use bosun_adapters::sandbox::{Jail, BWRAP_PACKAGE};
 use bosun_adapters::{
-    AgentDriver, AgentEvent, DriverInit, DriverNotice, LogLevel, ProviderRegistry, TurnControl, TurnHandle, TurnInput,
+    AgentDriver, AgentEvent, DriverInit, DriverNotice, ProviderRegistry, TurnControl, TurnHandle, TurnInput,
 };
-use bosun_proto::{EventType, NewEvent, Sandbox, Topic};
+use bosun_proto::events::{self, ProviderStatusKind};
+use bosun_proto::{EventData, NewEvent, Sandbox, Topic};
 use bosun_state::{AgentBinding, AgentProcess, Batch, SessionRecord, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,24 +203,9 @@ impl Actor for ProviderWorker {
         _myself: ActorRef<Self::Msg>,
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
-        let caps = state.driver.capabilities();
+        let capabilities = state.driver.capabilities().into();
         let mut batch = Batch::new();
-        batch.event(NewEvent::new(
-            Topic::session(&state.session_id),
-            EventType::ProviderStatus,
-            json!({
-                "provider": state.provider,
-                "kind": state.driver.kind(),
-                "status": "ready",
-                "capabilities": {
-                    "resume": caps.resume,
-                    "load_session": caps.load_session,
-                    "steer": caps.steer,
-                    "interrupt": caps.interrupt,
-                    "images": caps.images,
-                },
-            }),
-        ));
+        batch.event(state.status(ProviderStatusKind::Ready { capabilities }));
         state.ctx.store.commit(batch).await?;
         tracing::info!(session_id = %state.session_id, provider = %state.provider, "provider worker ready");
         Ok(())
@@ -265,6 +250,16 @@ impl Actor for ProviderWorker {
 }
 
 impl ProviderState {
+    /// A `provider:status` event of this worker.
+    fn status(&self, status: ProviderStatusKind) -> NewEvent {
+        let event = events::ProviderStatusEvent {
+            provider: self.provider.clone(),
+            kind: Some(self.driver.kind().to_string()),
+            status,
+        };
+        EventData::ProviderStatus(event).into_event(Topic::session(&self.session_id))
+    }
+
     async fn on_notice(
         &mut self,
         myself: &ActorRef<ProviderMsg>,
@@ -288,11 +283,7 @@ impl ProviderState {
                         start_ticks,
                     })?;
                 }
-                batch.event(NewEvent::new(
-                    topic,
-                    EventType::ProviderStatus,
-                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "running", "pid": pid, "agent": agent, "version": version}),
-                ));
+                batch.event(self.status(ProviderStatusKind::Running { pid, agent, version }));
                 self.ctx.store.commit(batch).await?;
                 tracing::info!(session_id = %self.session_id, provider = %self.provider, ?pid, "agent process running");
             }
@@ -306,11 +297,7 @@ impl ProviderState {
                 };
                 let mut batch = Batch::new();
                 batch.put(&record)?;
-                batch.event(NewEvent::new(
-                    topic,
-                    EventType::ProviderStatus,
-                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "bound", "binding": binding, "resumed": resumed}),
-                ));
+                batch.event(self.status(ProviderStatusKind::Bound { binding, resumed }));
                 self.ctx.store.commit(batch).await?;
                 tracing::info!(session_id = %self.session_id, provider = %self.provider, resumed, "agent session bound");
             }
@@ -321,11 +308,7 @@ impl ProviderState {
                 self.running = None;
                 let mut batch = Batch::new();
                 batch.delete::<AgentProcess>(&self.session_id);
-                batch.event(NewEvent::new(
-                    topic,
-                    EventType::ProviderStatus,
-                    json!({"provider": self.provider, "kind": self.driver.kind(), "status": "crashed", "reason": reason}),
-                ));
+                batch.event(self.status(ProviderStatusKind::Crashed { reason: reason.clone() }));
                 self.ctx.store.commit(batch).await?;
                 tracing::warn!(session_id = %self.session_id, provider = %self.provider, %reason, "agent process exited");
                 if self.exited.is_none() {
@@ -344,24 +327,16 @@ impl ProviderState {
             DriverNotice::ModeRestored { from, to } => {
                 tracing::warn!(session_id = %self.session_id, provider = %self.provider, %from, %to, "the agent left its asking mode; put back");
                 let mut batch = Batch::new();
-                batch.event(NewEvent::new(
-                    topic,
-                    EventType::PolicyModeRestored,
-                    json!({
-                        "provider": self.provider,
-                        "turn_id": self.current.as_ref().map(|c| c.turn_id.clone()),
-                        "from": from,
-                        "to": to,
-                    }),
-                ));
+                let restored = events::PolicyModeRestored {
+                    provider: self.provider.clone(),
+                    turn_id: self.current.as_ref().map(|c| c.turn_id.clone().into()),
+                    from,
+                    to,
+                };
+                batch.event(EventData::PolicyModeRestored(restored).into_event(topic));
                 self.ctx.store.commit(batch).await?;
             }
             DriverNotice::Log { level, message } => {
-                let level = match level {
-                    LogLevel::Info => "info",
-                    LogLevel::Warn => "warn",
-                    LogLevel::Error => "error",
-                };
                 let turn = self.current.as_ref().map(|c| c.turn_id.as_str());
                 crate::diagnostics::report(
                     level,

@@ -13,10 +13,9 @@
 use crate::context::Context;
 use crate::error::{DaemonError, DaemonResult};
 use bosun_adapters::{EnforcementReport, ProviderSpec};
-use bosun_proto::{Enforcement, EventType, NewEvent, Sandbox, Topic};
+use bosun_proto::{events, Enforcement, EventData, Sandbox, Topic};
 use bosun_state::{Batch, ProviderRecord, ProviderViolation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -218,17 +217,16 @@ impl ProvidersState {
     async fn save(&mut self, record: ProviderRecord) -> DaemonResult<()> {
         let mut batch = Batch::new();
         batch.put(&record)?;
-        batch.event(NewEvent::new(
-            Topic::system(),
-            EventType::ProviderStatus,
-            json!({
-                "provider": record.name,
-                "status": "enforcement",
-                "enforcement": record.enforcement,
-                "detail": record.detail,
-                "agent": record.agent,
-            }),
-        ));
+        let learned = events::ProviderStatusEvent {
+            provider: record.name.clone(),
+            kind: None,
+            status: events::ProviderStatusKind::Enforcement {
+                enforcement: record.enforcement,
+                detail: record.detail.clone(),
+                agent: record.agent.clone(),
+            },
+        };
+        batch.event(EventData::ProviderStatus(learned).into_event(Topic::system()));
         self.ctx.store.commit(batch).await?;
         self.ctx.providers.set_enforcement(&record.name, report_of(&record));
         Ok(())

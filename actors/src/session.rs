@@ -13,12 +13,11 @@ use crate::supervision::{
 };
 use crate::turn::{TurnActor, TurnArgs, TurnMsg};
 use bosun_proto::{
-    ApprovalStatus, ApprovalView, DecidedBy, Decision, EventType, NewEvent, PatchSessionRequest, Policy, SessionView,
+    events, ApprovalStatus, ApprovalView, Decision, EventData, NewEvent, PatchSessionRequest, Policy, SessionView,
     Topic, TurnStatus, Usage,
 };
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde_json::json;
 use std::time::Duration;
 
 /// Limits on what a client may store in a session.
@@ -250,11 +249,15 @@ impl SessionState {
         Topic::session(&self.record.id)
     }
 
+    fn event(&self, data: EventData) -> NewEvent {
+        data.into_event(self.topic())
+    }
+
     /// Persists the record (with whatever else is in `batch`) and announces it.
     async fn save(&mut self, mut batch: Batch) -> DaemonResult<()> {
         self.record.updated_at = bosun_proto::now_ts();
         batch.put(&self.record)?;
-        batch.event(NewEvent::new(self.topic(), EventType::SessionUpdate, json!(self.record.view())));
+        batch.event(self.event(self.record.update_event()));
         self.ctx.store.commit(batch).await?;
         Ok(())
     }
@@ -356,11 +359,12 @@ impl SessionState {
         self.record.active_turn = Some(turn.id.clone());
         let mut batch = Batch::new();
         batch.put(&turn)?;
-        batch.event(NewEvent::new(
-            self.topic(),
-            EventType::TurnStarted,
-            json!({"turn_id": turn.id, "number": number, "text": turn.text, "status": TurnStatus::Started}),
-        ));
+        batch.event(self.event(EventData::TurnStarted(events::TurnStarted {
+            turn_id: turn.id.clone().into(),
+            number,
+            text: turn.text.clone(),
+            status: TurnStatus::Started,
+        })));
         self.save(batch).await?;
         tracing::info!(session_id = %self.record.id, turn_id = %turn.id, "turn started");
         self.start_turn_actor(myself, number).await?;
@@ -454,16 +458,10 @@ impl SessionState {
             .get::<TurnProgress>(&TurnRecord::key_for(&turn.session_id, turn.number))?
             .map_or(0, |p| p.chunks);
         batch.put(&turn)?;
-        batch.event(NewEvent::new(
-            self.topic(),
-            EventType::StreamComplete,
-            json!({"turn_id": turn.id, "chunks": chunks}),
-        ));
-        batch.event(NewEvent::new(
-            self.topic(),
-            EventType::TurnCompleted,
-            json!({"turn_id": turn.id, "status": TurnStatus::Failed, "reason": reason, "usage": turn.usage}),
-        ));
+        batch.event(
+            self.event(EventData::StreamComplete(events::StreamComplete { turn_id: turn.id.clone().into(), chunks })),
+        );
+        batch.event(self.event(turn.completed_event()));
         self.record.active_turn = None;
         self.record.awaiting_approval = false;
         self.save(batch).await?;
@@ -474,15 +472,8 @@ impl SessionState {
     fn cancel_approvals(&self, turn: &TurnRecord, batch: &mut Batch) -> DaemonResult<()> {
         for id in &turn.approvals {
             if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(id)? {
-                if a.status == ApprovalStatus::Pending {
-                    a.status = ApprovalStatus::Cancelled;
-                    a.decided_by = Some(DecidedBy::Daemon);
-                    a.decided_at = Some(bosun_proto::now_ts());
-                    batch.event(NewEvent::new(
-                        self.topic(),
-                        EventType::ApprovalResolved,
-                        json!({"approval": a.view(), "automatic": true}),
-                    ));
+                if let Some(cancelled) = a.cancel_by_daemon(&bosun_proto::now_ts()) {
+                    batch.event(self.event(cancelled));
                     batch.put(&a)?;
                 }
             }
@@ -532,11 +523,7 @@ impl SessionState {
                 turn.status = TurnStatus::Interrupted;
                 turn.reason = Some("the session was deleted".into());
                 turn.ended_at = Some(bosun_proto::now_ts());
-                batch.event(NewEvent::new(
-                    self.topic(),
-                    EventType::TurnCompleted,
-                    json!({"turn_id": turn.id, "status": turn.status, "reason": turn.reason, "usage": turn.usage}),
-                ));
+                batch.event(self.event(turn.completed_event()));
             }
         }
         for turn in self.ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(&self.record.id))? {
@@ -549,7 +536,8 @@ impl SessionState {
         }
         batch.delete::<SessionRecord>(&self.record.id);
         batch.delete::<bosun_state::AgentBinding>(&self.record.id);
-        batch.event(NewEvent::new(self.topic(), EventType::SessionClosed, json!({"session_id": self.record.id})));
+        let closed = events::SessionClosed { session_id: self.record.id.clone().into() };
+        batch.event(self.event(EventData::SessionClosed(closed)));
         self.ctx.store.commit(batch).await?;
         self.closed = true;
         tracing::info!(session_id = %self.record.id, "session closed");
@@ -559,11 +547,11 @@ impl SessionState {
     /// The provider worker actor died: say so to clients before it is restarted.
     async fn provider_crashed(&mut self, error: &str) {
         let mut batch = Batch::new();
-        batch.event(NewEvent::new(
-            self.topic(),
-            EventType::ProviderStatus,
-            json!({"provider": self.record.provider, "status": "restarting", "error": error}),
-        ));
+        batch.event(self.event(EventData::ProviderStatus(events::ProviderStatusEvent {
+            provider: self.record.provider.clone(),
+            kind: None,
+            status: events::ProviderStatusKind::Restarting { reason: error.to_string() },
+        })));
         if let Err(e) = self.ctx.store.commit(batch).await {
             tracing::error!(session_id = %self.record.id, error = %e, "could not record a provider crash");
         }

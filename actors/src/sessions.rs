@@ -11,10 +11,9 @@ use crate::supervision::{
     SupervisorConfig,
 };
 use bosun_adapters::workspace::{self, WorkspaceError};
-use bosun_proto::{CreateSessionRequest, Enforcement, EventType, NewEvent, Policy, Sandbox, SessionView, Topic};
+use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView, Topic};
 use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -367,7 +366,7 @@ impl SessionsState {
         record.network = req.network;
         let mut batch = Batch::new();
         batch.put(&record)?;
-        batch.event(NewEvent::new(Topic::session(&id), EventType::SessionUpdate, json!(record.view())));
+        batch.event(record.update_event().into_event(Topic::session(&id)));
         if let Err(e) = self.ctx.store.commit(batch).await {
             if let Some(ws) = &record.workspace {
                 if let Err(e) = workspace::remove(&self.ctx.settings.data_dir, &ws.repo, &id).await {

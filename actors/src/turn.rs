@@ -12,14 +12,13 @@ use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use crate::provider::{ProviderMsg, RunAck};
 use crate::session::SessionMsg;
-use bosun_adapters::{AgentEvent, Asked, LogLevel, TurnControl, TurnInput, TurnOutcome};
+use bosun_adapters::{AgentEvent, Asked, TurnControl, TurnInput, TurnOutcome};
 use bosun_proto::{
-    Action, ActionApproval, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision, EventType, NewEvent, Policy,
-    Topic, TurnStatus,
+    events, Action, ActionApproval, ApprovalId, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision,
+    EventData, NewEvent, Policy, Topic, TurnId, TurnStatus,
 };
 use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -293,7 +292,7 @@ impl TurnState {
     /// Adds a streamed agent event (anything but an approval request or the
     /// end) to `batch`.
     fn stream_into(&mut self, batch: &mut Batch, event: AgentEvent) -> Result<(), ActorProcessingErr> {
-        let turn_id = self.record.id.clone();
+        let turn_id = self.turn_id();
         match event {
             AgentEvent::Chunk { kind, text, checkpoint } => {
                 if checkpoint.is_some() {
@@ -302,26 +301,25 @@ impl TurnState {
                 self.chunk_into(batch, kind, text);
             }
             AgentEvent::ToolCall(tool) => {
-                batch.event(self.event(EventType::ToolCall, json!({"turn_id": turn_id, "tool": tool})));
+                batch.event(self.event(EventData::ToolCall(events::ToolCallEvent { turn_id, tool })));
             }
             AgentEvent::ToolUpdate(update) => {
-                let data = json!({
-                    "turn_id": turn_id,
-                    "tool_id": update.id,
-                    "status": update.status,
-                    "title": update.title,
-                    "output": update.output,
-                    "detail": update.detail,
-                });
-                batch.event(self.event(EventType::ToolUpdate, data));
+                batch.event(self.event(EventData::ToolUpdate(events::ToolUpdateEvent {
+                    turn_id,
+                    tool_id: update.id,
+                    status: update.status,
+                    title: update.title,
+                    output: update.output,
+                    detail: update.detail,
+                })));
             }
             AgentEvent::Plan(entries) => {
-                batch.event(self.event(EventType::PlanUpdate, json!({"turn_id": turn_id, "entries": entries})));
+                batch.event(self.event(EventData::PlanUpdate(events::PlanUpdate { turn_id, entries })));
             }
             AgentEvent::Usage(usage) => {
                 self.record.usage = usage;
                 batch.put(&self.record)?;
-                batch.event(self.event(EventType::UsageUpdate, json!({"turn_id": turn_id, "usage": usage})));
+                batch.event(self.event(EventData::UsageUpdate(events::UsageUpdate { turn_id, usage })));
             }
             AgentEvent::Result(result) => {
                 // Kept with the record, shown by turn:completed at the end.
@@ -329,12 +327,7 @@ impl TurnState {
                 batch.put(&self.record)?;
             }
             AgentEvent::Log { level, message } => {
-                let level = match level {
-                    LogLevel::Info => "info",
-                    LogLevel::Warn => "warn",
-                    LogLevel::Error => "error",
-                };
-                diagnostics::report(level, Some(self.session_id()), Some(&turn_id), message);
+                diagnostics::report(level, Some(self.session_id()), Some(turn_id.as_str()), message);
             }
             AgentEvent::ApprovalRequest { .. }
             | AgentEvent::Finished(_)
@@ -353,17 +346,17 @@ impl TurnState {
 
     /// What allowed an action the driver reports, by the daemon's own
     /// record: the approval must exist and have been accepted.
-    fn approval_of(&self, asked: &Asked) -> Result<(ActionApproval, Option<String>), ActorProcessingErr> {
+    fn approval_of(&self, asked: &Asked) -> Result<(ActionApproval, Option<ApprovalId>), ActorProcessingErr> {
         Ok(match asked {
             Asked::Request { turn_id, request_id } => {
                 let id = derived_id("a_", &[turn_id, request_id]);
                 match self.ctx.store.get::<ApprovalRecord>(&id)? {
                     Some(a) if a.status == ApprovalStatus::Accepted && a.decided_by == Some(DecidedBy::Policy) => {
-                        (ActionApproval::Policy, Some(id))
+                        (ActionApproval::Policy, Some(id.into()))
                     }
-                    Some(a) if a.status == ApprovalStatus::Accepted => (ActionApproval::User, Some(id)),
+                    Some(a) if a.status == ApprovalStatus::Accepted => (ActionApproval::User, Some(id.into())),
                     // Asked, and not accepted: the agent went ahead anyway.
-                    Some(_) => (ActionApproval::Unapproved, Some(id)),
+                    Some(_) => (ActionApproval::Unapproved, Some(id.into())),
                     None => (ActionApproval::Unapproved, None),
                 }
             }
@@ -376,7 +369,7 @@ impl TurnState {
     /// with what allowed it; in a plan-only session, an action nothing
     /// allowed is a violation.
     fn audit_into(&mut self, batch: &mut Batch, event: AgentEvent) -> Result<Option<Violation>, ActorProcessingErr> {
-        let turn_id = self.record.id.clone();
+        let turn_id = self.turn_id();
         let (what, action, approval) = match event {
             AgentEvent::CommandRan { mut run, asked } => {
                 let (approval, approval_id) = self.approval_of(&asked)?;
@@ -384,21 +377,18 @@ impl TurnState {
                 run.approval_id = approval_id;
                 let action = Action::Command { command: run.command.clone(), cwd: run.cwd.clone() };
                 let what = format!("ran `{}` in {}", run.command, run.cwd);
-                batch.event(self.event(EventType::CommandRan, json!({"turn_id": turn_id, "command": run})));
+                batch.event(self.event(EventData::CommandRan(events::CommandRan { turn_id, command: run })));
                 (what, action, approval)
             }
             AgentEvent::FileChanged { path, summary, asked } => {
                 let (approval, approval_id) = self.approval_of(&asked)?;
-                batch.event(self.event(
-                    EventType::FileChanged,
-                    json!({
-                        "turn_id": turn_id,
-                        "path": path,
-                        "summary": summary,
-                        "approval": approval,
-                        "approval_id": approval_id,
-                    }),
-                ));
+                batch.event(self.event(EventData::FileChanged(events::FileChanged {
+                    turn_id,
+                    path: path.clone(),
+                    summary: summary.clone(),
+                    approval,
+                    approval_id,
+                })));
                 let what = format!("changed {path} ({summary})");
                 (what, Action::FileChange { path, summary }, approval)
             }
@@ -421,16 +411,13 @@ impl TurnState {
         violation: Violation,
     ) -> Result<(), ActorProcessingErr> {
         tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
-        batch.event(self.event(
-            EventType::PolicyViolation,
-            json!({
-                "turn_id": self.record.id,
-                "provider": self.provider,
-                "action": violation.action,
-                "what": violation.what,
-                "policy": Policy::PlanOnly,
-            }),
-        ));
+        batch.event(self.event(EventData::PolicyViolation(events::PolicyViolation {
+            turn_id: self.turn_id(),
+            provider: self.provider.clone(),
+            action: violation.action.clone(),
+            what: violation.what.clone(),
+            policy: Policy::PlanOnly,
+        })));
         batch.put(&self.progress)?;
         self.ctx.store.commit(batch).await?;
         let (provider, session_id, turn_id, what) =
@@ -496,26 +483,26 @@ impl TurnState {
         };
         self.record.approvals.push(id.clone());
         let mut batch = Batch::new();
-        batch.event(self.event(EventType::ApprovalRequested, json!({"approval": approval.view(), "policy": policy})));
+        batch.event(
+            self.event(EventData::ApprovalRequested(events::ApprovalRequested { approval: approval.view(), policy })),
+        );
         match policy {
             Policy::FullAccess => {
                 // Accepted by the daemon, and still on record for audit.
                 approval.status = ApprovalStatus::Accepted;
                 approval.decided_by = Some(DecidedBy::Policy);
                 approval.decided_at = Some(now);
-                batch.event(
-                    self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": true})),
-                );
+                batch.event(self.event(approval.resolved_event(true)));
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.send_decision(&request_id, Decision::Accept);
             }
             Policy::PlanOnly => {
                 self.record.status = TurnStatus::AwaitingApproval;
-                batch.event(self.event(
-                    EventType::TurnUpdate,
-                    json!({"turn_id": self.record.id, "status": TurnStatus::AwaitingApproval}),
-                ));
+                batch.event(self.event(EventData::TurnUpdate(events::TurnUpdate {
+                    turn_id: self.turn_id(),
+                    status: TurnStatus::AwaitingApproval,
+                })));
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.notify_session_status();
@@ -551,12 +538,13 @@ impl TurnState {
         let still_waiting = self.pending_approvals(Some(approval_id))?;
         let mut batch = Batch::new();
         batch.put(&approval)?;
-        batch.event(self.event(EventType::ApprovalResolved, json!({"approval": approval.view(), "automatic": false})));
+        batch.event(self.event(approval.resolved_event(false)));
         if !still_waiting && self.record.status == TurnStatus::AwaitingApproval {
             self.record.status = TurnStatus::Running;
-            batch.event(
-                self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": TurnStatus::Running})),
-            );
+            batch.event(self.event(EventData::TurnUpdate(events::TurnUpdate {
+                turn_id: self.turn_id(),
+                status: TurnStatus::Running,
+            })));
         }
         batch.put(&self.record)?;
         self.ctx.store.commit(batch).await?;
@@ -628,7 +616,8 @@ impl TurnState {
         self.record.steers.push(text.clone());
         let mut batch = Batch::new();
         batch.put(&self.record)?;
-        batch.event(self.event(EventType::TurnSteer, json!({"turn_id": self.record.id, "text": text})));
+        batch
+            .event(self.event(EventData::TurnSteer(events::TurnSteer { turn_id: self.turn_id(), text: text.clone() })));
         self.ctx.store.commit(batch).await?;
         if !self.control(TurnControl::Steer(text)) {
             return Err(DaemonError::Unavailable("the provider is restarting; steer again shortly".into()));
@@ -643,7 +632,7 @@ impl TurnState {
         self.record.status = status;
         let mut batch = Batch::new();
         batch.put(&self.record)?;
-        batch.event(self.event(EventType::TurnUpdate, json!({"turn_id": self.record.id, "status": status})));
+        batch.event(self.event(EventData::TurnUpdate(events::TurnUpdate { turn_id: self.turn_id(), status })));
         self.ctx.store.commit(batch).await?;
         self.notify_session_status();
         Ok(())
@@ -668,10 +657,12 @@ impl TurnState {
     fn chunk_into(&mut self, batch: &mut Batch, kind: ChunkKind, text: String) {
         let index = self.progress.chunks;
         self.progress.chunks += 1;
-        batch.event(self.event(
-            EventType::StreamChunk,
-            json!({"turn_id": self.record.id, "index": index, "kind": kind, "text": text}),
-        ));
+        batch.event(self.event(EventData::StreamChunk(events::StreamChunk {
+            turn_id: self.turn_id(),
+            index,
+            kind,
+            text,
+        })));
     }
 
     /// Ends the turn: cancels what still waits, records the end, tells the
@@ -686,13 +677,8 @@ impl TurnState {
         let mut batch = Batch::new();
         for id in self.record.approvals.clone() {
             if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(&id)? {
-                if a.status == ApprovalStatus::Pending {
-                    a.status = ApprovalStatus::Cancelled;
-                    a.decided_by = Some(DecidedBy::Daemon);
-                    a.decided_at = Some(now.clone());
-                    batch.event(
-                        self.event(EventType::ApprovalResolved, json!({"approval": a.view(), "automatic": true})),
-                    );
+                if let Some(cancelled) = a.cancel_by_daemon(&now) {
+                    batch.event(self.event(cancelled));
                     batch.put(&a)?;
                 }
             }
@@ -701,10 +687,11 @@ impl TurnState {
         self.record.reason = reason.clone();
         self.record.ended_at = Some(now);
         batch.put(&self.record)?.put(&self.progress)?;
-        batch.event(
-            self.event(EventType::StreamComplete, json!({"turn_id": self.record.id, "chunks": self.progress.chunks})),
-        );
-        batch.event(self.event(EventType::TurnCompleted, completed_data(&self.record)));
+        batch.event(self.event(EventData::StreamComplete(events::StreamComplete {
+            turn_id: self.turn_id(),
+            chunks: self.progress.chunks,
+        })));
+        batch.event(self.event(self.record.completed_event()));
         self.ctx.store.commit(batch).await?;
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, %status, reason = reason.as_deref().unwrap_or(""), "turn ended");
         crate::route::send(
@@ -734,22 +721,11 @@ impl TurnState {
         );
     }
 
-    fn event(&self, kind: EventType, data: serde_json::Value) -> NewEvent {
-        NewEvent::new(self.topic.clone(), kind, data)
+    fn turn_id(&self) -> TurnId {
+        self.record.id.clone().into()
     }
-}
 
-/// `turn:completed`'s data: `result` only for turns that have one, so other
-/// providers' events keep their shape.
-fn completed_data(record: &TurnRecord) -> serde_json::Value {
-    let mut data = json!({
-        "turn_id": record.id,
-        "status": record.status,
-        "reason": record.reason,
-        "usage": record.usage,
-    });
-    if let Some(result) = &record.result {
-        data["result"] = json!(result);
+    fn event(&self, data: EventData) -> NewEvent {
+        data.into_event(self.topic.clone())
     }
-    data
 }

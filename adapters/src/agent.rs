@@ -101,20 +101,8 @@ impl Asked {
     }
 }
 
-/// A tool call as the agent announced it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The agent's id for the call, unique within the turn.
-    pub id: String,
-    pub title: String,
-    /// What the tool does: `execute`, `edit`, `read`, `search`, `fetch`,
-    /// `think`, `delete`, `move` or `other`.
-    pub kind: String,
-    pub status: ToolStatus,
-    /// Protocol-specific details worth showing (command, paths, raw input).
-    #[serde(default)]
-    pub detail: serde_json::Value,
-}
+/// A tool call as the agent announced it: the wire's own type.
+pub use bosun_proto::events::ToolCallView as ToolCall;
 
 /// A change to a tool call; absent fields are unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,12 +119,8 @@ pub struct ToolUpdate {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Info,
-    Warn,
-    Error,
-}
+/// How serious a log line is: the wire's own levels.
+pub use bosun_proto::LogLevel;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnOutcome {
@@ -171,6 +155,18 @@ pub struct Capabilities {
     pub interrupt: bool,
     /// Accepts images in a prompt.
     pub images: bool,
+}
+
+impl From<Capabilities> for bosun_proto::ProviderCapabilities {
+    fn from(c: Capabilities) -> bosun_proto::ProviderCapabilities {
+        bosun_proto::ProviderCapabilities {
+            resume: c.resume,
+            load_session: c.load_session,
+            steer: c.steer,
+            interrupt: c.interrupt,
+            images: c.images,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, CommandRun, Decision, Usage};
+use bosun_proto::{Action, ChunkKind, CommandRun, Decision, EndedBy, Usage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -374,7 +374,7 @@ impl Turn {
         {
             Ok(cmd) => cmd,
             Err(err) => {
-                self.send(audit.end(None, Some("failed_to_start")))?;
+                self.send(audit.end(None, Some(EndedBy::FailedToStart)))?;
                 return self.chunk(ChunkKind::Notice, format!("`{command}` could not be started: {err}"), done);
             }
         };
@@ -409,7 +409,7 @@ impl Turn {
                     if let Err(kill_err) = cmd.kill().await {
                         tracing::warn!(error = %kill_err, "killing a command whose output failed");
                     }
-                    self.send(audit.end(None, Some("killed")))?;
+                    self.send(audit.end(None, Some(EndedBy::Killed)))?;
                     return self.chunk(
                         ChunkKind::Notice,
                         format!("reading the output of `{command}` failed: {err}"),
@@ -429,7 +429,7 @@ impl Turn {
                             }
                             // Best effort: the turn is ending, and if its
                             // channel is gone there is nobody to tell.
-                            let _ = self.send(audit.end(None, Some("interrupted")));
+                            let _ = self.send(audit.end(None, Some(EndedBy::Interrupted)));
                             return Err(end);
                         }
                     }
@@ -550,13 +550,11 @@ impl CommandAudit {
     }
 
     /// The `command:ran` record of the command's end.
-    fn end(&mut self, state: Option<ExitState>, ended_by: Option<&str>) -> AgentEvent {
+    fn end(&mut self, state: Option<ExitState>, ended_by: Option<EndedBy>) -> AgentEvent {
         let (exit_code, ended_by) = match state {
-            Some(ExitState::Code(code)) => (Some(code), ended_by.map(str::to_string)),
-            Some(ExitState::Signal(signal)) => {
-                (None, Some(ended_by.map_or_else(|| format!("signal {signal}"), str::to_string)))
-            }
-            None => (None, ended_by.map(str::to_string)),
+            Some(ExitState::Code(code)) => (Some(code), ended_by),
+            Some(ExitState::Signal(signal)) => (None, Some(ended_by.unwrap_or(EndedBy::Signal(signal)))),
+            None => (None, ended_by),
         };
         let run = CommandRun {
             command: self.command.clone(),

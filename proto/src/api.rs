@@ -4,17 +4,18 @@
 //! passes silently.
 
 use crate::event::Envelope;
+use crate::ids::{ApprovalId, SessionId, TurnId};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every error answer: `{"error":{"code":"..","message":".."}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -26,7 +27,7 @@ impl ErrorBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
     #[serde(default = "default_provider")]
@@ -51,7 +52,7 @@ pub struct CreateSessionRequest {
 }
 
 /// How a session's processes are confined.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sandbox {
     /// On the host, as the daemon's user.
@@ -76,7 +77,7 @@ impl Sandbox {
 }
 
 /// `"workspace":{"repo":..,"branch":..}` in a create request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceRequest {
     /// A local path or a URL git can clone.
@@ -90,7 +91,7 @@ fn default_branch() -> String {
 }
 
 /// A session's workspace as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspaceView {
     pub repo: String,
     /// The branch the session started from.
@@ -102,7 +103,7 @@ pub struct WorkspaceView {
 }
 
 /// `GET /api/v1/sessions/{id}/files`: one entry of a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileEntry {
     pub name: String,
     /// `file`, `dir` or `symlink`.
@@ -110,40 +111,40 @@ pub struct FileEntry {
     pub size: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileListing {
     pub path: String,
     pub entries: Vec<FileEntry>,
 }
 
 /// `GET /api/v1/sessions/{id}/file`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileContent {
     pub path: String,
     pub content: String,
 }
 
 /// `PUT /api/v1/sessions/{id}/file`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutFileRequest {
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SearchHit {
     pub path: String,
     pub line: u64,
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SearchResults {
     pub results: Vec<SearchHit>,
 }
 
 /// `POST /api/v1/sessions/{id}/commit`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     pub message: String,
@@ -152,7 +153,7 @@ pub struct CommitRequest {
     pub push: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommitResponse {
     pub sha: String,
     pub branch: String,
@@ -168,7 +169,7 @@ fn default_provider() -> String {
 }
 
 /// `PATCH /api/v1/sessions/{id}`: every field optional, at least one required.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,9 +189,9 @@ impl PatchSessionRequest {
 }
 
 /// A session as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionView {
-    pub id: String,
+    pub id: SessionId,
     pub provider: String,
     pub cwd: String,
     pub title: String,
@@ -198,7 +199,7 @@ pub struct SessionView {
     pub status: SessionStatus,
     pub archived: bool,
     pub draft: String,
-    pub active_turn: Option<String>,
+    pub active_turn: Option<TurnId>,
     pub usage: Usage,
     pub created_at: String,
     pub updated_at: String,
@@ -216,22 +217,22 @@ pub struct SessionView {
 }
 
 /// A policy violation, as a session keeps the last one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ViolationView {
-    pub turn_id: String,
+    pub turn_id: TurnId,
     pub provider: String,
     /// What the agent did, in words.
     pub what: String,
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
 /// `GET /api/v1/sessions/{id}`: the session with its turns and pending approvals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub session: SessionView,
@@ -239,27 +240,27 @@ pub struct SessionDetail {
     pub pending_approvals: Vec<ApprovalView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTurnRequest {
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StartTurnResponse {
-    pub turn_id: String,
+    pub turn_id: TurnId,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SteerRequest {
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TurnView {
-    pub id: String,
-    pub session_id: String,
+    pub id: TurnId,
+    pub session_id: SessionId,
     pub text: String,
     pub status: TurnStatus,
     pub reason: Option<String>,
@@ -271,11 +272,11 @@ pub struct TurnView {
     pub result: Option<CommandResult>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalView {
-    pub id: String,
-    pub session_id: String,
-    pub turn_id: String,
+    pub id: ApprovalId,
+    pub session_id: SessionId,
+    pub turn_id: TurnId,
     pub action: Action,
     pub status: ApprovalStatus,
     pub decided_by: Option<DecidedBy>,
@@ -283,25 +284,25 @@ pub struct ApprovalView {
     pub decided_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalList {
     pub approvals: Vec<ApprovalView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     pub decision: Decision,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventsPage {
     pub events: Vec<Envelope>,
     /// The cursor to pass as `since` for the next page.
     pub next: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActorHealth {
     /// Restarts of actors of this kind since the daemon started.
     pub restarts: u64,
@@ -309,7 +310,7 @@ pub struct ActorHealth {
     pub running: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -320,14 +321,14 @@ pub struct Health {
     pub actors: BTreeMap<String, ActorHealth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrashRequest {
     /// `session:ID`, `turn:ID`, `provider:ID` (a session id) or `front`.
     pub target: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderView {
     pub name: String,
     pub kind: String,
@@ -363,7 +364,7 @@ pub struct ProviderView {
 }
 
 /// What a provider's driver can do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderCapabilities {
     /// Picks a turn cut by a crash up where it stopped.
     pub resume: bool,
@@ -374,7 +375,7 @@ pub struct ProviderCapabilities {
     pub images: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderList {
     pub providers: Vec<ProviderView>,
 }

@@ -8,7 +8,7 @@ pub const ENVELOPE_VERSION: u8 = 1;
 
 /// Every event kind Bosun emits. The wire name (`session:update`, ...) is the
 /// serde name; `Other` keeps events written by a newer daemon readable.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum EventType {
     #[serde(rename = "session:update")]
     SessionUpdate,
@@ -120,7 +120,7 @@ impl fmt::Display for EventType {
 
 /// A topic names the stream an event belongs to: `session:<id>` for everything
 /// about one session, `system` for daemon-wide events.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Topic(String);
 
@@ -181,7 +181,7 @@ impl NewEvent {
 ///
 /// `seq` is global, gap-free and strictly increasing; `ts` is RFC 3339 in UTC
 /// with microseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     pub v: u8,
@@ -196,6 +196,12 @@ pub struct Envelope {
 impl Envelope {
     pub fn session_id(&self) -> Option<&str> {
         self.topic.session_id()
+    }
+
+    /// The event's data as its type's struct. Fails for a type this build
+    /// does not know (`EventType::Other`) or data that does not fit it.
+    pub fn payload(&self) -> Result<crate::EventData, serde_json::Error> {
+        crate::EventData::from_parts(&self.kind, &self.data)
     }
 }
 

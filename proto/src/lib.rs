@@ -7,11 +7,15 @@
 pub mod api;
 pub mod codec;
 pub mod event;
+pub mod events;
+pub mod ids;
 pub mod model;
 pub mod ws;
 
 pub use api::*;
 pub use codec::{CodecError, Encoded, WireFormat, MSGPACK_SUBPROTOCOL};
 pub use event::{now_ts, Envelope, EventType, NewEvent, Topic, ENVELOPE_VERSION};
+pub use events::EventData;
+pub use ids::{ApprovalId, DeviceId, SessionId, TurnId};
 pub use model::*;
 pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

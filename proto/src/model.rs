@@ -7,7 +7,7 @@ use std::str::FromStr;
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
         }
@@ -156,6 +156,31 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// What a tool an agent uses does.
+    ToolKind {
+        Execute => "execute",
+        Edit => "edit",
+        Read => "read",
+        Search => "search",
+        Fetch => "fetch",
+        Think => "think",
+        Delete => "delete",
+        Move => "move",
+        SwitchMode => "switch_mode",
+        Other => "other",
+    }
+);
+
+wire_enum!(
+    /// How serious a `diagnostics:log` line is.
+    LogLevel {
+        Info => "info",
+        Warn => "warn",
+        Error => "error",
+    }
+);
+
+wire_enum!(
     PlanEntryStatus {
         Pending => "pending",
         InProgress => "in_progress",
@@ -164,14 +189,14 @@ wire_enum!(
 );
 
 /// One step of an agent's plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanEntry {
     pub content: String,
     pub status: PlanEntryStatus,
 }
 
 /// An action an agent asks permission for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Run a shell command in `cwd`.
@@ -194,7 +219,7 @@ impl Action {
 }
 
 /// Token counts, per turn and summed per session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -250,17 +275,103 @@ wire_enum!(
     }
 );
 
+/// How a command ended when it did not exit by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndedBy {
+    Interrupted,
+    TimedOut,
+    /// Its output passed the limit kept of it.
+    OutputLimit,
+    Killed,
+    FailedToStart,
+    /// The agent said it failed, with no exit code.
+    Failed,
+    /// An ACP agent announced the command and never said how it ended.
+    ExitNotReported,
+    /// A terminal the daemon ran for an ACP agent, still running at the turn's end.
+    KilledAtTurnEnd,
+    /// Killed by this signal (`"signal 9"` on the wire).
+    Signal(i32),
+}
+
+impl EndedBy {
+    const NAMED: &'static [(EndedBy, &'static str)] = &[
+        (EndedBy::Interrupted, "interrupted"),
+        (EndedBy::TimedOut, "timed_out"),
+        (EndedBy::OutputLimit, "output_limit"),
+        (EndedBy::Killed, "killed"),
+        (EndedBy::FailedToStart, "failed_to_start"),
+        (EndedBy::Failed, "failed"),
+        (EndedBy::ExitNotReported, "exit_not_reported"),
+        (EndedBy::KilledAtTurnEnd, "killed_at_turn_end"),
+    ];
+}
+
+impl fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndedBy::Signal(n) => write!(f, "signal {n}"),
+            named => {
+                let name = EndedBy::NAMED.iter().find(|(e, _)| e == named).map_or("?", |(_, n)| *n);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+impl FromStr for EndedBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EndedBy, String> {
+        if let Some(n) = s.strip_prefix("signal ") {
+            return n.parse().map(EndedBy::Signal).map_err(|_| format!("bad signal number in {s:?}"));
+        }
+        EndedBy::NAMED.iter().find(|(_, name)| *name == s).map(|(e, _)| *e).ok_or_else(|| {
+            let names: Vec<&str> = EndedBy::NAMED.iter().map(|(_, n)| *n).collect();
+            format!("unknown ended_by {s:?}; expected one of: {}, or \"signal N\"", names.join(", "))
+        })
+    }
+}
+
+impl Serialize for EndedBy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndedBy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<EndedBy, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for EndedBy {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EndedBy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = EndedBy::NAMED.iter().map(|(_, n)| *n).collect();
+        schemars::json_schema!({
+            "description": "How a command ended when it did not exit by itself; `signal N` when killed by signal N.",
+            "anyOf": [
+                {"type": "string", "enum": names},
+                {"type": "string", "pattern": "^signal [0-9]+$"}
+            ]
+        })
+    }
+}
+
 /// A command run for a session, as the audit log keeps it (`command:ran`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandRun {
     pub command: String,
     pub cwd: String,
     /// `None` when the command was killed by a signal or never started.
     pub exit_code: Option<i32>,
-    /// How it ended when not by exiting: `"interrupted"`, `"timed_out"`,
-    /// `"killed"`, `"output_limit"`, `"failed_to_start"`.
+    /// How it ended when not by exiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_by: Option<String>,
+    pub ended_by: Option<EndedBy>,
     /// RFC 3339, when the command was started.
     pub started_at: String,
     pub duration_ms: u64,
@@ -273,12 +384,12 @@ pub struct CommandRun {
     pub approval: Option<ActionApproval>,
     /// The approval that covered it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_id: Option<String>,
+    pub approval_id: Option<crate::ApprovalId>,
 }
 
 /// The structured result of a turn that ran one command (the `shell`
 /// provider), carried by `turn:completed` as `result`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandResult {
     /// `None` when the command was killed by a signal.
     pub exit_code: Option<i32>,

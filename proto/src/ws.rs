@@ -5,7 +5,7 @@ use crate::api::ErrorDetail;
 use crate::event::{Envelope, Topic};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientOp {
     /// Replay every stored event with `seq > since` on these topics, then go live.
@@ -54,14 +54,14 @@ impl TopicFilter {
 }
 
 /// A frame from the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ServerFrame {
     Event(Envelope),
     Control(Control),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Control {
     /// The subscription is in place; replay of events after `since` follows,

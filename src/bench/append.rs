@@ -4,7 +4,7 @@
 
 use super::{progress, thousands, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
-use bosun_proto::{EventType, NewEvent, Topic};
+use bosun_proto::{events, ChunkKind, EventData, Topic};
 use bosun_state::{Batch, FlushPolicy, Store, StoreConfig};
 use serde_json::json;
 use std::path::Path;
@@ -129,9 +129,10 @@ async fn mode(
         tasks.spawn(async move {
             let mut index: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
-                let data = json!({"turn_id": "t_bench", "index": index, "kind": "text", "text": text});
+                let chunk =
+                    events::StreamChunk { turn_id: "t_bench".into(), index, kind: ChunkKind::Text, text: text.clone() };
                 let mut batch = Batch::new();
-                batch.event(NewEvent::new(topic.clone(), EventType::StreamChunk, data));
+                batch.event(EventData::StreamChunk(chunk).into_event(topic.clone()));
                 store.commit(batch).await?;
                 acked.fetch_add(1, Ordering::Relaxed);
                 index += 1;

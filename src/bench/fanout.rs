@@ -10,7 +10,7 @@ use super::{
 };
 use anyhow::Context as _;
 use bosun_actors::Context;
-use bosun_proto::{EventType, NewEvent, Topic};
+use bosun_proto::{events, ChunkKind, EventData, Topic};
 use bosun_state::Batch;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -38,9 +38,20 @@ struct Frame {
     data: Option<Probe>,
 }
 
+/// A chunk's text starts with when it was committed (nanoseconds since the
+/// bench's base instant, 20 digits), then the payload.
 #[derive(Deserialize)]
 struct Probe {
-    sent_ns: u64,
+    text: String,
+}
+
+/// The stamp a probe chunk's text starts with.
+const STAMP_DIGITS: usize = 20;
+
+impl Probe {
+    fn sent_ns(&self) -> Option<u64> {
+        self.text.get(..STAMP_DIGITS)?.parse().ok()
+    }
 }
 
 #[derive(Default)]
@@ -119,13 +130,13 @@ impl Client {
                 }
                 continue;
             }
-            let (Some(seq), Some(probe)) = (parsed.seq, parsed.data) else { continue };
+            let (Some(seq), Some(sent_ns)) = (parsed.seq, parsed.data.and_then(|p| p.sent_ns())) else { continue };
             if seq <= last_seq {
                 result.out_of_order += 1;
             }
             last_seq = seq;
             result.received += 1;
-            result.latencies.push(received_ns.saturating_sub(probe.sent_ns));
+            result.latencies.push(received_ns.saturating_sub(sent_ns));
         }
         let _ = ws.close(None).await;
         result
@@ -232,10 +243,14 @@ async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> any
         // Each commit in its own task, so a slow flush does not delay the schedule.
         commits.spawn(async move {
             let sent_ns = base.elapsed().as_nanos() as u64;
-            let data =
-                json!({"turn_id": "t_bench", "index": index, "kind": "text", "text": data_text, "sent_ns": sent_ns});
+            let chunk = events::StreamChunk {
+                turn_id: "t_bench".into(),
+                index,
+                kind: ChunkKind::Text,
+                text: format!("{sent_ns:0width$}{data_text}", width = STAMP_DIGITS),
+            };
             let mut batch = Batch::new();
-            batch.event(NewEvent::new(topic, EventType::StreamChunk, data));
+            batch.event(EventData::StreamChunk(chunk).into_event(topic));
             store.commit(batch).await?;
             Ok::<u64, bosun_state::StoreError>(base.elapsed().as_nanos() as u64 - sent_ns)
         });

@@ -4,7 +4,7 @@
 
 use super::{mib, percentile, proc_field_kib, progress, secs, thousands, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
-use bosun_proto::{EventType, NewEvent, Policy, Topic, TurnStatus, Usage};
+use bosun_proto::{events, ChunkKind, EventData, Policy, Topic, TurnId, TurnStatus, Usage};
 use bosun_state::{Batch, FlushPolicy, SessionRecord, Store, StoreConfig, TurnProgress, TurnRecord};
 use serde_json::json;
 use std::path::Path;
@@ -66,7 +66,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
             SessionRecord::new(id.clone(), "demo".into(), cwd.clone(), title, Policy::PlanOnly, now.clone());
         let mut emitted = 0;
         if quota > 0 {
-            batch.event(NewEvent::new(topic.clone(), EventType::SessionUpdate, json!(record.view())));
+            batch.event(record.update_event().into_event(topic.clone()));
             emitted += 1;
         }
         if with_turn {
@@ -74,31 +74,22 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
             let chunks = (quota - 5) as u64;
             record.turn_count = 1;
             record.usage = Usage { input_tokens: 100, output_tokens: 400, context_tokens: None };
-            batch.event(NewEvent::new(
-                topic.clone(),
-                EventType::TurnStarted,
-                json!({"turn_id": turn_id, "number": 1, "text": "benchmark turn", "status": "started"}),
-            ));
+            let turn = TurnId::new(turn_id.clone());
+            let started = events::TurnStarted {
+                turn_id: turn.clone(),
+                number: 1,
+                text: "benchmark turn".into(),
+                status: TurnStatus::Started,
+            };
+            batch.event(EventData::TurnStarted(started).into_event(topic.clone()));
             for index in 0..chunks {
-                batch.event(NewEvent::new(
-                    topic.clone(),
-                    EventType::StreamChunk,
-                    json!({"turn_id": turn_id, "index": index, "kind": "text", "text": text}),
-                ));
+                let chunk =
+                    events::StreamChunk { turn_id: turn.clone(), index, kind: ChunkKind::Text, text: text.clone() };
+                batch.event(EventData::StreamChunk(chunk).into_event(topic.clone()));
             }
-            batch.event(NewEvent::new(
-                topic.clone(),
-                EventType::StreamComplete,
-                json!({"turn_id": turn_id, "chunks": chunks}),
-            ));
-            batch.event(NewEvent::new(
-                topic.clone(),
-                EventType::TurnCompleted,
-                json!({"turn_id": turn_id, "status": "completed", "reason": null, "usage": record.usage}),
-            ));
-            batch.event(NewEvent::new(topic.clone(), EventType::SessionUpdate, json!(record.view())));
-            emitted += 4 + chunks as usize;
-            batch.put(&TurnRecord {
+            let complete = events::StreamComplete { turn_id: turn.clone(), chunks };
+            batch.event(EventData::StreamComplete(complete).into_event(topic.clone()));
+            let turn_record = TurnRecord {
                 id: turn_id,
                 session_id: id.clone(),
                 number: 1,
@@ -111,12 +102,16 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
                 started_at: now.clone(),
                 ended_at: Some(now.clone()),
                 result: None,
-            })?;
+            };
+            batch.event(turn_record.completed_event().into_event(topic.clone()));
+            batch.event(record.update_event().into_event(topic.clone()));
+            emitted += 4 + chunks as usize;
+            batch.put(&turn_record)?;
             batch.put(&TurnProgress { chunks, events_seen: chunks, ..TurnProgress::start(&id, 1) })?;
         }
         // Any quota left (1 < quota < 5): more session updates.
         while emitted < quota {
-            batch.event(NewEvent::new(topic.clone(), EventType::SessionUpdate, json!(record.view())));
+            batch.event(record.update_event().into_event(topic.clone()));
             emitted += 1;
         }
         batch.put(&record)?;

@@ -471,11 +471,11 @@ async fn session_ls(client: &Client) -> anyhow::Result<i32> {
         .iter()
         .map(|s| {
             vec![
-                s.id.clone(),
+                s.id.to_string(),
                 s.status.to_string(),
                 s.provider.clone(),
                 s.policy.to_string(),
-                s.active_turn.clone().unwrap_or_else(|| "-".into()),
+                s.active_turn.as_ref().map_or_else(|| "-".into(), ToString::to_string),
                 render::clip(&s.title, 50),
             ]
         })
@@ -493,7 +493,7 @@ async fn session_show(client: &Client, id: &str) -> anyhow::Result<i32> {
     let detail: SessionDetail = answer.parse("the session")?;
     let s = &detail.session;
     let bold = color_stdout();
-    outln!("{}  {}", render::bold(bold, &s.id), s.title)?;
+    outln!("{}  {}", render::bold(bold, s.id.as_str()), s.title)?;
     let mut fields = vec![
         ("status", s.status.to_string() + &s.active_turn.as_ref().map(|t| format!(" (turn {t})")).unwrap_or_default()),
         ("provider", s.provider.clone()),
@@ -523,7 +523,7 @@ async fn session_show(client: &Client, id: &str) -> anyhow::Result<i32> {
                 let reason = t.reason.as_deref().map(|r| format!(" ({})", render::clip(r, 60))).unwrap_or_default();
                 vec![
                     (i + 1).to_string(),
-                    t.id.clone(),
+                    t.id.to_string(),
                     t.status.to_string() + &reason,
                     t.started_at.clone(),
                     render::quote(&t.text, 50),
@@ -650,7 +650,7 @@ async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
         }
         if env.kind == EventType::TurnCompleted {
             reply.finish_line()?;
-            return Ok(turn_exit_code(&turn_id, &env.data));
+            return Ok(turn_exit_code(turn_id.as_str(), &env.data));
         }
     }
 }
@@ -798,8 +798,10 @@ async fn interrupt(client: &Client, session: &str) -> anyhow::Result<i32> {
     let Some(turn) = s.active_turn else {
         bail!("session {session} has no active turn (it is {})", s.status);
     };
-    let answer =
-        client.server.post(&["api", "v1", "sessions", session, "turns", &turn, "interrupt"], None::<&()>).await?;
+    let answer = client
+        .server
+        .post(&["api", "v1", "sessions", session, "turns", turn.as_str(), "interrupt"], None::<&()>)
+        .await?;
     if client.json {
         client.print_raw(&answer)?;
     } else {

@@ -366,7 +366,7 @@ async fn start_turn(ctx: &Context, req: &Request, id: &str) -> Result<Response, 
     load_session(ctx, id)?;
     let turn_id =
         route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::StartTurn(body.text, r)).await??;
-    Ok(json_reply(StatusCode::ACCEPTED, &StartTurnResponse { turn_id }))
+    Ok(json_reply(StatusCode::ACCEPTED, &StartTurnResponse { turn_id: turn_id.into() }))
 }
 
 fn list_turns(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -637,9 +637,9 @@ async fn read_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, A
 /// Records a file change on the session's topic. The write already
 /// happened: the event is the audit trail of it, and no record changes, so
 /// committing straight from here does not make a second writer of any record.
-async fn audit_file(ctx: &Context, id: &str, kind: EventType, path: &str, bytes: u64) -> Result<(), ApiError> {
+async fn audit_file(ctx: &Context, id: &str, event: EventData) -> Result<(), ApiError> {
     let mut batch = bosun_state::Batch::new();
-    batch.event(NewEvent::new(Topic::session(id), kind, json!({"path": path, "bytes": bytes})));
+    batch.event(event.into_event(Topic::session(id)));
     ctx.store.commit(batch).await?;
     Ok(())
 }
@@ -649,7 +649,7 @@ async fn write_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, 
     let body: PutFileRequest = json_body(req)?;
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::write(&root, &q.path, &body.content).await?;
-    audit_file(ctx, id, EventType::FileWritten, &q.path, bytes).await?;
+    audit_file(ctx, id, EventData::FileWritten(events::FileTouched { path: q.path.clone(), bytes })).await?;
     Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "bytes": bytes})))
 }
 
@@ -657,7 +657,7 @@ async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response,
     let q: FilePathQuery = query(req)?;
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::delete(&root, &q.path).await?;
-    audit_file(ctx, id, EventType::FileDeleted, &q.path, bytes).await?;
+    audit_file(ctx, id, EventData::FileDeleted(events::FileTouched { path: q.path.clone(), bytes })).await?;
     Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "deleted": true, "bytes": bytes})))
 }
 

@@ -4,9 +4,10 @@
 //! `bosun-proto`; `SCHEMA` is written beside every stored value so a future
 //! daemon can migrate old snapshots (see [`Record::migrate`]).
 
+use bosun_proto::events;
 use bosun_proto::{
-    Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Enforcement, Policy, Sandbox, SessionStatus,
-    SessionView, TurnStatus, TurnView, Usage, ViolationView, WorkspaceView,
+    Action, ApprovalStatus, ApprovalView, CommandResult, DecidedBy, Enforcement, EventData, Policy, Sandbox,
+    SessionStatus, SessionView, TurnStatus, TurnView, Usage, ViolationView, WorkspaceView,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -138,7 +139,7 @@ impl SessionRecord {
 
     pub fn view(&self) -> SessionView {
         SessionView {
-            id: self.id.clone(),
+            id: self.id.clone().into(),
             provider: self.provider.clone(),
             cwd: self.cwd.clone(),
             title: self.title.clone(),
@@ -146,7 +147,7 @@ impl SessionRecord {
             status: self.status(),
             archived: self.archived,
             draft: self.draft.clone(),
-            active_turn: self.active_turn.clone(),
+            active_turn: self.active_turn.clone().map(Into::into),
             usage: self.usage,
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
@@ -154,7 +155,7 @@ impl SessionRecord {
             sandbox: self.sandbox,
             network: self.network,
             violation: self.violation.as_ref().map(|v| ViolationView {
-                turn_id: v.turn_id.clone(),
+                turn_id: v.turn_id.clone().into(),
                 provider: v.provider.clone(),
                 what: v.what.clone(),
                 at: v.at.clone(),
@@ -207,8 +208,8 @@ impl TurnRecord {
 
     pub fn view(&self) -> TurnView {
         TurnView {
-            id: self.id.clone(),
-            session_id: self.session_id.clone(),
+            id: self.id.clone().into(),
+            session_id: self.session_id.clone().into(),
             text: self.text.clone(),
             status: self.status,
             reason: self.reason.clone(),
@@ -357,9 +358,9 @@ impl Record for ApprovalRecord {
 impl ApprovalRecord {
     pub fn view(&self) -> ApprovalView {
         ApprovalView {
-            id: self.id.clone(),
-            session_id: self.session_id.clone(),
-            turn_id: self.turn_id.clone(),
+            id: self.id.clone().into(),
+            session_id: self.session_id.clone().into(),
+            turn_id: self.turn_id.clone().into(),
             action: self.action.clone(),
             status: self.status,
             decided_by: self.decided_by,
@@ -429,6 +430,47 @@ impl Record for TotpRecord {
 
     fn key(&self) -> String {
         Self::KEY.to_string()
+    }
+}
+
+/// The events that announce a record's state: built here, once, so every
+/// actor that announces a record says the same.
+impl SessionRecord {
+    /// `session:update`, with the session as it is.
+    pub fn update_event(&self) -> EventData {
+        EventData::SessionUpdate(self.view())
+    }
+}
+
+impl TurnRecord {
+    /// `turn:completed`, for a record whose turn has ended.
+    pub fn completed_event(&self) -> EventData {
+        EventData::TurnCompleted(events::TurnCompleted {
+            turn_id: self.id.clone().into(),
+            status: self.status,
+            reason: self.reason.clone(),
+            usage: self.usage,
+            result: self.result.clone(),
+        })
+    }
+}
+
+impl ApprovalRecord {
+    /// `approval:resolved`; `automatic` when the daemon decided it.
+    pub fn resolved_event(&self, automatic: bool) -> EventData {
+        EventData::ApprovalResolved(events::ApprovalResolved { approval: self.view(), automatic })
+    }
+
+    /// Cancels a pending approval on the daemon's behalf (its turn ended);
+    /// the event announcing it, or `None` if it was not pending.
+    pub fn cancel_by_daemon(&mut self, now: &str) -> Option<EventData> {
+        if self.status != ApprovalStatus::Pending {
+            return None;
+        }
+        self.status = ApprovalStatus::Cancelled;
+        self.decided_by = Some(DecidedBy::Daemon);
+        self.decided_at = Some(now.to_string());
+        Some(self.resolved_event(true))
     }
 }
 

@@ -20,7 +20,7 @@ use agent_client_protocol::v1::schema::{
 };
 use agent_client_protocol::v1::Responder;
 use agent_client_protocol::Error;
-use bosun_proto::{Action, ChunkKind, CommandRun};
+use bosun_proto::{Action, ChunkKind, CommandRun, EndedBy};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
@@ -219,21 +219,21 @@ impl Terminal {
     }
 
     /// The `command:ran` of this terminal, once: `None` if it was sent.
-    fn record(&self, exit_code: Option<i32>, ended_by: Option<&str>) -> Option<AgentEvent> {
+    fn record(&self, exit_code: Option<i32>, ended_by: Option<EndedBy>) -> Option<AgentEvent> {
         if self.recorded.swap(true, Ordering::SeqCst) {
             return None;
         }
         let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let mut run = audit.run.clone();
         run.exit_code = exit_code;
-        run.ended_by = ended_by.map(str::to_string);
+        run.ended_by = ended_by;
         run.duration_ms = u64::try_from(audit.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Some(AgentEvent::CommandRan { run, asked: audit.asked.clone() })
     }
 
     /// Stops the command if it still runs and returns its record, for a
     /// turn that ends before it does.
-    pub(crate) fn cut(&self, ended_by: &str) -> Option<AgentEvent> {
+    pub(crate) fn cut(&self, ended_by: EndedBy) -> Option<AgentEvent> {
         if self.exit.borrow().is_some() {
             return None;
         }
@@ -379,12 +379,12 @@ async fn drive(mut command: ShellCommand, terminal: Arc<Terminal>, sink: Arc<Tur
                 Err(error) => {
                     tracing::debug!(%error, "reading a terminal's output failed");
                     let _ = command.kill().await;
-                    break (None, Some("killed"));
+                    break (None, Some(EndedBy::Killed));
                 }
             },
             () = terminal.kill.notified() => {
                 let _ = command.kill().await;
-                break (Some(ExitState::Signal(libc::SIGKILL)), Some("killed"));
+                break (Some(ExitState::Signal(libc::SIGKILL)), Some(EndedBy::Killed));
             }
         }
     };

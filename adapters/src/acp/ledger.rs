@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use agent_client_protocol::v1::schema::{
     ToolCall as AcpToolCall, ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolKind,
 };
-use bosun_proto::Decision;
+use bosun_proto::{Decision, EndedBy};
 use serde_json::Value;
 
 use super::agents::KnownAgent;
@@ -285,11 +285,11 @@ impl Ledger {
 
     /// What the turn's end leaves: the records of command calls never
     /// reported ended, and of terminals still running (which are killed).
-    pub(crate) fn finish(&mut self, ended_by: &str) -> Vec<AgentEvent> {
+    pub(crate) fn finish(&mut self, ended_by: EndedBy) -> Vec<AgentEvent> {
         let mut events: Vec<AgentEvent> =
             self.commands.unfinished(ended_by).into_iter().filter_map(|ended| self.command_ended(ended)).collect();
         // A terminal still running when the turn ends is killed with it.
-        let cut_by = if ended_by == "interrupted" { "interrupted" } else { "killed_at_turn_end" };
+        let cut_by = if ended_by == EndedBy::Interrupted { EndedBy::Interrupted } else { EndedBy::KilledAtTurnEnd };
         for terminal in self.terminals.values() {
             events.extend(terminal.cut(cut_by));
         }

@@ -7,26 +7,33 @@ use agent_client_protocol::v1::schema::{
     ContentBlock, PermissionOption, PermissionOptionId, PermissionOptionKind, Plan, PlanEntryStatus, StopReason,
     ToolCall as AcpToolCall, ToolCallContent, ToolCallLocation, ToolCallStatus, ToolCallUpdate, ToolKind,
 };
-use bosun_proto::{Action, ChunkKind, CommandRun, Decision, PlanEntry, ToolStatus};
+use bosun_proto::{Action, ChunkKind, CommandRun, Decision, EndedBy, PlanEntry, ToolStatus};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 use crate::agent::{ToolCall, ToolUpdate, TurnOutcome};
 
-/// Our name for an ACP tool kind, as [`ToolCall::kind`] documents them.
-pub(crate) fn tool_kind_name(kind: ToolKind) -> &'static str {
+/// Our kind for an ACP tool kind.
+pub(crate) fn tool_kind(kind: ToolKind) -> bosun_proto::ToolKind {
+    use bosun_proto::ToolKind as Ours;
     match kind {
-        ToolKind::Read => "read",
-        ToolKind::Edit => "edit",
-        ToolKind::Delete => "delete",
-        ToolKind::Move => "move",
-        ToolKind::Search => "search",
-        ToolKind::Execute => "execute",
-        ToolKind::Think => "think",
-        ToolKind::Fetch => "fetch",
-        ToolKind::SwitchMode => "switch_mode",
-        _ => "other",
+        ToolKind::Read => Ours::Read,
+        ToolKind::Edit => Ours::Edit,
+        ToolKind::Delete => Ours::Delete,
+        ToolKind::Move => Ours::Move,
+        ToolKind::Search => Ours::Search,
+        ToolKind::Execute => Ours::Execute,
+        ToolKind::Think => Ours::Think,
+        ToolKind::Fetch => Ours::Fetch,
+        ToolKind::SwitchMode => Ours::SwitchMode,
+        // The enum is non-exhaustive: a kind we do not know is "other".
+        _ => Ours::Other,
     }
+}
+
+/// The wire name of an ACP tool kind.
+pub(crate) fn tool_kind_name(kind: ToolKind) -> &'static str {
+    tool_kind(kind).as_str()
 }
 
 pub(crate) fn tool_status(status: ToolCallStatus) -> ToolStatus {
@@ -128,7 +135,7 @@ pub(crate) fn tool_call(call: &AcpToolCall) -> ToolCall {
     ToolCall {
         id: call.tool_call_id.to_string(),
         title: call.title.clone(),
-        kind: tool_kind_name(call.kind).to_string(),
+        kind: tool_kind(call.kind),
         status: tool_status(call.status),
         detail: tool_detail(call.raw_input.as_ref(), Some(&call.locations), Some(&call.content)),
     }
@@ -274,7 +281,7 @@ impl CommandCalls {
             .and_then(Value::as_i64)
             .and_then(|code| i32::try_from(code).ok());
         let output = tool_output(fields.content.as_deref(), raw_output).unwrap_or_default();
-        let ended_by = (failed && exit_code.is_none()).then(|| "failed".to_string());
+        let ended_by = (failed && exit_code.is_none()).then_some(EndedBy::Failed);
         let run = CommandRun {
             command: started.command,
             cwd: started.cwd,
@@ -294,7 +301,7 @@ impl CommandCalls {
     /// Audit records for the command calls the agent never reported ended
     /// (codex-acp 0.16 reports a command's start only), when the turn ends:
     /// they ran, with an exit code nobody was told.
-    pub(crate) fn unfinished(&mut self, ended_by: &str) -> Vec<EndedCommand> {
+    pub(crate) fn unfinished(&mut self, ended_by: EndedBy) -> Vec<EndedCommand> {
         let mut runs: Vec<(String, StartedCommand)> = self.running.drain().collect();
         runs.sort_by_key(|(_, command)| command.started);
         runs.into_iter()
@@ -305,7 +312,7 @@ impl CommandCalls {
                     command: started.command,
                     cwd: started.cwd,
                     exit_code: None,
-                    ended_by: Some(ended_by.to_string()),
+                    ended_by: Some(ended_by),
                     started_at: started.started_at,
                     duration_ms: u64::try_from(started.started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     stdout_bytes: 0,
@@ -569,7 +576,7 @@ mod tests {
         let run = &ended.run;
         assert_eq!((ended.tool_id.as_str(), ended.failed), ("c1", false));
         assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("echo hi", "/w", Some(2)));
-        assert_eq!((run.stdout_bytes, run.ended_by.clone()), (3, None));
+        assert_eq!((run.stdout_bytes, run.ended_by), (3, None));
         assert_eq!(calls.updated(&update("c1", "completed", json!({}))), None, "recorded once");
         // A read that runs a command line is a command too.
         assert!(calls.updated(&update("c2", "completed", json!({}))).is_some(), "a read that runs a command");
@@ -577,7 +584,7 @@ mod tests {
         calls.started(&call("c3", "execute"), Path::new("/s"));
         let failed = calls.updated(&update("c3", "failed", json!(null))).unwrap();
         assert!(failed.failed);
-        assert_eq!((failed.run.exit_code, failed.run.ended_by.as_deref()), (None, Some("failed")));
+        assert_eq!((failed.run.exit_code, failed.run.ended_by), (None, Some(bosun_proto::EndedBy::Failed)));
         // Announced already over: ended at once.
         let done: AcpToolCall = serde_json::from_value(json!({
             "toolCallId": "c4", "title": "Run", "kind": "execute", "status": "completed",
@@ -601,7 +608,7 @@ mod tests {
         .unwrap();
         let mapped = tool_call(&call);
         assert_eq!(mapped.id, "call_5");
-        assert_eq!(mapped.kind, "edit");
+        assert_eq!(mapped.kind, bosun_proto::ToolKind::Edit);
         assert_eq!(mapped.status, ToolStatus::InProgress);
         assert_eq!(mapped.detail["locations"], json!(["/w/p.txt"]));
         assert_eq!(mapped.detail["diffs"][0]["new_text"], "x\n");

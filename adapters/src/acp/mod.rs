@@ -52,7 +52,7 @@ use agent_client_protocol::v1::schema::{
     WaitForTerminalExitResponse, WriteTextFileResponse,
 };
 use agent_client_protocol::v1::ConnectionTo;
-use bosun_proto::{Action, ChunkKind, Decision, Enforcement, Policy, Usage};
+use bosun_proto::{Action, ChunkKind, Decision, EndedBy, Enforcement, Policy, Usage};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -519,7 +519,8 @@ impl TurnSink {
         }
         inner.finished = true;
         inner.permit = None;
-        let ended_by = if outcome == TurnOutcome::Interrupted { "interrupted" } else { "exit_not_reported" };
+        let ended_by =
+            if outcome == TurnOutcome::Interrupted { EndedBy::Interrupted } else { EndedBy::ExitNotReported };
         for event in inner.ledger.finish(ended_by) {
             let _ = self.events.send(event);
         }
@@ -532,7 +533,7 @@ impl TurnSink {
     fn abandon(&self) -> bool {
         let mut inner = self.lock();
         inner.permit = None;
-        drop(inner.ledger.finish("interrupted"));
+        drop(inner.ledger.finish(EndedBy::Interrupted));
         !std::mem::replace(&mut inner.finished, true)
     }
 

@@ -479,7 +479,10 @@ async fn codex_text_and_commands() {
     assert_eq!(outcome(&events), &TurnOutcome::Completed, "{events:?}");
     assert_eq!(asked, [Action::Command { command: "touch made.txt".into(), cwd: h.dir.path().display().to_string() }]);
     assert!(h.dir.path().join("made.txt").exists());
-    assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolCall(c) if c.kind == "execute")), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, AgentEvent::ToolCall(c) if c.kind == bosun_proto::ToolKind::Execute)),
+        "{events:?}"
+    );
     // (codex-acp does not always announce the end of a command it ran.)
 
     // Declined: it does not.
@@ -517,7 +520,7 @@ async fn codex_interrupt_and_steer() {
         if let AgentEvent::ApprovalRequest { request_id, .. } = &event {
             handle.send(TurnControl::Decision { request_id: request_id.clone(), decision: Decision::Accept });
         }
-        let started = matches!(&event, AgentEvent::ToolCall(c) if c.kind == "execute");
+        let started = matches!(&event, AgentEvent::ToolCall(c) if c.kind == bosun_proto::ToolKind::Execute);
         events.push(event);
         if started {
             break;
@@ -591,7 +594,7 @@ async fn codex_interrupt_leaves_no_command_behind() {
             handle.send(TurnControl::Decision { request_id: request_id.clone(), decision: Decision::Accept });
         }
         assert!(!matches!(event, AgentEvent::Finished(_)), "the turn ended before the command ran: {event:?}");
-        if matches!(&event, AgentEvent::ToolCall(c) if c.kind == "execute") {
+        if matches!(&event, AgentEvent::ToolCall(c) if c.kind == bosun_proto::ToolKind::Execute) {
             break;
         }
     }

@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bosun_proto::{
-    Action, ChunkKind, CommandRun, Decision, Enforcement, PlanEntry, PlanEntryStatus, Policy, ToolStatus, Usage,
+    Action, ChunkKind, CommandRun, Decision, EndedBy, Enforcement, PlanEntry, PlanEntryStatus, Policy, ToolKind,
+    ToolStatus, Usage,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -1450,40 +1451,44 @@ fn join_nonempty(a: &str, b: &str) -> String {
 fn tool_call(item: &ThreadItem) -> Option<ToolCall> {
     let (id, title, kind, status, detail) = match item {
         ThreadItem::CommandExecution { id, command, cwd, status, .. } => {
-            (id, command.clone(), "execute", tool_status(*status), json!({"command": command, "cwd": cwd}))
+            (id, command.clone(), ToolKind::Execute, tool_status(*status), json!({"command": command, "cwd": cwd}))
         }
         ThreadItem::FileChange { id, changes, status } => (
             id,
             format!("edit {}", paths_of(changes)),
-            "edit",
+            ToolKind::Edit,
             tool_status(*status),
             json!({"changes": changes.iter().map(|c| json!({"path": c.path, "kind": c.kind.verb(), "diff": c.diff})).collect::<Vec<_>>()}),
         ),
         ThreadItem::McpToolCall { id, server, tool, status, arguments, .. } => (
             id,
             format!("{server}: {tool}"),
-            "other",
+            ToolKind::Other,
             tool_status(*status),
             json!({"server": server, "tool": tool, "arguments": arguments}),
         ),
         ThreadItem::DynamicToolCall { id, tool, status, arguments, .. } => {
-            (id, tool.clone(), "other", tool_status(*status), json!({"tool": tool, "arguments": arguments}))
+            (id, tool.clone(), ToolKind::Other, tool_status(*status), json!({"tool": tool, "arguments": arguments}))
         }
-        ThreadItem::CollabAgentToolCall { id, tool, status, prompt } => {
-            (id, format!("agent: {tool}"), "other", tool_status(*status), json!({"tool": tool, "prompt": prompt}))
-        }
+        ThreadItem::CollabAgentToolCall { id, tool, status, prompt } => (
+            id,
+            format!("agent: {tool}"),
+            ToolKind::Other,
+            tool_status(*status),
+            json!({"tool": tool, "prompt": prompt}),
+        ),
         ThreadItem::WebSearch { id, query } => {
-            (id, format!("web search: {query}"), "fetch", ToolStatus::InProgress, json!({"query": query}))
+            (id, format!("web search: {query}"), ToolKind::Fetch, ToolStatus::InProgress, json!({"query": query}))
         }
         ThreadItem::ImageView { id, path } => {
-            (id, format!("view {path}"), "read", ToolStatus::InProgress, json!({"path": path}))
+            (id, format!("view {path}"), ToolKind::Read, ToolStatus::InProgress, json!({"path": path}))
         }
         ThreadItem::ImageGeneration { id, .. } => {
-            (id, "image generation".to_string(), "other", ToolStatus::InProgress, Value::Null)
+            (id, "image generation".to_string(), ToolKind::Other, ToolStatus::InProgress, Value::Null)
         }
         ThreadItem::AgentMessage { .. } | ThreadItem::Reasoning { .. } | ThreadItem::Other => return None,
     };
-    Some(ToolCall { id: id.clone(), title, kind: kind.to_string(), status, detail })
+    Some(ToolCall { id: id.clone(), title, kind, status, detail })
 }
 
 /// The `ToolUpdate` for a finished item, for items that are tool calls.
@@ -1560,15 +1565,15 @@ fn command_run(item: &ThreadItem, started_at: Option<String>) -> Option<CommandR
     };
     let ended_by = match (status, exit_code) {
         (ItemStatus::Declined, _) => return None,
-        (ItemStatus::Interrupted, _) => Some("interrupted"),
-        (ItemStatus::Failed, None) => Some("failed"),
+        (ItemStatus::Interrupted, _) => Some(EndedBy::Interrupted),
+        (ItemStatus::Failed, None) => Some(EndedBy::Failed),
         _ => None,
     };
     Some(CommandRun {
         command: command.clone(),
         cwd: cwd.clone(),
         exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
-        ended_by: ended_by.map(str::to_string),
+        ended_by,
         // Codex reports no start time; when the item's start was missed,
         // its end is the closest moment we know.
         started_at: started_at.unwrap_or_else(bosun_proto::now_ts),

@@ -119,7 +119,7 @@ fn a_command_item_is_a_tool_call_with_its_output_on_completion() {
     assert_eq!(update.detail["exit_code"], 0);
     // The audit record: what ran, where, how it ended, how much it wrote.
     assert_eq!((run.command.as_str(), run.cwd.as_str(), run.exit_code), ("/bin/bash -lc 'echo hi'", "/work", Some(0)));
-    assert_eq!((run.duration_ms, run.stdout_bytes, run.ended_by.as_deref()), (4, 3, None));
+    assert_eq!((run.duration_ms, run.stdout_bytes, run.ended_by), (4, 3, None));
 
     // Declined: failed, and said so.
     let declined = feed(

@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bosun_proto::{Action, ChunkKind, CommandResult, CommandRun, Decision};
+use bosun_proto::{Action, ChunkKind, CommandResult, CommandRun, Decision, EndedBy};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -207,28 +207,6 @@ enum After {
     Lost(String),
 }
 
-/// Why a command ended other than by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EndedBy {
-    Interrupted,
-    TimedOut,
-    OutputLimit,
-    /// The shell died under it.
-    Killed,
-}
-
-impl EndedBy {
-    /// As [`CommandRun::ended_by`] spells it.
-    fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Interrupted => "interrupted",
-            EndedBy::TimedOut => "timed_out",
-            EndedBy::OutputLimit => "output_limit",
-            EndedBy::Killed => "killed",
-        }
-    }
-}
-
 /// How a command ran.
 struct Execution {
     /// `$?` as the shell reported it, when the command ended by itself.
@@ -337,7 +315,7 @@ impl Turn {
             command: command.clone(),
             cwd: cwd.to_string_lossy().into_owned(),
             exit_code,
-            ended_by: execution.ended_by.map(|e| e.as_str().to_string()),
+            ended_by: execution.ended_by,
             started_at,
             duration_ms,
             stdout_bytes: execution.stdout.bytes,
@@ -365,7 +343,9 @@ impl Turn {
                 "the command wrote more than {} MiB of output and was killed",
                 STREAM_LIMIT / (1024 * 1024)
             )),
-            Some(EndedBy::Killed) => TurnOutcome::Failed(
+            // The shell died under it (or, for the kinds the shell does not
+            // produce, ended some other way).
+            Some(_) => TurnOutcome::Failed(
                 "the shell died while the command ran (killed from outside?); the next command starts a new shell"
                     .into(),
             ),
@@ -559,7 +539,7 @@ impl Turn {
                 let now = Instant::now();
                 match shell.abort_command().await {
                     Some(killed) => {
-                        tracing::info!(session_id = %self.session_id, why = why.as_str(), killed, "stopped the command");
+                        tracing::info!(session_id = %self.session_id, why = %why, killed, "stopped the command");
                         grace = Some(now + KILL_GRACE);
                     }
                     // Nothing below the shell can be reached: the shell goes.

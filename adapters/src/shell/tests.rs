@@ -435,7 +435,7 @@ async fn shell_driver_interrupt_kills_the_command_and_keeps_the_shell() {
     let events = run.rest().await;
     assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
     assert_eq!(events.last(), Some(&AgentEvent::Finished(TurnOutcome::Interrupted)));
-    assert_eq!(audit(&events).ended_by.as_deref(), Some("interrupted"));
+    assert_eq!(audit(&events).ended_by, Some(bosun_proto::EndedBy::Interrupted));
     assert_eq!(result(&events).exit_code, None);
     assert!(gone_within(&format!("sleep {a}"), WAIT).await);
     assert!(gone_within(&format!("sleep {b}"), WAIT).await);
@@ -456,7 +456,7 @@ async fn shell_driver_timeout_fails_the_turn_and_keeps_the_shell() {
         events.last(),
         Some(&AgentEvent::Finished(TurnOutcome::Failed("the command timed out after 1 s".into())))
     );
-    assert_eq!(audit(&events).ended_by.as_deref(), Some("timed_out"));
+    assert_eq!(audit(&events).ended_by, Some(bosun_proto::EndedBy::TimedOut));
     assert_eq!(result(&events).stdout, "before\n");
     assert!(gone_within(&format!("sleep {marker}"), WAIT).await);
     assert_eq!(result(&d.run("pwd").await).stdout, "/\n");
@@ -510,7 +510,7 @@ async fn shell_driver_a_shell_killed_from_outside_fails_the_turn_only() {
         matches!(events.last(), Some(AgentEvent::Finished(TurnOutcome::Failed(r))) if r.contains("shell died")),
         "{events:?}"
     );
-    assert_eq!(audit(&events).ended_by.as_deref(), Some("killed"));
+    assert_eq!(audit(&events).ended_by, Some(bosun_proto::EndedBy::Killed));
     let events = d.run("echo back").await;
     assert_eq!(result(&events).stdout, "back\n");
 }
@@ -521,7 +521,7 @@ async fn shell_driver_output_limit_kills_the_command() {
     let mut d = Driver::new(dir.path(), None);
     let events = d.run("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde; echo never").await;
     let a = audit(&events);
-    assert_eq!(a.ended_by.as_deref(), Some("output_limit"));
+    assert_eq!(a.ended_by, Some(bosun_proto::EndedBy::OutputLimit));
     assert!(a.stdout_bytes > STREAM_LIMIT, "{}", a.stdout_bytes);
     let r = result(&events);
     assert!(r.truncated && r.stdout.len() <= RESULT_LIMIT && r.stdout.len() > RESULT_LIMIT - 64);

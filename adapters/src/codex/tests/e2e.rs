@@ -190,7 +190,9 @@ async fn e2e_real_codex() {
     });
     let update = update.expect("no tool update");
     assert_eq!((update.status, update.output.as_deref()), (Some(ToolStatus::Completed), Some("done\n")));
-    assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolCall(call) if call.kind == "execute")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, AgentEvent::ToolCall(call) if call.kind == bosun_proto::ToolKind::Execute)));
     assert_eq!(std::fs::read_to_string(cwd.join("ran.txt")).unwrap(), "from-codex\n");
     assert!(text_of(&events).starts_with("tool said:"));
     // Two model responses in this turn, and only this turn's.
@@ -208,7 +210,7 @@ async fn e2e_real_codex() {
     assert!(events.iter().any(|e| matches!(e,
         AgentEvent::ApprovalRequest { action: Action::FileChange { path, summary }, .. }
             if path.ends_with("patched.txt") && summary.starts_with("add "))));
-    assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolCall(call) if call.kind == "edit")));
+    assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolCall(call) if call.kind == bosun_proto::ToolKind::Edit)));
     assert_eq!(std::fs::read_to_string(cwd.join("patched.txt")).unwrap().trim(), "patched text");
     eprintln!("PATCH ok");
 
