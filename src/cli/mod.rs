@@ -20,7 +20,6 @@ use anyhow::{bail, Context as _};
 use bosun_proto::*;
 use http::{Answer, Server};
 use render::{color_stderr, color_stdout, dim};
-use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -633,24 +632,26 @@ async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
                 return Ok(130);
             }
         };
+        // An event this build cannot read is not about the turn it started.
+        let Ok(event) = env.payload() else { continue };
         // Deleting the session interrupts the turn; its `turn:completed`
         // should follow, but do not wait for it forever.
-        if env.kind == EventType::SessionClosed {
+        if let EventData::SessionClosed(_) = event {
             closed_at.get_or_insert_with(tokio::time::Instant::now);
             continue;
         }
         // The topic carries the whole session: keep this turn's events only.
-        if render::event_turn(&env) != Some(turn_id.as_str()) {
+        if event.turn_id() != Some(&turn_id) {
             continue;
         }
         if client.json {
             outln!("{frame}")?;
         } else {
-            reply.event(&env)?;
+            reply.event(&event)?;
         }
-        if env.kind == EventType::TurnCompleted {
+        if let EventData::TurnCompleted(done) = event {
             reply.finish_line()?;
-            return Ok(turn_exit_code(turn_id.as_str(), &env.data));
+            return Ok(turn_exit_code(&done));
         }
     }
 }
@@ -665,22 +666,19 @@ async fn ctrl_c() {
 
 /// 0 completed (or the exit code of the command a shell turn ran), 1
 /// failed, 130 interrupted; the reason goes to stderr.
-fn turn_exit_code(turn_id: &str, data: &Value) -> i32 {
-    let reason = data.get("reason").and_then(Value::as_str);
-    match data.get("status").and_then(Value::as_str) {
-        Some("completed") => match data.get("result") {
+fn turn_exit_code(done: &events::TurnCompleted) -> i32 {
+    let (turn_id, reason) = (&done.turn_id, done.reason.as_deref());
+    match done.status {
+        TurnStatus::Completed => match &done.result {
             None => 0,
-            Some(result) => match result.get("exit_code").and_then(Value::as_i64) {
-                Some(code) => i32::try_from(code.clamp(0, 255)).unwrap_or(1),
-                None => 1,
-            },
+            Some(result) => result.exit_code.map_or(1, |code| code.clamp(0, 255)),
         },
-        Some("interrupted") => {
+        TurnStatus::Interrupted => {
             eprintln!("turn {turn_id} interrupted{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
             130
         }
         status => {
-            eprintln!("turn {turn_id} {}: {}", status.unwrap_or("ended"), reason.unwrap_or("no reason given"));
+            eprintln!("turn {turn_id} {status}: {}", reason.unwrap_or("no reason given"));
             1
         }
     }
@@ -696,23 +694,26 @@ struct ReplyPrinter<'a> {
 }
 
 impl ReplyPrinter<'_> {
-    fn event(&mut self, env: &Envelope) -> anyhow::Result<()> {
-        let data = &env.data;
-        let text = data.get("text").and_then(Value::as_str).unwrap_or("");
-        match env.kind {
-            EventType::StreamChunk => match data.get("kind").and_then(Value::as_str) {
-                Some("text" | "command_output") => self.write(text, text),
-                Some("thought") => self.write(&dim(self.color, text), text),
-                // A notice is a line of its own, whether or not it ends in one.
-                _ => self.line(&dim(self.color, &format!("[notice] {}", text.trim_end_matches('\n')))),
-            },
-            EventType::ApprovalRequested => {
+    fn event(&mut self, event: &EventData) -> anyhow::Result<()> {
+        match event {
+            EventData::StreamChunk(chunk) => {
+                let text = chunk.text.as_str();
+                match chunk.kind {
+                    ChunkKind::Text | ChunkKind::CommandOutput => self.write(text, text),
+                    ChunkKind::Thought => self.write(&dim(self.color, text), text),
+                    // A notice is a line of its own, whether or not it ends in one.
+                    ChunkKind::Notice => {
+                        self.line(&dim(self.color, &format!("[notice] {}", text.trim_end_matches('\n'))))
+                    }
+                }
+            }
+            EventData::ApprovalRequested(requested) => {
                 // Under full-access the daemon decides at once; the resolved
                 // event says so.
-                if data.get("policy").and_then(Value::as_str) == Some(Policy::FullAccess.as_str()) {
+                if requested.policy == Policy::FullAccess {
                     return Ok(());
                 }
-                let Some(a) = render::event_approval(data) else { return Ok(()) };
+                let a = &requested.approval;
                 let line = format!(
                     "approval {} requested: {} — approve with: bosun approve {} accept{}",
                     a.id,
@@ -722,9 +723,9 @@ impl ReplyPrinter<'_> {
                 );
                 self.line(&render::bold(self.color, &line))
             }
-            EventType::ApprovalResolved => {
-                let Some(a) = render::event_approval(data) else { return Ok(()) };
-                let line = if data.get("automatic").and_then(Value::as_bool) == Some(true) {
+            EventData::ApprovalResolved(resolved) => {
+                let a = &resolved.approval;
+                let line = if resolved.automatic {
                     format!(
                         "approval {} {} by the {} policy: {}",
                         a.id,
@@ -742,12 +743,11 @@ impl ReplyPrinter<'_> {
                 };
                 self.line(&dim(self.color, &line))
             }
-            EventType::DiagnosticsLog => match data.get("level").and_then(Value::as_str) {
-                Some(level @ ("warn" | "error")) => {
-                    let message = data.get("message").and_then(Value::as_str).unwrap_or("");
-                    self.line(&dim(self.color, &format!("[{level}] {message}")))
+            EventData::DiagnosticsLog(log) => match log.level {
+                LogLevel::Warn | LogLevel::Error => {
+                    self.line(&dim(self.color, &format!("[{}] {}", log.level, log.message)))
                 }
-                _ => Ok(()),
+                LogLevel::Info => Ok(()),
             },
             _ => Ok(()),
         }

@@ -1,6 +1,7 @@
 //! Human-readable output: tables, one-line event summaries, durations, dim text.
 
-use bosun_proto::{ApprovalView, Envelope, EventType, SessionView};
+use bosun_proto::events::ProviderStatusKind;
+use bosun_proto::{Envelope, EventData, PlanEntryStatus};
 use serde_json::Value;
 use std::io::IsTerminal as _;
 
@@ -94,160 +95,106 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
-fn field<'a>(data: &'a Value, key: &str) -> &'a str {
-    data.get(key).and_then(Value::as_str).unwrap_or("?")
-}
-
-/// The approval inside an `approval:*` event.
-pub fn event_approval(data: &Value) -> Option<ApprovalView> {
-    serde_json::from_value(data.get("approval")?.clone()).ok()
-}
-
-/// The turn an event is about, if any: `data.turn_id`, or the approval's turn.
-pub fn event_turn(env: &Envelope) -> Option<&str> {
-    let data = &env.data;
-    data.get("turn_id").or_else(|| data.get("approval").and_then(|a| a.get("turn_id"))).and_then(Value::as_str)
-}
-
 /// One line for `bosun events`: seq, ts, topic, type, what happened.
 pub fn event_line(env: &Envelope) -> String {
     format!("{:>6}  {}  {:<22}  {:<18}  {}", env.seq, env.ts, env.topic.as_str(), env.kind.as_str(), summary(env))
 }
 
 fn summary(env: &Envelope) -> String {
-    let d = &env.data;
-    let turn = field(d, "turn_id");
-    match &env.kind {
-        EventType::SessionUpdate => match serde_json::from_value::<SessionView>(d.clone()) {
-            Ok(s) => format!(
-                "{} {} {} {}{}",
-                s.id,
-                s.status,
-                s.policy,
-                quote(&s.title, 40),
-                s.active_turn.map(|t| format!(" turn {t}")).unwrap_or_default()
-            ),
-            Err(_) => raw(d),
-        },
-        EventType::SessionClosed => format!("{} closed", field(d, "session_id")),
-        EventType::TurnStarted => {
-            let number = d.get("number").and_then(Value::as_u64).map(|n| format!(" #{n}")).unwrap_or_default();
-            format!("{turn}{number} {}", quote(field(d, "text"), 60))
-        }
-        EventType::TurnUpdate => format!("{turn} {}", field(d, "status")),
-        EventType::TurnSteer => format!("{turn} {}", quote(field(d, "text"), 60)),
-        EventType::StreamChunk => {
-            let index = d.get("index").and_then(Value::as_u64).map(|i| i.to_string()).unwrap_or_else(|| "?".into());
-            format!("{turn} [{index}] {} {}", field(d, "kind"), quote(field(d, "text"), 60))
-        }
-        EventType::StreamComplete => {
-            let chunks = d.get("chunks").and_then(Value::as_u64).map(|n| n.to_string()).unwrap_or_else(|| "?".into());
-            format!("{turn} {chunks} chunks")
-        }
-        EventType::TurnCompleted => {
-            let mut line = format!("{turn} {}", field(d, "status"));
-            if let Some(reason) = d.get("reason").and_then(Value::as_str) {
+    // An event of a newer daemon, or one this build cannot read: shown raw.
+    let Ok(event) = env.payload() else { return raw(&env.data) };
+    match event {
+        EventData::SessionUpdate(s) => format!(
+            "{} {} {} {}{}",
+            s.id,
+            s.status,
+            s.policy,
+            quote(&s.title, 40),
+            s.active_turn.map(|t| format!(" turn {t}")).unwrap_or_default()
+        ),
+        EventData::SessionClosed(e) => format!("{} closed", e.session_id),
+        EventData::TurnStarted(e) => format!("{} #{} {}", e.turn_id, e.number, quote(&e.text, 60)),
+        EventData::TurnUpdate(e) => format!("{} {}", e.turn_id, e.status),
+        EventData::TurnSteer(e) => format!("{} {}", e.turn_id, quote(&e.text, 60)),
+        EventData::StreamChunk(e) => format!("{} [{}] {} {}", e.turn_id, e.index, e.kind, quote(&e.text, 60)),
+        EventData::StreamComplete(e) => format!("{} {} chunks", e.turn_id, e.chunks),
+        EventData::TurnCompleted(e) => {
+            let mut line = format!("{} {}", e.turn_id, e.status);
+            if let Some(reason) = &e.reason {
                 line.push_str(&format!(": {}", clip(reason, 80)));
             }
-            if let Some(code) = d.get("result").and_then(|r| r.get("exit_code")).and_then(Value::as_i64) {
+            if let Some(code) = e.result.as_ref().and_then(|r| r.exit_code) {
                 line.push_str(&format!(" exit {code}"));
             }
-            if let Some(u) = d.get("usage") {
-                let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-                line.push_str(&format!(" ({} in, {} out tokens)", n("input_tokens"), n("output_tokens")));
-            }
+            line.push_str(&format!(" ({} in, {} out tokens)", e.usage.input_tokens, e.usage.output_tokens));
             line
         }
-        EventType::ApprovalRequested => match event_approval(d) {
-            Some(a) => format!("{} {}: {} (policy {})", a.id, a.turn_id, a.action.describe(), field(d, "policy")),
-            None => raw(d),
-        },
-        EventType::ApprovalResolved => match event_approval(d) {
-            Some(a) => {
-                let by = a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default();
-                let auto = if d.get("automatic").and_then(Value::as_bool) == Some(true) { " (automatic)" } else { "" };
-                format!("{} {}{by}{auto}: {}", a.id, a.status, a.action.describe())
-            }
-            None => raw(d),
-        },
-        EventType::ProviderStatus => {
-            let mut line = format!("{} {}", field(d, "provider"), field(d, "status"));
-            if let Some(pid) = d.get("pid").and_then(Value::as_u64) {
-                line.push_str(&format!(" pid {pid}"));
-            }
-            if d.get("resumed").and_then(Value::as_bool) == Some(true) {
-                line.push_str(" (resumed)");
-            }
-            if let Some(reason) = d.get("reason").or_else(|| d.get("error")).and_then(Value::as_str) {
-                line.push_str(&format!(": {}", clip(reason, 80)));
-            }
-            line
+        EventData::ApprovalRequested(e) => {
+            let a = e.approval;
+            format!("{} {}: {} (policy {})", a.id, a.turn_id, a.action.describe(), e.policy)
         }
-        EventType::ToolCall => {
-            let tool = d.get("tool").cloned().unwrap_or(Value::Null);
-            format!(
-                "{turn} {} {} {} {}",
-                field(&tool, "id"),
-                field(&tool, "kind"),
-                field(&tool, "status"),
-                quote(field(&tool, "title"), 60)
-            )
+        EventData::ApprovalResolved(e) => {
+            let a = e.approval;
+            let by = a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default();
+            let auto = if e.automatic { " (automatic)" } else { "" };
+            format!("{} {}{by}{auto}: {}", a.id, a.status, a.action.describe())
         }
-        EventType::CommandRan => {
-            let run = d.get("command").cloned().unwrap_or(Value::Null);
-            let ended =
-                match (run.get("exit_code").and_then(Value::as_i64), run.get("ended_by").and_then(Value::as_str)) {
-                    (Some(code), _) => format!("exit {code}"),
-                    (None, Some(by)) => by.to_string(),
-                    (None, None) => "no exit code".to_string(),
-                };
-            let ms = run.get("duration_ms").and_then(Value::as_u64).unwrap_or(0);
-            let approval =
-                run.get("approval").and_then(Value::as_str).map(|a| format!(" (approval {a})")).unwrap_or_default();
-            format!("{turn} {ended} in {ms} ms{approval}: {}", quote(field(&run, "command"), 60))
+        EventData::ProviderStatus(e) => {
+            let detail = match e.status {
+                ProviderStatusKind::Ready { .. } => "ready".to_string(),
+                ProviderStatusKind::Running { pid, .. } => {
+                    format!("running{}", pid.map(|p| format!(" pid {p}")).unwrap_or_default())
+                }
+                ProviderStatusKind::Bound { resumed, .. } => {
+                    format!("bound{}", if resumed { " (resumed)" } else { "" })
+                }
+                ProviderStatusKind::Crashed { reason } => format!("crashed: {}", clip(&reason, 80)),
+                ProviderStatusKind::Restarting { reason } => format!("restarting: {}", clip(&reason, 80)),
+                ProviderStatusKind::Enforcement { enforcement, detail, .. } => {
+                    format!("enforcement {enforcement}: {}", clip(&detail, 80))
+                }
+            };
+            format!("{} {detail}", e.provider)
         }
-        EventType::FileChanged => {
-            format!(
-                "{turn} {} ({}, approval {})",
-                quote(field(d, "path"), 80),
-                field(d, "summary"),
-                field(d, "approval")
-            )
+        EventData::ToolCall(e) => {
+            let t = e.tool;
+            format!("{} {} {} {} {}", e.turn_id, t.id, t.kind, t.status, quote(&t.title, 60))
         }
-        EventType::PolicyViolation => {
-            format!("{turn} provider {}: {}", field(d, "provider"), clip(field(d, "what"), 100))
-        }
-        EventType::PolicyModeRestored => {
-            format!("{} left mode {} and was put back in {}", field(d, "provider"), field(d, "from"), field(d, "to"))
-        }
-        EventType::FileWritten | EventType::FileDeleted => {
-            let bytes = d.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-            format!("{} ({bytes} bytes)", quote(field(d, "path"), 80))
-        }
-        EventType::ToolUpdate => {
-            let mut line = format!("{turn} {} {}", field(d, "tool_id"), field(d, "status"));
-            if let Some(output) = d.get("output").and_then(Value::as_str) {
+        EventData::ToolUpdate(e) => {
+            let status = e.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let mut line = format!("{} {} {status}", e.turn_id, e.tool_id);
+            if let Some(output) = &e.output {
                 line.push_str(&format!(" {}", quote(output, 60)));
             }
             line
         }
-        EventType::PlanUpdate => {
-            let entries = d.get("entries").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-            let done = d
-                .get("entries")
-                .and_then(Value::as_array)
-                .map(|e| e.iter().filter(|e| e.get("status").and_then(Value::as_str) == Some("completed")).count())
-                .unwrap_or(0);
-            format!("{turn} plan {done}/{entries} done")
+        EventData::PlanUpdate(e) => {
+            let done = e.entries.iter().filter(|entry| entry.status == PlanEntryStatus::Completed).count();
+            format!("{} plan {done}/{} done", e.turn_id, e.entries.len())
         }
-        EventType::UsageUpdate => {
-            let u = d.get("usage").cloned().unwrap_or(Value::Null);
-            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-            format!("{turn} {} in, {} out tokens", n("input_tokens"), n("output_tokens"))
+        EventData::UsageUpdate(e) => {
+            format!("{} {} in, {} out tokens", e.turn_id, e.usage.input_tokens, e.usage.output_tokens)
         }
-        EventType::ActorRestarted => format!("{} ({}) restarted", field(d, "actor"), field(d, "kind")),
-        EventType::DiagnosticsLog => format!("{}: {}", field(d, "level"), clip(field(d, "message"), 100)),
-        EventType::Other(_) => raw(d),
+        EventData::CommandRan(e) => {
+            let run = e.command;
+            let ended = match (run.exit_code, run.ended_by) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(by)) => by.to_string(),
+                (None, None) => "no exit code".to_string(),
+            };
+            let approval = run.approval.map(|a| format!(" (approval {a})")).unwrap_or_default();
+            format!("{} {ended} in {} ms{approval}: {}", e.turn_id, run.duration_ms, quote(&run.command, 60))
+        }
+        EventData::FileWritten(e) | EventData::FileDeleted(e) => format!("{} ({} bytes)", quote(&e.path, 80), e.bytes),
+        EventData::FileChanged(e) => {
+            format!("{} {} ({}, approval {})", e.turn_id, quote(&e.path, 80), e.summary, e.approval)
+        }
+        EventData::PolicyViolation(e) => format!("{} provider {}: {}", e.turn_id, e.provider, clip(&e.what, 100)),
+        EventData::PolicyModeRestored(e) => {
+            format!("{} left mode {} and was put back in {}", e.provider, e.from, e.to)
+        }
+        EventData::ActorRestarted(e) => format!("{} ({}) restarted", e.actor, e.kind),
+        EventData::DiagnosticsLog(e) => format!("{}: {}", e.level, clip(&e.message, 100)),
     }
 }
 
