@@ -4,7 +4,7 @@
 //! passes silently.
 
 use crate::event::Envelope;
-use crate::ids::{ApprovalId, SessionId, TurnId};
+use crate::ids::{ApprovalId, DeviceId, SessionId, TurnId};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -378,6 +378,127 @@ pub struct ProviderCapabilities {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderList {
     pub providers: Vec<ProviderView>,
+}
+
+/// `DELETE /api/v1/sessions/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SessionDeleted {
+    pub id: SessionId,
+    pub deleted: bool,
+}
+
+/// `GET /api/v1/sessions/{id}/turns`: the session's turns, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TurnList {
+    pub turns: Vec<TurnView>,
+}
+
+/// `POST .../turns/{turn_id}/interrupt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Interrupting {
+    pub turn_id: TurnId,
+    pub interrupting: bool,
+}
+
+/// `POST .../turns/{turn_id}/steer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Steered {
+    pub turn_id: TurnId,
+    pub steered: bool,
+}
+
+/// `PUT /api/v1/sessions/{id}/file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileWritten {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// `DELETE /api/v1/sessions/{id}/file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileDeleted {
+    pub path: String,
+    pub deleted: bool,
+    /// The size it had.
+    pub bytes: u64,
+}
+
+/// `GET /api/v1/sessions/{id}/diff`: the worktree against its base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorktreeDiff {
+    pub base: String,
+    /// A unified diff, untracked files included.
+    pub diff: String,
+}
+
+/// `POST /api/v1/debug/crash`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CrashScheduled {
+    pub target: String,
+    /// The actor that will panic.
+    pub actor: String,
+}
+
+/// `POST /auth/token`: what a pairing code is exchanged for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub pairing_code: String,
+    pub device_name: String,
+    /// The second factor, when it is on.
+    #[serde(default)]
+    pub totp: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenResponse {
+    /// The device's token: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub device_id: DeviceId,
+}
+
+/// `POST /auth/pairing`: a single-use code, for `POST /auth/token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Pairing {
+    pub code: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// A paired device (never its token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeviceView {
+    pub id: DeviceId,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceView>,
+}
+
+/// `DELETE /auth/devices/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeviceRevoked {
+    pub id: DeviceId,
+    pub revoked: bool,
+}
+
+/// `POST /auth/totp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpRequest {
+    pub enabled: bool,
+}
+
+/// `GET` and `POST /auth/totp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TotpStatus {
+    pub enabled: bool,
+    /// When it was just turned on: the `otpauth://` URL for an authenticator app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otpauth_url: Option<String>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub mod event;
 pub mod events;
 pub mod ids;
 pub mod model;
+pub mod query;
+pub mod schema;
 pub mod ws;
 
 pub use api::*;
@@ -18,4 +20,5 @@ pub use event::{now_ts, Envelope, EventType, NewEvent, Topic, ENVELOPE_VERSION};
 pub use events::EventData;
 pub use ids::{ApprovalId, DeviceId, SessionId, TurnId};
 pub use model::*;
+pub use query::*;
 pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

@@ -5,7 +5,7 @@
 
 use super::{note, render, Client, CommonArgs};
 use anyhow::Context as _;
-use serde::Deserialize;
+use bosun_proto::{DeviceList, Pairing, TotpRequest, TotpStatus};
 use serde_json::json;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -92,24 +92,6 @@ enum TotpCommand {
     Status,
 }
 
-#[derive(Deserialize)]
-struct Pairing {
-    code: String,
-    expires_at: String,
-}
-
-#[derive(Deserialize)]
-struct Device {
-    id: String,
-    name: String,
-    created_at: String,
-}
-
-#[derive(Deserialize)]
-struct DeviceList {
-    devices: Vec<Device>,
-}
-
 /// A QR code drawn with half blocks, two rows per line, light on dark so it
 /// scans from a dark terminal too.
 fn qr(text: &str) -> anyhow::Result<String> {
@@ -154,7 +136,7 @@ pub async fn devices(client: &Client, args: DevicesArgs) -> anyhow::Result<i32> 
             let rows: Vec<Vec<String>> = list
                 .devices
                 .iter()
-                .map(|d| vec![d.id.clone(), render::clip(&d.name, 40), d.created_at.clone()])
+                .map(|d| vec![d.id.to_string(), render::clip(&d.name, 40), d.created_at.clone()])
                 .collect();
             outln!("{}", render::table(&["ID", "NAME", "PAIRED"], &rows))?;
             Ok(0)
@@ -173,17 +155,18 @@ pub async fn devices(client: &Client, args: DevicesArgs) -> anyhow::Result<i32> 
 
 pub async fn totp(client: &Client, args: TotpArgs) -> anyhow::Result<i32> {
     let answer = match args.command {
-        TotpCommand::Enable { .. } => client.server.post(&["auth", "totp"], Some(&json!({"enabled": true}))).await?,
-        TotpCommand::Disable => client.server.post(&["auth", "totp"], Some(&json!({"enabled": false}))).await?,
+        TotpCommand::Enable { .. } => {
+            client.server.post(&["auth", "totp"], Some(&TotpRequest { enabled: true })).await?
+        }
+        TotpCommand::Disable => client.server.post(&["auth", "totp"], Some(&TotpRequest { enabled: false })).await?,
         TotpCommand::Status => client.server.get(&["auth", "totp"], &[]).await?,
     };
     if client.json {
         client.print_raw(&answer)?;
         return Ok(0);
     }
-    let value: serde_json::Value = answer.parse("the TOTP state")?;
-    let enabled = value.get("enabled").and_then(|v| v.as_bool()).unwrap_or(false);
-    match (args.command, value.get("otpauth_url").and_then(|v| v.as_str())) {
+    let status: TotpStatus = answer.parse("the TOTP state")?;
+    match (args.command, status.otpauth_url.as_deref()) {
         (TotpCommand::Enable { no_qr }, Some(url)) => {
             outln!("{url}")?;
             if !no_qr {
@@ -191,7 +174,7 @@ pub async fn totp(client: &Client, args: TotpArgs) -> anyhow::Result<i32> {
             }
             note("add this to an authenticator app; pairing now asks for its 6-digit code");
         }
-        _ => outln!("totp {}", if enabled { "enabled" } else { "disabled" })?,
+        _ => outln!("totp {}", if status.enabled { "enabled" } else { "disabled" })?,
     }
     std::io::stdout().flush().context("writing to stdout")?;
     Ok(0)

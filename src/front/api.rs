@@ -15,8 +15,6 @@ use bosun_state::{ApprovalRecord, SessionRecord, TurnRecord};
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
@@ -187,6 +185,14 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["events"], Method::GET) => events(ctx, req),
             (["events"], _) => Err(not_allowed(req, "GET")),
             (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),
+            (["openapi.json"], Method::GET) => {
+                Ok(json_reply(StatusCode::OK, published(&OPENAPI, super::openapi::document)))
+            }
+            (["openapi.json"], _) => Err(not_allowed(req, "GET")),
+            (["schema", "events.json"], Method::GET) => {
+                Ok(json_reply(StatusCode::OK, published(&EVENTS_SCHEMA, super::openapi::events_schema)))
+            }
+            (["schema", "events.json"], _) => Err(not_allowed(req, "GET")),
             (["providers"], _) => Err(not_allowed(req, "GET")),
             (["debug", "crash"], Method::POST) => crash(ctx, req).await,
             (["debug", "crash"], _) => Err(not_allowed(req, "POST")),
@@ -194,6 +200,18 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
         },
         _ => Err(ApiError::NotFound(format!("no such endpoint: {}", req.path))),
     }
+}
+
+/// The published documents, built once: they follow the types, which do not
+/// change while the daemon runs.
+static OPENAPI: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+static EVENTS_SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
+fn published(
+    cell: &'static std::sync::OnceLock<serde_json::Value>,
+    build: fn() -> serde_json::Value,
+) -> &'static serde_json::Value {
+    cell.get_or_init(build)
 }
 
 /// Parses a JSON body into `T`, naming what is wrong (unknown fields included).
@@ -210,10 +228,6 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     serde_urlencoded::from_str(&req.query).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoQuery {}
 
 fn no_query(req: &Request) -> Result<(), ApiError> {
     query::<NoQuery>(req).map(|_| ())
@@ -252,12 +266,6 @@ fn health(ctx: &Context) -> Health {
         sessions: ctx.store.count::<SessionRecord>() as u64,
         actors,
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListSessionsQuery {
-    archived: Option<bool>,
 }
 
 fn list_sessions(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
@@ -336,12 +344,6 @@ async fn patch_session(ctx: &Context, req: &Request, id: &str) -> Result<Respons
     Ok(json_reply(StatusCode::OK, &view))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteSessionQuery {
-    worktree: Option<String>,
-}
-
 async fn delete_session(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     let q: DeleteSessionQuery = query(req)?;
     let keep_worktree = match q.worktree.as_deref() {
@@ -357,7 +359,7 @@ async fn delete_session(ctx: &Context, req: &Request, id: &str) -> Result<Respon
         reply,
     })
     .await??;
-    Ok(json_reply(StatusCode::OK, &json!({"id": id, "deleted": true})))
+    Ok(json_reply(StatusCode::OK, &SessionDeleted { id: id.into(), deleted: true }))
 }
 
 async fn start_turn(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -374,7 +376,7 @@ fn list_turns(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiErr
     load_session(ctx, id)?;
     let turns: Vec<TurnView> =
         ctx.store.scan_prefix::<TurnRecord>(&TurnRecord::prefix_for(id))?.iter().map(TurnRecord::view).collect();
-    Ok(json_reply(StatusCode::OK, &json!({ "turns": turns })))
+    Ok(json_reply(StatusCode::OK, &TurnList { turns }))
 }
 
 async fn interrupt(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Result<Response, ApiError> {
@@ -382,7 +384,7 @@ async fn interrupt(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Res
     load_session(ctx, id)?;
     let t = turn_id.to_string();
     route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::Interrupt(t, r)).await??;
-    Ok(json_reply(StatusCode::ACCEPTED, &json!({"turn_id": turn_id, "interrupting": true})))
+    Ok(json_reply(StatusCode::ACCEPTED, &Interrupting { turn_id: turn_id.into(), interrupting: true }))
 }
 
 async fn steer(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Result<Response, ApiError> {
@@ -394,14 +396,7 @@ async fn steer(ctx: &Context, req: &Request, id: &str, turn_id: &str) -> Result<
     load_session(ctx, id)?;
     let t = turn_id.to_string();
     route::call::<SessionMsg, _, _>(&names::session(id), |r| SessionMsg::Steer(t, body.text, r)).await??;
-    Ok(json_reply(StatusCode::ACCEPTED, &json!({"turn_id": turn_id, "steered": true})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApprovalsQuery {
-    status: Option<String>,
-    session: Option<String>,
+    Ok(json_reply(StatusCode::ACCEPTED, &Steered { turn_id: turn_id.into(), steered: true }))
 }
 
 fn list_approvals(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
@@ -446,16 +441,6 @@ async fn decide(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiE
     Ok(json_reply(StatusCode::OK, &view))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    #[serde(default)]
-    since: u64,
-    session: Option<String>,
-    topic: Option<String>,
-    limit: Option<usize>,
-}
-
 fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     let q: EventsQuery = query(req)?;
     let limit = q.limit.unwrap_or(1000);
@@ -481,14 +466,6 @@ fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
         None => q.since.max(head),
     };
     Ok(json_reply(StatusCode::OK, &EventsPage { events, next }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    since: u64,
-    limit: Option<usize>,
 }
 
 /// How many of a session's events one audit request reads at most, so a
@@ -572,7 +549,7 @@ async fn crash(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     no_query(req)?;
     let body: CrashRequest = json_body(req)?;
     let sent = super::crash_target(ctx, &body.target)?;
-    Ok(json_reply(StatusCode::ACCEPTED, &json!({"target": body.target, "actor": sent})))
+    Ok(json_reply(StatusCode::ACCEPTED, &CrashScheduled { target: body.target, actor: sent }))
 }
 
 // ---- The file API: a session's worktree, seen through path-checked operations.
@@ -601,19 +578,6 @@ impl From<WorkspaceError> for ApiError {
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PathQuery {
-    #[serde(default)]
-    path: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FilePathQuery {
-    path: String,
 }
 
 async fn list_files(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -650,7 +614,7 @@ async fn write_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, 
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::write(&root, &q.path, &body.content).await?;
     audit_file(ctx, id, EventData::FileWritten(events::FileTouched { path: q.path.clone(), bytes })).await?;
-    Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "bytes": bytes})))
+    Ok(json_reply(StatusCode::OK, &FileWritten { path: q.path, bytes }))
 }
 
 async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -658,13 +622,7 @@ async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response,
     let (_, root) = worktree_of(ctx, id)?;
     let bytes = workspace::delete(&root, &q.path).await?;
     audit_file(ctx, id, EventData::FileDeleted(events::FileTouched { path: q.path.clone(), bytes })).await?;
-    Ok(json_reply(StatusCode::OK, &json!({"path": q.path, "deleted": true, "bytes": bytes})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SearchQuery {
-    q: String,
+    Ok(json_reply(StatusCode::OK, &FileDeleted { path: q.path, deleted: true, bytes }))
 }
 
 async fn search(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -683,7 +641,7 @@ async fn diff(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiErr
     let (record, root) = worktree_of(ctx, id)?;
     let base = record.workspace.map(|w| w.base).unwrap_or_default();
     let diff = workspace::diff(&root, &base).await?;
-    Ok(json_reply(StatusCode::OK, &json!({"base": base, "diff": diff})))
+    Ok(json_reply(StatusCode::OK, &WorktreeDiff { base, diff }))
 }
 
 async fn commit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {

@@ -4,9 +4,10 @@
 
 use super::api::Request;
 use crate::auth::{Access, Auth, AuthError};
-use bosun_proto::ErrorBody;
+use bosun_proto::{
+    DeviceList, DeviceRevoked, DeviceView, ErrorBody, Pairing, TokenRequest, TokenResponse, TotpRequest, TotpStatus,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use warp::http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
@@ -115,21 +116,6 @@ fn json_body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, AuthError
     serde_json::from_slice(&req.body).map_err(|e| AuthError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    pairing_code: String,
-    device_name: String,
-    #[serde(default)]
-    totp: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TotpRequest {
-    enabled: bool,
-}
-
 /// `/auth/...`: `POST /auth/token` needs no token; the rest is for the admin.
 pub async fn route(auth: &Auth, req: &Request, rest: &[&str]) -> Response {
     match route_inner(auth, req, rest).await {
@@ -157,7 +143,7 @@ async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Respon
         let body: TokenRequest = json_body(req)?;
         let (token, device_id) =
             auth.exchange(req.peer.client, &body.pairing_code, &body.device_name, body.totp.as_deref()).await?;
-        return Ok(json_reply(StatusCode::OK, &json!({"token": token, "device_id": device_id})));
+        return Ok(json_reply(StatusCode::OK, &TokenResponse { token, device_id: device_id.into() }));
     }
     // Everything else under /auth manages devices: the admin credential
     // only, as the gate checked before the body was read.
@@ -170,7 +156,7 @@ async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Respon
             let expires_at = chrono::DateTime::from_timestamp(expires as i64, 0)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default();
-            Ok(json_reply(StatusCode::CREATED, &json!({"code": code, "expires_at": expires_at})))
+            Ok(json_reply(StatusCode::CREATED, &Pairing { code, expires_at }))
         }
         (["pairing"], _) => Ok(not_allowed("POST")),
         (["devices"], Method::GET) => {
@@ -178,29 +164,31 @@ async fn route_inner(auth: &Auth, req: &Request, rest: &[&str]) -> Result<Respon
             let devices: Vec<_> = auth
                 .devices()?
                 .into_iter()
-                .map(|d| json!({"id": d.id, "name": d.name, "created_at": d.created_at}))
+                .map(|d| DeviceView { id: d.id.into(), name: d.name, created_at: d.created_at })
                 .collect();
-            Ok(json_reply(StatusCode::OK, &json!({"devices": devices})))
+            Ok(json_reply(StatusCode::OK, &DeviceList { devices }))
         }
         (["devices"], _) => Ok(not_allowed("GET")),
         (["devices", id], Method::DELETE) => {
             if auth.revoke(id).await? {
-                Ok(json_reply(StatusCode::OK, &json!({"id": id, "revoked": true})))
+                Ok(json_reply(StatusCode::OK, &DeviceRevoked { id: (*id).into(), revoked: true }))
             } else {
                 let body = ErrorBody::new("not_found", format!("device {id} not found"));
                 Ok(json_reply(StatusCode::NOT_FOUND, &body))
             }
         }
         (["devices", _], _) => Ok(not_allowed("DELETE")),
-        (["totp"], Method::GET) => Ok(json_reply(StatusCode::OK, &json!({"enabled": auth.totp_enabled()?}))),
+        (["totp"], Method::GET) => {
+            Ok(json_reply(StatusCode::OK, &TotpStatus { enabled: auth.totp_enabled()?, otpauth_url: None }))
+        }
         (["totp"], Method::POST) => {
             let body: TotpRequest = json_body(req)?;
             if body.enabled {
                 let url = auth.totp_enable().await?;
-                Ok(json_reply(StatusCode::OK, &json!({"enabled": true, "otpauth_url": url})))
+                Ok(json_reply(StatusCode::OK, &TotpStatus { enabled: true, otpauth_url: Some(url) }))
             } else {
                 auth.totp_disable().await?;
-                Ok(json_reply(StatusCode::OK, &json!({"enabled": false})))
+                Ok(json_reply(StatusCode::OK, &TotpStatus { enabled: false, otpauth_url: None }))
             }
         }
         (["totp"], _) => Ok(not_allowed("GET, POST")),

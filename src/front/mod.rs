@@ -9,6 +9,7 @@ mod authority;
 mod connections;
 mod cross_site;
 mod error;
+pub mod openapi;
 mod pwa;
 mod server;
 mod ws;

@@ -333,6 +333,7 @@ impl Drop for Rig {
     /// (kill -9 would leave codex-acp running: it ignores stdin EOF).
     fn drop(&mut self) {
         let Some(daemon) = self.daemon.take() else { return };
+        daemon.check_events();
         let pid = daemon.pid();
         unsafe {
             libc::kill(pid as i32, libc::SIGTERM);

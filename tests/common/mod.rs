@@ -143,6 +143,7 @@ impl Daemon {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.check_events();
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
@@ -288,8 +289,72 @@ pub fn test_client() -> reqwest::Client {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.check_events();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The published JSON Schema of events (docs/api/events.schema.json, which
+/// tests/contract.rs keeps equal to what the daemon serves).
+fn events_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api/events.schema.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("the events schema is JSON");
+        jsonschema::validator_for(&schema).expect("the events schema is a valid JSON Schema")
+    })
+}
+
+/// A GET over a plain socket, for use where no async runtime may run (a
+/// `Drop`): the body, or `None` if the daemon is not answering.
+fn blocking_get(url: &str, path: &str, token: Option<&str>) -> Option<String> {
+    use std::io::{Read, Write};
+    let authority = url.strip_prefix("http://")?;
+    let mut stream = std::net::TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+impl Daemon {
+    /// Checks every event in the daemon's log against the published schema:
+    /// what the test suite makes the daemon produce is the contract. Done
+    /// when a daemon goes (the last of a data dir sees its predecessors'
+    /// events too), unless the test has already failed.
+    pub fn check_events(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).ok();
+        let token = token.as_deref().map(str::trim);
+        let mut since = 0;
+        loop {
+            let path = format!("/api/v1/events?since={since}&limit=10000");
+            // A daemon that is down (killed by the test) has nothing to say.
+            let Some(body) = blocking_get(&self.url, &path, token) else { return };
+            let page: Value = serde_json::from_str(&body).expect("an events page");
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            for event in &events {
+                let errors: Vec<String> = events_validator().iter_errors(event).map(|e| e.to_string()).collect();
+                assert!(
+                    errors.is_empty(),
+                    "an event does not match docs/api/events.schema.json: {}\nevent: {event}",
+                    errors.join("; ")
+                );
+            }
+            since = page["next"].as_u64().expect("next");
+            if events.len() < 10000 {
+                return;
+            }
+        }
     }
 }
 
