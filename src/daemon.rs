@@ -14,7 +14,7 @@ use bosun_actors::supervision::{
     Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig,
 };
 use bosun_actors::{names, Context, Settings};
-use bosun_adapters::ProviderRegistry;
+use bosun_driver::ProviderRegistry;
 use bosun_state::{FlushPolicy, Store, StoreConfig};
 use ractor::Actor;
 use std::future::Future;
@@ -53,8 +53,8 @@ pub async fn run(
         tracing::warn!(orphans, "stopped agent processes the last run left behind");
     }
     let search_path = if config.discover_agents { std::env::var_os("PATH") } else { None };
-    let providers =
-        ProviderRegistry::with_discovery(config.providers.clone(), search_path).context("loading providers")?;
+    let providers = ProviderRegistry::with_discovery(crate::providers::kinds(), config.providers.clone(), search_path)
+        .context("loading providers")?;
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(
         store.clone(),
@@ -64,8 +64,7 @@ pub async fn run(
             default_cwd,
             data_dir: config.data_dir.clone(),
             docker: config.docker.clone().map(|docker| {
-                Arc::new(bosun_adapters::docker::DockerHost::new(docker))
-                    as Arc<dyn bosun_adapters::isolation::ShellHost>
+                Arc::new(bosun_isolation::container::DockerHost::new(docker)) as Arc<dyn bosun_isolation::ShellHost>
             }),
             loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
             git: config.git.clone(),
@@ -168,7 +167,7 @@ fn probe_versions(ctx: &Context) {
         let Some(program) = status.resolved else { continue };
         let registry = ctx.providers.clone();
         tokio::spawn(async move {
-            if let Some(version) = bosun_adapters::registry::probe_version(&program, Duration::from_secs(5)).await {
+            if let Some(version) = bosun_driver::probe_version(&program, Duration::from_secs(5)).await {
                 registry.report_version(&status.spec.name, version);
             }
         });

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod front;
 mod logging;
+mod providers;
 mod proxy;
 
 use anyhow::Context as _;

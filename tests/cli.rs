@@ -194,3 +194,26 @@ fn repo_clone(data: &std::path::Path) -> std::path::PathBuf {
     assert_eq!(clones.len(), 1, "{clones:?}");
     clones.into_iter().next().unwrap()
 }
+
+/// A provider of a kind no driver implements stops the daemon at start,
+/// with a message that names the kind and the kinds there are.
+#[test]
+fn a_provider_of_an_unknown_kind_stops_the_daemon_at_start_naming_the_known_kinds() {
+    let dir = tempdir();
+    let config = dir.path().join("bosun.toml");
+    std::fs::write(&config, "[providers.term]\nkind = \"pty\"\ncommand = \"/bin/sh\"\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bosun serve");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`pty`"), "{stderr}");
+    for kind in ["acp", "codex-app-server", "demo", "shell"] {
+        assert!(stderr.contains(kind), "{kind} is not named: {stderr}");
+    }
+}

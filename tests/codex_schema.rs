@@ -1,4 +1,4 @@
-//! Checks Bosun's codex app-server types (`bosun_adapters::codex::protocol`)
+//! Checks Bosun's codex app-server types (`bosun_codex::protocol`)
 //! against the JSON Schema the installed codex generates
 //! (`codex app-server generate-json-schema`): every request we send validates
 //! against its schema, every method we act on exists, and messages built from
@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bosun_adapters::codex::protocol::{
+use bosun_codex::protocol::{
     method, ApprovalDecision, ApprovalResponse, ApprovalsReviewer, AskForApproval, BackgroundTerminalsCleanParams,
     ClientInfo, InitializeCapabilities, InitializeParams, InitializeResponse, ItemStatus, PatchChangeKind,
     PlanStepStatus, ServerNotification, ServerRequest, ThreadItem, ThreadResponse, ThreadResumeParams,

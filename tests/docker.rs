@@ -7,8 +7,8 @@
 
 mod common;
 
-use bosun_adapters::docker::{DockerConfig, DockerHost};
-use bosun_adapters::isolation::{IsolationError, ShellHost, ShellProcess, ShellSpec};
+use bosun_isolation::container::{DockerConfig, DockerHost};
+use bosun_isolation::{IsolationError, ShellHost, ShellProcess, ShellSpec};
 use common::*;
 use serde_json::json;
 use std::io::{Read, Write};

@@ -361,7 +361,7 @@ async fn an_agents_terminal_and_writes_go_through_the_daemon_under_its_approvals
 
 #[tokio::test]
 async fn a_jailed_offline_session_runs_the_agents_terminal_in_its_jail() {
-    assert!(bosun_adapters::sandbox::bwrap_path().is_some(), "bwrap is missing: run tests/run, which installs it");
+    assert!(bosun_isolation::jail::bwrap_path().is_some(), "bwrap is missing: run tests/run, which installs it");
     let rig = rig_with("jailed", |_, _| standin("jailed", &[]));
     let work = rig.workdir("jailed");
     // An unverified agent, allowed plan-only because the jail bounds it.

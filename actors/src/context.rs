@@ -2,7 +2,7 @@
 //! restart counters that `/health` reports.
 
 use crate::names;
-use bosun_adapters::ProviderRegistry;
+use bosun_driver::ProviderRegistry;
 use bosun_state::Store;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct Settings {
     /// The daemon's data dir: bare clones go in `repos/`, session worktrees in `worktrees/`.
     pub data_dir: PathBuf,
     /// The container engine `"sandbox":"docker"` sessions run in.
-    pub docker: Option<Arc<dyn bosun_adapters::isolation::ShellHost>>,
+    pub docker: Option<Arc<dyn bosun_isolation::ShellHost>>,
     /// Whether loopback clients skip authentication (`[auth] require =
     /// "remote"`): a jail that shares the host's network could then drive
     /// the daemon's own API.
@@ -52,10 +52,10 @@ pub struct GitSettings {
 
 impl GitSettings {
     /// The credentials to push with, if a token is configured and set.
-    pub fn credentials(&self) -> Option<bosun_adapters::workspace::PushCredentials> {
+    pub fn credentials(&self) -> Option<bosun_workspace::PushCredentials> {
         let token = std::env::var(self.token_env.as_deref()?).ok().filter(|t| !t.is_empty())?;
         let username = self.username.clone().unwrap_or_else(|| "x-access-token".to_string());
-        Some(bosun_adapters::workspace::PushCredentials { username, token })
+        Some(bosun_workspace::PushCredentials { username, token })
     }
 }
 

@@ -16,10 +16,11 @@
 use crate::context::Context;
 use crate::names;
 use crate::turn::TurnMsg;
-use bosun_adapters::sandbox::{Jail, BWRAP_PACKAGE};
-use bosun_adapters::{
+use bosun_driver::{
     AgentDriver, AgentEvent, DriverInit, DriverNotice, ProviderRegistry, TurnControl, TurnHandle, TurnInput,
 };
+use bosun_isolation::jail::BWRAP_PACKAGE;
+use bosun_isolation::{Isolation, Jail};
 use bosun_proto::events::{self, ProviderStatusKind};
 use bosun_proto::{EventData, NewEvent, Sandbox, Topic};
 use bosun_state::{AgentBinding, AgentProcess, Batch, SessionRecord, Store};
@@ -140,25 +141,24 @@ impl Actor for ProviderWorker {
         let sandbox = session.as_ref().map(|s| s.sandbox).unwrap_or_default();
         let network = session.as_ref().is_some_and(|s| s.network);
         let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
-        let jail = match sandbox {
-            Sandbox::None | Sandbox::Docker => None,
+        let isolation = match sandbox {
+            Sandbox::None => Isolation::Host,
             // Fail closed: a session made to be jailed never runs on the host,
             // even if bubblewrap went away since it was created.
-            Sandbox::Bwrap => Some(Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
-                format!(
-                    "session {} needs bubblewrap (`bwrap` not found on PATH; install the {:?} package)",
-                    args.session_id, BWRAP_PACKAGE
-                )
-            })?),
-        };
-        // The push token is the daemon's, never a session's.
-        let withheld: Vec<String> = args.ctx.settings.git.token_env.iter().cloned().collect();
-        let jail = jail.map(|j| j.with_network(network).withholding(withheld));
-        let container = match sandbox {
-            Sandbox::Docker => Some(args.ctx.settings.docker.clone().ok_or_else(|| {
+            Sandbox::Bwrap => {
+                let jail = Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
+                    format!(
+                        "session {} needs bubblewrap (`bwrap` not found on PATH; install the {:?} package)",
+                        args.session_id, BWRAP_PACKAGE
+                    )
+                })?;
+                // The push token is the daemon's, never a session's.
+                let withheld: Vec<String> = args.ctx.settings.git.token_env.iter().cloned().collect();
+                Isolation::Jail(jail.with_network(network).withholding(withheld))
+            }
+            Sandbox::Docker => Isolation::Container(args.ctx.settings.docker.clone().ok_or_else(|| {
                 format!("session {} runs in a container, but no container engine is configured", args.session_id)
             })?),
-            _ => None,
         };
         // A binding made by another provider (the session was switched) means nothing here.
         let binding = args
@@ -173,8 +173,7 @@ impl Actor for ProviderWorker {
             cwd,
             binding: binding.clone(),
             notices: notices_tx,
-            sandbox: jail,
-            container,
+            isolation,
             network,
         };
         let driver = args.ctx.providers.driver(&args.provider, init)?;
@@ -275,7 +274,7 @@ impl ProviderState {
                     crash: None,
                 });
                 let mut batch = Batch::new();
-                if let Some(start_ticks) = pid.and_then(bosun_adapters::process::process_start_ticks) {
+                if let Some(start_ticks) = pid.and_then(bosun_isolation::process::process_start_ticks) {
                     batch.put(&AgentProcess {
                         session_id: self.session_id.clone(),
                         provider: self.provider.clone(),
@@ -388,7 +387,7 @@ pub async fn stop_orphaned_agents(store: &Store) -> Result<usize, bosun_state::S
     let mut stopped = 0;
     let mut batch = Batch::new();
     for process in store.scan::<AgentProcess>()? {
-        if bosun_adapters::process::kill_group_if_same(process.pid, process.start_ticks) {
+        if bosun_isolation::process::kill_group_if_same(process.pid, process.start_ticks) {
             tracing::warn!(session_id = %process.session_id, pid = process.pid, provider = %process.provider, "stopped an agent process left behind by the last run");
             stopped += 1;
         }

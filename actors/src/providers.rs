@@ -12,7 +12,7 @@
 
 use crate::context::Context;
 use crate::error::{DaemonError, DaemonResult};
-use bosun_adapters::{EnforcementReport, ProviderSpec};
+use bosun_driver::{EnforcementReport, ProviderSpec};
 use bosun_proto::{events, Enforcement, EventData, Sandbox, Topic};
 use bosun_state::{Batch, ProviderRecord, ProviderViolation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -256,18 +256,15 @@ impl ProvidersState {
         if waiting.len() > 1 {
             return;
         }
-        let Some(mut spec) = self.ctx.providers.get(&provider).cloned() else { return };
-        if let Some(resolved) = self.ctx.providers.resolve(&spec) {
-            spec.command = Some(resolved.to_string_lossy().into_owned());
-        }
+        let Some(spec) = self.ctx.providers.get(&provider).cloned() else { return };
+        let registry = self.ctx.providers.clone();
         let scratch = self.ctx.settings.data_dir.join("probe").join(&provider);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result =
-                match tokio::time::timeout(PROBE_TIMEOUT, bosun_adapters::probe_enforcement(&spec, &scratch)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("it did not answer within {} s", PROBE_TIMEOUT.as_secs())),
-                };
+            let result = match tokio::time::timeout(PROBE_TIMEOUT, registry.probe(&spec, &scratch)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("it did not answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
             let _ = myself.send_message(ProvidersMsg::Probed { provider, result });
         });
     }
@@ -284,7 +281,7 @@ pub fn plan_only_refusal(ctx: &Context, provider: &str, sandbox: Sandbox, networ
     (report.enforcement == Enforcement::Unverified).then(|| {
         DaemonError::PolicyUnenforceable(format!(
             "provider {provider:?}: {}",
-            bosun_adapters::unenforceable(&report.detail)
+            bosun_driver::unenforceable(&report.detail)
         ))
     })
 }

@@ -10,9 +10,9 @@ use crate::supervision::{
     Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
     SupervisorConfig,
 };
-use bosun_adapters::workspace::{self, WorkspaceError};
 use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView, Topic};
 use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
+use bosun_workspace::{self as workspace, WorkspaceError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,7 +52,7 @@ pub enum SessionsMsg {
     WorkspaceReady(PendingCreate, Result<workspace::Prepared, WorkspaceError>),
     /// What the provider of a pending plan-only creation turned out to be
     /// (a probe of its agent, or an error if it could not be probed).
-    ProviderLearned(PendingCreate, DaemonResult<bosun_adapters::EnforcementReport>),
+    ProviderLearned(PendingCreate, DaemonResult<bosun_driver::EnforcementReport>),
     Crash,
     Restart(RestartChild),
 }
@@ -260,10 +260,7 @@ impl SessionsState {
         // A known agent talks to its model over the network: in a jail
         // without one, every turn would fail on its first request. (An
         // unknown agent may run a local model: it may be jailed offline.)
-        if req.sandbox == Sandbox::Bwrap
-            && !req.network
-            && self.ctx.providers.get(&req.provider).is_some_and(|p| !p.kind.is_built_in() && self.needs_network(p))
-        {
+        if req.sandbox == Sandbox::Bwrap && !req.network && self.ctx.providers.needs_network(&req.provider) {
             return Err(DaemonError::BadRequest(format!(
                 "provider {:?} is an agent that needs the network to reach its model: create its jailed session with \"network\": true",
                 req.provider
@@ -279,9 +276,7 @@ impl SessionsState {
                 "a bwrap jail with the network shares the host's loopback, where this daemon trusts every client; set [auth] require = \"always\" to open the network to jails".into(),
             ));
         }
-        if req.sandbox == Sandbox::Docker
-            && self.ctx.providers.get(&req.provider).is_some_and(|p| p.kind != bosun_adapters::ProviderKind::Shell)
-        {
+        if req.sandbox == Sandbox::Docker && !self.ctx.providers.supports(&req.provider, Sandbox::Docker) {
             return Err(DaemonError::BadRequest(format!(
                 "sandbox \"docker\" runs shell-provider sessions only (the image holds no agent); provider {:?} is not one",
                 req.provider
@@ -292,10 +287,10 @@ impl SessionsState {
                 "sandbox \"docker\" needs a container engine: configure [docker] socket and image".into(),
             ));
         }
-        if req.sandbox == Sandbox::Bwrap && bosun_adapters::sandbox::bwrap_path().is_none() {
+        if req.sandbox == Sandbox::Bwrap && bosun_isolation::jail::bwrap_path().is_none() {
             return Err(DaemonError::Unavailable(format!(
                 "sandbox \"bwrap\" needs bubblewrap, which is not installed (no `bwrap` on PATH); install the {:?} package",
-                bosun_adapters::sandbox::BWRAP_PACKAGE
+                bosun_isolation::jail::BWRAP_PACKAGE
             )));
         }
         let title = req.title.clone().unwrap_or_default();
@@ -305,14 +300,6 @@ impl SessionsState {
         let id = new_id("s_");
         let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
         Ok((id, title, req.policy.unwrap_or(Policy::PlanOnly)))
-    }
-
-    /// Whether the provider is one of the known agents, all of which reach
-    /// their model over the network.
-    fn needs_network(&self, spec: &bosun_adapters::ProviderSpec) -> bool {
-        let learned = self.ctx.providers.enforcement(&spec.name).and_then(|e| e.agent);
-        bosun_adapters::acp::KnownAgent::recognise(learned.as_deref(), spec.program_name()).is_some()
-            || spec.kind == bosun_adapters::ProviderKind::CodexAppServer
     }
 
     fn cwd_of(&self, req: &CreateSessionRequest) -> String {

@@ -12,7 +12,7 @@ use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use crate::provider::{ProviderMsg, RunAck};
 use crate::session::SessionMsg;
-use bosun_adapters::{AgentEvent, Asked, TurnControl, TurnInput, TurnOutcome};
+use bosun_driver::{AgentEvent, Asked, TurnControl, TurnInput, TurnOutcome};
 use bosun_proto::{
     events, Action, ActionApproval, ApprovalId, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision,
     EventData, NewEvent, Policy, Topic, TurnId, TurnStatus,

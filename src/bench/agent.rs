@@ -18,7 +18,7 @@ use super::bench_agent::{monotonic_ns, parse_chunk_text, Pace};
 use super::{cpu_split, create_session, percentile, progress, thousands, with_daemon, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
 use bosun_actors::Context;
-use bosun_adapters::{ProviderKind, ProviderSpec};
+use bosun_driver::ProviderSpec;
 use bosun_proto::Topic;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -214,7 +214,7 @@ struct DaemonResult {
 
 async fn through_daemon(exe: &Path, dir: &Path, warmup: Pace, measured: Pace) -> anyhow::Result<DaemonResult> {
     let exe = exe.to_str().context("this program's path is not UTF-8")?;
-    let providers = vec![ProviderSpec::new("bench", ProviderKind::Acp, Some(exe), &["bench-agent"])];
+    let providers = vec![ProviderSpec::new("bench", "acp", Some(exe), &["bench-agent"])];
     with_daemon(dir.join("data"), providers, |ctx, addr| async move {
         drive(&ctx, &addr.to_string(), dir, warmup, measured).await
     })

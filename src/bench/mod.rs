@@ -17,7 +17,7 @@ mod shell;
 
 use crate::config::{DaemonConfig, LogFormat};
 use anyhow::Context as _;
-use bosun_adapters::ProviderSpec;
+use bosun_driver::ProviderSpec;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,9 +18,9 @@
 
 use super::{ms, percentile, progress, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
-use bosun_adapters::isolation::ShellSpec;
-use bosun_adapters::sandbox::{Jail, JailEnv, Limits};
-use bosun_adapters::shell::{Shell, ShellPlace};
+use bosun_builtin::shell::Shell;
+use bosun_isolation::jail::{Jail, JailEnv, Limits};
+use bosun_isolation::{HostShells, ShellSpec};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
@@ -50,9 +50,9 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
     let spec = ShellSpec { session_id: "bench", cwd: &cwd, network: false };
 
     let started = Instant::now();
-    let mut jailed = Shell::start(ShellPlace::Jail(&jail), spec, None, START_TIMEOUT).await.context("jailed shell")?;
+    let mut jailed = Shell::start(&jail, spec, None, START_TIMEOUT).await.context("jailed shell")?;
     let start_jailed = started.elapsed();
-    let mut host = Shell::start(ShellPlace::Host, spec, None, START_TIMEOUT).await.context("host shell")?;
+    let mut host = Shell::start(&HostShells, spec, None, START_TIMEOUT).await.context("host shell")?;
 
     let n = args.shell_commands.max(1);
     progress(&format!(

@@ -438,7 +438,7 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
     };
     // A workspace may need a clone first; the daemon waits for it as long.
     let timeout = if body.workspace.is_some() {
-        bosun_adapters::workspace::NETWORK_TIMEOUT + Duration::from_secs(90)
+        bosun_workspace::NETWORK_TIMEOUT + Duration::from_secs(90)
     } else {
         Duration::from_secs(30)
     };

@@ -9,9 +9,9 @@ use bosun_actors::names;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::{route, Context};
-use bosun_adapters::workspace::{self, WorkspaceError};
 use bosun_proto::*;
 use bosun_state::{ApprovalRecord, SessionRecord, TurnRecord};
+use bosun_workspace::{self as workspace, WorkspaceError};
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -287,7 +287,7 @@ async fn create_session(_ctx: &Context, req: &Request) -> Result<Response, ApiEr
     // A workspace may need a clone: wait for it rather than answer 503 while
     // the session is still being made.
     let timeout = if body.workspace.is_some() {
-        bosun_adapters::workspace::NETWORK_TIMEOUT + std::time::Duration::from_secs(60)
+        bosun_workspace::NETWORK_TIMEOUT + std::time::Duration::from_secs(60)
     } else {
         route::CALL_TIMEOUT
     };
@@ -511,31 +511,22 @@ fn audit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
 }
 
 fn providers(ctx: &Context) -> ProviderList {
-    let views = ctx.providers.statuses().into_iter().map(|p| {
-        let caps = p.spec.kind.capabilities();
-        ProviderView {
-            name: p.spec.name.clone(),
-            kind: p.spec.kind.as_str().to_string(),
-            origin: p.spec.origin.as_str().to_string(),
-            command: p.spec.command.clone(),
-            args: p.spec.args.clone(),
-            path: p.resolved.map(|r| r.to_string_lossy().into_owned()),
-            version: p.version,
-            capabilities: ProviderCapabilities {
-                resume: caps.resume,
-                load_session: caps.load_session,
-                steer: caps.steer,
-                interrupt: caps.interrupt,
-                images: caps.images,
-            },
-            status: p.health.as_str().to_string(),
-            running: p.running,
-            crashes: p.crashes,
-            last_crash: p.last_crash,
-            enforcement: p.enforcement.enforcement,
-            enforcement_detail: Some(p.enforcement.detail),
-            agent: p.enforcement.agent,
-        }
+    let views = ctx.providers.statuses().into_iter().map(|p| ProviderView {
+        name: p.spec.name.clone(),
+        kind: p.spec.kind.clone(),
+        origin: p.spec.origin.as_str().to_string(),
+        command: p.spec.command.clone(),
+        args: p.spec.args.clone(),
+        path: p.resolved.map(|r| r.to_string_lossy().into_owned()),
+        version: p.version,
+        capabilities: p.capabilities.into(),
+        status: p.health.as_str().to_string(),
+        running: p.running,
+        crashes: p.crashes,
+        last_crash: p.last_crash,
+        enforcement: p.enforcement.enforcement,
+        enforcement_detail: Some(p.enforcement.detail),
+        agent: p.enforcement.agent,
     });
     ProviderList { providers: views.collect() }
 }
