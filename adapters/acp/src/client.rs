@@ -261,7 +261,7 @@ pub(crate) struct TerminalStart<'a> {
 }
 
 impl Terminals {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 

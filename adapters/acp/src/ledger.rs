@@ -17,8 +17,8 @@ use agent_client_protocol::v1::schema::{
 use bosun_proto::{Decision, EndedBy};
 use serde_json::Value;
 
-use super::agents::KnownAgent;
 use super::client::Terminal;
+use super::known_agents::KnownAgent;
 use super::mapping::{self, CommandCalls, EndedCommand};
 use bosun_driver::{AgentEvent, Asked, TurnOutcome, TurnState};
 

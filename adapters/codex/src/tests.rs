@@ -4,13 +4,22 @@
 //! `e2e_real_codex` below (opt-in) and `tests/codex_schema.rs`.
 
 use super::*;
-use serde_json::json;
+use crate::mapping::*;
+use crate::process::*;
+use crate::protocol::{method, ApprovalDecision, ServerNotification, ServerRequest, TokenUsageBreakdown};
+use crate::turn::INTERRUPT_GRACE;
+use bosun_driver::{Asked, DriverNotice, LogLevel, TurnControl, TurnOutcome};
+use bosun_proto::{Action, ChunkKind, PlanEntryStatus, ToolStatus, Usage};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
 
 const THREAD: &str = "th1";
 const TURN: &str = "tu1";
 
-fn state() -> TurnState {
-    let mut state = TurnState::new(THREAD.into(), "/work".into(), None);
+fn state() -> TurnMapping {
+    let mut state = TurnMapping::new(THREAD.into(), "/work".into(), None);
     state.learn_turn_id(TURN);
     state
 }
@@ -19,7 +28,7 @@ fn notification(method_name: &str, params: Value) -> ServerNotification {
     ServerNotification::parse(method_name, params).unwrap()
 }
 
-fn feed(state: &mut TurnState, method_name: &str, params: Value) -> Vec<AgentEvent> {
+fn feed(state: &mut TurnMapping, method_name: &str, params: Value) -> Vec<AgentEvent> {
     state.on_notification(notification(method_name, params))
 }
 
@@ -239,7 +248,7 @@ fn other_tool_items_map_to_their_kinds() {
 fn usage_is_this_turns_share_of_the_thread_totals() {
     // The thread had used 107/7 before this turn.
     let before = TokenUsageBreakdown { input_tokens: 100, output_tokens: 7, ..Default::default() };
-    let mut s = TurnState::new(THREAD.into(), "/w".into(), Some(before));
+    let mut s = TurnMapping::new(THREAD.into(), "/w".into(), Some(before));
     s.learn_turn_id(TURN);
     let usage = |input, output| AgentEvent::Usage(Usage::new(input, output));
     // Codex repeats the old totals when a steer cuts a response: no usage yet.
@@ -251,7 +260,7 @@ fn usage_is_this_turns_share_of_the_thread_totals() {
 
     // Totals reported for another turn, even before ours is known, are the
     // baseline.
-    let mut s = TurnState::new(THREAD.into(), "/w".into(), None);
+    let mut s = TurnMapping::new(THREAD.into(), "/w".into(), None);
     let mut stale = usage_params((700, 49), (100, 7));
     stale["turnId"] = json!("old");
     assert!(feed(&mut s, method::TOKEN_USAGE_UPDATED, stale.clone()).is_empty());

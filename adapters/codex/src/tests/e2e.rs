@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run -q --example mock_model -- --codex-home /tmp/cx-home &
 //! BOSUN_CODEX_BIN=$PWD/tests/agents/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex \
-//! BOSUN_CODEX_HOME=/tmp/cx-home cargo test -p bosun-adapters codex::tests::e2e -- --ignored --nocapture
+//! BOSUN_CODEX_HOME=/tmp/cx-home cargo test -p bosun-codex tests::e2e -- --ignored --nocapture
 //! ```
 
 use super::*;
