@@ -2,7 +2,9 @@
 //! Chromium (driven by playwright-core from tests/browser/*.mjs) uses it the way
 //! a person on a phone would, through the accessible names and data attributes
 //! the app promises for tests (buttons "New session", "Send", "Approve"..., the
-//! `data-testid`, `data-chunk` and `data-seq` attributes, `window.bosun`).
+//! `data-testid`, `data-chunk` and `data-seq` attributes, and `bosun.lastSeq`
+//! in its storage). The app has no test hook: the scripts watch its
+//! WebSockets from an init script (tests/browser/lib.mjs).
 //!
 //! `tests/run` installs what these need (`/usr/bin/chromium` with apt-get,
 //! playwright-core with `npm ci` in tests/browser). Each script prints its

@@ -15,7 +15,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self
 /// How long a browser may keep an asset without asking again.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Caching {
-    /// Revalidate every time: the page, the script and the service worker must
+    /// Revalidate every time: the page, the modules and the service worker must
     /// change together when the binary changes.
     Revalidate,
     /// Icons change rarely and a stale one harms nobody.
@@ -31,6 +31,14 @@ struct Asset {
 
 const INDEX: &str = include_str!("pwa/index.html");
 
+/// One of the app's ES modules. The service worker's shell list (sw.js) names
+/// each too, so that an offline reload finds the whole module graph.
+/// (`pwa/types/` and `pwa/tsconfig.json` are for type-checking only and are
+/// not served.)
+const fn module(path: &'static str, body: &'static str) -> Asset {
+    Asset { path, content_type: "text/javascript; charset=utf-8", body: body.as_bytes(), caching: Caching::Revalidate }
+}
+
 const ASSETS: &[Asset] = &[
     Asset { path: "/", content_type: "text/html; charset=utf-8", body: INDEX.as_bytes(), caching: Caching::Revalidate },
     Asset {
@@ -39,12 +47,15 @@ const ASSETS: &[Asset] = &[
         body: INDEX.as_bytes(),
         caching: Caching::Revalidate,
     },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pwa/app.js").as_bytes(),
-        caching: Caching::Revalidate,
-    },
+    module("/main.js", include_str!("pwa/main.js")),
+    module("/api.js", include_str!("pwa/api.js")),
+    module("/approvals.js", include_str!("pwa/approvals.js")),
+    module("/connection.js", include_str!("pwa/connection.js")),
+    module("/dom.js", include_str!("pwa/dom.js")),
+    module("/pairing.js", include_str!("pwa/pairing.js")),
+    module("/sessions.js", include_str!("pwa/sessions.js")),
+    module("/store.js", include_str!("pwa/store.js")),
+    module("/transcript.js", include_str!("pwa/transcript.js")),
     Asset {
         path: "/app.css",
         content_type: "text/css; charset=utf-8",
@@ -89,7 +100,7 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The app's asset at `path` (`/`, `/app.js`, ...), if there is one.
+/// The app's asset at `path` (`/`, `/main.js`, ...), if there is one.
 pub fn asset(path: &str) -> Option<Response> {
     let asset = ASSETS.iter().find(|a| a.path == path)?;
     let mut response = warp::reply::with_status(asset.body, StatusCode::OK).into_response();
@@ -120,7 +131,15 @@ mod tests {
         let expected = [
             ("/", "text/html; charset=utf-8"),
             ("/index.html", "text/html; charset=utf-8"),
-            ("/app.js", "text/javascript; charset=utf-8"),
+            ("/main.js", "text/javascript; charset=utf-8"),
+            ("/api.js", "text/javascript; charset=utf-8"),
+            ("/approvals.js", "text/javascript; charset=utf-8"),
+            ("/connection.js", "text/javascript; charset=utf-8"),
+            ("/dom.js", "text/javascript; charset=utf-8"),
+            ("/pairing.js", "text/javascript; charset=utf-8"),
+            ("/sessions.js", "text/javascript; charset=utf-8"),
+            ("/store.js", "text/javascript; charset=utf-8"),
+            ("/transcript.js", "text/javascript; charset=utf-8"),
             ("/app.css", "text/css; charset=utf-8"),
             ("/sw.js", "text/javascript; charset=utf-8"),
             ("/manifest.webmanifest", "application/manifest+json"),
@@ -138,11 +157,13 @@ mod tests {
             assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
             assert_eq!(header(&response, "x-content-type-options"), "nosniff", "{path}");
         }
-        for path in ["/", "/index.html", "/sw.js"] {
+        for path in ["/", "/index.html", "/sw.js", "/main.js", "/store.js"] {
             assert_eq!(header(&asset(path).unwrap(), "cache-control"), "no-cache", "{path}");
         }
         assert!(asset("/api/v1/sessions").is_none());
         assert!(asset("/nope.js").is_none());
+        assert!(asset("/app.js").is_none(), "the old single script is gone");
+        assert!(asset("/types/events.d.ts").is_none() && asset("/tsconfig.json").is_none());
     }
 
     #[test]
@@ -157,11 +178,11 @@ mod tests {
         assert!(INDEX.contains(r#"<link rel="manifest" href="/manifest.webmanifest">"#));
         assert!(INDEX.contains(r#"<meta name="viewport""#));
         assert!(INDEX.contains(r#"<meta name="theme-color""#));
-        assert!(INDEX.contains(r#"<script src="/app.js" defer></script>"#));
+        assert!(INDEX.contains(r#"<script type="module" src="/main.js"></script>"#));
         // The CSP forbids inline code and styles: the page must hold none.
         assert!(!INDEX.contains("<script>") && !INDEX.contains("<style") && !INDEX.contains("style="));
-        let app = include_str!("pwa/app.js");
-        assert!(app.contains("navigator.serviceWorker.register('/sw.js'"));
+        let main = include_str!("pwa/main.js");
+        assert!(main.contains("navigator.serviceWorker.register('/sw.js'"));
         let manifest: serde_json::Value =
             serde_json::from_str(include_str!("pwa/manifest.webmanifest")).expect("the manifest is JSON");
         assert_eq!(manifest["start_url"], "/");
@@ -174,5 +195,61 @@ mod tests {
         // The service worker caches only what is served here, never the API.
         let sw = include_str!("pwa/sw.js");
         assert!(sw.contains("'/api/'"));
+    }
+
+    fn modules() -> impl Iterator<Item = &'static Asset> {
+        ASSETS.iter().filter(|a| a.path.ends_with(".js") && a.path != "/sw.js")
+    }
+
+    /// The paths a module imports (`import { a } from './x.js'`, the last
+    /// line of a longer one, or `import './x.js'`), as served.
+    fn imports(source: &str) -> Vec<String> {
+        source
+            .lines()
+            .map(str::trim_start)
+            .filter(|line| line.starts_with("import ") || line.starts_with("} from "))
+            .filter_map(|line| {
+                let (_, from) = line.rsplit_once("'./")?;
+                let name = from.split('\'').next()?;
+                Some(format!("/{name}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_module_is_served_cached_offline_and_type_checked() {
+        let sw = include_str!("pwa/sw.js");
+        let mut reached = vec!["/main.js".to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(path) = reached.pop() {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let module = asset_entry(&path).unwrap_or_else(|| panic!("{path} is imported but not served"));
+            assert_eq!(module.content_type, "text/javascript; charset=utf-8", "{path}");
+            assert!(
+                sw.contains(&format!("'{path}'")),
+                "{path} is not in sw.js's shell list: offline reloads would fail"
+            );
+            let source = std::str::from_utf8(module.body).expect("UTF-8");
+            assert!(source.starts_with("// @ts-check\n"), "{path} does not start with // @ts-check");
+            assert!(!source.contains("window.bosun"), "{path} carries a test hook");
+            reached.extend(imports(source));
+        }
+        let served: std::collections::BTreeSet<String> = modules().map(|a| a.path.to_string()).collect();
+        assert_eq!(served, seen, "modules served that main.js never imports");
+        assert!(seen.len() >= 7, "{seen:?}");
+        // Every .js file next to them is one of them (or the service worker).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/front/pwa");
+        for entry in std::fs::read_dir(&dir).expect("src/front/pwa") {
+            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            if name.ends_with(".js") && name != "sw.js" {
+                assert!(seen.contains(&format!("/{name}")), "src/front/pwa/{name} is neither served nor imported");
+            }
+        }
+    }
+
+    fn asset_entry(path: &str) -> Option<&'static Asset> {
+        ASSETS.iter().find(|a| a.path == path)
     }
 }

@@ -89,8 +89,7 @@ run('flow', async (t) => {
     await t.waitText('the command notice', 'command finished');
     await until('the closing chunk of the RUN turn', async () =>
       (await t.transcriptText()).split(CLOSING).length - 1 >= 2);
-    await until('window.bosun.lastSeq to reach turn:completed', async () =>
-      (await t.page.evaluate(() => window.bosun && window.bosun.lastSeq)) >= end.seq);
+    await until("the app's lastSeq to reach turn:completed", async () => (await t.lastSeq()) >= end.seq);
     const stored = await t.storedChunks(session.id, run1);
     const { chunks } = await t.renderedState(run1);
     checkSameChunks(chunks, stored, 'the RUN turn');

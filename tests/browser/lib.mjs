@@ -54,6 +54,27 @@ export async function until(what, fn, timeoutMs = WAIT_MS, everyMs = 100) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/// Runs in every page before the app: wraps `WebSocket` so the tests see the
+/// app's sockets from outside (the app has no test hook). It counts attempts,
+/// can close the open socket as a lost network would (`t.dropConnection()`),
+/// and can point `/ws` at a closed port so the upgrade fails
+/// (`t.refuseWebSocket()`): `page.routeWebSocket()` cannot refuse a socket, as
+/// a route that does not connect to the server is a mock the page sees as open.
+function watchWebSockets() {
+  const Native = window.WebSocket;
+  const watch = { attempts: 0, refused: false, open: new Set() };
+  Object.defineProperty(window, '__bosunSockets', { value: watch });
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      watch.attempts += 1;
+      const refused = watch.refused && new URL(url, location.href).pathname === '/ws';
+      super(refused ? 'ws://127.0.0.1:9/ws' : url, protocols);
+      watch.open.add(this);
+      this.addEventListener('close', () => watch.open.delete(this));
+    }
+  };
+}
+
 /// Runs `body(t)` with a fresh browser; prints the report and exits.
 export async function run(name, body, { timeoutMs = 240_000 } = {}) {
   const [url, outDir] = process.argv.slice(2);
@@ -87,6 +108,7 @@ export async function run(name, body, { timeoutMs = 240_000 } = {}) {
       serviceWorkers: 'allow',
     });
     t.context = context;
+    await context.addInitScript(watchWebSockets);
     t.page = context.pages()[0] ?? (await context.newPage());
     t.watch(t.page);
     await body(t);
@@ -247,16 +269,57 @@ class Test {
       (await this.transcriptText()).includes(text), timeoutMs);
   }
 
+  /// The last seq the app processed, as it keeps it for a reload (this
+  /// tab's `bosun.lastSeq` in sessionStorage); undefined before it has one.
+  async lastSeq() {
+    return this.page.evaluate(() => {
+      const raw = sessionStorage.getItem('bosun.lastSeq');
+      return raw === null ? undefined : Number(raw);
+    });
+  }
+
   /// Rendered chunks and lastSeq read in one go, so they belong together.
   async renderedState(turnId) {
     return this.page.evaluate((turn) => {
       const root = document.querySelector('[data-testid="transcript"]');
       const chunks = root ? [...root.querySelectorAll('[data-chunk]')].map((e) => e.getAttribute('data-chunk')) : [];
+      const raw = sessionStorage.getItem('bosun.lastSeq');
       return {
-        lastSeq: window.bosun ? window.bosun.lastSeq : undefined,
+        lastSeq: raw === null ? undefined : Number(raw),
         chunks: turn ? chunks.filter((c) => c.startsWith(turn + ':')) : chunks,
       };
     }, turnId);
+  }
+
+  /// Closes the page's open WebSocket as a network drop would; the app
+  /// reconnects by itself and resumes from its lastSeq.
+  async dropConnection() {
+    const closed = await this.page.evaluate(() => {
+      const open = [...window.__bosunSockets.open];
+      for (const ws of open) ws.close();
+      return open.length;
+    });
+    this.report.info.dropped_sockets = (this.report.info.dropped_sockets ?? 0) + closed;
+    return closed;
+  }
+
+  /// From the next page load on, every `/ws` socket fails to open.
+  async refuseWebSocket() {
+    await this.context.addInitScript(() => {
+      window.__bosunSockets.refused = true;
+    });
+  }
+
+  /// Lets `/ws` sockets through again, in the current page.
+  async allowWebSocket() {
+    await this.page.evaluate(() => {
+      window.__bosunSockets.refused = false;
+    });
+  }
+
+  /// How many WebSockets the page has tried to open.
+  async wsAttempts() {
+    return this.page.evaluate(() => window.__bosunSockets.attempts);
   }
 
   /// Types and sends a prompt; returns the new turn id (from the API).

@@ -22,7 +22,7 @@ run('offline_approval', async (t) => {
     // Chromium's offline emulation leaves open WebSockets alone (playwright
     // issue 4910); a real network loss takes the socket too.
     await t.context.setOffline(true);
-    await t.page.evaluate(() => window.bosun.dropConnection());
+    await t.dropConnection();
     await until('the indicator to leave "live"', async () => !(await t.connectionText()).includes('live'), 10000);
     await dialog().getByRole('button', { name: 'Approve', exact: true }).click({ timeout: 20000 });
     await sleep(1500);

@@ -9,21 +9,8 @@ import { tmpdir } from 'node:os';
 const REPLY = 'It opens with: "hello there".';
 
 run('polling', async (t) => {
-  // page.routeWebSocket() cannot refuse a socket: an unconnected route is a
-  // mock the page sees as open. So every /ws socket is pointed at a closed port
-  // while window.__wsBlocked holds, which fails like a refused upgrade.
-  await t.context.addInitScript(() => {
-    const Real = window.WebSocket;
-    window.__wsBlocked = true;
-    window.__wsAttempts = 0;
-    window.WebSocket = class extends Real {
-      constructor(url, protocols) {
-        window.__wsAttempts += 1;
-        const blocked = window.__wsBlocked && new URL(url, location.href).pathname === '/ws';
-        super(blocked ? 'ws://127.0.0.1:9/ws' : url, protocols);
-      }
-    };
-  });
+  // Every /ws socket fails to open, like a refused upgrade, until allowWebSocket().
+  await t.refuseWebSocket();
   const session = await t.apiOk('POST', '/api/v1/sessions', { provider: 'demo', cwd: tmpdir(), title: 'Polling test', policy: 'plan-only' }, 201);
   t.report.info.session = session.id;
   const mode = () => t.connection().first().getAttribute('data-mode', { timeout: 2000 });
@@ -34,7 +21,7 @@ run('polling', async (t) => {
     await until('data-mode="polling" on the indicator', async () => (await mode()) === 'polling');
     const text = await t.connectionText();
     check(!text.includes('live'), `the indicator says ${JSON.stringify(text)} while only polling works`);
-    t.report.info.ws_attempts = await t.page.evaluate(() => window.__wsAttempts);
+    t.report.info.ws_attempts = await t.wsAttempts();
     await t.page.getByRole('link', { name: 'Polling test' }).or(t.page.getByRole('button', { name: 'Polling test' }))
       .first().click({ timeout: 20000 });
   });
@@ -43,8 +30,7 @@ run('polling', async (t) => {
     hello = await t.send(session.id, 'hello there');
     await t.waitText('the demo reply', REPLY);
     const end = await t.waitTurnEnd(session.id, hello);
-    await until('window.bosun.lastSeq to reach turn:completed', async () =>
-      (await t.page.evaluate(() => window.bosun.lastSeq)) >= end.seq);
+    await until("the app's lastSeq to reach turn:completed", async () => (await t.lastSeq()) >= end.seq);
     const { chunks } = await t.renderedState(hello);
     checkSameChunks(chunks, await t.storedChunks(session.id, hello), 'the hello turn over polling');
   });
@@ -58,7 +44,7 @@ run('polling', async (t) => {
     check((await mode()) === 'polling', `data-mode is ${await mode()} during the polled stream`);
   });
   await t.step('the WebSocket is let through: "live" again, polling stops, no duplicate', async () => {
-    await t.page.evaluate(() => { window.__wsBlocked = false; });
+    await t.allowWebSocket();
     // The app backs off up to 15 s between attempts once the socket kept failing.
     await t.waitLive('the indicator to say "live" once the WebSocket opens', 40_000);
     check((await mode()) === 'websocket', `data-mode is ${await mode()} when live`);
@@ -70,8 +56,7 @@ run('polling', async (t) => {
   await t.step('"Stop"; every stored chunk of both turns is rendered once, in order', async () => {
     await t.button('Stop').click({ timeout: 20000 });
     const end = await t.waitTurnEnd(session.id, slow, 20000);
-    await until('window.bosun.lastSeq to reach turn:completed', async () =>
-      (await t.page.evaluate(() => window.bosun.lastSeq)) >= end.seq);
+    await until("the app's lastSeq to reach turn:completed", async () => (await t.lastSeq()) >= end.seq);
     checkSameChunks((await t.renderedState(slow)).chunks, await t.storedChunks(session.id, slow), 'the SLOW turn');
     checkSameChunks((await t.renderedState(hello)).chunks, await t.storedChunks(session.id, hello), 'the hello turn');
     t.report.info.chunks = (await t.renderedState(slow)).chunks.length;

@@ -1,4 +1,4 @@
-// Scenario 3: the connection drops during a stream (window.bosun.dropConnection(),
+// Scenario 3: the connection drops during a stream (t.dropConnection() closes the socket,
 // then the browser going offline). The indicator leaves "live" and comes back,
 // and the transcript ends with every stored chunk exactly once.
 import { run, check, until, sleep, checkNoDuplicates, checkSameChunks } from './lib.mjs';
@@ -21,7 +21,7 @@ run('reconnect', async (t) => {
     await t.recordConnection();
   });
   await t.step('dropConnection(): reconnecting, then live', async () => {
-    await t.page.evaluate(() => window.bosun.dropConnection());
+    await t.dropConnection();
     await until('the indicator to leave "live"', async () =>
       (await t.connectionStates()).some((s) => s.includes('reconnecting') || s.includes('offline')), 10000, 20);
     await t.waitLive('the indicator to come back to "live" after dropConnection()');
@@ -36,7 +36,7 @@ run('reconnect', async (t) => {
     // Chromium's offline emulation leaves open WebSockets alone (playwright
     // issue 4910), while a real phone losing its network loses the socket too.
     await t.context.setOffline(true);
-    await t.page.evaluate(() => window.bosun.dropConnection());
+    await t.dropConnection();
     await until('the indicator to leave "live" while offline', async () =>
       (await t.connectionStates()).some((s) => s.includes('reconnecting') || s.includes('offline')), 10000, 20);
     await sleep(2000);
@@ -53,8 +53,7 @@ run('reconnect', async (t) => {
   await t.step('"Stop"; every stored chunk is rendered once, in order', async () => {
     await t.button('Stop').click({ timeout: 20000 });
     const end = await t.waitTurnEnd(session.id, turn, 20000);
-    await until('window.bosun.lastSeq to reach turn:completed', async () =>
-      (await t.page.evaluate(() => window.bosun.lastSeq)) >= end.seq);
+    await until("the app's lastSeq to reach turn:completed", async () => (await t.lastSeq()) >= end.seq);
     const stored = await t.storedChunks(session.id, turn);
     const { chunks } = await t.renderedState(turn);
     checkNoDuplicates(chunks, 'the SLOW turn');

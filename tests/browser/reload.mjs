@@ -1,5 +1,5 @@
 // Scenario 2: reload in the middle of a stream. What the page renders after
-// the reload must be the stored stream up to window.bosun.lastSeq, one for
+// the reload must be the stored stream up to the app's lastSeq, one for
 // one and in order: no duplicate, no gap.
 import { run, check, until, sleep, checkSameChunks } from './lib.mjs';
 import { tmpdir } from 'node:os';
@@ -33,7 +33,7 @@ run('reload', async (t) => {
   });
   await t.step('rendered chunks = stored chunks up to lastSeq (mid-stream)', async () => {
     const { lastSeq, chunks } = await t.renderedState(turn);
-    check(typeof lastSeq === 'number' && lastSeq > 0, `window.bosun.lastSeq is ${lastSeq}`);
+    check(typeof lastSeq === 'number' && lastSeq > 0, `the app's lastSeq (sessionStorage bosun.lastSeq) is ${lastSeq}`);
     const stored = await t.storedChunks(session.id, turn, lastSeq);
     const end = (await t.events(session.id)).find((e) => e.type === 'turn:completed' && e.data.turn_id === turn);
     check(!end || end.seq > lastSeq, 'the turn had already ended: this checks nothing mid-stream');
@@ -50,8 +50,7 @@ run('reload', async (t) => {
     await t.button('Stop').click({ timeout: 20000 });
     const end = await t.waitTurnEnd(session.id, turn, 20000);
     check(end.data.status === 'interrupted', `the turn ended ${end.data.status} after "Stop"`);
-    await until('window.bosun.lastSeq to reach turn:completed', async () =>
-      (await t.page.evaluate(() => window.bosun.lastSeq)) >= end.seq);
+    await until("the app's lastSeq to reach turn:completed", async () => (await t.lastSeq()) >= end.seq);
     const stored = await t.storedChunks(session.id, turn);
     const { chunks } = await t.renderedState(turn);
     checkSameChunks(chunks, stored, 'at the end of the turn');

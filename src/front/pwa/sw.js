@@ -3,8 +3,21 @@
 // live data and must not be served stale.
 'use strict';
 
-const CACHE = 'bosun-shell-v1';
-const SHELL = ['/', '/app.js', '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
+// v2: the app became ES modules; the old cache (with /app.js) is dropped on activation.
+const CACHE = 'bosun-shell-v2';
+// Every module main.js imports must be here, or an offline reload fails to load the app.
+const MODULES = [
+  '/main.js',
+  '/api.js',
+  '/approvals.js',
+  '/connection.js',
+  '/dom.js',
+  '/pairing.js',
+  '/sessions.js',
+  '/store.js',
+  '/transcript.js',
+];
+const SHELL = ['/', ...MODULES, '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
 const LIVE = ['/api/', '/ws', '/auth/', '/health'];
 
 self.addEventListener('install', (event) => {

@@ -1,0 +1,166 @@
+// @ts-check
+// Bosun's phone app, as ES modules served as they are (no build step); this
+// one starts it and wires the others together.
+//
+// One WebSocket subscribed to every topic carries the live events; each event
+// is processed once, in seq order (`lastSeq` gates it), and the open session's
+// transcript is built from its events, de-duplicated by seq. A reload rebuilds
+// the transcript from the API, then resumes the subscription from a seq it had.
+import { state, savedSeq, saveSeq, applyEvent, sessionOf, changed, onChange } from './store.js';
+import { call, errorText, listen } from './api.js';
+import { configure, connect, checkAuth, reconnectNow, closeSocket, updateIndicator } from './connection.js';
+import { renderEvent } from './transcript.js';
+import { flushDecisions, decide, renderApproval, closeApproval, putAside, reviewPending } from './approvals.js';
+import { renderList, renderSessionHead, openSession, sendMessage, steer, stop, openNewSession, createSession } from './sessions.js';
+import { showPairing, submitPair, pairFromLink } from './pairing.js';
+import { $, show } from './dom.js';
+
+/** @typedef {import('./store.js').BosunEvent} BosunEvent */
+
+/**
+ * Takes events from the stream (WebSocket or polling): each one not seen
+ * before changes the state and, if it is the open session's, the transcript.
+ * @param {BosunEvent[]} events
+ */
+function receive(events) {
+  const before = state.lastSeq;
+  for (const ev of events) {
+    if (ev.seq <= state.lastSeq) continue; // already processed: a replay after a resume
+    state.lastSeq = ev.seq;
+    applyEvent(ev);
+    const view = state.view;
+    if (view && sessionOf(ev) === view.id) {
+      if (view.loading) view.buffer.push(ev);
+      else renderEvent(ev);
+    }
+  }
+  if (state.lastSeq === before) return;
+  saveSeq();
+  changed();
+}
+
+function route() {
+  if (state.pairing || !state.started) return;
+  const m = location.hash.match(/^#\/s\/([^/]+)$/);
+  if (m) {
+    const id = decodeURIComponent(m[1]);
+    if (!state.view || state.view.id !== id) {
+      state.approvalDismissed = null;
+      closeApproval();
+      openSession(id);
+    }
+    return;
+  }
+  state.view = null;
+  closeApproval();
+  show('list');
+  changed();
+}
+
+async function loadState() {
+  // The head is read first: events after it are replayed over the snapshot below, and
+  // replaying a session's update over a newer snapshot is corrected by the events that follow.
+  const health = await call('GET /health');
+  const head = typeof health.head_seq === 'number' ? health.head_seq : 0;
+  const [sessions, approvals] = await Promise.all([
+    call('GET /api/v1/sessions'),
+    call('GET /api/v1/approvals', { query: { status: 'pending' } }),
+  ]);
+  state.sessions = new Map(sessions.sessions.map((s) => [s.id, s]));
+  state.pending = new Map(approvals.approvals.map((a) => [a.id, a]));
+  // Resume from the seq this tab had when it is older than the head (a few events again,
+  // de-duplicated), never from a seq the daemon does not have (a new data dir).
+  const saved = savedSeq();
+  state.lastSeq = saved !== null && saved < head ? saved : head;
+  saveSeq();
+}
+
+/** @type {ReturnType<typeof setInterval> | undefined} */
+let authTimer;
+
+async function start() {
+  try {
+    await loadState();
+  } catch (e) {
+    if (state.pairing) return;
+    // The daemon is unreachable: show what we can and keep trying.
+    show('list');
+    $('no-sessions').hidden = false;
+    $('no-sessions').textContent = 'Cannot reach the daemon (' + errorText(e) + '). Retrying…';
+    setTimeout(start, 3000);
+    return;
+  }
+  $('no-sessions').textContent = 'No sessions yet.';
+  state.started = true;
+  state.view = null;
+  if (!authTimer) authTimer = setInterval(() => document.visibilityState === 'visible' && checkAuth(), 30000);
+  route();
+  connect();
+  flushDecisions();
+}
+
+async function boot() {
+  if (await pairFromLink()) await start();
+}
+
+function wire() {
+  $('back').addEventListener('click', () => {
+    location.hash = '#/';
+  });
+  $('new-session').addEventListener('click', openNewSession);
+  $('new-form').addEventListener('submit', createSession);
+  $('new-cancel').addEventListener('click', () => $('new-dialog', HTMLDialogElement).close());
+  $('new-dialog').addEventListener('close', () => $('new-session').focus());
+  $('pair-form').addEventListener('submit', (ev) => submitPair(ev, start));
+  $('composer').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sendMessage();
+  });
+  $('message').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      sendMessage();
+    }
+  });
+  $('steer').addEventListener('click', steer);
+  $('stop').addEventListener('click', stop);
+  $('approve').addEventListener('click', () => decide('accept'));
+  $('decline').addEventListener('click', () => decide('decline'));
+  $('approval-dialog').addEventListener('cancel', () => {
+    putAside();
+    setTimeout(() => $('message').focus(), 0);
+  });
+  $('review-pending').addEventListener('click', reviewPending);
+  window.addEventListener('hashchange', route);
+  window.addEventListener('online', reconnectNow);
+  window.addEventListener('offline', () => {
+    // The socket may linger for a while after the network went; do not trust it. The
+    // reconnect after 'online' resumes from lastSeq, so nothing is lost.
+    closeSocket();
+    updateIndicator();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') reconnectNow();
+  });
+  window.addEventListener('pageshow', (ev) => {
+    if (ev.persisted) reconnectNow();
+  });
+}
+
+listen({ unauthorized: showPairing, reachability: updateIndicator });
+configure({ receive, unauthorized: showPairing });
+onChange(() => {
+  renderList();
+  renderSessionHead();
+  renderApproval();
+});
+
+if ('serviceWorker' in navigator) {
+  window.addEventListener('load', () => {
+    navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch(() => {});
+  });
+}
+
+wire();
+updateIndicator();
+boot();

@@ -1,0 +1,211 @@
+// @ts-check
+// The one place the app's state lives: what the daemon told us (sessions,
+// pending approvals, the last seq processed), what this device keeps across
+// reloads (token, last seq, decisions made offline) and what the page shows
+// (the open session, the approval on screen, the connection). Other modules
+// keep only handles: the socket and timers (connection.js), DOM nodes they
+// built (transcript.js, through the open session below).
+
+/** @typedef {import('./types/events').BosunEvent} BosunEvent */
+/** @typedef {BosunEvent['type']} EventType */
+/**
+ * The event of type `T`, with its `data` narrowed to that type's payload.
+ * @template {EventType} T
+ * @typedef {Extract<BosunEvent, { type: T }>} EventOf
+ */
+/** @typedef {import('./types/api').SessionView} SessionView */
+/** @typedef {import('./types/api').SessionId} SessionId */
+/** @typedef {import('./types/api').ApprovalView} ApprovalView */
+/** @typedef {import('./types/api').ApprovalId} ApprovalId */
+/** @typedef {import('./types/api').TurnId} TurnId */
+/** @typedef {import('./types/api').Decision} Decision */
+/** @typedef {import('./types/events').ChunkKind} ChunkKind */
+
+/**
+ * A tool call's row in the transcript, kept so its updates change it in place.
+ * @typedef {{ node: HTMLElement, status: HTMLElement, out: HTMLElement }} ToolRow
+ */
+
+/**
+ * The open session: which events it has rendered, and where the transcript
+ * goes on (the agent's block a chunk of the same turn and kind joins).
+ * @typedef {object} OpenSession
+ * @property {SessionId} id
+ * @property {Set<number>} seqs events rendered, so none is rendered twice
+ * @property {Set<string>} chunks `turn:index` of the chunks rendered
+ * @property {boolean} loading its history is being fetched; live events wait in `buffer`
+ * @property {BosunEvent[]} buffer
+ * @property {TurnId | null} activeTurn the turn the transcript last saw start
+ * @property {Map<string, ToolRow>} tools
+ * @property {{ turn: TurnId, kind: ChunkKind, node: HTMLElement } | null} agentBlock
+ * @property {Element | null} lastRow the last visible row appended
+ */
+
+/** @typedef {{ id: ApprovalId, decision: Decision }} QueuedDecision */
+
+const TOKEN_KEY = 'bosun.token';
+const SEQ_KEY = 'bosun.lastSeq';
+const QUEUE_KEY = 'bosun.decisions';
+
+export const state = {
+  token: localStorage.getItem(TOKEN_KEY) || '',
+  /** @type {Map<SessionId, SessionView>} */
+  sessions: new Map(),
+  /** @type {Map<ApprovalId, ApprovalView>} pending, and not decided here yet */
+  pending: new Map(),
+  /** The last event processed from the stream (WebSocket or polling). */
+  lastSeq: 0,
+  /** @type {OpenSession | null} */
+  view: null,
+  started: false,
+  pairing: false,
+  link: {
+    wsOpen: false,
+    polling: false,
+    /** The last HTTP request failed without an answer. */
+    httpDown: false,
+    /** Consecutive WebSocket attempts that never opened. */
+    failures: 0,
+    /** The wait before the next attempt, in ms. */
+    backoff: 0,
+  },
+  /** @type {ApprovalView | null} the approval the dialog shows */
+  shownApproval: null,
+  /** @type {ApprovalId | null} closed with Escape, so it does not pop up again at once */
+  approvalDismissed: null,
+};
+
+/** @param {string} token */
+export function saveToken(token) {
+  state.token = token;
+  localStorage.setItem(TOKEN_KEY, token);
+}
+
+export function forgetToken() {
+  state.token = '';
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+/** The seq this tab (else this device) got to last time, if any. */
+export function savedSeq() {
+  const raw = sessionStorage.getItem(SEQ_KEY) || localStorage.getItem(SEQ_KEY);
+  const n = Number(raw);
+  return Number.isFinite(n) && n > 0 ? n : null;
+}
+
+/**
+ * Keeps `lastSeq` where a reload finds it. Written as it changes (once per
+ * batch of events), so what is stored always matches what is on screen.
+ */
+export function saveSeq() {
+  const value = String(state.lastSeq);
+  sessionStorage.setItem(SEQ_KEY, value);
+  localStorage.setItem(SEQ_KEY, value);
+}
+
+// ---- decisions taken while offline, kept until the daemon has them ----
+
+/** @returns {QueuedDecision[]} */
+export function queuedDecisions() {
+  try {
+    const q = JSON.parse(localStorage.getItem(QUEUE_KEY) || '[]');
+    return Array.isArray(q) ? q : [];
+  } catch (_) {
+    return [];
+  }
+}
+
+export function queuedIds() {
+  return new Set(queuedDecisions().map((q) => q.id));
+}
+
+/** @param {QueuedDecision[]} q */
+function setQueued(q) {
+  localStorage.setItem(QUEUE_KEY, JSON.stringify(q));
+}
+
+/** @param {ApprovalId} id @param {Decision} decision */
+export function queueDecision(id, decision) {
+  const q = queuedDecisions().filter((d) => d.id !== id);
+  q.push({ id, decision });
+  setQueued(q);
+}
+
+/** @param {ApprovalId | undefined} id */
+export function dropQueued(id) {
+  if (!id) return;
+  const q = queuedDecisions();
+  if (q.some((d) => d.id === id)) setQueued(q.filter((d) => d.id !== id));
+}
+
+// ---- what events change here (the transcript draws them in transcript.js) ----
+
+/** @param {BosunEvent} ev @returns {SessionId | null} */
+export function sessionOf(ev) {
+  return ev.topic && ev.topic.startsWith('session:') ? ev.topic.slice(8) : null;
+}
+
+/**
+ * The events that change the state above. Only state is kept here; an event
+ * type that changes none needs no entry.
+ * @type {{ [T in EventType]?: (data: EventOf<T>['data'], sid: SessionId | null) => void }}
+ */
+const reducers = {
+  'session:update'(d) {
+    if (d.id) state.sessions.set(d.id, d);
+  },
+  'session:closed'(d, sid) {
+    const id = d.session_id || sid;
+    if (id) state.sessions.delete(id);
+    for (const [key, a] of state.pending) if (a.session_id === id) state.pending.delete(key);
+  },
+  'approval:requested'(d) {
+    if (d.approval && d.approval.status === 'pending') state.pending.set(d.approval.id, d.approval);
+  },
+  'approval:resolved'(d) {
+    if (d.approval) state.pending.delete(d.approval.id);
+    dropQueued(d.approval && d.approval.id);
+  },
+  'turn:started'(d, sid) {
+    const s = sid && state.sessions.get(sid);
+    if (sid && s) state.sessions.set(sid, Object.assign({}, s, { active_turn: d.turn_id, status: /** @type {const} */ ('running') }));
+  },
+  'turn:completed'(d, sid) {
+    const s = sid && state.sessions.get(sid);
+    if (sid && s && s.active_turn === d.turn_id) {
+      state.sessions.set(sid, Object.assign({}, s, { active_turn: null, status: /** @type {const} */ ('idle') }));
+    }
+    for (const [id, a] of state.pending) if (a.turn_id === d.turn_id) state.pending.delete(id);
+  },
+};
+
+/**
+ * Applies one event to the state (not to the transcript).
+ * @param {BosunEvent} ev
+ */
+export function applyEvent(ev) {
+  if (!Object.hasOwn(reducers, ev.type)) return;
+  const reduce = /** @type {(data: BosunEvent['data'], sid: SessionId | null) => void} */ (reducers[ev.type]);
+  reduce(ev.data, sessionOf(ev));
+}
+
+// ---- redrawing what depends on the state, once per frame ----
+
+/** @type {() => void} */
+let redraw = () => {};
+let redrawQueued = false;
+
+/** @param {() => void} fn draws everything that depends on the state */
+export function onChange(fn) {
+  redraw = fn;
+}
+
+/** Says the state changed: the page is redrawn before the next frame. */
+export function changed() {
+  if (redrawQueued) return;
+  redrawQueued = true;
+  requestAnimationFrame(() => {
+    redrawQueued = false;
+    redraw();
+  });
+}
