@@ -88,6 +88,7 @@ pub async fn run(
         diagnostics_spec(&ctx),
         providers_spec(&ctx),
         sessions_spec(&ctx),
+        auth_spec(auth.records()),
         front_spec(&ctx, listener, auth, connections),
     ];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
@@ -139,6 +140,12 @@ fn sessions_spec(ctx: &Context) -> ChildSpec {
     // Stopping every session actor in turn takes a while with many sessions.
     ChildSpec::for_actor(names::SESSIONS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
         (SessionsSupervisor, ctx.clone())
+    })
+}
+
+fn auth_spec(records: Arc<crate::auth::owner::AuthRecords>) -> ChildSpec {
+    ChildSpec::for_actor(names::AUTH, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+        (crate::auth::owner::AuthActor, records.clone())
     })
 }
 

@@ -409,3 +409,38 @@ async fn the_daemons_git_ignores_a_forged_dot_git_in_the_worktree() {
     let bare = std::fs::read_dir(dir.path().join("data/repos")).unwrap().next().unwrap().unwrap().path();
     assert_eq!(git(&bare, &["rev-parse", &format!("bosun/{s}")]), body["sha"].as_str().unwrap());
 }
+
+/// The worktree is the agent's while a turn runs: the file API's changes
+/// (write, delete, commit) are refused with 409 `busy` and change nothing;
+/// once the turn has ended they go through, and reads work throughout.
+#[tokio::test]
+async fn file_changes_wait_for_the_turn_to_end() {
+    let dir = tempdir();
+    let repo = make_repo(dir.path());
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let session = workspace_session(&d, &repo, "full-access").await;
+    let s = session["id"].as_str().unwrap();
+    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let t = d.start_turn(s, "SLOW").await;
+
+    let (status, body) = put(&d, &format!("/api/v1/sessions/{s}/file?path=during.txt"), json!({"content":"x"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("busy")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&t), "{body}");
+    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}/file?path=README.md")).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"during"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(!worktree.join("during.txt").exists() && worktree.join("README.md").exists());
+    let read = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=README.md")).await;
+    assert_eq!(read["content"], "hello needle\n");
+
+    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
+    assert_eq!(status, 202);
+    assert_eq!(d.wait_turn_end(s, &t).await["data"]["status"], "interrupted");
+    let (status, body) = put(&d, &format!("/api/v1/sessions/{s}/file?path=after.txt"), json!({"content":"y"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(worktree.join("after.txt")).unwrap(), "y");
+    let events = d.events(Some(s), 0).await;
+    let written: Vec<&str> = file_events(&events).iter().map(|e| e["data"]["path"].as_str().unwrap()).collect();
+    assert_eq!(written, ["after.txt"], "only the change made after the turn is on record");
+}

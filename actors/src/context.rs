@@ -83,7 +83,7 @@ pub struct HealthCounters {
 
 impl HealthCounters {
     fn new() -> HealthCounters {
-        let kinds = ["root", "front", "sessions", "session", "turn", "provider", "providers", "diagnostics"];
+        let kinds = ["root", "front", "sessions", "session", "turn", "provider", "providers", "diagnostics", "auth"];
         HealthCounters {
             started: Instant::now(),
             restarts: Mutex::new(kinds.iter().map(|k| (k.to_string(), 0)).collect()),

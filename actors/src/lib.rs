@@ -9,6 +9,7 @@
 pub mod context;
 pub mod diagnostics;
 pub mod error;
+pub mod files;
 pub mod names;
 pub mod provider;
 pub mod providers;

@@ -7,6 +7,7 @@ pub const SESSIONS: &str = "bosun.sessions";
 pub const DIAGNOSTICS: &str = "bosun.diagnostics";
 pub const FRONT: &str = "bosun.front";
 pub const PROVIDERS: &str = "bosun.providers";
+pub const AUTH: &str = "bosun.auth";
 
 pub fn session(session_id: &str) -> String {
     format!("bosun.session.{session_id}")
@@ -29,6 +30,7 @@ pub fn kind_of(name: &str) -> &str {
         DIAGNOSTICS => "diagnostics",
         FRONT => "front",
         PROVIDERS => "providers",
+        AUTH => "auth",
         _ if name.starts_with("bosun.session.") => "session",
         _ if name.starts_with("bosun.turn.") => "turn",
         _ if name.starts_with("bosun.provider.") => "provider",

@@ -23,7 +23,7 @@ use bosun_isolation::jail::BWRAP_PACKAGE;
 use bosun_isolation::{Isolation, Jail};
 use bosun_proto::events::{self, ProviderStatusKind};
 use bosun_proto::{EventData, NewEvent, Sandbox, Topic};
-use bosun_state::{AgentBinding, AgentProcess, Batch, SessionRecord, Store};
+use bosun_state::{AgentBinding, AgentProcess, Batch, Owner, SessionRecord, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -203,7 +203,7 @@ impl Actor for ProviderWorker {
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
         let capabilities = state.driver.capabilities().into();
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Provider);
         batch.event(state.status(ProviderStatusKind::Ready { capabilities }));
         state.ctx.store.commit(batch).await?;
         tracing::info!(session_id = %state.session_id, provider = %state.provider, "provider worker ready");
@@ -273,7 +273,7 @@ impl ProviderState {
                     provider: self.provider.clone(),
                     crash: None,
                 });
-                let mut batch = Batch::new();
+                let mut batch = Batch::by(Owner::Provider);
                 if let Some(start_ticks) = pid.and_then(bosun_isolation::process::process_start_ticks) {
                     batch.put(&AgentProcess {
                         session_id: self.session_id.clone(),
@@ -294,7 +294,7 @@ impl ProviderState {
                     binding: binding.clone(),
                     updated_at: bosun_proto::now_ts(),
                 };
-                let mut batch = Batch::new();
+                let mut batch = Batch::by(Owner::Provider);
                 batch.put(&record)?;
                 batch.event(self.status(ProviderStatusKind::Bound { binding, resumed }));
                 self.ctx.store.commit(batch).await?;
@@ -305,7 +305,7 @@ impl ProviderState {
                     guard.crash = Some(reason.clone());
                 }
                 self.running = None;
-                let mut batch = Batch::new();
+                let mut batch = Batch::by(Owner::Provider);
                 batch.delete::<AgentProcess>(&self.session_id);
                 batch.event(self.status(ProviderStatusKind::Crashed { reason: reason.clone() }));
                 self.ctx.store.commit(batch).await?;
@@ -325,7 +325,7 @@ impl ProviderState {
             }
             DriverNotice::ModeRestored { from, to } => {
                 tracing::warn!(session_id = %self.session_id, provider = %self.provider, %from, %to, "the agent left its asking mode; put back");
-                let mut batch = Batch::new();
+                let mut batch = Batch::by(Owner::Provider);
                 let restored = events::PolicyModeRestored {
                     provider: self.provider.clone(),
                     turn_id: self.current.as_ref().map(|c| c.turn_id.clone().into()),
@@ -385,7 +385,7 @@ impl ProviderState {
 /// before any provider worker exists; returns how many were stopped.
 pub async fn stop_orphaned_agents(store: &Store) -> Result<usize, bosun_state::StoreError> {
     let mut stopped = 0;
-    let mut batch = Batch::new();
+    let mut batch = Batch::by(Owner::Startup);
     for process in store.scan::<AgentProcess>()? {
         if bosun_isolation::process::kill_group_if_same(process.pid, process.start_ticks) {
             tracing::warn!(session_id = %process.session_id, pid = process.pid, provider = %process.provider, "stopped an agent process left behind by the last run");

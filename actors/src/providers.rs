@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::error::{DaemonError, DaemonResult};
 use bosun_driver::{EnforcementReport, ProviderSpec};
 use bosun_proto::{events, Enforcement, EventData, Sandbox, Topic};
-use bosun_state::{Batch, ProviderRecord, ProviderViolation};
+use bosun_state::{Batch, Owner, ProviderRecord, ProviderViolation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,7 +71,7 @@ impl Actor for ProvidersActor {
         _myself: ActorRef<ProvidersMsg>,
         ctx: Context,
     ) -> Result<ProvidersState, ActorProcessingErr> {
-        let mut stale = Batch::new();
+        let mut stale = Batch::by(Owner::Providers);
         let mut forgotten = 0;
         for record in ctx.store.scan::<ProviderRecord>()? {
             match ctx.providers.get(&record.name) {
@@ -215,7 +215,7 @@ impl ProvidersState {
     /// Persists a record and shows it in the registry, announcing it on the
     /// system topic.
     async fn save(&mut self, record: ProviderRecord) -> DaemonResult<()> {
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Providers);
         batch.put(&record)?;
         let learned = events::ProviderStatusEvent {
             provider: record.name.clone(),

@@ -6,18 +6,20 @@
 
 use crate::context::{new_id, Context};
 use crate::error::{DaemonError, DaemonResult};
+use crate::files::{FileChange, FilesResult};
 use crate::names;
 use crate::provider::{ProviderArgs, ProviderWorker};
 use crate::supervision::{
     Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision, SupervisorConfig,
 };
-use crate::turn::{TurnActor, TurnArgs, TurnMsg};
+use crate::turn::{TurnActor, TurnArgs, TurnMsg, TurnStart};
 use bosun_proto::{
     events, ApprovalStatus, ApprovalView, Decision, EventData, NewEvent, PatchSessionRequest, Policy, SessionView,
     Topic, TurnStatus, Usage,
 };
-use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
+use bosun_state::{ApprovalRecord, Batch, Owner, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Limits on what a client may store in a session.
@@ -30,6 +32,10 @@ pub struct SessionActor;
 pub struct SessionArgs {
     pub ctx: Context,
     pub session_id: String,
+    /// A session being created: its record, for the actor to write on its
+    /// first start. Taken once, so a restart (even one after the session
+    /// was closed and its record deleted) never writes it again.
+    pub new: Option<Arc<Mutex<Option<SessionRecord>>>>,
 }
 
 pub struct SessionState {
@@ -37,6 +43,8 @@ pub struct SessionState {
     record: SessionRecord,
     sup: Supervision,
     closed: bool,
+    /// Held by a push under way: the session's pushes go one at a time.
+    pushes: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub enum SessionMsg {
@@ -48,6 +56,8 @@ pub enum SessionMsg {
     /// Ends the session for good: stops its children, cancels what waits,
     /// deletes its records and records `session:closed`.
     Close(RpcReplyPort<DaemonResult<()>>),
+    /// A change to the session's worktree through the file API.
+    Files(FileChange, RpcReplyPort<FilesResult>),
     /// From the turn actor: its status moved (running ↔ awaiting_approval).
     TurnStatus {
         turn_id: String,
@@ -84,18 +94,31 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let record = args
-            .ctx
-            .store
-            .get::<SessionRecord>(&args.session_id)?
-            .ok_or_else(|| format!("session {} has no record", args.session_id))?;
+        let record = match args.ctx.store.get::<SessionRecord>(&args.session_id)? {
+            Some(record) => record,
+            None => {
+                let new = args.new.as_ref().and_then(|cell| cell.lock().unwrap_or_else(|p| p.into_inner()).take());
+                let record = new.ok_or_else(|| format!("session {} has no record", args.session_id))?;
+                let mut batch = Batch::by(Owner::Session);
+                batch.put(&record)?;
+                batch.event(record.update_event().into_event(Topic::session(&record.id)));
+                args.ctx.store.commit(batch).await?;
+                record
+            }
+        };
         let config = SupervisorConfig {
             strategy: Strategy::OneForOne,
             intensity: Intensity { max_restarts: 10, within: Duration::from_secs(30) },
             backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
             on_restart: Some(args.ctx.restart_hook()),
         };
-        Ok(SessionState { sup: Supervision::new(config), record, ctx: args.ctx, closed: false })
+        Ok(SessionState {
+            sup: Supervision::new(config),
+            record,
+            ctx: args.ctx,
+            closed: false,
+            pushes: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     async fn post_start(
@@ -164,12 +187,20 @@ impl Actor for SessionActor {
                 let r = state.close().await;
                 let _ = reply.send(r);
             }
+            SessionMsg::Files(change, reply) => match &state.record.active_turn {
+                // The worktree is the turn's agent's while it runs.
+                Some(turn_id) => {
+                    let busy = DaemonError::Busy { session_id: state.record.id.clone(), turn_id: turn_id.clone() };
+                    let _ = reply.send(Err(busy.into()));
+                }
+                None => crate::files::change(&state.ctx, &state.record, change, &state.pushes, reply).await,
+            },
             SessionMsg::TurnStatus { turn_id, status } => {
                 if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
                     let awaiting = status == TurnStatus::AwaitingApproval;
                     if state.record.awaiting_approval != awaiting {
                         state.record.awaiting_approval = awaiting;
-                        state.save(Batch::new()).await?;
+                        state.save(Batch::by(Owner::Session)).await?;
                     }
                 }
             }
@@ -180,14 +211,14 @@ impl Actor for SessionActor {
                     what,
                     at: bosun_proto::now_ts(),
                 });
-                state.save(Batch::new()).await?;
+                state.save(Batch::by(Owner::Session)).await?;
             }
             SessionMsg::TurnEnded { turn_id, status, usage } => {
                 if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
                     state.record.active_turn = None;
                     state.record.awaiting_approval = false;
                     state.record.usage.add(usage);
-                    state.save(Batch::new()).await?;
+                    state.save(Batch::by(Owner::Session)).await?;
                     tracing::info!(session_id = %state.record.id, turn_id = %turn_id, %status, "session idle");
                 }
             }
@@ -240,6 +271,7 @@ fn refuse_closed(msg: SessionMsg) {
         SessionMsg::StartTurn(_, r) => drop(r.send(Err(gone()))),
         SessionMsg::Interrupt(_, r) | SessionMsg::Steer(_, _, r) | SessionMsg::Close(r) => drop(r.send(Err(gone()))),
         SessionMsg::Decide(_, _, r) => drop(r.send(Err(gone()))),
+        SessionMsg::Files(_, r) => drop(r.send(Err(gone().into()))),
         _ => {}
     }
 }
@@ -319,7 +351,7 @@ impl SessionState {
         if let Some(archived) = patch.archived {
             self.record.archived = archived;
         }
-        self.save(Batch::new()).await?;
+        self.save(Batch::by(Owner::Session)).await?;
         Ok(self.record.view())
     }
 
@@ -341,34 +373,20 @@ impl SessionState {
         }
         self.ensure_provider(myself).await?;
         let number = self.record.turn_count + 1;
-        let turn = TurnRecord {
-            id: new_id("t_"),
-            session_id: self.record.id.clone(),
-            number,
-            text,
-            steers: vec![],
-            status: TurnStatus::Started,
-            reason: None,
-            usage: Usage::default(),
-            approvals: vec![],
-            started_at: bosun_proto::now_ts(),
-            ended_at: None,
-            result: None,
-        };
+        let id = new_id("t_");
         self.record.turn_count = number;
-        self.record.active_turn = Some(turn.id.clone());
-        let mut batch = Batch::new();
-        batch.put(&turn)?;
-        batch.event(self.event(EventData::TurnStarted(events::TurnStarted {
-            turn_id: turn.id.clone().into(),
-            number,
-            text: turn.text.clone(),
-            status: TurnStatus::Started,
-        })));
-        self.save(batch).await?;
-        tracing::info!(session_id = %self.record.id, turn_id = %turn.id, "turn started");
-        self.start_turn_actor(myself, number).await?;
-        Ok(turn.id)
+        self.record.active_turn = Some(id.clone());
+        self.save(Batch::by(Owner::Session)).await?;
+        // The turn actor records the turn itself (`turn:started`): from its
+        // first write to its end, it alone writes the turn's records.
+        if let Err(e) = self.start_turn_actor(myself, number, TurnStart::New { id: id.clone(), text }).await {
+            self.record.turn_count = number - 1;
+            self.record.active_turn = None;
+            self.save(Batch::by(Owner::Session)).await?;
+            return Err(e);
+        }
+        tracing::info!(session_id = %self.record.id, turn_id = %id, "turn started");
+        Ok(id)
     }
 
     async fn ensure_provider(&mut self, myself: &ActorRef<SessionMsg>) -> DaemonResult<()> {
@@ -393,7 +411,12 @@ impl SessionState {
         Ok(())
     }
 
-    async fn start_turn_actor(&mut self, myself: &ActorRef<SessionMsg>, number: u64) -> DaemonResult<()> {
+    async fn start_turn_actor(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        number: u64,
+        start: TurnStart,
+    ) -> DaemonResult<()> {
         let ctx = self.ctx.clone();
         let session_id = self.record.id.clone();
         // Transient: restarted if it fails; a turn that ends stops it normally.
@@ -401,7 +424,10 @@ impl SessionState {
             names::turn(&self.record.id),
             Restart::Transient,
             Shutdown::Timeout(Duration::from_secs(5)),
-            move || (TurnActor, TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number }),
+            move || {
+                let args = TurnArgs { ctx: ctx.clone(), session_id: session_id.clone(), number, start: start.clone() };
+                (TurnActor, args)
+            },
         );
         self.sup
             .start_child(spec, &myself.get_cell())
@@ -419,12 +445,12 @@ impl SessionState {
         match turn {
             Some(turn) if turn.id == turn_id && !turn.status.is_final() => {
                 tracing::info!(session_id = %self.record.id, turn_id = %turn_id, status = %turn.status, "recovering the active turn");
-                if let Err(e) = self.ensure_provider(myself).await {
-                    self.fail_turn(turn, format!("cut by a restart, and the provider could not start again: {e}"))
-                        .await?;
-                    return Ok(());
-                }
-                self.start_turn_actor(myself, number).await?;
+                let start = match self.ensure_provider(myself).await {
+                    Ok(()) => TurnStart::Recorded,
+                    // The turn actor ends it, as the writer of its records.
+                    Err(e) => TurnStart::Cut(format!("cut by a restart, and the provider could not start again: {e}")),
+                };
+                self.start_turn_actor(myself, number, start).await?;
             }
             Some(turn) => {
                 // The turn ended but the session missed it.
@@ -433,52 +459,31 @@ impl SessionState {
                 if turn.id == turn_id {
                     self.record.usage.add(turn.usage);
                 }
-                self.save(Batch::new()).await?;
+                self.save(Batch::by(Owner::Session)).await?;
             }
             None => {
                 self.record.active_turn = None;
                 self.record.awaiting_approval = false;
-                self.save(Batch::new()).await?;
+                self.save(Batch::by(Owner::Session)).await?;
             }
         }
         Ok(())
     }
 
-    /// Ends a turn that no actor can run any more, cancelling its approvals.
-    async fn fail_turn(&mut self, mut turn: TurnRecord, reason: String) -> DaemonResult<()> {
-        let mut batch = Batch::new();
-        self.cancel_approvals(&turn, &mut batch)?;
+    /// The `approval:resolved` events of a deleted session's turn's pending
+    /// approvals, cancelled by the daemon. Only the events: the records go
+    /// with the session.
+    fn cancelled_approvals(&self, turn: &TurnRecord) -> DaemonResult<Vec<NewEvent>> {
         let now = bosun_proto::now_ts();
-        turn.status = TurnStatus::Failed;
-        turn.reason = Some(reason.clone());
-        turn.ended_at = Some(now);
-        let chunks = self
-            .ctx
-            .store
-            .get::<TurnProgress>(&TurnRecord::key_for(&turn.session_id, turn.number))?
-            .map_or(0, |p| p.chunks);
-        batch.put(&turn)?;
-        batch.event(
-            self.event(EventData::StreamComplete(events::StreamComplete { turn_id: turn.id.clone().into(), chunks })),
-        );
-        batch.event(self.event(turn.completed_event()));
-        self.record.active_turn = None;
-        self.record.awaiting_approval = false;
-        self.save(batch).await?;
-        tracing::warn!(session_id = %self.record.id, turn_id = %turn.id, reason = %reason, "turn failed");
-        Ok(())
-    }
-
-    fn cancel_approvals(&self, turn: &TurnRecord, batch: &mut Batch) -> DaemonResult<()> {
+        let mut events = Vec::new();
         for id in &turn.approvals {
             if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(id)? {
-                if let Some(cancelled) = a.cancel_by_daemon(&bosun_proto::now_ts()) {
-                    batch.event(self.event(cancelled));
-                    batch.put(&a)?;
+                if let Some(cancelled) = a.cancel_by_daemon(&now) {
+                    events.push(self.event(cancelled));
                 }
             }
         }
-        Ok(())
+        Ok(events)
     }
 
     async fn decide(&mut self, approval_id: String, decision: Decision) -> DaemonResult<ApprovalView> {
@@ -511,15 +516,21 @@ impl SessionState {
         settle_again(&approval, decision)
     }
 
+    /// Deletes the session: its turn and provider stop first, so nothing
+    /// else writes its records while they go (the session may delete its
+    /// children's records, see `bosun_state::Owner`).
     async fn close(&mut self) -> DaemonResult<()> {
         self.sup.shutdown().await;
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Session);
         if let Some(turn_id) = self.record.active_turn.clone() {
             let key = TurnRecord::key_for(&self.record.id, self.record.turn_count);
             if let Some(mut turn) =
                 self.ctx.store.get::<TurnRecord>(&key)?.filter(|t| t.id == turn_id && !t.status.is_final())
             {
-                self.cancel_approvals(&turn, &mut batch)?;
+                for event in self.cancelled_approvals(&turn)? {
+                    batch.event(event);
+                }
+                // Announced as it ends; the record itself is deleted below.
                 turn.status = TurnStatus::Interrupted;
                 turn.reason = Some("the session was deleted".into());
                 turn.ended_at = Some(bosun_proto::now_ts());

@@ -10,13 +10,13 @@ use crate::supervision::{
     Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
     SupervisorConfig,
 };
-use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView, Topic};
-use bosun_state::{Batch, SessionRecord, WorkspaceInfo};
+use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView};
+use bosun_state::{SessionRecord, WorkspaceInfo};
 use bosun_workspace::{self as workspace, WorkspaceError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct SessionsSupervisor;
@@ -86,7 +86,7 @@ impl Actor for SessionsSupervisor {
         let records = state.ctx.store.scan::<SessionRecord>()?;
         let count = records.len();
         for record in records {
-            if let Err(e) = state.start_session(&myself, record.id).await {
+            if let Err(e) = state.start_session(&myself, record.id, None).await {
                 // Without this, the sessions already started would be left unsupervised.
                 state.sup.shutdown().await;
                 return Err(e);
@@ -218,16 +218,20 @@ impl SessionsState {
         }
     }
 
+    /// Starts a session's actor; `new` is the record of a session being
+    /// created, which the actor writes.
     async fn start_session(
         &mut self,
         myself: &ActorRef<SessionsMsg>,
         session_id: String,
+        new: Option<SessionRecord>,
     ) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
         let name = names::session(&session_id);
+        let new = new.map(|record| Arc::new(Mutex::new(Some(record))));
         let spec =
             ChildSpec::for_actor(name, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(10)), move || {
-                (SessionActor, SessionArgs { ctx: ctx.clone(), session_id: session_id.clone() })
+                (SessionActor, SessionArgs { ctx: ctx.clone(), session_id: session_id.clone(), new: new.clone() })
             });
         self.sup.start_child(spec, &myself.get_cell()).await?;
         Ok(())
@@ -351,22 +355,20 @@ impl SessionsState {
         record.workspace = workspace;
         record.sandbox = req.sandbox;
         record.network = req.network;
-        let mut batch = Batch::new();
-        batch.put(&record)?;
-        batch.event(record.update_event().into_event(Topic::session(&id)));
-        if let Err(e) = self.ctx.store.commit(batch).await {
-            if let Some(ws) = &record.workspace {
+        let view = record.view();
+        let provider = record.provider.clone();
+        // The session actor writes its record as it first starts: it is the
+        // record's one writer.
+        if let Err(e) = self.start_session(myself, id.clone(), Some(record)).await {
+            if let Some(ws) = &view.workspace {
                 if let Err(e) = workspace::remove(&self.ctx.settings.data_dir, &ws.repo, &id).await {
                     tracing::warn!(session_id = %id, error = %e, "could not remove the worktree of a failed creation");
                 }
             }
-            return Err(e.into());
+            return Err(DaemonError::Internal(format!("session actor could not start: {e}")));
         }
-        tracing::info!(session_id = %id, provider = %record.provider, "session created");
-        self.start_session(myself, id)
-            .await
-            .map_err(|e| DaemonError::Internal(format!("session actor could not start: {e}")))?;
-        Ok(record.view())
+        tracing::info!(session_id = %id, provider = %provider, "session created");
+        Ok(view)
     }
 
     async fn delete(&mut self, id: &str, keep_worktree: bool) -> DaemonResult<()> {

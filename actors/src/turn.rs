@@ -17,7 +17,7 @@ use bosun_proto::{
     events, Action, ActionApproval, ApprovalId, ApprovalStatus, ApprovalView, ChunkKind, DecidedBy, Decision,
     EventData, NewEvent, Policy, Topic, TurnId, TurnStatus,
 };
-use bosun_state::{ApprovalRecord, Batch, SessionRecord, TurnProgress, TurnRecord};
+use bosun_state::{ApprovalRecord, Batch, Owner, SessionRecord, TurnProgress, TurnRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,20 @@ pub struct TurnArgs {
     pub session_id: String,
     /// The turn's number in its session: the key of its record.
     pub number: u64,
+    pub start: TurnStart,
+}
+
+/// How a turn actor finds its turn.
+#[derive(Debug, Clone)]
+pub enum TurnStart {
+    /// The session has just started it: the actor records it (the turn's
+    /// record and `turn:started`) unless a first incarnation already did.
+    New { id: String, text: String },
+    /// It is on record: pick it up where it is (after a restart).
+    Recorded,
+    /// It is on record but cannot run any more: end it, failed, with this
+    /// reason.
+    Cut(String),
 }
 
 pub struct TurnState {
@@ -50,6 +64,8 @@ pub struct TurnState {
     topic: Topic,
     /// The session's provider, named in a policy violation.
     provider: String,
+    /// Why the turn must end at once, failed ([`TurnStart::Cut`]).
+    cut: Option<String>,
 }
 
 /// An action the agent reports done that nothing allowed, in a plan-only
@@ -84,7 +100,11 @@ impl Actor for TurnActor {
 
     async fn pre_start(&self, _myself: ActorRef<TurnMsg>, args: TurnArgs) -> Result<TurnState, ActorProcessingErr> {
         let key = TurnRecord::key_for(&args.session_id, args.number);
-        let record = args.ctx.store.get::<TurnRecord>(&key)?.ok_or_else(|| format!("turn record {key} is missing"))?;
+        let record = match (args.ctx.store.get::<TurnRecord>(&key)?, &args.start) {
+            (Some(record), _) => record,
+            (None, TurnStart::New { id, text }) => record_new_turn(&args, id, text).await?,
+            (None, _) => return Err(format!("turn record {key} is missing").into()),
+        };
         let session = args
             .ctx
             .store
@@ -102,6 +122,10 @@ impl Actor for TurnActor {
             record,
             progress,
             replay_asked: None,
+            cut: match args.start {
+                TurnStart::Cut(reason) => Some(reason),
+                _ => None,
+            },
             ctx: args.ctx,
         })
     }
@@ -112,6 +136,9 @@ impl Actor for TurnActor {
             state.notify_session_ended();
             myself.stop(None);
             return Ok(());
+        }
+        if let Some(reason) = state.cut.take() {
+            return state.finish(&myself, TurnStatus::Failed, Some(reason)).await;
         }
         state.run_on_provider(&myself).await
     }
@@ -168,6 +195,36 @@ impl Actor for TurnActor {
         }
         Ok(())
     }
+}
+
+/// Writes a turn the session has just started: its record and
+/// `turn:started`, in one commit.
+async fn record_new_turn(args: &TurnArgs, id: &str, text: &str) -> Result<TurnRecord, ActorProcessingErr> {
+    let record = TurnRecord {
+        id: id.to_string(),
+        session_id: args.session_id.clone(),
+        number: args.number,
+        text: text.to_string(),
+        steers: vec![],
+        status: TurnStatus::Started,
+        reason: None,
+        usage: bosun_proto::Usage::default(),
+        approvals: vec![],
+        started_at: bosun_proto::now_ts(),
+        ended_at: None,
+        result: None,
+    };
+    let mut batch = Batch::by(Owner::Turn);
+    batch.put(&record)?;
+    let started = events::TurnStarted {
+        turn_id: record.id.clone().into(),
+        number: record.number,
+        text: record.text.clone(),
+        status: TurnStatus::Started,
+    };
+    batch.event(EventData::TurnStarted(started).into_event(Topic::session(&args.session_id)));
+    args.ctx.store.commit(batch).await?;
+    Ok(record)
 }
 
 impl TurnState {
@@ -229,7 +286,7 @@ impl TurnState {
         first: u64,
         events: Vec<AgentEvent>,
     ) -> Result<(), ActorProcessingErr> {
-        let mut pending = Batch::new();
+        let mut pending = Batch::by(Owner::Turn);
         let mut dirty = false;
         for (offset, event) in events.into_iter().enumerate() {
             let no = first + offset as u64;
@@ -446,7 +503,7 @@ impl TurnState {
         if !std::mem::take(dirty) {
             return Ok(());
         }
-        let mut batch = std::mem::replace(pending, Batch::new());
+        let mut batch = std::mem::replace(pending, Batch::by(Owner::Turn));
         batch.put(&self.progress)?;
         self.ctx.store.commit(batch).await?;
         Ok(())
@@ -456,7 +513,7 @@ impl TurnState {
         let id = derived_id("a_", &[&self.record.id, &request_id]);
         if let Some(existing) = self.ctx.store.get::<ApprovalRecord>(&id)? {
             // A resumed provider asks again: answer from the record.
-            let mut batch = Batch::new();
+            let mut batch = Batch::by(Owner::Turn);
             batch.put(&self.progress)?;
             self.ctx.store.commit(batch).await?;
             match existing.status {
@@ -482,7 +539,7 @@ impl TurnState {
             decided_at: None,
         };
         self.record.approvals.push(id.clone());
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         batch.event(
             self.event(EventData::ApprovalRequested(events::ApprovalRequested { approval: approval.view(), policy })),
         );
@@ -536,7 +593,7 @@ impl TurnState {
         approval.decided_by = Some(by);
         approval.decided_at = Some(bosun_proto::now_ts());
         let still_waiting = self.pending_approvals(Some(approval_id))?;
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         batch.put(&approval)?;
         batch.event(self.event(approval.resolved_event(false)));
         if !still_waiting && self.record.status == TurnStatus::AwaitingApproval {
@@ -614,7 +671,7 @@ impl TurnState {
 
     async fn steer(&mut self, text: String) -> DaemonResult<()> {
         self.record.steers.push(text.clone());
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         batch.put(&self.record)?;
         batch
             .event(self.event(EventData::TurnSteer(events::TurnSteer { turn_id: self.turn_id(), text: text.clone() })));
@@ -630,7 +687,7 @@ impl TurnState {
             return Ok(());
         }
         self.record.status = status;
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         batch.put(&self.record)?;
         batch.event(self.event(EventData::TurnUpdate(events::TurnUpdate { turn_id: self.turn_id(), status })));
         self.ctx.store.commit(batch).await?;
@@ -645,7 +702,7 @@ impl TurnState {
 
     /// Records the next `stream:chunk` of the turn with the turn's new state.
     async fn emit_chunk(&mut self, kind: ChunkKind, text: String) -> Result<(), ActorProcessingErr> {
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         self.chunk_into(&mut batch, kind, text);
         batch.put(&self.progress)?;
         self.ctx.store.commit(batch).await?;
@@ -674,7 +731,7 @@ impl TurnState {
         reason: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
         let now = bosun_proto::now_ts();
-        let mut batch = Batch::new();
+        let mut batch = Batch::by(Owner::Turn);
         for id in self.record.approvals.clone() {
             if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(&id)? {
                 if let Some(cancelled) = a.cancel_by_daemon(&now) {

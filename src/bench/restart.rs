@@ -5,7 +5,7 @@
 use super::{mib, percentile, proc_field_kib, progress, secs, thousands, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
 use bosun_proto::{events, ChunkKind, EventData, Policy, Topic, TurnId, TurnStatus, Usage};
-use bosun_state::{Batch, FlushPolicy, SessionRecord, Store, StoreConfig, TurnProgress, TurnRecord};
+use bosun_state::{Batch, FlushPolicy, Owner, SessionRecord, Store, StoreConfig, TurnProgress, TurnRecord};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
@@ -52,7 +52,9 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
     let cwd = data_dir.to_string_lossy().into_owned();
     let text = "x".repeat(payload_bytes);
     let now = bosun_proto::now_ts();
-    let mut batch = Batch::new();
+    // The session's records and its turn's, as their actors would write them.
+    let mut batch = Batch::by(Owner::Session);
+    let mut turns = Batch::by(Owner::Turn);
     let mut written: u64 = 0;
 
     for i in 0..sessions {
@@ -106,8 +108,8 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
             batch.event(turn_record.completed_event().into_event(topic.clone()));
             batch.event(record.update_event().into_event(topic.clone()));
             emitted += 4 + chunks as usize;
-            batch.put(&turn_record)?;
-            batch.put(&TurnProgress { chunks, events_seen: chunks, ..TurnProgress::start(&id, 1) })?;
+            turns.put(&turn_record)?;
+            turns.put(&TurnProgress { chunks, events_seen: chunks, ..TurnProgress::start(&id, 1) })?;
         }
         // Any quota left (1 < quota < 5): more session updates.
         while emitted < quota {
@@ -117,10 +119,14 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
         batch.put(&record)?;
         written += emitted as u64;
         if batch.event_count() >= POPULATE_BATCH_EVENTS || batch.write_count() >= POPULATE_BATCH_EVENTS {
-            store.commit(std::mem::take(&mut batch)).await.context("committing a populate batch")?;
+            let full = std::mem::replace(&mut batch, Batch::by(Owner::Session));
+            store.commit(full).await.context("committing a populate batch")?;
+            let full = std::mem::replace(&mut turns, Batch::by(Owner::Turn));
+            store.commit(full).await.context("committing a populate batch of turns")?;
         }
     }
     store.commit(batch).await.context("committing the last populate batch")?;
+    store.commit(turns).await.context("committing the last populate batch of turns")?;
     let head = store.durable_head();
     anyhow::ensure!(head == written, "populated {written} events but the store's head is {head}");
     store.close();

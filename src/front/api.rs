@@ -5,6 +5,7 @@
 //! Reads go to the store; every change goes through the actor that owns it.
 
 use super::error::ApiError;
+use bosun_actors::files::{FileChange, FileChanged, FilesError};
 use bosun_actors::names;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
@@ -16,6 +17,7 @@ use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
@@ -589,31 +591,46 @@ async fn read_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, A
     Ok(json_reply(StatusCode::OK, &FileContent { path: q.path, content }))
 }
 
-/// Records a file change on the session's topic. The write already
-/// happened: the event is the audit trail of it, and no record changes, so
-/// committing straight from here does not make a second writer of any record.
-async fn audit_file(ctx: &Context, id: &str, event: EventData) -> Result<(), ApiError> {
-    let mut batch = bosun_state::Batch::new();
-    batch.event(event.into_event(Topic::session(id)));
-    ctx.store.commit(batch).await?;
-    Ok(())
+/// Makes a change to a session's worktree through its session actor, the
+/// one place that changes it (see `bosun_actors::files`).
+async fn change_files(id: &str, change: FileChange, timeout: Duration) -> Result<FileChanged, ApiError> {
+    let changed =
+        route::call_within::<SessionMsg, _, _>(&names::session(id), timeout, |r| SessionMsg::Files(change, r)).await?;
+    changed.map_err(|e| match e {
+        FilesError::Daemon(e) => e.into(),
+        FilesError::Workspace(e) => e.into(),
+    })
 }
+
+/// How long a write or delete may take (a file of up to 10 MiB, and its
+/// audit record).
+const FILE_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn write_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     let q: FilePathQuery = query(req)?;
     let body: PutFileRequest = json_body(req)?;
-    let (_, root) = worktree_of(ctx, id)?;
-    let bytes = workspace::write(&root, &q.path, &body.content).await?;
-    audit_file(ctx, id, EventData::FileWritten(events::FileTouched { path: q.path.clone(), bytes })).await?;
-    Ok(json_reply(StatusCode::OK, &FileWritten { path: q.path, bytes }))
+    worktree_of(ctx, id)?;
+    let change = FileChange::Write { path: q.path.clone(), content: body.content };
+    match change_files(id, change, FILE_CHANGE_TIMEOUT).await? {
+        FileChanged::Written { bytes } => Ok(json_reply(StatusCode::OK, &FileWritten { path: q.path, bytes })),
+        other => Err(unexpected(other)),
+    }
 }
 
 async fn delete_file(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     let q: FilePathQuery = query(req)?;
-    let (_, root) = worktree_of(ctx, id)?;
-    let bytes = workspace::delete(&root, &q.path).await?;
-    audit_file(ctx, id, EventData::FileDeleted(events::FileTouched { path: q.path.clone(), bytes })).await?;
-    Ok(json_reply(StatusCode::OK, &FileDeleted { path: q.path, deleted: true, bytes }))
+    worktree_of(ctx, id)?;
+    match change_files(id, FileChange::Delete { path: q.path.clone() }, FILE_CHANGE_TIMEOUT).await? {
+        FileChanged::Deleted { bytes } => {
+            Ok(json_reply(StatusCode::OK, &FileDeleted { path: q.path, deleted: true, bytes }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An answer of the session actor to a change it was not asked for.
+fn unexpected(changed: FileChanged) -> ApiError {
+    ApiError::Daemon(bosun_actors::DaemonError::Internal(format!("the session answered {changed:?}")))
 }
 
 async fn search(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
@@ -638,18 +655,14 @@ async fn diff(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiErr
 async fn commit(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     no_query(req)?;
     let body: CommitRequest = json_body(req)?;
-    let (_, root) = worktree_of(ctx, id)?;
-    let sha = workspace::commit(&root, &body.message).await?;
-    let mut reply = CommitResponse { sha, branch: workspace::session_branch(id), pushed: false, push_error: None };
-    if body.push {
-        let credentials = ctx.settings.git.credentials();
-        match workspace::push(&ctx.settings.data_dir, &root, id, credentials.as_ref()).await {
-            Ok(()) => reply.pushed = true,
-            Err(e) => {
-                tracing::warn!(session_id = %id, error = %e, "push failed");
-                reply.push_error = Some(e.to_string());
-            }
+    worktree_of(ctx, id)?;
+    // A commit is local; its push may take the network's time.
+    let timeout = bosun_workspace::NETWORK_TIMEOUT + Duration::from_secs(90);
+    match change_files(id, FileChange::Commit { message: body.message, push: body.push }, timeout).await? {
+        FileChanged::Committed { sha, pushed, push_error } => {
+            let reply = CommitResponse { sha, branch: workspace::session_branch(id), pushed, push_error };
+            Ok(json_reply(StatusCode::OK, &reply))
         }
+        other => Err(unexpected(other)),
     }
-    Ok(json_reply(StatusCode::OK, &reply))
 }

@@ -38,6 +38,7 @@ pub fn error_response(e: &AuthError) -> Response {
         AuthError::AdminOnly | AuthError::ForeignOrigin => (StatusCode::FORBIDDEN, "forbidden"),
         AuthError::Limited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        AuthError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         AuthError::Store(_) | AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     if status.is_server_error() {

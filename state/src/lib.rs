@@ -12,10 +12,14 @@
 //! - opening never scans the whole event log, only the tail whose topic index
 //!   was not persisted yet (bounded by the persist limits in `pending`).
 //!
+//! - every kind of record has one owner, and only a batch of that owner's
+//!   can put it ([`Owner`]).
+//!
 //! sled stays behind [`Store`]: nothing outside this crate names a tree.
 
 mod batch;
 mod codec;
+mod owner;
 mod pending;
 pub mod records;
 mod store;
@@ -26,6 +30,7 @@ mod tests;
 
 pub use batch::Batch;
 pub use codec::decode_body;
+pub use owner::Owner;
 pub use records::*;
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
 
@@ -50,6 +55,10 @@ pub enum StoreError {
     /// Bytes in the store that no version of this crate could have written.
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A record written by someone other than its owner (`writer`: the
+    /// batch's owner, `None` for an events-only batch).
+    #[error("{tree} records are written by the {owner} actor only, not by {}", .writer.map_or("an events-only batch", |w| w.as_str()))]
+    NotOwner { tree: &'static str, owner: Owner, writer: Option<Owner> },
     /// A `Record::TREE` that collides with one of the store's own trees.
     #[error("tree name {0:?} is reserved by the store")]
     ReservedTree(&'static str),

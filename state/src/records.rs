@@ -11,7 +11,7 @@ use bosun_proto::{
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::{Owner, StoreError};
 
 /// A kind of snapshot, stored in its own sled tree.
 pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -19,6 +19,8 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
     const TREE: &'static str;
     /// The schema version written with every value of this kind.
     const SCHEMA: u16;
+    /// The one writer of this kind (see [`Owner`]).
+    const OWNER: Owner;
 
     /// The key of this record in its tree.
     fn key(&self) -> String;
@@ -94,6 +96,7 @@ impl WorkspaceInfo {
 
 impl Record for SessionRecord {
     const TREE: &'static str = "sessions";
+    const OWNER: Owner = Owner::Session;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -188,6 +191,7 @@ pub struct TurnRecord {
 
 impl Record for TurnRecord {
     const TREE: &'static str = "turns";
+    const OWNER: Owner = Owner::Turn;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -234,6 +238,7 @@ pub struct AgentBinding {
 
 impl Record for AgentBinding {
     const TREE: &'static str = "agent_bindings";
+    const OWNER: Owner = Owner::Provider;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -255,6 +260,7 @@ pub struct AgentProcess {
 
 impl Record for AgentProcess {
     const TREE: &'static str = "agent_processes";
+    const OWNER: Owner = Owner::Provider;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -292,6 +298,7 @@ pub struct ProviderViolation {
 
 impl Record for ProviderRecord {
     const TREE: &'static str = "providers";
+    const OWNER: Owner = Owner::Providers;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -317,6 +324,7 @@ pub struct TurnProgress {
 
 impl Record for TurnProgress {
     const TREE: &'static str = "turn_progress";
+    const OWNER: Owner = Owner::Turn;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -348,6 +356,7 @@ pub struct ApprovalRecord {
 
 impl Record for ApprovalRecord {
     const TREE: &'static str = "approvals";
+    const OWNER: Owner = Owner::Turn;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -383,6 +392,7 @@ pub struct DeviceRecord {
 
 impl Record for DeviceRecord {
     const TREE: &'static str = "auth_devices";
+    const OWNER: Owner = Owner::Auth;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -404,6 +414,7 @@ pub struct PairingRecord {
 
 impl Record for PairingRecord {
     const TREE: &'static str = "auth_pairing";
+    const OWNER: Owner = Owner::Auth;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {
@@ -426,6 +437,7 @@ impl TotpRecord {
 
 impl Record for TotpRecord {
     const TREE: &'static str = "auth_totp";
+    const OWNER: Owner = Owner::Auth;
     const SCHEMA: u16 = 1;
 
     fn key(&self) -> String {

@@ -207,7 +207,10 @@ impl Store {
     /// Returns once the batch is flushed to disk and its events are published,
     /// with the envelopes in seq order. Dropping the future does not cancel
     /// the commit: once submitted, the batch is written.
-    pub async fn commit(&self, batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+    pub async fn commit(&self, mut batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+        if let Some(refused) = batch.refused.take() {
+            return Err(refused);
+        }
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -218,7 +221,10 @@ impl Store {
 
     /// [`Store::commit`] for threads outside the async runtime. Safe to call
     /// from a runtime thread too (it blocks that thread until the flush).
-    pub fn commit_blocking(&self, batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+    pub fn commit_blocking(&self, mut batch: Batch) -> Result<Vec<Arc<Envelope>>, StoreError> {
+        if let Some(refused) = batch.refused.take() {
+            return Err(refused);
+        }
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -396,7 +402,8 @@ impl Store {
     /// anything else writes that kind: a concurrent put could be overwritten.
     pub fn upgrade<R: Record>(&self) -> Result<usize, StoreError> {
         let tree = self.inner.shared.tree(R::TREE)?;
-        let mut batch = Batch::new();
+        // Rewriting a record as it is changes nothing its owner wrote.
+        let mut batch = Batch::by(R::OWNER);
         for item in tree.iter() {
             let (_, value) = item?;
             if codec::record_schema(R::TREE, &value)? != R::SCHEMA {

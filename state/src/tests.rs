@@ -24,7 +24,7 @@ fn ev(topic: &Topic, n: u64) -> NewEvent {
 }
 
 fn one_event(topic: &Topic, n: u64) -> Batch {
-    let mut batch = Batch::new();
+    let mut batch = Batch::by(Owner::Session);
     batch.event(ev(topic, n));
     batch
 }
@@ -99,7 +99,7 @@ async fn seqs_are_gap_free_and_increasing_under_concurrency() {
             let topic = Topic::session(&format!("s{}", t % 7));
             let mut mine = Vec::new();
             for i in 0..40u64 {
-                let mut batch = Batch::new();
+                let mut batch = Batch::by(Owner::Session);
                 for k in 0..=(i % 3) {
                     batch.event(ev(&topic, t * 1000 + i * 10 + k));
                 }
@@ -261,7 +261,7 @@ fn a_failed_group_is_undone_and_its_seqs_reused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let topic = Topic::session("f");
-    let mut first = Batch::new();
+    let mut first = Batch::by(Owner::Session);
     first.event(ev(&topic, 0)).put(&session("s1", "before")).unwrap().put(&session("s2", "kept")).unwrap();
     store.commit_blocking(first).unwrap();
     let mut live = store.subscribe();
@@ -271,7 +271,7 @@ fn a_failed_group_is_undone_and_its_seqs_reused() {
         let store = store.clone();
         let topic = topic.clone();
         std::thread::spawn(move || {
-            let mut batch = Batch::new();
+            let mut batch = Batch::by(Owner::Session);
             batch.event(ev(&topic, 1)).event(ev(&Topic::system(), 2));
             batch.put(&session("s1", "after")).unwrap().put(&session("s1", "after again")).unwrap();
             batch.put(&session("s3", "new")).unwrap();
@@ -313,6 +313,7 @@ struct Intruder {
 
 impl Record for Intruder {
     const TREE: &'static str = "events";
+    const OWNER: Owner = Owner::Session;
     const SCHEMA: u16 = 1;
     fn key(&self) -> String {
         self.id.clone()
@@ -323,7 +324,10 @@ impl Record for Intruder {
 async fn a_bad_request_fails_alone_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    assert!(matches!(Batch::new().put(&Intruder { id: "x".into() }), Err(StoreError::ReservedTree("events"))));
+    assert!(matches!(
+        Batch::by(Owner::Session).put(&Intruder { id: "x".into() }),
+        Err(StoreError::ReservedTree("events"))
+    ));
     assert!(matches!(store.get::<Intruder>("x"), Err(StoreError::ReservedTree("events"))));
 
     let topic = Topic::system();
@@ -405,7 +409,7 @@ async fn topic_reads_match_a_filtered_full_read() {
             let topics = topics.clone();
             tokio::spawn(async move {
                 for i in 0..10u64 {
-                    let mut batch = Batch::new();
+                    let mut batch = Batch::by(Owner::Session);
                     for k in 0..(1 + (t + i) % 4) {
                         batch.event(ev(&topics[((t * 7 + i * 3 + k) % 4) as usize], t * 100 + i * 10 + k));
                     }
@@ -453,18 +457,20 @@ async fn records_ride_in_the_same_batch_as_events() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let topic = Topic::session("s1");
-    let mut batch = Batch::new();
+    let mut batch = Batch::by(Owner::Session);
     batch.event(NewEvent::new(topic.clone(), EventType::SessionUpdate, json!({ "id": "s1" })));
     batch.put(&session("s1", "one")).unwrap().put(&session("s2", "two")).unwrap();
+    assert!(!batch.is_empty());
+    assert_eq!((batch.event_count(), batch.write_count()), (1, 2));
+    let envelopes = store.commit(batch).await.unwrap();
+    assert_eq!(envelopes.len(), 1);
+    let mut batch = Batch::by(Owner::Turn);
     for n in [1, 2, 10] {
         batch.put(&turn("s1", n)).unwrap();
     }
     batch.put(&turn("s10", 1)).unwrap();
     batch.put(&approval("a1")).unwrap();
-    assert!(!batch.is_empty());
-    assert_eq!((batch.event_count(), batch.write_count()), (1, 7));
-    let envelopes = store.commit(batch).await.unwrap();
-    assert_eq!(envelopes.len(), 1);
+    assert!(store.commit(batch).await.unwrap().is_empty());
 
     assert_eq!(store.get::<SessionRecord>("s1").unwrap(), Some(session("s1", "one")));
     assert_eq!(store.get::<ApprovalRecord>("a1").unwrap(), Some(approval("a1")));
@@ -476,8 +482,9 @@ async fn records_ride_in_the_same_batch_as_events() {
     assert_eq!(turns.iter().map(|t| t.number).collect::<Vec<_>>(), [1, 2, 10], "s10's turn is not s1's");
     assert!(store.get::<SessionRecord>("nope").unwrap().is_none());
 
-    // Put then delete, and delete then put, of one key in one batch: last wins.
-    let mut batch = Batch::new();
+    // Put then delete, and delete then put, of one key in one batch: last
+    // wins. (A session's batch may delete its turns' records.)
+    let mut batch = Batch::by(Owner::Session);
     batch.event(ev(&topic, 1));
     batch.put(&session("s3", "gone")).unwrap().delete::<SessionRecord>("s3");
     batch.delete::<SessionRecord>("s2").put(&session("s2", "back")).unwrap();
@@ -490,7 +497,7 @@ async fn records_ride_in_the_same_batch_as_events() {
     assert_eq!(store.count::<ApprovalRecord>(), 0);
 
     // A batch of records alone is committed too (and flushed), without a seq.
-    let mut batch = Batch::new();
+    let mut batch = Batch::by(Owner::Session);
     batch.put(&session("s4", "quiet")).unwrap();
     assert!(store.commit(batch).await.unwrap().is_empty());
     assert_eq!(store.durable_head(), 2);
@@ -513,6 +520,7 @@ struct NoteV1 {
 
 impl Record for Note {
     const TREE: &'static str = "notes";
+    const OWNER: Owner = Owner::Session;
     const SCHEMA: u16 = 2;
     fn key(&self) -> String {
         self.id.clone()
@@ -542,7 +550,7 @@ fn old_schemas_go_through_the_migration_hook() {
     let notes = store.shared().tree("notes").unwrap();
     notes.insert("n1", raw_value(1, &NoteV1 { id: "n1".into(), text: "three small words".into() })).unwrap();
     notes.insert("n9", raw_value(9, &NoteV1 { id: "n9".into(), text: "from the future".into() })).unwrap();
-    let mut batch = Batch::new();
+    let mut batch = Batch::by(Owner::Session);
     batch.put(&Note { id: "n2".into(), text: "current".into(), words: 1 }).unwrap();
     store.commit_blocking(batch).unwrap();
 
@@ -623,6 +631,7 @@ struct Progress {
 
 impl Record for Progress {
     const TREE: &'static str = "progress";
+    const OWNER: Owner = Owner::Session;
     const SCHEMA: u16 = 1;
     fn key(&self) -> String {
         format!("w{}", self.writer)
@@ -644,7 +653,7 @@ fn kill9_child_writer() {
             std::thread::spawn(move || {
                 let start = store.get::<Progress>(&format!("w{writer}")).expect("read progress").map_or(0, |p| p.n + 1);
                 for n in start.. {
-                    let mut batch = Batch::new();
+                    let mut batch = Batch::by(Owner::Session);
                     batch.event(NewEvent::new(
                         Topic::session(&format!("w{writer}")),
                         EventType::StreamChunk,
@@ -765,7 +774,7 @@ fn append_run(policy: FlushPolicy, callers: u64, per_caller: u64, events_per_com
                 tokio::spawn(async move {
                     let topic = Topic::session(&format!("bench-{}", c % 100));
                     for i in 0..per_caller {
-                        let mut batch = Batch::new();
+                        let mut batch = Batch::by(Owner::Session);
                         for k in 0..events_per_commit {
                             batch.event(NewEvent::new(
                                 topic.clone(),
@@ -818,7 +827,7 @@ fn bench_restart_to_ready() {
         let store = open(&dir);
         let start = Instant::now();
         for chunk in 0..events / 1000 {
-            let mut batch = Batch::new();
+            let mut batch = Batch::by(Owner::Session);
             for k in 0..1000 {
                 let s = (chunk * 1000 + k) % sessions;
                 batch.event(NewEvent::new(
@@ -943,7 +952,7 @@ async fn commit_mixed(store: &Store, topics: &[Topic], tasks: u64, per_task: u64
             let topics = topics.to_vec();
             tokio::spawn(async move {
                 for i in 0..per_task {
-                    let mut batch = Batch::new();
+                    let mut batch = Batch::by(Owner::Session);
                     for k in 0..(1 + (t + i) % 3) {
                         let topic = &topics[((t * 5 + i * 3 + k) % topics.len() as u64) as usize];
                         batch.event(ev(topic, t * 1000 + i * 10 + k));
@@ -1228,4 +1237,25 @@ fn failed_groups_leave_no_pending_entries_and_undo_a_persist() {
     assert_eq!((indexed_upto(&store), pending_seqs(&store)), (Some(4), 0));
     assert_eq!((seqs_of(&t1), seqs_of(&t2), seqs_of(&t3)), (vec![1, 2], vec![3], vec![4]));
     assert_topic_reads_complete(&store, &[t1, t2, t3], 1);
+}
+
+#[tokio::test]
+async fn only_a_records_owner_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Events alone need no owner; a record does.
+    let refused = Batch::new().put(&session("s1", "x")).map(|_| ()).unwrap_err();
+    assert!(matches!(refused, StoreError::NotOwner { tree: "sessions", owner: Owner::Session, writer: None }));
+    let refused = Batch::by(Owner::Session).put(&turn("s1", 1)).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("turns records are written by the turn actor only, not by session"));
+    assert!(Batch::by(Owner::Provider).put(&approval("a1")).is_err());
+    // A refused delete fails the whole commit, and nothing of it is written.
+    let mut batch = Batch::by(Owner::Turn);
+    batch.put(&turn("s1", 1)).unwrap().delete::<SessionRecord>("s1");
+    assert!(matches!(store.commit(batch).await, Err(StoreError::NotOwner { tree: "sessions", .. })));
+    assert_eq!(store.count::<TurnRecord>(), 0);
+    // Deletes: a session's children's records are the session's to remove.
+    assert!(Owner::Session.may_delete(Owner::Turn) && Owner::Session.may_delete(Owner::Provider));
+    assert!(!Owner::Turn.may_delete(Owner::Session) && !Owner::Auth.may_delete(Owner::Session));
+    assert!(Owner::Startup.may_delete(Owner::Provider) && !Owner::Startup.may_delete(Owner::Auth));
 }

@@ -5,10 +5,17 @@
 //! Secrets are never stored as they are: tokens and pairing codes are kept as
 //! SHA-256 hashes and compared in constant time, so neither a copy of the
 //! store nor the timing of an answer tells an attacker anything useful.
+//!
+//! [`Auth`] answers who may do what, from the store and in memory; every
+//! change to the auth records (devices, pairing codes, the second factor)
+//! is made by their one owner, the auth actor ([`owner`]), one at a time, so
+//! a code cannot be spent twice and a revocation cannot race a pairing.
+
+pub mod owner;
 
 use crate::config::{AuthConfig, AuthRequire};
 use anyhow::Context as _;
-use bosun_state::{Batch, DeviceRecord, PairingRecord, Store, StoreError, TotpRecord};
+use bosun_state::{DeviceRecord, Store, StoreError, TotpRecord};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -52,6 +59,9 @@ pub enum AuthError {
     BadRequest(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The auth actor is restarting or did not answer; retrying is safe.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -74,16 +84,9 @@ pub struct Auth {
     store: Store,
     admin_hash: [u8; 32],
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-    /// Exchanges run one at a time, so a code cannot be spent twice by two
-    /// requests racing between the check and the write.
-    exchange: tokio::sync::Mutex<()>,
-    /// The ids of devices as they are revoked, so open WebSockets of a
-    /// revoked device are closed at once rather than at their next request.
-    revoked: tokio::sync::broadcast::Sender<String>,
-    /// Paired devices by token hash, so a request finds its device without
-    /// reading every device; the store stays the authority (a hit is checked
-    /// against it, so a revocation is seen at once).
-    devices_by_hash: Mutex<HashMap<[u8; 32], String>>,
+    /// What the owner keeps up to date as it changes the records, for the
+    /// reads here; the owner itself is reached by name.
+    records: Arc<owner::AuthRecords>,
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -191,23 +194,20 @@ impl Auth {
     }
 
     pub fn new(config: &AuthConfig, admin_token: &str, store: Store) -> Result<Auth, AuthError> {
-        let mut devices_by_hash = HashMap::new();
-        for device in store.scan::<DeviceRecord>()? {
-            if let Some(hash) = from_hex(&device.token_hash) {
-                devices_by_hash.insert(hash, device.id);
-            }
-        }
         Ok(Auth {
             require: config.require,
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
             trusted_proxies: config.trusted_proxies.clone(),
+            records: Arc::new(owner::AuthRecords::open(store.clone())?),
             store,
             admin_hash: sha256(admin_token.as_bytes()),
             failures: Mutex::new(HashMap::new()),
-            exchange: tokio::sync::Mutex::new(()),
-            revoked: tokio::sync::broadcast::channel(64).0,
-            devices_by_hash: Mutex::new(devices_by_hash),
         })
+    }
+
+    /// What the auth actor owns: its state, shared with it at start.
+    pub fn records(&self) -> Arc<owner::AuthRecords> {
+        self.records.clone()
     }
 
     /// Who is asking: a TCP peer at `ip`, sending `headers`, that named a
@@ -265,7 +265,7 @@ impl Auth {
         // A map lookup by hash leaks nothing useful through timing: finding
         // a token whose SHA-256 starts like a stored one teaches nothing
         // about the token.
-        let id = self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned();
+        let id = self.records.device_by_hash(hash);
         let Some(id) = id else { return Ok(None) };
         // The store decides: a device revoked a moment ago is refused.
         match self.store.get::<DeviceRecord>(&id)? {
@@ -332,30 +332,7 @@ impl Auth {
 
     /// A new single-use pairing code; returns it with its expiry (unix seconds).
     pub async fn create_pairing(&self) -> Result<(String, u64), AuthError> {
-        self.create_pairing_at(now_unix()).await
-    }
-
-    async fn create_pairing_at(&self, now: u64) -> Result<(String, u64), AuthError> {
-        let random = random_bytes::<CODE_LEN>()?;
-        // 256 is not a multiple of 31: the tiny bias left is harmless at 49 bits.
-        let code: String = random.iter().map(|b| CODE_ALPHABET[*b as usize % CODE_ALPHABET.len()] as char).collect();
-        let expires = now + PAIRING_TTL.as_secs();
-        let mut batch = Batch::new();
-        // Spent and expired codes are of no further use: drop them.
-        for old in self.store.scan::<PairingRecord>()? {
-            if old.used || old.expires_at_unix <= now {
-                batch.delete::<PairingRecord>(&old.code_hash);
-            }
-        }
-        let record = PairingRecord {
-            code_hash: to_hex(&sha256(code.as_bytes())),
-            created_at: now_rfc3339(),
-            expires_at_unix: expires,
-            used: false,
-        };
-        batch.put(&record)?;
-        self.store.commit(batch).await?;
-        Ok((code, expires))
+        owner::call(|reply| owner::AuthMsg::CreatePairing { now: now_unix(), reply }).await
     }
 
     /// Exchanges a pairing code (and the TOTP code, when that is on) for a
@@ -367,17 +344,6 @@ impl Auth {
         device_name: &str,
         totp: Option<&str>,
     ) -> Result<(String, String), AuthError> {
-        self.exchange_at(peer, code, device_name, totp, now_unix()).await
-    }
-
-    async fn exchange_at(
-        &self,
-        peer: Option<IpAddr>,
-        code: &str,
-        device_name: &str,
-        totp: Option<&str>,
-        now: u64,
-    ) -> Result<(String, String), AuthError> {
         self.check_limit(peer)?;
         let name = device_name.trim();
         if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME || name.chars().any(char::is_control) {
@@ -385,46 +351,17 @@ impl Auth {
                 "device_name must be 1 to {MAX_DEVICE_NAME} printable characters"
             )));
         }
-        let _one_at_a_time = self.exchange.lock().await;
-        let hash = sha256(normalize_code(code).as_bytes());
-        let mut found: Option<PairingRecord> = None;
-        for record in self.store.scan::<PairingRecord>()? {
-            let Some(stored) = from_hex(&record.code_hash) else { continue };
-            if bool::from(hash.ct_eq(&stored)) {
-                found = Some(record);
-            }
-        }
-        let Some(mut pairing) = found.filter(|p| !p.used && now < p.expires_at_unix) else {
+        let exchange = owner::Exchange {
+            code: code.to_string(),
+            device_name: name.to_string(),
+            totp: totp.map(str::to_string),
+            now: now_unix(),
+        };
+        let result = owner::call(|reply| owner::AuthMsg::Exchange { exchange, reply }).await;
+        if matches!(result, Err(AuthError::BadCode | AuthError::Totp)) {
             self.record_failure(peer);
-            return Err(AuthError::BadCode);
-        };
-        if let Some(secret) = self.totp_secret()? {
-            let ok = match totp.map(str::trim).filter(|t| !t.is_empty()) {
-                Some(given) => totp_for(&secret)?.check(given, now),
-                None => false,
-            };
-            if !ok {
-                self.record_failure(peer);
-                return Err(AuthError::Totp);
-            }
         }
-        let token = format!("bsn_{}", to_hex(&random_bytes::<32>()?));
-        let device = DeviceRecord {
-            id: format!("d_{}", to_hex(&random_bytes::<8>()?)),
-            name: name.to_string(),
-            token_hash: to_hex(&sha256(token.as_bytes())),
-            created_at: now_rfc3339(),
-        };
-        pairing.used = true;
-        let mut batch = Batch::new();
-        batch.put(&pairing)?;
-        batch.put(&device)?;
-        self.store.commit(batch).await?;
-        if let Some(hash) = from_hex(&device.token_hash) {
-            self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, device.id.clone());
-        }
-        tracing::info!(device = %device.id, name = %device.name, "device paired");
-        Ok((token, device.id))
+        result
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRecord>, AuthError> {
@@ -436,22 +373,13 @@ impl Auth {
     /// Forgets a device; its token is refused from the next request on.
     /// Returns false when there was no such device.
     pub async fn revoke(&self, id: &str) -> Result<bool, AuthError> {
-        if self.store.get::<DeviceRecord>(id)?.is_none() {
-            return Ok(false);
-        }
-        let mut batch = Batch::new();
-        batch.delete::<DeviceRecord>(id);
-        self.store.commit(batch).await?;
-        self.devices_by_hash.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, device| device != id);
-        tracing::info!(device = %id, "device revoked");
-        // Nobody listening is fine: no socket of that device is open.
-        let _ = self.revoked.send(id.to_string());
-        Ok(true)
+        let id = id.to_string();
+        owner::call(|reply| owner::AuthMsg::Revoke { id, reply }).await
     }
 
     /// Device ids as they are revoked, from now on.
     pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.revoked.subscribe()
+        self.records.revocations()
     }
 
     /// Whether device `id` is still paired.
@@ -470,19 +398,11 @@ impl Auth {
     /// Turns the second factor on with a fresh secret; returns the
     /// `otpauth://` URL to load into an authenticator app.
     pub async fn totp_enable(&self) -> Result<String, AuthError> {
-        let secret = totp_rs::Secret::Raw(random_bytes::<20>()?.to_vec()).to_encoded().to_string();
-        let url = totp_for(&secret)?.get_url();
-        let mut batch = Batch::new();
-        batch.put(&TotpRecord { secret_base32: secret, created_at: now_rfc3339() })?;
-        self.store.commit(batch).await?;
-        Ok(url)
+        owner::call(|reply| owner::AuthMsg::TotpEnable { reply }).await
     }
 
     pub async fn totp_disable(&self) -> Result<(), AuthError> {
-        let mut batch = Batch::new();
-        batch.delete::<TotpRecord>(TotpRecord::KEY);
-        self.store.commit(batch).await?;
-        Ok(())
+        owner::call(|reply| owner::AuthMsg::TotpDisable { reply }).await
     }
 }
 
@@ -614,38 +534,52 @@ mod tests {
         assert!(!a.origin_allowed(Some("null"), None));
     }
 
+    fn offer(code: &str, totp: Option<&str>, now: u64) -> owner::Exchange {
+        owner::Exchange { code: code.into(), device_name: "phone".into(), totp: totp.map(str::to_string), now }
+    }
+
+    /// The owner's rules, without its actor: the actor only runs them one
+    /// at a time (tests/auth.rs goes through it).
     #[tokio::test]
     async fn codes_work_once_and_expire() {
         let (a, _dir) = auth(AuthRequire::Always);
+        let records = a.records();
         let now = 1_000_000;
-        let (code, expires) = a.create_pairing_at(now).await.unwrap();
+        let (code, expires) = records.create_pairing(now).await.unwrap();
         assert_eq!(expires, now + 600);
         assert_eq!(code.len(), CODE_LEN);
         // Expired: one second past the end.
-        let err = a.exchange_at(None, &code, "phone", None, expires).await.unwrap_err();
+        let err = records.exchange(offer(&code, None, expires)).await.unwrap_err();
         assert!(matches!(err, AuthError::BadCode), "{err}");
-        let (token, id) = a.exchange_at(None, &code.to_lowercase(), "phone", None, expires - 1).await.unwrap();
+        let (token, id) = records.exchange(offer(&code.to_lowercase(), None, expires - 1)).await.unwrap();
         assert_eq!(a.authorize(Peer::direct(None), Some(&token)).unwrap(), Access::Device(id.clone()));
-        let err = a.exchange_at(None, &code, "phone", None, now + 1).await.unwrap_err();
+        let err = records.exchange(offer(&code, None, now + 1)).await.unwrap_err();
         assert!(matches!(err, AuthError::BadCode), "{err}");
         // Only the hash is stored.
         let devices = a.devices().unwrap();
         assert_eq!(devices.len(), 1);
         assert_ne!(devices[0].token_hash, token);
-        assert!(a.revoke(&id).await.unwrap());
+        let mut revocations = a.revocations();
+        assert!(records.revoke(&id).await.unwrap());
+        assert_eq!(revocations.try_recv().ok().as_deref(), Some(id.as_str()));
         assert!(matches!(a.authorize(Peer::direct(None), Some(&token)), Err(AuthError::InvalidToken)));
+        assert!(!records.revoke(&id).await.unwrap());
     }
 
     #[tokio::test]
     async fn totp_is_asked_for_when_on() {
         let (a, _dir) = auth(AuthRequire::Always);
-        let url = a.totp_enable().await.unwrap();
+        let records = a.records();
+        let url = records.totp_enable().await.unwrap();
         assert!(url.starts_with("otpauth://totp/"), "{url}");
+        assert!(a.totp_enabled().unwrap());
         let now = now_unix();
-        let (code, _) = a.create_pairing_at(now).await.unwrap();
-        assert!(matches!(a.exchange_at(None, &code, "p", None, now).await, Err(AuthError::Totp)));
+        let (code, _) = records.create_pairing(now).await.unwrap();
+        assert!(matches!(records.exchange(offer(&code, None, now)).await, Err(AuthError::Totp)));
         let secret = a.totp_secret().unwrap().unwrap();
         let good = totp_for(&secret).unwrap().generate(now);
-        a.exchange_at(None, &code, "p", Some(&good), now).await.unwrap();
+        records.exchange(offer(&code, Some(&good), now)).await.unwrap();
+        records.totp_disable().await.unwrap();
+        assert!(!a.totp_enabled().unwrap());
     }
 }
