@@ -51,6 +51,21 @@ pub struct CreateSessionRequest {
     pub network: bool,
 }
 
+impl Default for CreateSessionRequest {
+    /// What `{}` means: a plan-only demo session in the daemon's directory.
+    fn default() -> CreateSessionRequest {
+        CreateSessionRequest {
+            provider: default_provider(),
+            cwd: None,
+            title: None,
+            policy: None,
+            workspace: None,
+            sandbox: Sandbox::default(),
+            network: false,
+        }
+    }
+}
+
 /// How a session's processes are confined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

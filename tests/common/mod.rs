@@ -29,6 +29,10 @@ pub struct Options {
     /// The daemon's soft limit on open files (`RLIMIT_NOFILE`), for tests of
     /// connection exhaustion; the hard limit is left as it is.
     pub nofile: Option<u64>,
+    /// The address to listen on (default `127.0.0.1:0`, a free port); a
+    /// test that restarts a daemon where its clients expect it sets the
+    /// port the first one got.
+    pub listen: Option<String>,
 }
 
 /// A running daemon. Dropping it kills the process.
@@ -44,7 +48,8 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(data_dir: &Path, options: Options) -> Daemon {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        let listen = options.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        cmd.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(data_dir);
         if options.fault_injection {
             cmd.arg("--enable-fault-injection");
         }
@@ -163,6 +168,46 @@ impl Daemon {
     pub fn restart(mut self) -> Daemon {
         self.kill9();
         Daemon::start(&self.data_dir.clone(), self.options.clone())
+    }
+
+    /// kill -9, then a new daemon on the same data dir and the same port,
+    /// so clients of the first find the second where they left it.
+    pub fn restart_in_place(mut self) -> Daemon {
+        self.kill9();
+        let port = self.url.rsplit(':').next().expect("a port in the URL").to_string();
+        let options = Options { listen: Some(format!("127.0.0.1:{port}")), ..self.options.clone() };
+        Daemon::start(&self.data_dir.clone(), options)
+    }
+
+    /// The typed client (`bosun-client`), with the admin token when the
+    /// options say so.
+    pub fn client(&self) -> bosun_client::Client {
+        let token = self.options.admin_token.then(|| {
+            std::fs::read_to_string(self.data_dir.join("admin.token")).expect("read admin.token").trim().to_string()
+        });
+        bosun_client::Client::new(&self.url, "bosun-test").expect("a client of the test daemon").with_token(token)
+    }
+
+    /// All stored events of a session after `since`, typed.
+    pub async fn typed_events(&self, session: &str, since: u64) -> Vec<bosun_proto::Envelope> {
+        let query = bosun_proto::EventsQuery { since, session: Some(session.into()), ..Default::default() };
+        self.client().all_events(&query).await.expect("GET /api/v1/events")
+    }
+
+    /// Polls until the turn's `turn:completed` is stored; its payload.
+    pub async fn turn_completed(&self, session: &str, turn: &str) -> bosun_proto::events::TurnCompleted {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for env in self.typed_events(session, 0).await {
+                if let bosun_proto::EventData::TurnCompleted(done) = env.payload().expect("a known event") {
+                    if done.turn_id.as_str() == turn {
+                        return done;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "turn {turn} of {session} never completed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn ws_url(&self) -> String {

@@ -1,0 +1,408 @@
+//! The HTTP API: one method per endpoint, answering its `bosun-proto` type,
+//! and [`Client::request`] for callers that want the daemon's text as it
+//! came (the CLI's `--json`).
+
+use std::time::Duration;
+
+use bosun_proto::query::{
+    ApprovalsQuery, AuditQuery, DeleteSessionQuery, EventsQuery, FilePathQuery, ListSessionsQuery, PathQuery,
+    SearchQuery,
+};
+use bosun_proto::*;
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ClientError;
+use crate::follow::{Follower, FollowerConfig};
+use crate::Result;
+
+/// Long enough for the daemon's own 3 s restart window (503 `unavailable`),
+/// short enough that a wedged daemon does not hang a script forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A clone, or a commit's push, may take the network's time (the daemon
+/// gives git 300 s).
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(400);
+const CLIENT_HEADER: &str = "x-bosun-client";
+
+/// A successful answer, as the daemon sent it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Answer {
+    /// Parses the answer; `what` names it in the error if the daemon sent
+    /// something this client does not understand.
+    pub fn parse<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
+        serde_json::from_str(&self.text).map_err(|source| ClientError::Decode { what: what.to_string(), source })
+    }
+}
+
+/// The daemon at one address, with the token it is reached with.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: Url,
+    http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (and `?token=` on the WebSocket).
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of the daemon at `server` (`http://host:port[/prefix]`, or a
+    /// bare `host:port`), naming itself `name` in the `X-Bosun-Client`
+    /// header every request carries (the daemon refuses state-changing
+    /// requests that have neither it nor a JSON body: cross-site forms).
+    pub fn new(server: &str, name: &str) -> Result<Client> {
+        let base = parse_base(server)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(name)
+            .map_err(|e| ClientError::BadUrl { url: server.to_string(), why: format!("client name {name:?}: {e}") })?;
+        headers.insert(CLIENT_HEADER, value);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Transport {
+                context: "setting up the HTTP client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Client { base, http, token: None })
+    }
+
+    /// Sends `token` with every request: the admin credential or a device token.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// The base URL, as shown in messages.
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The URL of an endpoint. Segments are percent-encoded one by one, so an
+    /// id typed by a user can never reach another endpoint (`../`, `?`).
+    pub fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        // An http URL always has a path, so this cannot fail; if it somehow
+        // did, the daemon would answer 404 and say which path it got.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// The WebSocket URL (`ws://host/ws`), with the token in its query (a
+    /// WebSocket client cannot always set headers; the daemon takes it there).
+    pub fn ws_endpoint(&self) -> Result<Url> {
+        let mut url = self.endpoint(&["ws"]);
+        url.set_scheme("ws")
+            .map_err(|()| ClientError::BadUrl { url: url.to_string(), why: "not convertible to ws://".into() })?;
+        if let Some(token) = &self.token {
+            url.query_pairs_mut().append_pair("token", token);
+        }
+        Ok(url)
+    }
+
+    /// Sends a request and returns the answer's text if it succeeded; an
+    /// error answer becomes [`ClientError::Api`].
+    pub async fn request<Q: Serialize + ?Sized, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let url = self.endpoint(segments);
+        let shown = format!("{method} {}", url.path());
+        let mut request = self.http.request(method, url).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(query) = query {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            // `.json` also sets `content-type: application/json`.
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e, &shown, timeout))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| ClientError::Transport {
+            context: format!("reading the answer to {shown}"),
+            message: e.to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(Answer { status, text });
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+            Err(_) => {
+                let start = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
+                Err(ClientError::NotBosun { request: shown, status, base: self.base().to_string(), start })
+            }
+        }
+    }
+
+    async fn call<T: DeserializeOwned, Q: Serialize, B: Serialize>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+        body: Option<&B>,
+    ) -> Result<T> {
+        self.call_within(method, segments, query, body, REQUEST_TIMEOUT).await
+    }
+
+    async fn call_within<T: DeserializeOwned, Q: Serialize, B: Serialize>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T> {
+        let what = format!("{method} /{}", segments.join("/"));
+        self.request(method, segments, query, body, timeout).await?.parse(&what)
+    }
+
+    fn transport_error(&self, e: reqwest::Error, shown: &str, timeout: Duration) -> ClientError {
+        if e.is_connect() {
+            return self.unreachable(&root_cause(&e));
+        }
+        if e.is_timeout() {
+            return ClientError::Timeout {
+                base: self.base().to_string(),
+                request: shown.to_string(),
+                secs: timeout.as_secs(),
+            };
+        }
+        ClientError::Transport { context: shown.to_string(), message: root_cause(&e) }
+    }
+
+    /// The error for a daemon that is not there.
+    pub fn unreachable(&self, cause: &str) -> ClientError {
+        ClientError::Unreachable { base: self.base().to_string(), cause: cause.to_string() }
+    }
+
+    /// Follows the events of `topics` after `since` over the WebSocket.
+    pub async fn follow(&self, topics: Vec<String>, since: u64) -> Result<Follower> {
+        Follower::open(self.clone(), topics, since, FollowerConfig::default()).await
+    }
+
+    // ---- The endpoints (docs/PROTOCOL.md; GET /api/v1/openapi.json)
+
+    pub async fn health(&self) -> Result<Health> {
+        self.call(Method::GET, &["health"], NONE, NONE).await
+    }
+
+    pub async fn sessions(&self, query: &ListSessionsQuery) -> Result<SessionList> {
+        self.call(Method::GET, &["api", "v1", "sessions"], Some(query), NONE).await
+    }
+
+    /// A session with a workspace may need a clone first: this waits for it.
+    pub async fn create_session(&self, req: &CreateSessionRequest) -> Result<SessionView> {
+        let timeout = if req.workspace.is_some() { LONG_REQUEST_TIMEOUT } else { REQUEST_TIMEOUT };
+        self.call_within(Method::POST, &["api", "v1", "sessions"], NONE, Some(req), timeout).await
+    }
+
+    pub async fn session(&self, id: &str) -> Result<SessionDetail> {
+        self.call(Method::GET, &["api", "v1", "sessions", id], NONE, NONE).await
+    }
+
+    pub async fn patch_session(&self, id: &str, patch: &PatchSessionRequest) -> Result<SessionView> {
+        self.call(Method::PATCH, &["api", "v1", "sessions", id], NONE, Some(patch)).await
+    }
+
+    pub async fn delete_session(&self, id: &str, query: &DeleteSessionQuery) -> Result<SessionDeleted> {
+        self.call(Method::DELETE, &["api", "v1", "sessions", id], Some(query), NONE).await
+    }
+
+    pub async fn turns(&self, session: &str) -> Result<TurnList> {
+        self.call(Method::GET, &["api", "v1", "sessions", session, "turns"], NONE, NONE).await
+    }
+
+    pub async fn start_turn(&self, session: &str, text: &str) -> Result<StartTurnResponse> {
+        let body = StartTurnRequest { text: text.to_string() };
+        self.call(Method::POST, &["api", "v1", "sessions", session, "turns"], NONE, Some(&body)).await
+    }
+
+    pub async fn interrupt(&self, session: &str, turn: &str) -> Result<Interrupting> {
+        self.call(Method::POST, &["api", "v1", "sessions", session, "turns", turn, "interrupt"], NONE, NONE).await
+    }
+
+    pub async fn steer(&self, session: &str, turn: &str, text: &str) -> Result<Steered> {
+        let body = SteerRequest { text: text.to_string() };
+        self.call(Method::POST, &["api", "v1", "sessions", session, "turns", turn, "steer"], NONE, Some(&body)).await
+    }
+
+    pub async fn approvals(&self, query: &ApprovalsQuery) -> Result<ApprovalList> {
+        self.call(Method::GET, &["api", "v1", "approvals"], Some(query), NONE).await
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<ApprovalView> {
+        self.call(Method::GET, &["api", "v1", "approvals", id], NONE, NONE).await
+    }
+
+    pub async fn decide(&self, approval: &str, decision: Decision) -> Result<ApprovalView> {
+        let body = DecisionRequest { decision };
+        self.call(Method::POST, &["api", "v1", "approvals", approval], NONE, Some(&body)).await
+    }
+
+    pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
+        self.call(Method::GET, &["api", "v1", "events"], Some(query), NONE).await
+    }
+
+    /// Every stored event of `query` after its `since`, following `next`
+    /// until the head.
+    pub async fn all_events(&self, query: &EventsQuery) -> Result<Vec<Envelope>> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.events(&query).await?;
+            let got = page.events.len();
+            all.extend(page.events);
+            if got == 0 || page.next <= query.since {
+                return Ok(all);
+            }
+            query.since = page.next;
+        }
+    }
+
+    pub async fn audit(&self, session: &str, query: &AuditQuery) -> Result<EventsPage> {
+        self.call(Method::GET, &["api", "v1", "sessions", session, "audit"], Some(query), NONE).await
+    }
+
+    pub async fn providers(&self) -> Result<ProviderList> {
+        self.call(Method::GET, &["api", "v1", "providers"], NONE, NONE).await
+    }
+
+    pub async fn files(&self, session: &str, query: &PathQuery) -> Result<FileListing> {
+        self.call(Method::GET, &["api", "v1", "sessions", session, "files"], Some(query), NONE).await
+    }
+
+    pub async fn read_file(&self, session: &str, path: &str) -> Result<FileContent> {
+        let query = FilePathQuery { path: path.to_string() };
+        self.call(Method::GET, &["api", "v1", "sessions", session, "file"], Some(&query), NONE).await
+    }
+
+    pub async fn write_file(&self, session: &str, path: &str, content: &str) -> Result<FileWritten> {
+        let query = FilePathQuery { path: path.to_string() };
+        let body = PutFileRequest { content: content.to_string() };
+        self.call(Method::PUT, &["api", "v1", "sessions", session, "file"], Some(&query), Some(&body)).await
+    }
+
+    pub async fn delete_file(&self, session: &str, path: &str) -> Result<FileDeleted> {
+        let query = FilePathQuery { path: path.to_string() };
+        self.call(Method::DELETE, &["api", "v1", "sessions", session, "file"], Some(&query), NONE).await
+    }
+
+    pub async fn search(&self, session: &str, query: &SearchQuery) -> Result<SearchResults> {
+        self.call(Method::GET, &["api", "v1", "sessions", session, "search"], Some(query), NONE).await
+    }
+
+    pub async fn diff(&self, session: &str) -> Result<WorktreeDiff> {
+        self.call(Method::GET, &["api", "v1", "sessions", session, "diff"], NONE, NONE).await
+    }
+
+    /// A commit, and its push when asked, which may take the network's time.
+    pub async fn commit(&self, session: &str, req: &CommitRequest) -> Result<CommitResponse> {
+        let segments = ["api", "v1", "sessions", session, "commit"];
+        self.call_within(Method::POST, &segments, NONE, Some(req), LONG_REQUEST_TIMEOUT).await
+    }
+
+    /// Makes an actor panic (a daemon started with `--enable-fault-injection`).
+    pub async fn crash(&self, target: &str) -> Result<CrashScheduled> {
+        let body = CrashRequest { target: target.to_string() };
+        self.call(Method::POST, &["api", "v1", "debug", "crash"], NONE, Some(&body)).await
+    }
+
+    pub async fn pair(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        self.call(Method::POST, &["auth", "token"], NONE, Some(req)).await
+    }
+
+    pub async fn create_pairing(&self) -> Result<Pairing> {
+        self.call(Method::POST, &["auth", "pairing"], NONE, NONE).await
+    }
+
+    pub async fn devices(&self) -> Result<DeviceList> {
+        self.call(Method::GET, &["auth", "devices"], NONE, NONE).await
+    }
+
+    pub async fn revoke_device(&self, id: &str) -> Result<DeviceRevoked> {
+        self.call(Method::DELETE, &["auth", "devices", id], NONE, NONE).await
+    }
+
+    pub async fn totp(&self) -> Result<TotpStatus> {
+        self.call(Method::GET, &["auth", "totp"], NONE, NONE).await
+    }
+
+    pub async fn set_totp(&self, req: &TotpRequest) -> Result<TotpStatus> {
+        self.call(Method::POST, &["auth", "totp"], NONE, Some(req)).await
+    }
+}
+
+/// No query, or no body.
+const NONE: Option<&()> = None;
+
+/// The innermost cause ("Connection refused (os error 111)"), which says more
+/// than reqwest's "error sending request".
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Accepts `http://host:port[/prefix]`, or a bare `host:port`.
+fn parse_base(server: &str) -> Result<Url> {
+    let with_scheme = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let mut url =
+        Url::parse(&with_scheme).map_err(|e| ClientError::BadUrl { url: server.to_string(), why: e.to_string() })?;
+    if url.scheme() != "http" {
+        return Err(ClientError::BadUrl {
+            url: server.to_string(),
+            why: "only http:// is supported (the daemon speaks plain HTTP on loopback)".into(),
+        });
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_encode_segments_and_keep_prefixes() {
+        let c = Client::new("http://127.0.0.1:7878/", "t").unwrap();
+        assert_eq!(c.endpoint(&["api", "v1", "sessions", "s_1"]).as_str(), "http://127.0.0.1:7878/api/v1/sessions/s_1");
+        assert_eq!(
+            c.endpoint(&["api", "v1", "sessions", "../x?y"]).as_str(),
+            "http://127.0.0.1:7878/api/v1/sessions/..%2Fx%3Fy"
+        );
+        assert_eq!(c.ws_endpoint().unwrap().as_str(), "ws://127.0.0.1:7878/ws");
+        let c = Client::new("localhost:9/bosun", "t").unwrap();
+        assert_eq!(c.endpoint(&["health"]).as_str(), "http://localhost:9/bosun/health");
+        assert_eq!(c.base(), "http://localhost:9/bosun");
+        assert!(matches!(Client::new("https://example.com", "t"), Err(ClientError::BadUrl { .. })));
+        let c = Client::new("127.0.0.1:1", "t").unwrap().with_token(Some("t k".into()));
+        assert_eq!(c.ws_endpoint().unwrap().as_str(), "ws://127.0.0.1:1/ws?token=t+k");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_naming_the_address() {
+        // Port 1 on loopback: nothing listens there.
+        let c = Client::new("127.0.0.1:1", "t").unwrap();
+        let err = c.health().await.unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+}
