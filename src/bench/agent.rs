@@ -19,9 +19,8 @@ use super::{cpu_split, create_session, percentile, progress, thousands, with_dae
 use anyhow::Context as _;
 use bosun_actors::Context;
 use bosun_driver::ProviderSpec;
-use bosun_proto::Topic;
+use bosun_proto::{ClientOp, Control, EventData, ServerFrame, Topic, TurnStatus};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
@@ -224,7 +223,7 @@ async fn through_daemon(exe: &Path, dir: &Path, warmup: Pace, measured: Pace) ->
 /// What the client tells the bench as it goes.
 enum Note {
     Subscribed,
-    TurnEnded { turn_id: String, status: String, reason: Value },
+    TurnEnded { turn_id: String, status: TurnStatus, reason: Option<String> },
 }
 
 /// Everything the client received.
@@ -235,15 +234,6 @@ struct ClientLog {
     /// Chunks whose text was not a stamp: (turn id, text).
     foreign: Vec<(String, String)>,
     error: Option<String>,
-}
-
-/// What the client needs from a frame; serde skips the rest of the envelope.
-#[derive(Deserialize)]
-struct Frame {
-    op: Option<String>,
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    data: Option<Value>,
 }
 
 /// One WebSocket subscriber on its own thread and runtime, as if it were
@@ -286,8 +276,12 @@ async fn client(
             return log;
         }
     };
-    let subscribe = json!({"op": "subscribe", "topics": [topic], "since": since}).to_string();
-    if let Err(e) = ws.send(Message::text(subscribe)).await {
+    let subscribe = ClientOp::Subscribe { topics: vec![topic], since };
+    let sent = match serde_json::to_string(&subscribe) {
+        Ok(text) => ws.send(Message::text(text)).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
         log.error = Some(format!("subscribe: {e}"));
         return log;
     }
@@ -310,34 +304,37 @@ async fn client(
             Some(Ok(frame)) => frame,
         };
         let Message::Text(text) = frame else { continue };
-        let parsed: Frame = match serde_json::from_str(text.as_str()) {
-            Ok(f) => f,
+        let envelope = match serde_json::from_str(text.as_str()) {
+            Ok(ServerFrame::Event(envelope)) => envelope,
+            Ok(ServerFrame::Control(Control::Subscribed { .. })) => {
+                let _ = notes.send(Note::Subscribed);
+                continue;
+            }
+            Ok(ServerFrame::Control(_)) => continue,
             Err(e) => {
                 log.error = Some(format!("bad frame: {e}"));
                 break;
             }
         };
-        if parsed.op.as_deref() == Some("subscribed") {
-            let _ = notes.send(Note::Subscribed);
-            continue;
-        }
-        let Some(data) = parsed.data else { continue };
-        let turn_id = data["turn_id"].as_str().unwrap_or_default().to_string();
-        match parsed.event_type.as_deref() {
-            Some("stream:chunk") => {
-                let text = data["text"].as_str().unwrap_or_default();
-                match parse_chunk_text(text) {
+        match envelope.payload() {
+            Ok(EventData::StreamChunk(chunk)) => {
+                let turn_id = chunk.turn_id.to_string();
+                match parse_chunk_text(&chunk.text) {
                     Some((index, sent_ns)) => {
                         log.chunks.push((turn_id, Receipt { index, latency_ns: received_ns.saturating_sub(sent_ns) }))
                     }
-                    None => log.foreign.push((turn_id, text.to_string())),
+                    None => log.foreign.push((turn_id, chunk.text)),
                 }
             }
-            Some("turn:completed") => {
-                let status = data["status"].as_str().unwrap_or_default().to_string();
-                let _ = notes.send(Note::TurnEnded { turn_id, status, reason: data["reason"].clone() });
+            Ok(EventData::TurnCompleted(done)) => {
+                let turn_id = done.turn_id.to_string();
+                let _ = notes.send(Note::TurnEnded { turn_id, status: done.status, reason: done.reason });
             }
-            _ => {}
+            Ok(_) => {}
+            Err(e) => {
+                log.error = Some(format!("a {} event that does not fit its schema: {e}", envelope.kind.as_str()));
+                break;
+            }
         }
     }
     let _ = ws.close(None).await;
@@ -351,8 +348,8 @@ fn daemon_cpu() -> Option<Duration> {
 
 /// Creates the session, subscribes, runs the warm-up turn and the measured one.
 async fn drive(ctx: &Context, addr: &str, cwd: &Path, warmup: Pace, measured: Pace) -> anyhow::Result<DaemonResult> {
-    let http = super::http_client()?;
-    let session_id = create_session(&http, addr, "bench", cwd, "bench agent").await?;
+    let client = super::client(addr)?;
+    let session_id = create_session(&client, "bench", cwd, "bench agent").await?;
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -370,12 +367,12 @@ async fn drive(ctx: &Context, addr: &str, cwd: &Path, warmup: Pace, measured: Pa
 
     let outcome = async {
         if warmup.chunks > 0 {
-            let turn_id = start_turn(&http, addr, &session_id, warmup).await.context("warm-up turn")?;
+            let turn_id = start_turn(&client, &session_id, warmup).await.context("warm-up turn")?;
             wait_turn(&mut notes, &turn_id, warmup).await.context("warm-up turn")?;
         }
         let cpu_before = daemon_cpu();
         let started = Instant::now();
-        let turn_id = start_turn(&http, addr, &session_id, measured).await.context("measured turn")?;
+        let turn_id = start_turn(&client, &session_id, measured).await.context("measured turn")?;
         wait_turn(&mut notes, &turn_id, measured).await.context("measured turn")?;
         let wall = started.elapsed();
         let cpu = daemon_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
@@ -399,17 +396,9 @@ async fn drive(ctx: &Context, addr: &str, cwd: &Path, warmup: Pace, measured: Pa
 }
 
 /// Starts a turn whose prompt asks the agent for `pace`; its turn id.
-async fn start_turn(http: &reqwest::Client, addr: &str, session_id: &str, pace: Pace) -> anyhow::Result<String> {
-    let resp = http
-        .post(format!("http://{addr}/api/v1/sessions/{session_id}/turns"))
-        .json(&json!({"text": pace.prompt_text()}))
-        .send()
-        .await
-        .context("POST /api/v1/sessions/ID/turns")?;
-    let status = resp.status();
-    let body: Value = resp.json().await.context("reading the started turn")?;
-    anyhow::ensure!(status.as_u16() == 202, "starting a turn: {status} {body}");
-    body["turn_id"].as_str().map(str::to_string).context("the started turn has no turn_id")
+async fn start_turn(client: &bosun_client::Client, session_id: &str, pace: Pace) -> anyhow::Result<String> {
+    let started = client.start_turn(session_id, &pace.prompt_text()).await.context("starting a turn")?;
+    Ok(started.turn_id.to_string())
 }
 
 /// Waits until the client has seen the turn end, and checks it completed.
@@ -421,7 +410,12 @@ async fn wait_turn(notes: &mut mpsc::UnboundedReceiver<Note>, turn_id: &str, pac
     loop {
         match tokio::time::timeout_at(deadline, notes.recv()).await {
             Ok(Some(Note::TurnEnded { turn_id: ended, status, reason })) if ended == turn_id => {
-                anyhow::ensure!(status == "completed", "turn {turn_id} ended {status}: {reason}");
+                anyhow::ensure!(
+                    status == TurnStatus::Completed,
+                    "turn {turn_id} ended {}: {}",
+                    status.as_str(),
+                    reason.as_deref().unwrap_or("no reason given")
+                );
                 return Ok(());
             }
             Ok(Some(_)) => {}

@@ -10,10 +10,9 @@ use super::{
 };
 use anyhow::Context as _;
 use bosun_actors::Context;
-use bosun_proto::{events, ChunkKind, EventData, Topic};
+use bosun_proto::{events, ChunkKind, ClientOp, Control, EventData, ServerFrame, Topic};
 use bosun_state::Batch;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,28 +29,13 @@ const CLIENT_THREAD: &str = "bench-client";
 /// The clients' read buffer (see where they connect).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// What a client needs from a frame; serde skips the rest of the envelope.
-#[derive(Deserialize)]
-struct Frame {
-    seq: Option<u64>,
-    op: Option<String>,
-    data: Option<Probe>,
-}
-
-/// A chunk's text starts with when it was committed (nanoseconds since the
-/// bench's base instant, 20 digits), then the payload.
-#[derive(Deserialize)]
-struct Probe {
-    text: String,
-}
-
-/// The stamp a probe chunk's text starts with.
+/// A probe chunk's text starts with when it was committed (nanoseconds
+/// since the bench's base instant, 20 digits), then the payload.
 const STAMP_DIGITS: usize = 20;
 
-impl Probe {
-    fn sent_ns(&self) -> Option<u64> {
-        self.text.get(..STAMP_DIGITS)?.parse().ok()
-    }
+/// The commit instant a probe chunk carries.
+fn sent_ns(chunk: &events::StreamChunk) -> Option<u64> {
+    chunk.text.get(..STAMP_DIGITS)?.parse().ok()
 }
 
 #[derive(Default)]
@@ -92,7 +76,14 @@ impl Client {
                 return result;
             }
         };
-        let subscribe = json!({"op": "subscribe", "topics": [self.topic], "since": self.since}).to_string();
+        let subscribe = ClientOp::Subscribe { topics: vec![self.topic.clone()], since: self.since };
+        let subscribe = match serde_json::to_string(&subscribe) {
+            Ok(text) => text,
+            Err(e) => {
+                result.error = Some(format!("subscribe: {e}"));
+                return result;
+            }
+        };
         if let Err(e) = ws.send(Message::text(subscribe)).await {
             result.error = Some(format!("subscribe: {e}"));
             return result;
@@ -117,20 +108,21 @@ impl Client {
             // Taken before parsing: the parse is the client's cost, not the daemon's.
             let received_ns = self.base.elapsed().as_nanos() as u64;
             let Message::Text(text) = frame else { continue };
-            let parsed: Frame = match serde_json::from_str(text.as_str()) {
-                Ok(f) => f,
+            let envelope = match serde_json::from_str(text.as_str()) {
+                Ok(ServerFrame::Event(envelope)) => envelope,
+                Ok(ServerFrame::Control(Control::Subscribed { .. })) => {
+                    let _ = subscribed.send(()).await;
+                    continue;
+                }
+                Ok(ServerFrame::Control(_)) => continue,
                 Err(e) => {
                     result.error = Some(format!("bad frame: {e}"));
                     break;
                 }
             };
-            if let Some(op) = parsed.op {
-                if op == "subscribed" {
-                    let _ = subscribed.send(()).await;
-                }
-                continue;
-            }
-            let (Some(seq), Some(sent_ns)) = (parsed.seq, parsed.data.and_then(|p| p.sent_ns())) else { continue };
+            let seq = envelope.seq;
+            let Ok(EventData::StreamChunk(chunk)) = envelope.payload() else { continue };
+            let Some(sent_ns) = sent_ns(&chunk) else { continue };
             if seq <= last_seq {
                 result.out_of_order += 1;
             }
@@ -186,8 +178,8 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
 }
 
 async fn measure(args: &BenchArgs, ctx: &Context, addr: &str, cwd: &Path) -> anyhow::Result<Report> {
-    let http = super::http_client()?;
-    let session_id = create_session(&http, addr, "demo", cwd, "bench fan-out").await?;
+    let client = super::client(addr)?;
+    let session_id = create_session(&client, "demo", cwd, "bench fan-out").await?;
     let topic = Topic::session(&session_id);
 
     let total = (args.rate as f64 * args.fanout_secs).round().max(1.0) as u64;

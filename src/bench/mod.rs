@@ -370,33 +370,31 @@ where
     outcome
 }
 
-/// The bench's HTTP client: it says it is one of ours (`X-Bosun-Client`),
-/// as the daemon wants of every state-changing request.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
+/// The bench's client of the daemon at `addr`; it names itself
+/// (`X-Bosun-Client`), as the daemon wants of every state-changing request.
+fn client(addr: &str) -> anyhow::Result<bosun_client::Client> {
     let name = concat!("bosun-bench/", env!("CARGO_PKG_VERSION"));
-    headers.insert("x-bosun-client", reqwest::header::HeaderValue::from_static(name));
-    reqwest::Client::builder().default_headers(headers).build().context("building the HTTP client")
+    bosun_client::Client::new(&format!("http://{addr}"), name).context("building the daemon's client")
 }
 
 /// Creates a session the way a client does, so its topic is a live one; its id.
+/// It is full-access: the bench measures the event path, not approvals, and
+/// an agent Bosun does not know cannot be held to plan-only.
 async fn create_session(
-    http: &reqwest::Client,
-    addr: &str,
+    client: &bosun_client::Client,
     provider: &str,
     cwd: &Path,
     title: &str,
 ) -> anyhow::Result<String> {
-    let resp = http
-        .post(format!("http://{addr}/api/v1/sessions"))
-        .json(&json!({"provider": provider, "cwd": cwd, "title": title}))
-        .send()
-        .await
-        .context("POST /api/v1/sessions")?;
-    let status = resp.status();
-    let body: Value = resp.json().await.context("reading the created session")?;
-    anyhow::ensure!(status.as_u16() == 201, "creating a session: {status} {body}");
-    Ok(body["id"].as_str().context("the created session has no id")?.to_string())
+    let request = bosun_proto::CreateSessionRequest {
+        provider: provider.to_string(),
+        cwd: Some(cwd.to_str().context("the bench's directory is not UTF-8")?.to_string()),
+        title: Some(title.to_string()),
+        policy: Some(bosun_proto::Policy::FullAccess),
+        ..Default::default()
+    };
+    let session = client.create_session(&request).await.context("creating a session")?;
+    Ok(session.id.to_string())
 }
 
 /// CPU used so far: (the whole process, the threads whose name starts with

@@ -4,7 +4,9 @@
 
 use super::{mib, percentile, proc_field_kib, progress, secs, thousands, BenchArgs, Report, Row, TempDir};
 use anyhow::Context as _;
-use bosun_proto::{events, ChunkKind, EventData, Policy, Topic, TurnId, TurnStatus, Usage};
+use bosun_proto::{
+    events, ChunkKind, EventData, Health, PatchSessionRequest, Policy, Topic, TurnId, TurnStatus, Usage,
+};
 use bosun_state::{Batch, FlushPolicy, Owner, SessionRecord, Store, StoreConfig, TurnProgress, TurnRecord};
 use serde_json::json;
 use std::path::Path;
@@ -141,8 +143,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
 struct Child {
     child: tokio::process::Child,
     pid: u32,
-    url: String,
-    http: reqwest::Client,
+    client: bosun_client::Client,
     /// The last lines of its stderr, for error messages.
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -222,15 +223,14 @@ impl Child {
             .find(|w| w.starts_with("http://"))
             .with_context(|| format!("no URL in {line:?}"))?
             .to_string();
-        let http = super::http_client()?;
-        let this = Child { child, pid, url, http, stderr };
+        let client = super::client(url.trim_start_matches("http://").trim_end_matches('/'))?;
+        let this = Child { child, pid, client, stderr };
 
         let deadline = started + START_TIMEOUT;
         loop {
-            match this.http.get(format!("{}/health", this.url)).send().await {
-                Ok(resp) if resp.status().is_success() => break,
-                Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
-                Ok(resp) => anyhow::bail!("/health answered {}", resp.status()),
+            match this.client.health().await {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
                 Err(e) => return Err(e).context("GET /health"),
             }
         }
@@ -241,32 +241,21 @@ impl Child {
             // A PATCH goes through the session actor (a GET reads the store),
             // and the route waits briefly for an actor not yet registered.
             // It writes one small event: the draft.
+            let patch = PatchSessionRequest { draft: Some("bench".into()), ..Default::default() };
             loop {
-                let resp = this
-                    .http
-                    .patch(format!("{}/api/v1/sessions/{id}", this.url))
-                    .json(&json!({"draft": "bench"}))
-                    .send()
-                    .await
-                    .context("PATCH the last session")?;
-                let status = resp.status();
-                if status.is_success() {
-                    break;
+                match this.client.patch_session(id, &patch).await {
+                    Ok(_) => break,
+                    Err(e) if e.status() == Some(503) && Instant::now() < deadline => {}
+                    Err(e) => return Err(e).context("PATCH the last session"),
                 }
-                anyhow::ensure!(
-                    status.as_u16() == 503 && Instant::now() < deadline,
-                    "PATCH the last session: {status} {}",
-                    resp.text().await.unwrap_or_default()
-                );
             }
             last_at = Some(started.elapsed());
         }
         Ok((this, Start { line: line_at, health: health_at, last_session: last_at }))
     }
 
-    async fn health(&self) -> anyhow::Result<serde_json::Value> {
-        let resp = self.http.get(format!("{}/health", self.url)).send().await.context("GET /health")?;
-        resp.json().await.context("reading /health")
+    async fn health(&self) -> anyhow::Result<Health> {
+        self.client.health().await.context("GET /health")
     }
 
     /// VmRSS and VmHWM of the child, in KiB.
@@ -329,7 +318,7 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
     for round in 1..=args.restarts {
         let (child, start) = Child::start(&data_dir, last.as_deref()).await?;
         let health = child.health().await?;
-        let sessions = health["sessions"].as_u64().unwrap_or(0);
+        let sessions = health.sessions;
         anyhow::ensure!(
             sessions as usize == populated.sessions,
             "/health reports {sessions} sessions, {} stored",
@@ -340,7 +329,7 @@ pub async fn run_restart(args: &BenchArgs, base: &Path) -> anyhow::Result<Report
             secs(start.line),
             secs(start.health),
             start.last_session.map(secs).unwrap_or_else(|| "-".into()),
-            health["head_seq"]
+            health.head_seq
         ));
         stops.push(child.stop().await?);
         starts.push(start);
@@ -423,7 +412,7 @@ pub async fn run_memory(args: &BenchArgs, base: &Path) -> anyhow::Result<Report>
     let (rss_n, hwm_n) = child.memory_kib()?;
     let health = child.health().await?;
     child.stop().await?;
-    let sessions = health["sessions"].as_u64().unwrap_or(0);
+    let sessions = health.sessions;
     anyhow::ensure!(sessions as usize == n, "/health reports {sessions} sessions, {n} stored");
 
     let per_session = (rss_n as f64 - rss_0 as f64) * 1024.0 / n as f64;
