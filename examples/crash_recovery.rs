@@ -7,32 +7,37 @@
 //!
 //! It starts the real `bosun` daemon (with fault injection on), opens a demo
 //! session and starts a `SLOW` turn, which streams `tick N/600` chunks at about
-//! 20 a second. A WebSocket client records every event of the session while
-//! the demo makes the turn, provider, session and front actors panic one after
-//! the other, then kills the daemon with SIGKILL in the middle of the stream
-//! and starts it again on the same data dir. The client resumes with
-//! `since` = the last seq it received, reads on until the stream has clearly
-//! come back, and the turn is interrupted. Finally the demo checks what the
-//! client saw against the store and prints the numbers; the exit code is 0
-//! when everything held, 1 otherwise.
+//! 20 a second. A client (`bosun_client::Follower`, over the WebSocket)
+//! records every event of the session while the demo makes the turn,
+//! provider, session and front actors panic one after the other, then kills
+//! the daemon with SIGKILL in the middle of the stream and starts it again on
+//! the same data dir. The client resumes with `since` = the last seq it
+//! received, reads on until the stream has clearly come back, and the turn is
+//! interrupted. Finally the demo checks what the client saw against the store
+//! and prints the numbers; the exit code is 0 when everything held, 1
+//! otherwise.
+//!
+//! The daemon is spoken to through `bosun_client::Client`, and events are read
+//! as the typed `bosun_proto::EventData`.
 //!
 //! The binary is found with `--bosun PATH`, else `$BOSUN_BIN`, else next to
 //! this example (`target/<profile>/bosun`), else built with
 //! `cargo build --bin bosun`. Set `BOSUN_DEMO_VERBOSE=1` to see the daemons'
 //! logs.
 
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use anyhow::{bail, ensure, Context as _, Result};
+use bosun_client::{Client, ClientError, Followed, Follower, FollowerConfig};
+use bosun_proto::events::StreamChunk;
+use bosun_proto::{CreateSessionRequest, Envelope, EventData, EventsQuery, Health, Policy, Topic};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Ticks to let through before the first panic, between panics and before the kill.
 const TICKS_BETWEEN_FAULTS: usize = 40;
@@ -46,6 +51,8 @@ const FAULTS: [(&str, &str); 4] =
 const WAIT_LIMIT: Duration = Duration::from_secs(20);
 /// Daemon log lines kept to explain a failure.
 const STDERR_TAIL: usize = 40;
+/// How the demo names itself to the daemon (`X-Bosun-Client`).
+const CLIENT_NAME: &str = "bosun-crash-recovery-example";
 
 // ---------------------------------------------------------------------------
 // The report
@@ -66,7 +73,12 @@ pub struct Report {
     pub ws_connections: u32,
     /// The `since` the client resubscribed with after the restart.
     pub resumed_from_seq: Option<u64>,
-    /// Event frames whose seq was not above every seq received before it.
+    /// Events handed to the demo whose seq was not above every seq handed
+    /// over before it, across both daemons (and the switch from one to the
+    /// other). The follower drops a frame at or below the last seq it handed
+    /// out, so a daemon re-sending one shows up elsewhere if it matters: a
+    /// re-sent chunk under a new seq in the tick and chunk-index duplicates, a
+    /// seq reused for another event in `seen_not_stored`.
     pub event_duplicates: usize,
     /// `tick N/600` chunks received in all, before the kill and after the restart.
     pub ticks_received: usize,
@@ -224,26 +236,30 @@ pub async fn run_demo(bosun: &Path, data_dir: &Path, quiet: bool) -> Result<Repo
     let mut daemon = Daemon::start(bosun, data_dir, cwd.path(), 1).await?;
     log.say(format!("daemon up at {} (pid {}, data dir {})", daemon.url, daemon.pid, data_dir.display()));
 
-    let session = daemon
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/sessions",
-            Some(json!({"provider":"demo","cwd":cwd.path(),"title":"crash-recovery demo","policy":"plan-only"})),
-            201,
-        )
-        .await?;
-    let session_id = str_field(&session, "id")?;
-    let turn = daemon
-        .call(reqwest::Method::POST, &format!("/api/v1/sessions/{session_id}/turns"), Some(json!({"text":"SLOW"})), 202)
-        .await?;
-    let turn_id = str_field(&turn, "turn_id")?;
+    let request = CreateSessionRequest {
+        provider: "demo".to_string(),
+        cwd: Some(cwd.path().to_str().context("the session's cwd is not UTF-8")?.to_string()),
+        title: Some("crash-recovery demo".to_string()),
+        policy: Some(Policy::PlanOnly),
+        ..CreateSessionRequest::default()
+    };
+    let session = retry("creating the session", Retry::IfNotCarriedOut, || daemon.api.create_session(&request)).await?;
+    let session_id = session.id.into_string();
+    let turn =
+        retry("starting the turn", Retry::IfNotCarriedOut, || daemon.api.start_turn(&session_id, "SLOW")).await?;
+    let turn_id = turn.turn_id.into_string();
     log.say(format!("session {session_id}: turn {turn_id} started with \"SLOW\" (600 ticks, ~20/s)"));
 
     // The client runs on its own task for the whole demo, following the daemon
-    // it is told about (generation, ws url); `None` tells it to stop.
-    let seen = Arc::new(Mutex::new(Seen::new(&turn_id)));
-    let (target_tx, target_rx) = watch::channel(Some((1u32, daemon.ws_url())));
-    let client = tokio::spawn(client(format!("session:{session_id}"), target_rx, seen.clone()));
+    // it is told about (generation, URL); `None` tells it to stop. It starts
+    // from seq 0, so the daemon replays what the session already has.
+    let topic = Topic::session(&session_id).to_string();
+    let follower = Follower::open(daemon.api.clone(), vec![topic.clone()], 0, follower_config())
+        .await
+        .context("subscribing to the session's events")?;
+    let seen = Arc::new(Mutex::new(Seen::new(&turn_id, follower.connections())));
+    let (target_tx, target_rx) = watch::channel(Some((1u32, daemon.url.clone())));
+    let client = tokio::spawn(client(topic, follower, target_rx, seen.clone()));
 
     let outcome = drive(&log, bosun, data_dir, cwd.path(), &mut daemon, &session_id, &turn_id, &seen, &target_tx).await;
     // Stop the client whatever happened, so no task outlives the demo.
@@ -255,14 +271,19 @@ pub async fn run_demo(bosun: &Path, data_dir: &Path, quiet: bool) -> Result<Repo
     };
 
     // Everything the client saw must still be in the store, unchanged.
-    let stored = daemon.stored_events(&format!("session={session_id}"), 0).await?;
+    let query = EventsQuery { session: Some(session_id.clone()), ..EventsQuery::default() };
+    let stored = retry("reading the session's events", Retry::Always, || daemon.api.all_events(&query)).await?;
     // Restarts on record since this demo's session began (a reused data dir
     // holds earlier runs too).
-    let began = stored.first().and_then(|e| e["seq"].as_u64()).unwrap_or(1);
-    for e in daemon.stored_events("topic=system", began - 1).await? {
-        if e["type"] == "actor:restarted" {
-            let kind = e["data"]["kind"].as_str().unwrap_or("?").to_string();
-            *report.restarts_on_record.entry(kind).or_default() += 1;
+    let began = stored.first().map_or(1, |e| e.seq);
+    let query = EventsQuery {
+        since: began.saturating_sub(1),
+        topic: Some(Topic::SYSTEM.to_string()),
+        ..EventsQuery::default()
+    };
+    for e in retry("reading the system events", Retry::Always, || daemon.api.all_events(&query)).await? {
+        if let Ok(EventData::ActorRestarted(restarted)) = e.payload() {
+            *report.restarts_on_record.entry(restarted.kind).or_default() += 1;
         }
     }
     lock(&seen).tally(&stored, &mut report);
@@ -287,7 +308,7 @@ async fn drive(
     session_id: &str,
     turn_id: &str,
     seen: &Mutex<Seen>,
-    client_target: &watch::Sender<Option<(u32, String)>>,
+    client_target: &watch::Sender<Target>,
 ) -> Result<Report> {
     let mut report = Report::default();
     let ticks = |gen: Option<u32>| lock(seen).ticks(gen);
@@ -296,14 +317,15 @@ async fn drive(
     log.say(format!("client is receiving: tick {}", lock(seen).last_tick_number()));
 
     // Injected panics: each actor is restarted by its supervisor and the
-    // stream goes on; the client's WebSocket stays open throughout.
+    // stream goes on.
     for (kind, target) in FAULTS {
         let target = target.replace("{turn}", turn_id).replace("{session}", session_id);
         let restarts_before = restarts(&daemon.health().await?, kind);
         let ticks_before = ticks(None);
         let answer =
-            daemon.call(reqwest::Method::POST, "/api/v1/debug/crash", Some(json!({"target": target})), 202).await?;
-        log.say(format!("injected a panic into {} ({target})", answer["actor"].as_str().unwrap_or("?")));
+            retry(&format!("injecting a panic into {target}"), Retry::IfNotCarriedOut, || daemon.api.crash(&target))
+                .await?;
+        log.say(format!("injected a panic into {} ({target})", answer.actor));
         let deadline = Instant::now() + WAIT_LIMIT;
         let restarts_now = loop {
             let n = restarts(&daemon.health().await?, kind);
@@ -325,13 +347,8 @@ async fn drive(
     }
 
     // The restart counters live in the daemon's memory: read them before the kill.
-    report.health_restarts = daemon
-        .health()
-        .await?
-        .get("actors")
-        .and_then(Value::as_object)
-        .map(|actors| actors.iter().map(|(k, v)| (k.clone(), v["restarts"].as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
+    report.health_restarts =
+        daemon.health().await?.actors.into_iter().map(|(kind, actor)| (kind, actor.restarts)).collect();
 
     // kill -9 in the middle of the stream: no flush, no goodbye.
     let last_tick = lock(seen).last_tick_number();
@@ -350,7 +367,7 @@ async fn drive(
         report.kill_to_answer.as_millis()
     ));
     // Tell the client where the daemon is now; it resubscribes with since = its last seq.
-    let _ = client_target.send(Some((2, daemon.ws_url())));
+    let _ = client_target.send(Some((2, daemon.url.clone())));
 
     wait_for(seen, "the stream to come back after the restart", |s| s.ticks(Some(2)) >= TICKS_AFTER_RESTART).await?;
     report.restart_to_first_tick = lock(seen).first_tick_at(2).map(|at| at.saturating_duration_since(spawned_at));
@@ -364,14 +381,7 @@ async fn drive(
         ));
     }
 
-    daemon
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/sessions/{session_id}/turns/{turn_id}/interrupt"),
-            Some(json!({})),
-            202,
-        )
-        .await?;
+    retry("interrupting the turn", Retry::IfNotCarriedOut, || daemon.api.interrupt(session_id, turn_id)).await?;
     log.say("interrupted the turn".to_string());
     wait_for(seen, "turn:completed", |s| s.turn_completed.is_some()).await?;
     let status = lock(seen).turn_completed.clone().unwrap_or_default();
@@ -380,12 +390,46 @@ async fn drive(
     Ok(report)
 }
 
-fn restarts(health: &Value, kind: &str) -> u64 {
-    health["actors"][kind]["restarts"].as_u64().unwrap_or(0)
+fn restarts(health: &Health, kind: &str) -> u64 {
+    health.actors.get(kind).map_or(0, |actor| actor.restarts)
 }
 
-fn str_field(v: &Value, field: &str) -> Result<String> {
-    v[field].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {field:?} in {v}"))
+/// Which failed calls [`retry`] tries again.
+#[derive(Clone, Copy, PartialEq)]
+enum Retry {
+    /// A read: whatever went wrong on the way.
+    Always,
+    /// A request that changes something: only when the daemon cannot have
+    /// carried it out (not reachable, or 503 while an actor restarts).
+    IfNotCarriedOut,
+}
+
+/// One API call, tried again while the daemon cannot be reached or answers
+/// 503 (an actor restarting): both are expected moments in this demo, and
+/// neither means the request was carried out.
+async fn retry<T, F, Fut>(what: &str, when: Retry, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bosun_client::Result<T>>,
+{
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let e = match call().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let again = match &e {
+            ClientError::Unreachable { .. } => true,
+            _ if e.status() == Some(503) => true,
+            ClientError::Transport { .. } | ClientError::Timeout { .. } => when == Retry::Always,
+            _ => false,
+        };
+        if !again {
+            return Err(anyhow::Error::new(e).context(what.to_string()));
+        }
+        ensure!(Instant::now() < deadline, "{what}: still failing: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Prints progress lines with the time since the demo started.
@@ -406,11 +450,16 @@ impl Narrator {
 // The WebSocket client
 // ---------------------------------------------------------------------------
 
+/// Where the client should follow: the daemon's generation (1 before the
+/// kill, 2 after) and URL; `None` to stop.
+type Target = Option<(u32, String)>;
+
 struct Received {
     /// Which daemon the connection it came on led to: 1 before the kill, 2 after.
     generation: u32,
     at: Instant,
-    event: Value,
+    event: Envelope,
+    data: EventData,
 }
 
 /// Everything the client received, shared with the driver.
@@ -419,8 +468,9 @@ struct Seen {
     events: Vec<Received>,
     /// The highest seq received: the `since` of the next subscription.
     last_seq: u64,
-    /// Event frames whose seq was not above `last_seq` when they came.
+    /// Events whose seq was not above `last_seq` when they came.
     out_of_order: usize,
+    /// WebSocket connections opened, by the followers of both daemons.
     connections: u32,
     /// The `since` of the first subscription after the restart.
     resumed_from: Option<u64>,
@@ -430,13 +480,13 @@ struct Seen {
 }
 
 impl Seen {
-    fn new(turn_id: &str) -> Seen {
+    fn new(turn_id: &str, connections: u32) -> Seen {
         Seen {
             turn_id: turn_id.to_string(),
             events: Vec::new(),
             last_seq: 0,
             out_of_order: 0,
-            connections: 0,
+            connections,
             resumed_from: None,
             turn_completed: None,
             error: None,
@@ -444,13 +494,16 @@ impl Seen {
     }
 
     /// The turn's `stream:chunk` events, with when and from which daemon they came.
-    fn chunks(&self) -> impl Iterator<Item = &Received> {
-        self.events.iter().filter(|r| r.event["type"] == "stream:chunk" && r.event["data"]["turn_id"] == *self.turn_id)
+    fn chunks(&self) -> impl Iterator<Item = (&Received, &StreamChunk)> {
+        self.events.iter().filter_map(|r| match &r.data {
+            EventData::StreamChunk(chunk) if chunk.turn_id == self.turn_id => Some((r, chunk)),
+            _ => None,
+        })
     }
 
     /// The turn's ticks (number, generation, arrival).
     fn tick_list(&self) -> impl Iterator<Item = (u64, u32, Instant)> + '_ {
-        self.chunks().filter_map(|r| Some((tick_number(&r.event)?, r.generation, r.at)))
+        self.chunks().filter_map(|(r, chunk)| Some((tick_number(chunk)?, r.generation, r.at)))
     }
 
     fn ticks(&self, generation: Option<u32>) -> usize {
@@ -466,21 +519,19 @@ impl Seen {
     }
 
     /// Fills in what the client saw, checked against the `stored` events of the session.
-    fn tally(&self, stored: &[Value], report: &mut Report) {
+    fn tally(&self, stored: &[Envelope], report: &mut Report) {
         report.events_before_kill = self.events.iter().filter(|r| r.generation == 1).count();
         report.events_after_restart = self.events.len() - report.events_before_kill;
         report.ws_connections = self.connections;
         report.resumed_from_seq = self.resumed_from;
         report.event_duplicates = self.out_of_order;
 
-        let stored_by_seq: HashMap<u64, &Value> = stored.iter().filter_map(|e| Some((e["seq"].as_u64()?, e))).collect();
+        // The whole envelope must match: seq, ts, topic, type and data.
+        let stored_by_seq: HashMap<u64, &Envelope> = stored.iter().map(|e| (e.seq, e)).collect();
         report.events_stored = stored.len();
-        report.seen_not_stored = self
-            .events
-            .iter()
-            .filter(|r| r.event["seq"].as_u64().and_then(|seq| stored_by_seq.get(&seq)) != Some(&&r.event))
-            .count();
-        let received: BTreeSet<u64> = self.events.iter().filter_map(|r| r.event["seq"].as_u64()).collect();
+        report.seen_not_stored =
+            self.events.iter().filter(|r| stored_by_seq.get(&r.event.seq).copied() != Some(&r.event)).count();
+        let received: BTreeSet<u64> = self.events.iter().map(|r| r.event.seq).collect();
         report.stored_not_seen =
             stored_by_seq.keys().filter(|seq| **seq <= self.last_seq && !received.contains(seq)).count();
 
@@ -492,7 +543,7 @@ impl Seen {
         report.last_tick = ticks.iter().max().copied();
         (report.tick_gaps, report.tick_duplicates) = gaps_and_duplicates(&ticks, 1);
 
-        let indexes: Vec<u64> = self.chunks().filter_map(|r| r.event["data"]["index"].as_u64()).collect();
+        let indexes: Vec<u64> = self.chunks().map(|(_, chunk)| chunk.index).collect();
         report.chunks_received = indexes.len();
         (report.chunk_index_gaps, report.chunk_index_duplicates) = gaps_and_duplicates(&indexes, 0);
     }
@@ -514,9 +565,8 @@ fn gaps_and_duplicates(numbers: &[u64], first: u64) -> (usize, usize) {
 }
 
 /// `tick N/600\n` → N.
-fn tick_number(event: &Value) -> Option<u64> {
-    let text = event["data"]["text"].as_str()?;
-    text.strip_prefix("tick ")?.split('/').next()?.parse().ok()
+fn tick_number(chunk: &StreamChunk) -> Option<u64> {
+    chunk.text.strip_prefix("tick ")?.split('/').next()?.parse().ok()
 }
 
 fn lock(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
@@ -544,96 +594,111 @@ async fn wait_for(seen: &Mutex<Seen>, what: &str, done: impl Fn(&Seen) -> bool) 
     }
 }
 
-/// The client: connects to the daemon it is pointed at, subscribes to `topic`
-/// with `since` = the last seq it received, records every event, and on any
-/// disconnect does the same again (against the new address once there is one).
-async fn client(topic: String, mut target: watch::Receiver<Option<(u32, String)>>, seen: Arc<Mutex<Seen>>) {
+/// How the followers ride out a dropped connection (the front's panic, the
+/// kill): quick retries, for as long as any wait of the demo.
+fn follower_config() -> FollowerConfig {
+    FollowerConfig { reconnect_for: WAIT_LIMIT, reconnect_pause: Duration::from_millis(50), notices: None }
+}
+
+/// The client: records every event `follower` hands out. The follower
+/// reconnects by itself when its connection drops (and resubscribes with
+/// `since` = the last seq it handed out); when the daemon comes back at
+/// another address, the client drains what the old connection still holds
+/// and opens a follower there, from the same seq.
+async fn client(topic: String, mut follower: Follower, mut target: watch::Receiver<Target>, seen: Arc<Mutex<Seen>>) {
+    let mut generation = 1;
+    // Connections opened by the followers of earlier daemons.
+    let mut earlier_connections = 0;
     loop {
-        let Some((generation, url)) = target.borrow_and_update().clone() else { return };
-        let connected = tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url)).await;
-        let mut ws = match connected {
-            Ok(Ok((ws, _))) => ws,
-            // The daemon is down (killed, not restarted yet): try again shortly.
-            _ => {
-                if !pause(&mut target).await {
-                    return;
+        tokio::select! {
+            changed = target.changed() => {
+                let next = if changed.is_ok() { target.borrow_and_update().clone() } else { None };
+                let Some((new_generation, url)) = next else { return };
+                if new_generation == generation {
+                    continue;
                 }
-                continue;
-            }
-        };
-        let since = lock(&seen).last_seq;
-        let subscribe = json!({"op":"subscribe","topics":[topic],"since":since});
-        if ws.send(Message::text(subscribe.to_string())).await.is_err() {
-            if !pause(&mut target).await {
-                return;
-            }
-            continue;
-        }
-        loop {
-            tokio::select! {
-                changed = target.changed() => {
-                    if changed.is_err() || target.borrow().is_none() {
-                        let _ = ws.close(None).await;
+                // Nothing already on the wire from the old daemon is thrown away.
+                drain(&mut follower, generation, earlier_connections, &seen).await;
+                earlier_connections += follower.connections();
+                let since = follower.last_seq();
+                follower = match open_follower(&url, &topic, since).await {
+                    Ok(follower) => follower,
+                    Err(e) => {
+                        lock(&seen).error = Some(format!("{e:#}"));
                         return;
                     }
-                    // A new daemon: keep reading this connection until it ends,
-                    // so nothing already on the wire is thrown away.
+                };
+                generation = new_generation;
+                let mut s = lock(&seen);
+                s.resumed_from.get_or_insert(since);
+                s.connections = earlier_connections + follower.connections();
+            }
+            next = follower.next() => {
+                let outcome = next
+                    .map_err(anyhow::Error::new)
+                    .and_then(|followed| record(&seen, generation, earlier_connections + follower.connections(), followed));
+                if let Err(e) = outcome {
+                    lock(&seen).error = Some(format!("{e:#}"));
+                    return;
                 }
-                frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Err(e) = record(&seen, generation, since, &text) {
-                            lock(&seen).error = Some(e.to_string());
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(_)) => {}
-                },
             }
         }
-        // The connection ended: resume, with a short pause so a daemon that
-        // keeps dropping us is not hammered.
-        if !pause(&mut target).await {
-            return;
+    }
+}
+
+/// Records what `follower` still has from a daemon that is gone: events that
+/// were already on the wire when it died. Stops at the first pause (the
+/// connection is closed and the follower is trying in vain to reconnect).
+async fn drain(follower: &mut Follower, generation: u32, earlier_connections: u32, seen: &Mutex<Seen>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match follower.next_within(Duration::from_millis(200)).await {
+            Ok(Some(followed)) => {
+                let connections = earlier_connections + follower.connections();
+                if let Err(e) = record(seen, generation, connections, followed) {
+                    lock(seen).error = Some(format!("{e:#}"));
+                    return;
+                }
+            }
+            // Nothing more, or the old daemon's address refuses: it is gone.
+            Ok(None) | Err(_) => return,
         }
     }
 }
 
-/// Waits a moment before reconnecting, or less if the daemon's address
-/// changes. False when the driver is gone.
-async fn pause(target: &mut watch::Receiver<Option<(u32, String)>>) -> bool {
-    tokio::select! {
-        changed = target.changed() => changed.is_ok(),
-        _ = tokio::time::sleep(Duration::from_millis(50)) => true,
+/// A follower of `topic` on the daemon at `url`, from `since`; the daemon
+/// answered `/health` already, but its WebSocket gets a few tries.
+async fn open_follower(url: &str, topic: &str, since: u64) -> Result<Follower> {
+    let api = Client::new(url, CLIENT_NAME).with_context(|| format!("a client of {url}"))?;
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        match Follower::open(api.clone(), vec![topic.to_string()], since, follower_config()).await {
+            Ok(follower) => return Ok(follower),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context(format!("resubscribing at {url} from seq {since}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 
-/// Records one text frame from the daemon.
-fn record(seen: &Mutex<Seen>, generation: u32, since: u64, text: &str) -> Result<()> {
-    let frame: Value = serde_json::from_str(text).with_context(|| format!("a frame that is not JSON: {text}"))?;
+/// Records one event the follower handed out.
+fn record(seen: &Mutex<Seen>, generation: u32, connections: u32, followed: Followed) -> Result<()> {
+    let data =
+        followed.envelope.payload().with_context(|| format!("an event this demo cannot read: {}", followed.frame))?;
     let mut s = lock(seen);
-    match frame["op"].as_str() {
-        Some("subscribed") => {
-            s.connections += 1;
-            if generation > 1 && s.resumed_from.is_none() {
-                s.resumed_from = Some(since);
-            }
-        }
-        Some("error") => bail!("the daemon refused a frame: {frame}"),
-        Some(_) => {}
-        None => {
-            let seq = frame["seq"].as_u64().ok_or_else(|| anyhow!("an event without seq: {frame}"))?;
-            if seq <= s.last_seq {
-                s.out_of_order += 1;
-            }
-            s.last_seq = s.last_seq.max(seq);
-            if frame["type"] == "turn:completed" && frame["data"]["turn_id"] == *s.turn_id {
-                s.turn_completed = Some(frame["data"]["status"].as_str().unwrap_or("?").to_string());
-            }
-            s.events.push(Received { generation, at: Instant::now(), event: frame });
+    s.connections = connections;
+    let seq = followed.envelope.seq;
+    if seq <= s.last_seq {
+        s.out_of_order += 1;
+    }
+    s.last_seq = s.last_seq.max(seq);
+    if let EventData::TurnCompleted(completed) = &data {
+        if completed.turn_id == s.turn_id {
+            s.turn_completed = Some(completed.status.to_string());
         }
     }
+    s.events.push(Received { generation, at: Instant::now(), event: followed.envelope, data });
     Ok(())
 }
 
@@ -645,7 +710,7 @@ struct Daemon {
     child: tokio::process::Child,
     pid: u32,
     url: String,
-    http: reqwest::Client,
+    api: Client,
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -687,45 +752,25 @@ impl Daemon {
             }
         });
 
+        // `child` is killed on drop, should anything below fail.
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-        let mut daemon = Daemon {
-            child,
-            pid,
-            url: String::new(),
-            // No connection reuse: a pooled connection may belong to a front that
-            // was just made to panic, or to a daemon that was just killed.
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                // The daemon wants it of every state-changing request.
-                .default_headers(reqwest::header::HeaderMap::from_iter([(
-                    reqwest::header::HeaderName::from_static("x-bosun-client"),
-                    reqwest::header::HeaderValue::from_static("bosun-crash-recovery-example"),
-                )]))
-                .build()
-                .context("building the HTTP client")?,
-            stderr,
-        };
-        let line = match first {
+        let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
-            _ => bail!("the daemon did not print its URL; its log:\n{}", daemon.stderr_tail()),
+            _ => bail!("the daemon did not print its URL; its log:\n{}", tail_of(&stderr)),
         };
         // Keep draining stdout so the daemon never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        daemon.url = line
+        let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .ok_or_else(|| anyhow!("no URL in the daemon's first line: {line:?}"))?
+            .with_context(|| format!("no URL in the daemon's first line: {line:?}"))?
             .to_string();
-        Ok(daemon)
-    }
-
-    fn ws_url(&self) -> String {
-        format!("{}/ws", self.url.replacen("http://", "ws://", 1))
+        let api = Client::new(&url, CLIENT_NAME).with_context(|| format!("a client of {url}"))?;
+        Ok(Daemon { child, pid, url, api, stderr })
     }
 
     fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect::<Vec<_>>().join("\n")
+        tail_of(&self.stderr)
     }
 
     /// SIGKILL (tokio's `start_kill` is SIGKILL on Unix), then reap the process.
@@ -752,62 +797,14 @@ impl Daemon {
         }
     }
 
-    /// One API call, expecting `want`. Retries while the daemon cannot be
-    /// reached or answers 503 (an actor restarting): both are expected
-    /// moments in this demo, and neither means the request was carried out.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, want: u16) -> Result<Value> {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            let mut req = self.http.request(method.clone(), format!("{}{path}", self.url));
-            if let Some(body) = &body {
-                req = req.json(body);
-            }
-            let retry = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let text = resp.text().await.with_context(|| format!("{method} {path}: reading the answer"))?;
-                    let value = if text.is_empty() {
-                        Value::Null
-                    } else {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    };
-                    if status == want {
-                        return Ok(value);
-                    }
-                    ensure!(status == 503, "{method} {path}: {status} {value}");
-                    format!("{status} {value}")
-                }
-                // Only errors where the request never reached the daemon are
-                // retried for anything but a GET.
-                Err(e) if e.is_connect() || method == reqwest::Method::GET => e.to_string(),
-                Err(e) => return Err(anyhow!(e).context(format!("{method} {path}"))),
-            };
-            ensure!(Instant::now() < deadline, "{method} {path}: still failing: {retry}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn health(&self) -> Result<Health> {
+        retry("GET /health", Retry::Always, || self.api.health()).await
     }
+}
 
-    async fn health(&self) -> Result<Value> {
-        self.call(reqwest::Method::GET, "/health", None, 200).await
-    }
-
-    /// All stored events after `since` for a filter (`session=ID`, `topic=T`), paging with `next`.
-    async fn stored_events(&self, filter: &str, since: u64) -> Result<Vec<Value>> {
-        const LIMIT: usize = 1000;
-        let mut out = Vec::new();
-        let mut since = since;
-        loop {
-            let page = self
-                .call(reqwest::Method::GET, &format!("/api/v1/events?since={since}&{filter}&limit={LIMIT}"), None, 200)
-                .await?;
-            let events = page["events"].as_array().ok_or_else(|| anyhow!("no events in {page}"))?;
-            out.extend(events.iter().cloned());
-            if events.len() < LIMIT {
-                return Ok(out);
-            }
-            since = page["next"].as_u64().ok_or_else(|| anyhow!("no next in the events page"))?;
-        }
-    }
+/// The daemon's last log lines.
+fn tail_of(stderr: &Mutex<VecDeque<String>>) -> String {
+    stderr.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
 // ---------------------------------------------------------------------------
