@@ -2,6 +2,8 @@
 
 mod common;
 
+use bosun_proto::query::ListSessionsQuery;
+use bosun_proto::{PatchSessionRequest, SessionStatus};
 use common::*;
 use serde_json::json;
 
@@ -9,51 +11,52 @@ use serde_json::json;
 async fn sessions_crud_and_events() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let health = d.ok_get("/health").await;
-    assert_eq!(health["status"], "ok");
-    assert_eq!(health["actors"]["front"]["running"], 1);
-    assert_eq!(health["actors"]["sessions"]["running"], 1);
+    let client = d.client();
+    let health = client.health().await.expect("GET /health");
+    assert_eq!(health.status, "ok");
+    assert_eq!(health.actors["front"].running, 1);
+    assert_eq!(health.actors["sessions"].running, 1);
 
-    let id = d.new_session(dir.path(), "plan-only").await;
-    let list = d.ok_get("/api/v1/sessions").await;
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
-    let s = d.ok_get(&format!("/api/v1/sessions/{id}")).await;
-    assert_eq!(s["policy"], "plan-only");
-    assert_eq!(s["status"], "idle");
-    assert_eq!(s["cwd"], dir.path().to_str().unwrap());
+    let id = d.new_session(dir.path(), Policy::PlanOnly).await;
+    let list = client.sessions(&ListSessionsQuery::default()).await.expect("GET /api/v1/sessions");
+    assert_eq!(list.sessions.len(), 1);
+    let s = client.session(&id).await.expect("GET the session").session;
+    assert_eq!(s.policy, Policy::PlanOnly);
+    assert_eq!(s.status, SessionStatus::Idle);
+    assert_eq!(s.cwd, dir.path().to_str().unwrap());
 
-    let (status, s) = d
-        .request(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/sessions/{id}"),
-            Some(json!({"title":"renamed","draft":"half a thought"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{s}");
-    assert_eq!(s["title"], "renamed");
-    assert_eq!(s["draft"], "half a thought");
+    let patch = PatchSessionRequest {
+        title: Some("renamed".into()),
+        draft: Some("half a thought".into()),
+        ..Default::default()
+    };
+    let s = client.patch_session(&id, &patch).await.expect("PATCH title and draft");
+    assert_eq!(s.title, "renamed");
+    assert_eq!(s.draft, "half a thought");
 
-    let (status, s) =
-        d.request(reqwest::Method::PATCH, &format!("/api/v1/sessions/{id}"), Some(json!({"archived":true}))).await;
-    assert_eq!(status, 200);
-    assert_eq!(s["status"], "archived");
-    let (status, err) = d.post(&format!("/api/v1/sessions/{id}/turns"), json!({"text":"hi"})).await;
-    assert_eq!(status, 409, "{err}");
-    let archived = d.ok_get("/api/v1/sessions?archived=false").await;
-    assert!(archived["sessions"].as_array().unwrap().is_empty());
+    let archive = PatchSessionRequest { archived: Some(true), ..Default::default() };
+    let s = client.patch_session(&id, &archive).await.expect("PATCH archived");
+    assert_eq!(s.status, SessionStatus::Archived);
+    let err = client.start_turn(&id, "hi").await.expect_err("a turn on an archived session");
+    assert_eq!(err.status(), Some(409), "{err}");
+    let archived = client.sessions(&ListSessionsQuery { archived: Some(false) }).await.expect("GET ?archived=false");
+    assert!(archived.sessions.is_empty());
 
-    let (status, _) = d.request(reqwest::Method::DELETE, &format!("/api/v1/sessions/{id}"), None).await;
-    assert_eq!(status, 200);
-    let (status, err) = d.get(&format!("/api/v1/sessions/{id}")).await;
-    assert_eq!(status, 404);
-    assert_eq!(err["error"]["code"], "not_found");
+    let deleted = client.delete_session(&id, &Default::default()).await.expect("DELETE the session");
+    assert!(deleted.deleted && deleted.id == id, "{deleted:?}");
+    let err = client.session(&id).await.expect_err("a deleted session");
+    assert_eq!((err.status(), err.code()), (Some(404), Some("not_found")), "{err}");
 
     let events = d.events(Some(&id), 0).await;
     assert_increasing(&events);
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types.first(), Some(&"session:update"));
-    assert_eq!(types.last(), Some(&"session:closed"));
-    for e in &events {
+    let types: Vec<&EventType> = events.iter().map(|e| &e.kind).collect();
+    assert_eq!(types.first(), Some(&&EventType::SessionUpdate));
+    assert_eq!(types.last(), Some(&&EventType::SessionClosed));
+    // The envelope as it is on the wire: its version and its timestamp's form.
+    let page = d.ok_get(&format!("/api/v1/events?session={id}")).await;
+    let raw = page["events"].as_array().expect("events");
+    assert_eq!(raw.len(), events.len());
+    for e in raw {
         assert_eq!(e["v"], 1);
         let ts = e["ts"].as_str().unwrap();
         assert_eq!(ts.len(), 27, "RFC 3339 with microseconds: {ts}");
@@ -64,7 +67,7 @@ async fn sessions_crud_and_events() {
 async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let before = d.ok_get("/health").await["head_seq"].as_u64().unwrap();
+    let before = d.client().health().await.expect("GET /health").head_seq;
 
     // Unknown field, named.
     let (status, err) = d.post("/api/v1/sessions", json!({"provider":"demo","polcy":"x"})).await;
@@ -133,6 +136,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_eq!(status, 403, "{err}");
 
     // Nothing of the above changed anything.
-    assert_eq!(d.ok_get("/health").await["head_seq"].as_u64().unwrap(), before);
-    assert!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().unwrap().is_empty());
+    assert_eq!(d.client().health().await.expect("GET /health").head_seq, before);
+    let sessions = d.client().sessions(&ListSessionsQuery::default()).await.expect("GET /api/v1/sessions");
+    assert!(sessions.sessions.is_empty());
 }

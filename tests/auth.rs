@@ -4,6 +4,7 @@
 
 mod common;
 
+use bosun_proto::{DeviceList, SessionList, TotpStatus};
 use common::*;
 use futures::SinkExt;
 use serde_json::{json, Value};
@@ -19,7 +20,8 @@ fn options(config: &str) -> Options {
     Options { config: Some(config.to_string()), ..Options::default() }
 }
 
-fn ok_json(out: &Output) -> Value {
+/// The CLI's `--json` output, which must have succeeded, as `T`.
+fn ok_json<T: serde::de::DeserializeOwned>(out: &Output) -> T {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -46,7 +48,8 @@ async fn call(
 
 fn pair(d: &Daemon, home: &Path) -> String {
     let data_dir = d.data_dir.to_str().unwrap();
-    let out = ok_json(&bosun(d, home, &["pair", "--json", "--data-dir", data_dir]));
+    // Raw: `pair --json` adds the URL to print to the daemon's answer.
+    let out: Value = ok_json(&bosun(d, home, &["pair", "--json", "--data-dir", data_dir]));
     let code = out["code"].as_str().expect("code").to_string();
     assert_eq!(out["url"], format!("{}/#pair={code}", d.url), "{out}");
     assert!(out["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{out}");
@@ -132,13 +135,13 @@ async fn pairing_gives_a_token_that_works_until_revoked() {
     assert_eq!(ws_with(&d, "?token=bsn_nope", None).await.err(), Some(401));
     let mut ws = ws_with(&d, "", None).await.expect("ws upgrade");
     ws_send(&mut ws, json!({"op": "subscribe", "topics": ["*"], "since": 0})).await;
-    let refused = ws_next(&mut ws, Duration::from_secs(10)).await.expect("error frame");
-    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    let refused = ws_error(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(refused.code, "unauthorized", "{refused:?}");
     assert!(ws_next(&mut ws, Duration::from_secs(10)).await.is_none(), "closed");
 
     // The CLI works with the admin credential from --data-dir, and not without it.
     let out = bosun(&d, home.path(), &["session", "ls", "--json", "--data-dir", &data_dir]);
-    assert!(ok_json(&out)["sessions"].is_array());
+    let _: SessionList = ok_json(&out);
     let out = bosun(&d, home.path(), &["status", "--json"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"), "{out:?}");
@@ -154,9 +157,9 @@ async fn pairing_gives_a_token_that_works_until_revoked() {
     // devices ls shows the device, never its token or hash.
     let out = bosun(&d, home.path(), &["devices", "ls", "--json", "--data-dir", &data_dir]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let list = ok_json(&out);
-    assert_eq!(list["devices"][0]["id"], device_id.as_str(), "{list}");
-    assert_eq!(list["devices"][0]["name"], "test phone");
+    let list: DeviceList = ok_json(&out);
+    assert_eq!(list.devices[0].id, device_id, "{list:?}");
+    assert_eq!(list.devices[0].name, "test phone");
     assert!(!text.contains(&token) && !text.contains("hash"), "{text}");
     let out = bosun(&d, home.path(), &["devices", "ls", "--data-dir", &data_dir]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&device_id), "{out:?}");
@@ -171,9 +174,9 @@ async fn pairing_gives_a_token_that_works_until_revoked() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let frame = ws_next(&mut ws, left).await;
+            let frame = ws_next_frame(&mut ws, left).await;
             let Some(frame) = frame else { panic!("{how}: the socket ended without saying the device was revoked") };
-            if frame["error"]["code"] == "unauthorized" {
+            if matches!(&frame, ServerFrame::Control(Control::Error { error }) if error.code == "unauthorized") {
                 break;
             }
         }
@@ -200,7 +203,8 @@ async fn websocket_checks_origin_and_loopback_needs_no_token_by_default() {
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let mut ws = ws_with(&d, "", None).await.expect("ws");
     ws.send(Message::text(json!({"op": "ping", "nonce": 1}).to_string())).await.unwrap();
-    assert_eq!(ws_next(&mut ws, Duration::from_secs(10)).await.expect("pong")["op"], "pong");
+    let pong = ws_next_frame(&mut ws, Duration::from_secs(10)).await.expect("pong");
+    assert!(matches!(pong, ServerFrame::Control(Control::Pong { nonce: Some(1) })), "{pong:?}");
 }
 
 #[tokio::test]
@@ -227,8 +231,9 @@ async fn totp_is_required_at_pairing_when_enabled() {
     let home = tempdir();
     let d = Daemon::start(&dir.path().join("data"), options(ALWAYS));
     let data_dir = d.data_dir.to_str().unwrap().to_string();
-    let out = ok_json(&bosun(&d, home.path(), &["totp", "enable", "--json", "--data-dir", &data_dir]));
-    let url = out["otpauth_url"].as_str().expect("otpauth url");
+    let out: TotpStatus = ok_json(&bosun(&d, home.path(), &["totp", "enable", "--json", "--data-dir", &data_dir]));
+    assert!(out.enabled, "{out:?}");
+    let url = out.otpauth_url.as_deref().expect("otpauth url");
     let totp = totp_rs::TOTP::from_url(url).expect("an RFC 6238 otpauth URL");
     // The human form draws a QR code of it.
     let out = bosun(&d, home.path(), &["totp", "status", "--data-dir", &data_dir]);

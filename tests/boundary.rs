@@ -62,10 +62,6 @@ fn get_with_host(host: &str) -> String {
     format!("GET /api/v1/sessions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
-fn admin_token(d: &Daemon) -> String {
-    std::fs::read_to_string(d.data_dir.join("admin.token")).expect("admin.token").trim().to_string()
-}
-
 /// The attack: a name or request form that is not loopback must never be
 /// served as the local, tokenless client. Stops DNS rebinding.
 #[tokio::test]
@@ -148,7 +144,8 @@ async fn a_foreign_host_is_never_taken_for_loopback() {
     assert_eq!(raw(&d, upgrade).await.status, 400);
 
     // Nothing above created anything, and the daemon is fine.
-    assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
+    let sessions = d.client().sessions(&Default::default()).await.expect("GET /api/v1/sessions");
+    assert_eq!(sessions.sessions.len(), 0);
 }
 
 fn interrupt_request(port: u16, session: &str, turn: &str, headers: &str, body: &str) -> String {
@@ -166,7 +163,7 @@ async fn a_cross_site_form_cannot_interrupt_a_turn() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
     let port = port(&d);
-    let s = d.new_session(dir.path(), "full-access").await;
+    let s = d.new_session(dir.path(), Policy::FullAccess).await;
     let marker = format!("3.{}", std::process::id());
     let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
     wait_process_running(&format!("sleep {marker}")).await;
@@ -212,18 +209,17 @@ async fn a_cross_site_form_cannot_interrupt_a_turn() {
 
     // None of them interrupted it: the turn runs to its normal end.
     let done = d.wait_turn_end(&s, &t).await;
-    assert_eq!(done["data"]["status"], "completed", "{done}");
+    assert_eq!(done.status, TurnStatus::Completed, "{done:?}");
 
     // Our own clients get through: the marker header, even bodiless, with
     // the daemon's own Origin and a same-origin fetch.
     let t = d.start_turn(&s, "SLOW please").await;
-    d.wait_events(&s, "a chunk", |evs| evs.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == t))
-        .await;
+    d.wait_events(&s, "a chunk", |evs| !chunks(evs, &t).is_empty()).await;
     let headers =
         format!("X-Bosun-Client: bosun-web\r\nOrigin: http://127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\n");
     let answer = raw(&d, &interrupt_request(port, &s, &t, &headers, "")).await;
     assert_eq!(answer.status, 202, "{answer:?}");
-    assert_eq!(d.wait_turn_end(&s, &t).await["data"]["status"], "interrupted");
+    assert_eq!(d.wait_turn_end(&s, &t).await.status, TurnStatus::Interrupted);
 }
 
 /// An upgrade request, read up to the end of the 101's head and no further.
@@ -371,7 +367,7 @@ async fn unauthenticated_websockets_cannot_make_the_daemon_buffer_frames() {
     // Once authenticated, the socket may send frames of the normal size, even
     // ones it sent right behind its auth message.
     let mut eager = upgrade(&d).await;
-    let auth = json!({"op": "auth", "token": admin_token(&d)}).to_string();
+    let auth = json!({"op": "auth", "token": d.admin_token()}).to_string();
     let topics: Vec<String> = (0..1000).map(|i| format!("session:s_topic{i:04}")).collect();
     let subscribe = json!({"op": "subscribe", "topics": topics, "since": 0}).to_string();
     assert!(subscribe.len() > 16 * 1024, "a frame well over the pre-auth allowance");
@@ -382,9 +378,9 @@ async fn unauthenticated_websockets_cannot_make_the_daemon_buffer_frames() {
     assert_eq!(read_text_frame(&mut eager).await.expect("subscribe answer")["op"], "subscribed");
 
     // The daemon still serves, and a socket that authenticates still works.
-    assert_eq!(d.get("/health").await.0, 200);
+    d.client().health().await.expect("the daemon still serves /health");
     let mut ws = ws_connect(&d).await;
-    ws_send(&mut ws, json!({"op": "auth", "token": admin_token(&d)})).await;
+    ws_send(&mut ws, json!({"op": "auth", "token": d.admin_token()})).await;
     assert_eq!(ws_next(&mut ws, Duration::from_secs(10)).await.expect("auth answer")["op"], "authenticated");
     ws_subscribe(&mut ws, &["*"], 0).await;
 }
@@ -452,7 +448,7 @@ async fn unauthenticated_bodies_are_refused_unread() {
     let resp = d.http.post(format!("{}/auth/token", d.url)).json(&big).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     // And the daemon still serves.
-    assert_eq!(d.get("/health").await.0, 200);
+    d.client().health().await.expect("the daemon still serves /health");
 }
 
 async fn get_sessions_as(d: &Daemon, token: &str, forwarded_for: Option<&str>) -> u16 {
@@ -481,7 +477,7 @@ async fn bad_tokens_through_a_proxy_lock_out_only_their_client() {
     // Another client behind the same proxy is not.
     assert_eq!(get_sessions_as(&d, "bsn_guess", Some("203.0.113.8")).await, 401);
     // Nor the admin, directly or through the proxy, nor the CLI.
-    let admin = admin_token(&d);
+    let admin = d.admin_token();
     assert_eq!(get_sessions_as(&d, &admin, None).await, 200);
     assert_eq!(get_sessions_as(&d, &admin, Some("203.0.113.7")).await, 200);
     let out = bosun(&d, home.path(), &["status", "--json", "--data-dir", &data_dir]);
@@ -496,7 +492,7 @@ async fn bad_tokens_through_a_proxy_lock_out_only_their_client() {
         assert_eq!(get_sessions_as(&d, "bsn_guess", Some("203.0.113.7")).await, 401, "attempt {i}");
     }
     assert_eq!(get_sessions_as(&d, "bsn_guess", None).await, 429, "an untrusted X-Forwarded-For changes nothing");
-    assert_eq!(get_sessions_as(&d, &admin_token(&d), None).await, 200);
+    assert_eq!(get_sessions_as(&d, &d.admin_token(), None).await, 200);
     let out = bosun(&d, home.path(), &["session", "ls", "--json", "--data-dir", &data_dir]);
     assert!(out.status.success(), "the admin CLI: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -517,8 +513,8 @@ async fn idle_connections_cannot_exhaust_the_daemon() {
             other => panic!("connect: {other:?}"),
         }
     }
-    let health = tokio::time::timeout(Duration::from_secs(10), d.get("/health")).await;
-    assert_eq!(health.expect("/health answers within 10 s with 300 idle connections open").0, 200);
+    let health = tokio::time::timeout(Duration::from_secs(10), d.client().health()).await;
+    health.expect("/health answers within 10 s with 300 idle connections open").expect("GET /health");
     let started = Instant::now();
     let out = bosun(&d, home.path(), &["status", "--json", "--data-dir", &data_dir]);
     assert!(out.status.success(), "the admin CLI: {}", String::from_utf8_lossy(&out.stderr));
@@ -529,8 +525,8 @@ async fn idle_connections_cannot_exhaust_the_daemon() {
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("write");
 
     drop(idle);
-    let health = tokio::time::timeout(Duration::from_secs(10), d.get("/health")).await;
-    assert_eq!(health.expect("/health answers after the flood").0, 200);
+    let health = tokio::time::timeout(Duration::from_secs(10), d.client().health()).await;
+    health.expect("/health answers after the flood").expect("GET /health");
     // The half-sent head is cut off (header timeout, or eviction), not held forever.
     assert!(
         closed_within(&mut slow, Duration::from_secs(30)).await,
@@ -546,9 +542,9 @@ async fn idle_connections_cannot_exhaust_the_daemon() {
 async fn subscriptions_per_socket_are_capped() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = d.new_session(dir.path(), "plan-only").await;
+    let s = d.new_session(dir.path(), Policy::PlanOnly).await;
     let mut ws = ws_connect(&d).await;
-    let head = d.ok_get("/health").await["head_seq"].as_u64().expect("head_seq");
+    let head = d.client().health().await.expect("GET /health").head_seq;
     let fake =
         |from: usize, n: usize| -> Vec<String> { (from..from + n).map(|i| format!("session:s_fake{i}")).collect() };
 
@@ -565,27 +561,26 @@ async fn subscriptions_per_socket_are_capped() {
     // 1,000 now; 25 more would pass 1,024.
     let topics = fake(1000, 25);
     ws_send(&mut ws, json!({"op": "subscribe", "topics": topics, "since": head})).await;
-    let refused = ws_next(&mut ws, Duration::from_secs(10)).await.expect("an answer");
-    assert_eq!(refused["op"], "error", "{refused}");
-    assert_eq!(refused["error"]["code"], "too_many_topics", "{refused}");
+    let refused = ws_error(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(refused.code, "too_many_topics", "{refused:?}");
     // Already-subscribed topics cost nothing; 24 new ones fit exactly.
     let mut topics = fake(0, 10);
     topics.extend(fake(1000, 24));
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     ws_subscribe(&mut ws, &refs, head).await;
     ws_send(&mut ws, json!({"op": "subscribe", "topics": ["session:s_one_more"], "since": head})).await;
-    let refused = ws_next(&mut ws, Duration::from_secs(10)).await.expect("an answer");
-    assert_eq!(refused["error"]["code"], "too_many_topics", "{refused}");
+    let refused = ws_error(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(refused.code, "too_many_topics", "{refused:?}");
 
     // The daemon is not slowed, and the socket still streams its topics.
-    let health = tokio::time::timeout(Duration::from_secs(10), d.get("/health")).await;
-    assert_eq!(health.expect("/health within 10 s").0, 200);
+    let health = tokio::time::timeout(Duration::from_secs(10), d.client().health()).await;
+    health.expect("/health within 10 s").expect("GET /health");
     let t = d.start_turn(&s, "hello").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let frame = ws_next(&mut ws, left).await.expect("the session's events still arrive");
-        if frame["type"] == "turn:completed" && frame["data"]["turn_id"] == t {
+        let frame = ws_next_frame(&mut ws, left).await.expect("the session's events still arrive");
+        if matches!(&frame, ServerFrame::Event(e) if is_turn_completed(e, &t)) {
             break;
         }
     }

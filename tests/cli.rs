@@ -2,6 +2,7 @@
 
 mod common;
 
+use bosun_proto::{CreateSessionRequest, Sandbox, SessionList};
 use common::*;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ async fn client_drives_sessions_turns_and_approvals() {
         .spawn()
         .expect("spawn send --wait");
     let approval = d.wait_pending_approval(&id).await;
-    let approval_id = approval["id"].as_str().unwrap();
+    let approval_id = approval.id.as_str();
     let out = bosun(&d, &["approve", approval_id, "accept"]);
     assert!(out.status.success(), "{out:?}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -61,23 +62,20 @@ async fn client_drives_sessions_turns_and_approvals() {
 
     // --json for scripts.
     let out = bosun(&d, &["session", "ls", "--json"]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(list["sessions"][0]["id"], id.as_str());
+    let list: SessionList = serde_json::from_slice(&out.stdout).expect("a session list as JSON");
+    assert_eq!(list.sessions[0].id, id);
     let out = bosun(&d, &["events", "--session", &id, "--json"]);
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> =
+    let lines: Vec<Envelope> =
         stdout(&out).lines().map(|l| serde_json::from_str(l).expect("one JSON event a line")).collect();
     assert_eq!(lines, d.events(Some(&id), 0).await);
 
     // Interrupt a slow turn from the CLI.
     let turn = d.start_turn(&id, "SLOW").await;
-    d.wait_events(&id, "streaming", |evs| {
-        evs.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn)
-    })
-    .await;
+    d.wait_events(&id, "streaming", |evs| !chunks(evs, &turn).is_empty()).await;
     let out = bosun(&d, &["interrupt", &id]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(d.wait_turn_end(&id, &turn).await["data"]["status"], "interrupted");
+    assert_eq!(d.wait_turn_end(&id, &turn).await.status, TurnStatus::Interrupted);
 
     // Errors: the daemon's message, exit 1.
     let out = bosun(&d, &["session", "show", "s_nosuchsession"]);
@@ -105,14 +103,14 @@ async fn a_provider_whose_program_is_missing_is_listed_so_and_fails_turns_clearl
     "#;
     let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config.into()), ..Options::default() });
 
-    let list = d.ok_get("/api/v1/providers").await;
-    let find = |name: &str| list["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap();
+    let list = d.client().providers().await.expect("GET /api/v1/providers");
+    let find = |name: &str| list.providers.iter().find(|p| p.name == name).cloned().expect("a listed provider");
     let ghost = find("ghost");
-    assert_eq!(ghost["status"], "missing", "{ghost}");
-    assert_eq!(ghost["kind"], "acp");
-    assert_eq!(ghost["origin"], "config");
-    assert_eq!(ghost["capabilities"]["load_session"], true, "{ghost}");
-    assert_eq!(find("demo")["status"], "available");
+    assert_eq!(ghost.status, "missing", "{ghost:?}");
+    assert_eq!(ghost.kind, "acp");
+    assert_eq!(ghost.origin, "config");
+    assert!(ghost.capabilities.load_session, "{ghost:?}");
+    assert_eq!(find("demo").status, "available");
 
     let out = bosun(&d, &["providers"]);
     assert!(out.status.success(), "{out:?}");
@@ -120,23 +118,26 @@ async fn a_provider_whose_program_is_missing_is_listed_so_and_fails_turns_clearl
     let line = table.lines().find(|l| l.starts_with("ghost")).unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("missing") && line.contains("/nonexistent/ghost-agent"), "{table}");
 
-    let (status, session) = d
-        .post("/api/v1/sessions", serde_json::json!({"provider": "ghost", "cwd": dir.path(), "policy": "plan-only"}))
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let s = session["id"].as_str().unwrap();
+    let req = CreateSessionRequest {
+        provider: "ghost".into(),
+        cwd: Some(path_string(dir.path())),
+        policy: Some(Policy::PlanOnly),
+        ..Default::default()
+    };
+    let session = d.create_session(&req).await;
+    let s = session.id.as_str();
     let t = d.start_turn(s, "hello").await;
     let done = d.wait_turn_end(s, &t).await;
-    assert_eq!(done["data"]["status"], "failed", "{done}");
-    let reason = done["data"]["reason"].as_str().unwrap_or("");
+    assert_eq!(done.status, TurnStatus::Failed, "{done:?}");
+    let reason = done.reason.as_deref().unwrap_or("");
     assert!(reason.contains("/nonexistent/ghost-agent"), "the reason names the program: {reason}");
 
     // The worker is still there for the next turn, which fails the same way.
     let t2 = d.start_turn(s, "again").await;
-    assert_eq!(d.wait_turn_end(s, &t2).await["data"]["status"], "failed");
-    let demo = d.new_session(dir.path(), "plan-only").await;
+    assert_eq!(d.wait_turn_end(s, &t2).await.status, TurnStatus::Failed);
+    let demo = d.new_session(dir.path(), Policy::PlanOnly).await;
     let t3 = d.start_turn(&demo, "still fine").await;
-    assert_eq!(d.wait_turn_end(&demo, &t3).await["data"]["status"], "completed");
+    assert_eq!(d.wait_turn_end(&demo, &t3).await.status, TurnStatus::Completed);
 }
 
 #[tokio::test]
@@ -148,8 +149,8 @@ async fn a_shell_session_from_the_cli_runs_jailed_and_exits_with_the_commands_co
     let out = bosun(&d, &args);
     assert!(out.status.success(), "{out:?}");
     let id = stdout(&out).trim().to_string();
-    let session = d.ok_get(&format!("/api/v1/sessions/{id}")).await;
-    assert_eq!((session["provider"].as_str(), session["sandbox"].as_str()), (Some("shell"), Some("bwrap")));
+    let session = d.client().session(&id).await.expect("GET the session").session;
+    assert_eq!((session.provider.as_str(), session.sandbox), ("shell", Sandbox::Bwrap));
 
     let out = bosun(&d, &["send", &id, "echo from-the-shell; exit 3", "--wait"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");

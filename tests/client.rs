@@ -28,7 +28,7 @@ async fn typed_answers_and_errors() {
     };
     let session = client.create_session(&req).await.unwrap();
     let started = client.start_turn(session.id.as_str(), "hello there").await.unwrap();
-    let done = d.turn_completed(session.id.as_str(), started.turn_id.as_str()).await;
+    let done = d.wait_turn_end(session.id.as_str(), started.turn_id.as_str()).await;
     assert_eq!(done.status, TurnStatus::Completed);
     // The daemon's error comes back with its status and code.
     let err = client.start_turn("s_000000000000", "hi").await.unwrap_err();
@@ -43,7 +43,7 @@ async fn the_follower_sees_every_event_once_across_a_drop_and_a_kill_9() {
     let data = dir.path().join("data");
     let d = Daemon::start(&data, Options::default());
     let client = d.client();
-    let session = d.new_session(dir.path(), "plan-only").await;
+    let session = d.new_session(dir.path(), Policy::PlanOnly).await;
     let topic = Topic::session(&session).to_string();
     let config = FollowerConfig { reconnect_pause: Duration::from_millis(100), ..Default::default() };
     let mut follower = Follower::open(client.clone(), vec![topic], 0, config).await.unwrap();

@@ -9,8 +9,8 @@ mod common;
 
 use bosun_isolation::container::{DockerConfig, DockerHost};
 use bosun_isolation::{IsolationError, ShellHost, ShellProcess, ShellSpec};
+use bosun_proto::{CreateSessionRequest, Sandbox};
 use common::*;
-use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -480,28 +480,32 @@ async fn the_docker_backend_runs_a_command_and_reports_its_exit_code() {
     let config =
         format!("discover_agents = false\n[docker]\nsocket = \"{}\"\nimage = \"{IMAGE}\"\n", podman.socket_url());
     let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
-    let (status, session) = d
-        .post("/api/v1/sessions", json!({"provider":"shell","sandbox":"docker","policy":"full-access","cwd":work}))
-        .await;
-    assert_eq!(status, 201, "{session}");
-    assert_eq!(session["sandbox"], "docker");
-    let s = session["id"].as_str().unwrap().to_string();
+    let req = CreateSessionRequest {
+        provider: "shell".into(),
+        sandbox: Sandbox::Docker,
+        policy: Some(Policy::FullAccess),
+        cwd: Some(path_string(&work)),
+        ..Default::default()
+    };
+    let session = d.create_session(&req).await;
+    assert_eq!(session.sandbox, Sandbox::Docker);
+    let s = session.id.into_string();
 
     let t = d.start_turn(&s, "echo hi; touch made-in-container; exit 3").await;
     let done = d.wait_turn_end(&s, &t).await;
-    let result = &done["data"]["result"];
-    assert_eq!(result["exit_code"], 3, "{done}");
-    assert_eq!(result["stdout"], "hi\n", "{done}");
+    let result = done.result.as_ref().unwrap_or_else(|| panic!("no result: {done:?}"));
+    assert_eq!(result.exit_code, Some(3), "{done:?}");
+    assert_eq!(result.stdout, "hi\n", "{done:?}");
     assert!(work.join("made-in-container").exists());
     let events = d.events(Some(&s), 0).await;
-    assert!(events.iter().any(|e| e["type"] == "command:ran" && e["data"]["command"]["exit_code"] == 3), "{events:#?}");
+    assert!(datas_of!(&events, CommandRan).iter().any(|r| r.command.exit_code == Some(3)), "{events:#?}");
 
     // `exit 3` ended that shell and its container; the next command gets a
     // fresh one under the same name, which lives as long as the shell.
     let t = d.start_turn(&s, "echo again; id -u; ls /sys/class/net").await;
     let done = d.wait_turn_end(&s, &t).await;
-    let result = &done["data"]["result"];
-    assert_eq!(result["exit_code"], 0, "{done}");
-    assert_eq!(result["stdout"], format!("again\n{}\nlo\n", unsafe { libc::getuid() }), "{done}");
+    let result = done.result.as_ref().unwrap_or_else(|| panic!("no result: {done:?}"));
+    assert_eq!(result.exit_code, Some(0), "{done:?}");
+    assert_eq!(result.stdout, format!("again\n{}\nlo\n", unsafe { libc::getuid() }), "{done:?}");
     assert_eq!(podman.containers_named(&format!("bosun-{s}")).len(), 1);
 }

@@ -5,8 +5,9 @@
 
 mod common;
 
+use bosun_proto::{CreateSessionRequest, Sandbox, SessionView, WorkspaceRequest};
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,15 +18,34 @@ fn require_bwrap() {
     assert!(ok, "bwrap is not installed: tests/run installs it (apt-get install bubblewrap)");
 }
 
-async fn jailed_session(d: &Daemon, body: Value) -> Value {
-    let mut body = body;
-    body["provider"] = json!("demo");
-    body["policy"] = json!("full-access");
-    body["sandbox"] = json!("bwrap");
-    let (status, session) = d.post("/api/v1/sessions", body).await;
-    assert_eq!(status, 201, "{session}");
-    assert_eq!(session["sandbox"], "bwrap");
+/// A full-access demo session in a bubblewrap jail, with the rest of `req`.
+async fn jailed_session(d: &Daemon, req: CreateSessionRequest) -> SessionView {
+    let req = CreateSessionRequest {
+        provider: "demo".into(),
+        policy: Some(Policy::FullAccess),
+        sandbox: Sandbox::Bwrap,
+        ..req
+    };
+    let session = d.create_session(&req).await;
+    assert_eq!(session.sandbox, Sandbox::Bwrap);
     session
+}
+
+/// A create request for a session in `cwd`.
+fn in_cwd(cwd: &Path) -> CreateSessionRequest {
+    CreateSessionRequest { cwd: Some(path_string(cwd)), ..Default::default() }
+}
+
+/// A create request for a session in a worktree of `repo`'s main.
+fn in_worktree(repo: &Path) -> CreateSessionRequest {
+    let workspace = WorkspaceRequest { repo: path_string(repo), branch: "main".into() };
+    CreateSessionRequest { workspace: Some(workspace), ..Default::default() }
+}
+
+/// An unjailed full-access demo session in `cwd`; its id.
+async fn open_session(d: &Daemon, cwd: &Path) -> String {
+    let req = CreateSessionRequest { policy: Some(Policy::FullAccess), ..in_cwd(cwd) };
+    d.create_session(&req).await.id.into_string()
 }
 
 /// Runs `command` as a demo turn and returns its command output and the
@@ -34,8 +54,8 @@ async fn run(d: &Daemon, s: &str, command: &str) -> (String, String) {
     let t = d.start_turn(s, &format!("RUN: {command}")).await;
     d.wait_turn_end(s, &t).await;
     let events = d.events(Some(s), 0).await;
-    let output = turn_text(&events, &t, Some("command_output"));
-    let notices = turn_text(&events, &t, Some("notice"));
+    let output = turn_text(&events, &t, Some(ChunkKind::CommandOutput));
+    let notices = turn_text(&events, &t, Some(ChunkKind::Notice));
     (output, notices)
 }
 
@@ -52,7 +72,7 @@ async fn a_jailed_command_writes_only_in_its_cwd() {
     std::fs::create_dir_all(&cwd).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = jailed_session(&d, json!({"cwd": cwd})).await["id"].as_str().unwrap().to_string();
+    let s = jailed_session(&d, in_cwd(&cwd)).await.id.into_string();
 
     let (_, notices) = run(&d, &s, "touch made-here.txt").await;
     assert!(notices.contains("exit code 0"), "{notices}");
@@ -81,7 +101,7 @@ async fn a_jailed_command_cannot_reach_the_network() {
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+    let s = jailed_session(&d, in_cwd(dir.path())).await.id.into_string();
 
     // bash's /dev/tcp needs no tool that a fresh Debian may lack.
     let (output, notices) =
@@ -95,10 +115,7 @@ async fn a_jailed_command_cannot_reach_the_network() {
 
     // The same command in an unjailed session does connect: the check above
     // is the jail's doing, not a broken command.
-    let (status, body) =
-        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"policy":"full-access"})).await;
-    assert_eq!(status, 201, "{body}");
-    let open = body["id"].as_str().unwrap().to_string();
+    let open = open_session(&d, dir.path()).await;
     let (output, _) =
         run(&d, &open, &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'")).await;
     assert!(output.contains("CONNECTED"), "{output}");
@@ -113,20 +130,15 @@ async fn a_jailed_session_sees_neither_the_data_dir_nor_other_worktrees() {
     let d = Daemon::start(&data, Options::default());
 
     // Another session with a worktree in the data dir, not jailed.
-    let (status, other) = d
-        .post(
-            "/api/v1/sessions",
-            json!({"provider":"demo","policy":"full-access","workspace":{"repo": repo, "branch":"main"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{other}");
-    let other_worktree = other["workspace"]["worktree"].as_str().unwrap().to_string();
+    let other =
+        d.create_session(&CreateSessionRequest { policy: Some(Policy::FullAccess), ..in_worktree(&repo) }).await;
+    let other_worktree = other.workspace.expect("a workspace").worktree;
     assert!(Path::new(&other_worktree).join("README.md").exists());
 
     // A jailed session with its own worktree, also in the data dir.
-    let mine = jailed_session(&d, json!({"workspace":{"repo": repo, "branch":"main"}})).await;
-    let s = mine["id"].as_str().unwrap().to_string();
-    let worktree = PathBuf::from(mine["workspace"]["worktree"].as_str().unwrap());
+    let mine = jailed_session(&d, in_worktree(&repo)).await;
+    let s = mine.id.as_str().to_string();
+    let worktree = PathBuf::from(&mine.workspace.as_ref().expect("a workspace").worktree);
     assert!(worktree.starts_with(&data));
 
     // Its own worktree is there and writable.
@@ -153,15 +165,14 @@ async fn interrupt_kills_a_jailed_command() {
     require_bwrap();
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+    let s = jailed_session(&d, in_cwd(dir.path())).await.id.into_string();
     // A sleep whose argument is unique to this test, to find it in /proc.
     let marker = format!("298.{}", std::process::id());
     let t = d.start_turn(&s, &format!("RUN: sleep {marker}; echo done")).await;
     wait_process_running(&format!("sleep {marker}")).await;
-    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
-    assert_eq!(status, 202);
+    d.interrupt(&s, &t).await;
     let done = d.wait_turn_end(&s, &t).await;
-    assert_eq!(done["data"]["status"], "interrupted");
+    assert_eq!(done.status, TurnStatus::Interrupted);
     // The pid namespace goes down with bwrap; give the kernel a moment.
     wait_process_gone(&format!("sleep {marker}")).await;
 }
@@ -177,17 +188,17 @@ async fn the_network_opens_to_a_jail_only_when_its_session_asks() {
     let options =
         Options { config: Some("[auth]\nrequire = \"always\"\n".into()), admin_token: true, ..Options::default() };
     let d = Daemon::start(&dir.path().join("data"), options);
-    let session = jailed_session(&d, json!({"cwd": dir.path(), "network": true})).await;
-    assert_eq!(session["network"], true);
-    let s = session["id"].as_str().unwrap().to_string();
+    let session = jailed_session(&d, CreateSessionRequest { network: true, ..in_cwd(dir.path()) }).await;
+    assert!(session.network);
+    let s = session.id.as_str().to_string();
     let (output, _) =
         run(&d, &s, &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'")).await;
     assert!(output.contains("CONNECTED"), "{output}");
-    let closed = jailed_session(&d, json!({"cwd": dir.path()})).await;
-    assert_eq!(closed["network"], false);
+    let closed = jailed_session(&d, in_cwd(dir.path())).await;
+    assert!(!closed.network);
     let (output, _) = run(
         &d,
-        closed["id"].as_str().unwrap(),
+        closed.id.as_str(),
         &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED || echo REFUSED'"),
     )
     .await;
@@ -220,14 +231,13 @@ async fn sandbox_requests_that_cannot_be_honoured_are_refused_and_change_nothing
         let message = reply["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains(says), "{body} → {reply}");
     }
-    assert_eq!(d.ok_get("/api/v1/sessions").await["sessions"].as_array().map(Vec::len), Some(0));
+    let sessions = d.client().sessions(&Default::default()).await.expect("GET /api/v1/sessions");
+    assert_eq!(sessions.sessions.len(), 0);
     // An agent Bosun does not know may run a local model: it can be jailed offline.
-    let (status, body) =
-        d.post("/api/v1/sessions", json!({"provider":"agent","cwd":dir.path(),"sandbox":"bwrap"})).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path()})).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!((body["sandbox"].as_str(), body["network"].as_bool()), (Some("none"), Some(false)));
+    d.create_session(&CreateSessionRequest { provider: "agent".into(), sandbox: Sandbox::Bwrap, ..in_cwd(dir.path()) })
+        .await;
+    let plain = d.create_session(&in_cwd(dir.path())).await;
+    assert_eq!((plain.sandbox, plain.network), (Sandbox::None, false));
 }
 
 #[tokio::test]
@@ -243,26 +253,28 @@ async fn jailed_commands_and_shells_see_none_of_the_daemons_secrets() {
         ..Options::default()
     };
     let d = Daemon::start(&dir.path().join("data"), options);
-    let jailed = jailed_session(&d, json!({"cwd": dir.path()})).await["id"].as_str().unwrap().to_string();
+    let jailed = jailed_session(&d, in_cwd(dir.path())).await.id.into_string();
     let (output, _) = run(&d, &jailed, "env").await;
     assert!(output.contains("PATH="), "{output}");
     assert!(!output.contains("push-token-5d1e") && !output.contains("other-secret-77c2"), "{output}");
 
-    let body = json!({"provider": "shell", "cwd": dir.path(), "policy": "full-access", "sandbox": "bwrap"});
-    let (status, shell) = d.post("/api/v1/sessions", body).await;
-    assert_eq!(status, 201, "{shell}");
-    let s = shell["id"].as_str().unwrap();
+    let req = CreateSessionRequest {
+        provider: "shell".into(),
+        policy: Some(Policy::FullAccess),
+        sandbox: Sandbox::Bwrap,
+        ..in_cwd(dir.path())
+    };
+    let shell = d.create_session(&req).await;
+    let s = shell.id.as_str();
     let t = d.start_turn(s, "env").await;
     let done = d.wait_turn_end(s, &t).await;
-    let stdout = done["data"]["result"]["stdout"].as_str().unwrap_or_default().to_string();
-    assert!(stdout.contains("PATH="), "{done}");
+    let stdout = done.result.as_ref().map(|r| r.stdout.clone()).unwrap_or_default();
+    assert!(stdout.contains("PATH="), "{done:?}");
     assert!(!stdout.contains("push-token-5d1e") && !stdout.contains("other-secret-77c2"), "{stdout}");
 
     // On the host a command sees the daemon's environment: the checks above
     // are the jail's doing.
-    let (status, open) =
-        d.post("/api/v1/sessions", json!({"provider":"demo","cwd":dir.path(),"policy":"full-access"})).await;
-    assert_eq!(status, 201, "{open}");
-    let (output, _) = run(&d, open["id"].as_str().unwrap(), "env").await;
+    let open = open_session(&d, dir.path()).await;
+    let (output, _) = run(&d, &open, "env").await;
     assert!(output.contains("other-secret-77c2"), "{output}");
 }

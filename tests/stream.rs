@@ -5,60 +5,60 @@ mod common;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Reads event frames until `turn:completed` for `turn`.
-async fn read_until_turn_end(ws: &mut Ws, turn: &str) -> Vec<Value> {
+async fn read_until_turn_end(ws: &mut Ws, turn: &str) -> Vec<Envelope> {
     let mut got = Vec::new();
     loop {
-        let frame = ws_next(ws, Duration::from_secs(60)).await.expect("frame before the turn ended");
-        if frame.get("op").is_some() {
-            continue;
-        }
-        let done = is_turn_completed(&frame, turn);
-        got.push(frame);
+        let event = ws_next_event(ws, Duration::from_secs(60)).await.expect("frame before the turn ended");
+        let done = is_turn_completed(&event, turn);
+        got.push(event);
         if done {
             return got;
         }
     }
 }
 
+async fn head_seq(d: &Daemon) -> u64 {
+    d.client().health().await.expect("GET /health").head_seq
+}
+
 #[tokio::test]
 async fn resume_from_a_cursor_while_events_flow_has_no_gap_and_no_duplicate() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = d.new_session(dir.path(), "plan-only").await;
+    let s = d.new_session(dir.path(), Policy::PlanOnly).await;
     let topic = format!("session:{s}");
     let t = d.start_turn(&s, "SLOW stream").await;
 
     // First connection: read some live events, then drop mid-stream.
     let mut ws = ws_connect(&d).await;
     ws_subscribe(&mut ws, &[&topic], 0).await;
-    let mut seen: Vec<Value> = Vec::new();
-    while seen.iter().filter(|e| e["type"] == "stream:chunk").count() < 15 {
-        let e = ws_next(&mut ws, Duration::from_secs(30)).await.expect("event");
+    let mut seen: Vec<Envelope> = Vec::new();
+    while of_kind(&seen, EventType::StreamChunk).len() < 15 {
+        let e = ws_next_event(&mut ws, Duration::from_secs(30)).await.expect("event");
         seen.push(e);
     }
     drop(ws);
-    let cursor = seen.last().unwrap()["seq"].as_u64().unwrap();
+    let cursor = seen.last().expect("events").seq;
     // Events keep flowing while we are away.
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     let mut ws = ws_connect(&d).await;
-    let ack = ws_subscribe(&mut ws, &[&topic], cursor).await;
-    assert!(ack["head"].as_u64().unwrap() > cursor, "events were committed while disconnected");
+    let head = ws_subscribe(&mut ws, &[&topic], cursor).await;
+    assert!(head > cursor, "events were committed while disconnected");
     // Interrupt so the test ends; the stream must carry through to the end.
-    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
-    assert_eq!(status, 202);
+    d.interrupt(&s, &t).await;
     let rest = read_until_turn_end(&mut ws, &t).await;
     seen.extend(rest);
 
     let stored = d.events(Some(&s), 0).await;
-    let seen_seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    let stored_seqs: Vec<u64> = stored.iter().map(|e| e["seq"].as_u64().unwrap()).take(seen_seqs.len()).collect();
+    let seen_seqs = seqs(&seen);
+    let stored_seqs: Vec<u64> = seqs(&stored).into_iter().take(seen_seqs.len()).collect();
     assert_eq!(seen_seqs, stored_seqs, "the client saw exactly the stored events, in order, once each");
     assert_eq!(&seen[..], &stored[..seen.len()], "same payloads");
 }
@@ -69,7 +69,7 @@ async fn a_slow_subscriber_does_not_hold_up_others_and_misses_nothing() {
     // A tiny live buffer, so the slow client really falls behind the fan-out.
     let options = Options { live_capacity: Some(8), log: Some("info,bosun=debug".into()), ..Options::default() };
     let d = Daemon::start(&dir.path().join("data"), options);
-    let start_head = d.ok_get("/health").await["head_seq"].as_u64().unwrap();
+    let start_head = head_seq(&d).await;
 
     // The slow client subscribes to everything, then reads nothing for a while.
     let (mut slow, _) = {
@@ -86,7 +86,7 @@ async fn a_slow_subscriber_does_not_hold_up_others_and_misses_nothing() {
     // Plenty of output from several sessions at once.
     let mut turns = Vec::new();
     for _ in 0..6 {
-        let s = d.new_session(dir.path(), "full-access").await;
+        let s = d.new_session(dir.path(), Policy::FullAccess).await;
         let t = d.start_turn(&s, "RUN: i=0; while [ $i -lt 2000 ]; do echo \"line $i of some output that is long enough to fill socket buffers quickly\"; i=$((i+1)); done").await;
         turns.push((s, t));
     }
@@ -94,26 +94,25 @@ async fn a_slow_subscriber_does_not_hold_up_others_and_misses_nothing() {
     let mut ended = 0;
     let mut fast_events = Vec::new();
     while ended < turns.len() {
-        let e = ws_next(&mut fast, Duration::from_secs(120)).await.expect("fast client frame");
-        if e["type"] == "turn:completed" {
+        let e = ws_next_event(&mut fast, Duration::from_secs(120)).await.expect("fast client frame");
+        if e.kind == EventType::TurnCompleted {
             ended += 1;
         }
         fast_events.push(e);
     }
-    let head = d.ok_get("/health").await["head_seq"].as_u64().unwrap();
+    let head = head_seq(&d).await;
 
     // Now the slow client reads: it must get every event up to the head, in order.
-    let mut slow_events = Vec::new();
-    while slow_events.last().map(|e: &Value| e["seq"].as_u64().unwrap()).unwrap_or(0) < head {
-        let e = ws_next(&mut slow, Duration::from_secs(60)).await.expect("slow client frame");
+    let mut slow_events: Vec<Envelope> = Vec::new();
+    while slow_events.last().map_or(0, |e| e.seq) < head {
+        let e = ws_next_event(&mut slow, Duration::from_secs(60)).await.expect("slow client frame");
         slow_events.push(e);
     }
     let stored = d.events(None, start_head).await;
-    let stored: Vec<Value> = stored.into_iter().filter(|e| e["seq"].as_u64().unwrap() <= head).collect();
-    let seqs = |v: &[Value]| v.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    let stored: Vec<Envelope> = stored.into_iter().filter(|e| e.seq <= head).collect();
     assert_eq!(seqs(&slow_events), seqs(&stored), "the slow client got every event once, in order");
     assert_eq!(slow_events, stored);
-    let fast_upto: Vec<Value> = fast_events.into_iter().filter(|e| e["seq"].as_u64().unwrap() <= head).collect();
+    let fast_upto: Vec<Envelope> = fast_events.into_iter().filter(|e| e.seq <= head).collect();
     assert_eq!(seqs(&fast_upto), seqs(&stored[..fast_upto.len()]));
     assert!(
         d.stderr().contains("catching up from the store"),
@@ -125,7 +124,7 @@ async fn a_slow_subscriber_does_not_hold_up_others_and_misses_nothing() {
 async fn messagepack_subprotocol_and_bad_frames() {
     let dir = tempdir();
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = d.new_session(dir.path(), "plan-only").await;
+    let s = d.new_session(dir.path(), Policy::PlanOnly).await;
 
     let mut req = d.ws_url().into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "bosun.msgpack.v1".parse().unwrap());
@@ -136,29 +135,32 @@ async fn messagepack_subprotocol_and_bad_frames() {
         .unwrap();
     let frame = ws.next().await.unwrap().unwrap();
     assert!(frame.is_binary(), "msgpack frames are binary");
-    let ack: Value = rmp_serde::from_slice(&frame.into_data()).unwrap();
-    assert_eq!(ack["op"], "subscribed");
+    let ack: ServerFrame = rmp_serde::from_slice(&frame.into_data()).expect("a msgpack server frame");
+    assert!(matches!(ack, ServerFrame::Control(Control::Subscribed { .. })), "{ack:?}");
     let frame = ws.next().await.unwrap().unwrap();
-    let event: Value = rmp_serde::from_slice(&frame.into_data()).unwrap();
-    assert_eq!(event["type"], "session:update");
+    assert!(frame.is_binary(), "msgpack frames are binary");
+    let ServerFrame::Event(event) = rmp_serde::from_slice(&frame.into_data()).expect("a msgpack server frame") else {
+        panic!("expected an event frame")
+    };
+    assert_eq!(event.kind, EventType::SessionUpdate);
     let stored = d.events(Some(&s), 0).await;
     assert_eq!(event, stored[0], "the same envelope as JSON");
 
     // Bad frames get error frames and the connection stays up.
     let mut ws = ws_connect(&d).await;
     ws_send(&mut ws, json!({"op":"frobnicate"})).await;
-    let err = ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(err["op"], "error");
-    assert!(err["error"]["message"].as_str().unwrap().contains("frobnicate"), "{err}");
+    let err = ws_error(&mut ws, Duration::from_secs(5)).await;
+    assert!(err.message.contains("frobnicate"), "{err:?}");
     ws.send(Message::text("{not json")).await.unwrap();
-    let err = ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(err["error"]["code"], "bad_frame");
+    let err = ws_error(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(err.code, "bad_frame", "{err:?}");
     ws_send(&mut ws, json!({"op":"subscribe","topics":["nonsense"],"since":0})).await;
-    let err = ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(err["error"]["code"], "bad_topic");
+    let err = ws_error(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(err.code, "bad_topic", "{err:?}");
     ws_send(&mut ws, json!({"op":"subscribe","topics":["*"],"since":0,"extra":1})).await;
-    let err = ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert!(err["error"]["message"].as_str().unwrap().contains("extra"), "{err}");
+    let err = ws_error(&mut ws, Duration::from_secs(5)).await;
+    assert!(err.message.contains("extra"), "{err:?}");
+    // The pong, exactly as it goes on the wire.
     ws_send(&mut ws, json!({"op":"ping","nonce":9})).await;
     let pong = ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(pong, json!({"op":"pong","nonce":9}));

@@ -3,6 +3,10 @@
 
 mod common;
 
+use bosun_proto::query::{AuditQuery, DeleteSessionQuery, PathQuery, SearchQuery};
+use bosun_proto::{
+    CommitRequest, CreateSessionRequest, FileContent, FileEntry, SearchHit, SessionView, WorkspaceRequest,
+};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -13,27 +17,59 @@ fn make_repo(root: &Path) -> PathBuf {
     repo_with(&root.join("origin"), &files)
 }
 
-async fn workspace_session(d: &Daemon, repo: &Path, policy: &str) -> Value {
-    let (status, body) = d
-        .post(
-            "/api/v1/sessions",
-            json!({"provider":"demo","policy":policy,"workspace":{"repo": repo, "branch":"main"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body
+fn workspace_request(repo: &Path, policy: Policy) -> CreateSessionRequest {
+    let workspace = WorkspaceRequest { repo: path_string(repo), branch: "main".into() };
+    CreateSessionRequest {
+        provider: "demo".into(),
+        policy: Some(policy),
+        workspace: Some(workspace),
+        ..Default::default()
+    }
 }
 
+async fn workspace_session(d: &Daemon, repo: &Path, policy: Policy) -> SessionView {
+    d.create_session(&workspace_request(repo, policy)).await
+}
+
+/// The session's worktree.
+fn worktree_of(session: &SessionView) -> PathBuf {
+    PathBuf::from(&session.workspace.as_ref().unwrap_or_else(|| panic!("no workspace: {session:?}")).worktree)
+}
+
+/// A raw PUT, for paths and bodies the daemon must refuse.
 async fn put(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
     d.request(reqwest::Method::PUT, path, Some(body)).await
 }
 
+/// A raw DELETE, for paths the daemon must refuse.
 async fn delete(d: &Daemon, path: &str) -> (u16, Value) {
     d.request(reqwest::Method::DELETE, path, None).await
 }
 
-fn file_events(events: &[Value]) -> Vec<&Value> {
-    events.iter().filter(|e| e["type"] == "file:written" || e["type"] == "file:deleted").collect()
+/// Writes a file through the API, which must succeed.
+async fn write(d: &Daemon, s: &str, path: &str, content: &str) {
+    let written = d.client().write_file(s, path, content).await.unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+    assert_eq!((written.path.as_str(), written.bytes), (path, content.len() as u64), "{written:?}");
+}
+
+async fn commit(
+    d: &Daemon,
+    s: &str,
+    message: &str,
+    push: bool,
+) -> Result<bosun_proto::CommitResponse, bosun_client::ClientError> {
+    d.client().commit(s, &CommitRequest { message: message.into(), push }).await
+}
+
+/// The file API's events: (type, path, bytes).
+fn file_events(events: &[Envelope]) -> Vec<(EventType, String, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            EventData::FileWritten(f) | EventData::FileDeleted(f) => Some((e.kind.clone(), f.path, f.bytes)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -43,72 +79,61 @@ async fn worktree_lifecycle() {
     let data = dir.path().join("data");
     let d = Daemon::start(&data, Options::default());
 
-    let session = workspace_session(&d, &repo, "full-access").await;
-    let s = session["id"].as_str().unwrap().to_string();
-    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
-    assert_eq!(session["cwd"], session["workspace"]["worktree"]);
+    let session = workspace_session(&d, &repo, Policy::FullAccess).await;
+    let s = session.id.as_str().to_string();
+    let workspace = session.workspace.as_ref().expect("a workspace");
+    let worktree = worktree_of(&session);
+    assert_eq!(session.cwd, workspace.worktree);
     assert_eq!(worktree, data.join("worktrees").join(&s));
-    assert_eq!(session["workspace"]["branch"], "main");
-    assert_eq!(session["workspace"]["base"], git(&repo, &["rev-parse", "main"]));
+    assert_eq!(workspace.branch, "main");
+    assert_eq!(workspace.base, git(&repo, &["rev-parse", "main"]));
     assert_eq!(git(&worktree, &["rev-parse", "--abbrev-ref", "HEAD"]), format!("bosun/{s}"));
 
     // Listing and reading.
-    let listing = d.ok_get(&format!("/api/v1/sessions/{s}/files")).await;
-    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec![".gitignore", "README.md", "src"], "{listing}");
-    let src = &listing["entries"][2];
-    assert_eq!(src["kind"], "dir");
-    let listing = d.ok_get(&format!("/api/v1/sessions/{s}/files?path=src")).await;
-    assert_eq!(listing["entries"][0], json!({"name":"lib.txt","kind":"file","size":15}));
-    let file = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=src/lib.txt")).await;
-    assert_eq!(file, json!({"path":"src/lib.txt","content":"one\ntwo needle\n"}));
-    let (status, _) = d.get(&format!("/api/v1/sessions/{s}/file?path=missing.txt")).await;
-    assert_eq!(status, 404);
+    let client = d.client();
+    let listing = client.files(&s, &PathQuery::default()).await.expect("GET files");
+    let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec![".gitignore", "README.md", "src"], "{listing:?}");
+    let src = &listing.entries[2];
+    assert_eq!(src.kind, "dir");
+    let listing = client.files(&s, &PathQuery { path: "src".into() }).await.expect("GET files?path=src");
+    assert_eq!(listing.entries[0], FileEntry { name: "lib.txt".into(), kind: "file".into(), size: 15 });
+    let file = client.read_file(&s, "src/lib.txt").await.expect("GET file");
+    assert_eq!(file, FileContent { path: "src/lib.txt".into(), content: "one\ntwo needle\n".into() });
+    let err = client.read_file(&s, "missing.txt").await.expect_err("a missing file");
+    assert_eq!(err.status(), Some(404), "{err}");
 
     // Writing (a new file in a new directory, and an existing file), deleting.
-    let (status, body) =
-        put(&d, &format!("/api/v1/sessions/{s}/file?path=new/dir/a.txt"), json!({"content":"fresh needle\n"})).await;
-    assert_eq!(status, 200, "{body}");
+    write(&d, &s, "new/dir/a.txt", "fresh needle\n").await;
     assert_eq!(std::fs::read_to_string(worktree.join("new/dir/a.txt")).unwrap(), "fresh needle\n");
-    let (status, body) =
-        put(&d, &format!("/api/v1/sessions/{s}/file?path=README.md"), json!({"content":"changed\n"})).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}/file?path=src/lib.txt")).await;
-    assert_eq!(status, 200, "{body}");
+    write(&d, &s, "README.md", "changed\n").await;
+    let deleted = client.delete_file(&s, "src/lib.txt").await.expect("DELETE file");
+    assert!(deleted.deleted && deleted.path == "src/lib.txt" && deleted.bytes == 15, "{deleted:?}");
     assert!(!worktree.join("src/lib.txt").exists());
     let (status, _) = put(&d, &format!("/api/v1/sessions/{s}/file?path=x.txt"), json!({"content":"x","extra":1})).await;
     assert_eq!(status, 400, "unknown fields are refused");
 
     // Every write and delete is on the session's topic, with its size.
     let events = d.events(Some(&s), 0).await;
-    let audit: Vec<(String, String, u64)> = file_events(&events)
-        .iter()
-        .map(|e| {
-            (
-                e["type"].as_str().unwrap().into(),
-                e["data"]["path"].as_str().unwrap().into(),
-                e["data"]["bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        audit,
+        file_events(&events),
         vec![
-            ("file:written".into(), "new/dir/a.txt".into(), 13),
-            ("file:written".into(), "README.md".into(), 8),
-            ("file:deleted".into(), "src/lib.txt".into(), 15),
+            (EventType::FileWritten, "new/dir/a.txt".into(), 13),
+            (EventType::FileWritten, "README.md".into(), 8),
+            (EventType::FileDeleted, "src/lib.txt".into(), 15),
         ]
     );
 
     // Search finds tracked and untracked files, not ignored ones.
     std::fs::create_dir_all(worktree.join("ignored")).unwrap();
     std::fs::write(worktree.join("ignored/secret.txt"), "needle in ignored\n").unwrap();
-    let found = d.ok_get(&format!("/api/v1/sessions/{s}/search?q=needle")).await;
-    assert_eq!(found["results"], json!([{"path":"new/dir/a.txt","line":1,"text":"fresh needle"}]), "{found}");
+    let found = client.search(&s, &SearchQuery { q: "needle".into() }).await.expect("GET search");
+    let hit = SearchHit { path: "new/dir/a.txt".into(), line: 1, text: "fresh needle".into() };
+    assert_eq!(found.results, vec![hit], "{found:?}");
 
     // Diff against the base: the edit, the deletion and the untracked file.
-    let diff = d.ok_get(&format!("/api/v1/sessions/{s}/diff")).await;
-    let text = diff["diff"].as_str().unwrap();
+    let diff = client.diff(&s).await.expect("GET diff");
+    let text = diff.diff.as_str();
     assert!(text.contains("+changed") && text.contains("-hello needle"), "{text}");
     assert!(text.contains("deleted file mode") && text.contains("src/lib.txt"), "{text}");
     assert!(text.contains("+fresh needle"), "{text}");
@@ -117,49 +142,46 @@ async fn worktree_lifecycle() {
     // A demo turn runs its command in the worktree.
     let t = d.start_turn(&s, "RUN: ls").await;
     let done = d.wait_turn_end(&s, &t).await;
-    assert_eq!(done["data"]["status"], "completed");
+    assert_eq!(done.status, TurnStatus::Completed);
     let events = d.events(Some(&s), 0).await;
-    let output = turn_text(&events, &t, Some("command_output"));
+    let output = turn_text(&events, &t, Some(ChunkKind::CommandOutput));
     assert!(output.contains("README.md") && output.contains("new"), "{output}");
 
     // The audit trail: files written through the API and commands run, in
     // order, with what they wrote, paged like the event log.
-    let audit = d.ok_get(&format!("/api/v1/sessions/{s}/audit")).await;
-    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["file:written", "file:written", "file:deleted", "command:ran"], "{audit}");
-    let ran = &audit["events"][3]["data"]["command"];
-    assert_eq!((ran["command"].as_str(), ran["exit_code"].as_i64()), (Some("ls"), Some(0)), "{ran}");
-    assert_eq!(ran["stdout_bytes"].as_u64(), Some(output.len() as u64), "{ran}");
-    assert_eq!(ran["cwd"].as_str(), Some(worktree.to_str().unwrap()));
-    let first = d.ok_get(&format!("/api/v1/sessions/{s}/audit?limit=3")).await;
-    assert_eq!(first["events"].as_array().map(Vec::len), Some(3));
-    let rest = d.ok_get(&format!("/api/v1/sessions/{s}/audit?since={}", first["next"])).await;
-    assert_eq!(
-        rest["events"].as_array().map(|e| e.iter().map(|e| e["type"].clone()).collect::<Vec<_>>()),
-        Some(vec![json!("command:ran")])
-    );
-    let (status, _) = d.get("/api/v1/sessions/s_000000000000/audit").await;
-    assert_eq!(status, 404);
+    let audit = client.audit(&s, &AuditQuery::default()).await.expect("GET audit");
+    let kinds: Vec<&EventType> = audit.events.iter().map(|e| &e.kind).collect();
+    let want = [EventType::FileWritten, EventType::FileWritten, EventType::FileDeleted, EventType::CommandRan];
+    assert_eq!(kinds, want.iter().collect::<Vec<_>>(), "{audit:?}");
+    let ran = data_of!(&audit.events[3], CommandRan).command;
+    assert_eq!((ran.command.as_str(), ran.exit_code), ("ls", Some(0)), "{ran:?}");
+    assert_eq!(ran.stdout_bytes, output.len() as u64, "{ran:?}");
+    assert_eq!(ran.cwd, worktree.to_str().unwrap());
+    let first = client.audit(&s, &AuditQuery { limit: Some(3), ..Default::default() }).await.expect("audit?limit=3");
+    assert_eq!(first.events.len(), 3);
+    let rest = client.audit(&s, &AuditQuery { since: first.next, ..Default::default() }).await.expect("audit?since");
+    assert_eq!(rest.events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(), vec![EventType::CommandRan]);
+    let err = client.audit("s_000000000000", &AuditQuery::default()).await.expect_err("no such session");
+    assert_eq!(err.status(), Some(404), "{err}");
     let (status, _) = d.get(&format!("/api/v1/sessions/{s}/audit?limit=0")).await;
     assert_eq!(status, 400);
 
     // Commit: a commit on bosun/<id>, and nothing left to commit after it.
-    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"session work"})).await;
-    assert_eq!(status, 200, "{body}");
-    let sha = body["sha"].as_str().unwrap();
-    assert_eq!(body["branch"], format!("bosun/{s}"));
-    assert_eq!(body["pushed"], false);
+    let committed = commit(&d, &s, "session work", false).await.expect("commit");
+    let sha = committed.sha.as_str();
+    assert_eq!(committed.branch, format!("bosun/{s}"));
+    assert!(!committed.pushed);
     assert_eq!(git(&worktree, &["rev-parse", &format!("bosun/{s}")]), sha);
     assert_eq!(git(&worktree, &["log", "-1", "--format=%s"]), "session work");
-    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"again"})).await;
-    assert_eq!(status, 409);
+    let err = commit(&d, &s, "again", false).await.expect_err("nothing to commit");
+    assert_eq!(err.status(), Some(409), "{err}");
     // The ignored file was not committed.
     assert!(!git(&worktree, &["ls-files"]).contains("secret"));
 
     // Delete with remove (the default): worktree and branch gone.
     let bare = std::fs::read_dir(data.join("repos")).unwrap().next().unwrap().unwrap().path();
-    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}")).await;
-    assert_eq!(status, 200, "{body}");
+    let deleted = client.delete_session(&s, &DeleteSessionQuery::default()).await.expect("DELETE the session");
+    assert!(deleted.deleted, "{deleted:?}");
     assert!(!worktree.exists());
     assert_eq!(git(&bare, &["branch", "--list", &format!("bosun/{s}")]), "");
 
@@ -168,20 +190,21 @@ async fn worktree_lifecycle() {
     std::fs::write(repo.join("later.txt"), "later\n").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "--quiet", "-m", "second"]);
-    let session = workspace_session(&d, &repo, "plan-only").await;
-    let s2 = session["id"].as_str().unwrap().to_string();
-    let worktree2 = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let session = workspace_session(&d, &repo, Policy::PlanOnly).await;
+    let s2 = session.id.as_str().to_string();
+    let worktree2 = worktree_of(&session);
     assert!(worktree2.join("later.txt").exists(), "the bare clone was fetched");
     assert_eq!(std::fs::read_dir(data.join("repos")).unwrap().count(), 1);
-    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s2}?worktree=keep")).await;
-    assert_eq!(status, 200, "{body}");
+    let keep = DeleteSessionQuery { worktree: Some("keep".into()) };
+    let deleted = client.delete_session(&s2, &keep).await.expect("DELETE ?worktree=keep");
+    assert!(deleted.deleted, "{deleted:?}");
     assert!(worktree2.join("later.txt").exists());
     assert_eq!(
         git(&bare, &["branch", "--list", "--format=%(refname:short)", &format!("bosun/{s2}")]),
         format!("bosun/{s2}")
     );
-    let (status, _) = d.get(&format!("/api/v1/sessions/{s2}")).await;
-    assert_eq!(status, 404);
+    let err = client.session(&s2).await.expect_err("a deleted session");
+    assert_eq!(err.status(), Some(404), "{err}");
 }
 
 #[tokio::test]
@@ -190,9 +213,9 @@ async fn paths_leaving_the_worktree_are_refused() {
     let repo = make_repo(dir.path());
     let data = dir.path().join("data");
     let d = Daemon::start(&data, Options::default());
-    let session = workspace_session(&d, &repo, "plan-only").await;
-    let s = session["id"].as_str().unwrap().to_string();
-    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let session = workspace_session(&d, &repo, Policy::PlanOnly).await;
+    let s = session.id.as_str().to_string();
+    let worktree = worktree_of(&session);
     std::os::unix::fs::symlink("/etc", worktree.join("etc")).unwrap();
     std::fs::write(dir.path().join("outside.txt"), "outside\n").unwrap();
     let before = git(&worktree, &["status", "--porcelain", "--ignored"]);
@@ -243,7 +266,7 @@ async fn paths_leaving_the_worktree_are_refused() {
     assert_eq!(status, 415, "{body}");
 
     // A session without a workspace has no file API.
-    let plain = d.new_session(dir.path(), "plan-only").await;
+    let plain = d.new_session(dir.path(), Policy::PlanOnly).await;
     let (status, body) = d.get(&format!("/api/v1/sessions/{plain}/files")).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("no workspace"), "{body}");
@@ -271,20 +294,19 @@ async fn a_slow_clone_does_not_hold_up_other_creations() {
             held.push(conn);
         }
     });
-    let http = d.http.clone();
-    let url = format!("{}/api/v1/sessions", d.url);
+    let client = d.client();
     let hanging = tokio::spawn(async move {
-        let body = json!({"workspace": {"repo": format!("http://127.0.0.1:{port}/never.git"), "branch": "main"}});
-        http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
+        let workspace = WorkspaceRequest { repo: format!("http://127.0.0.1:{port}/never.git"), branch: "main".into() };
+        client.create_session(&CreateSessionRequest { workspace: Some(workspace), ..Default::default() }).await
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!hanging.is_finished(), "the clone was expected to hang");
     let started = std::time::Instant::now();
     let created =
-        tokio::time::timeout(std::time::Duration::from_secs(20), d.new_session(dir.path(), "plan-only")).await;
+        tokio::time::timeout(std::time::Duration::from_secs(20), d.new_session(dir.path(), Policy::PlanOnly)).await;
     assert!(created.is_ok(), "a plain session could not be created while a clone hung ({:?})", started.elapsed());
-    let list = d.ok_get("/api/v1/sessions").await;
-    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1), "only the plain session exists yet: {list}");
+    let list = d.client().sessions(&Default::default()).await.expect("GET /api/v1/sessions");
+    assert_eq!(list.sessions.len(), 1, "only the plain session exists yet: {list:?}");
     hanging.abort();
 }
 
@@ -293,29 +315,28 @@ async fn commit_with_push_sends_the_session_branch_to_the_origin() {
     let dir = tempdir();
     let repo = make_repo(dir.path());
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let s = workspace_session(&d, &repo, "plan-only").await["id"].as_str().unwrap().to_string();
+    let s = workspace_session(&d, &repo, Policy::PlanOnly).await.id.into_string();
     let branch = format!("bosun/{s}");
 
-    let (status, _) = put(&d, &format!("/api/v1/sessions/{s}/file?path=a.txt"), json!({"content": "a\n"})).await;
-    assert_eq!(status, 200);
+    write(&d, &s, "a.txt", "a\n").await;
+    // Raw: a push that went through has no `push_error` at all on the wire.
     let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "a", "push": true})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!((body["pushed"].as_bool(), body.get("push_error")), (Some(true), None), "{body}");
     assert_eq!(git(&repo, &["rev-parse", &branch]), body["sha"].as_str().unwrap());
 
     // Without `push`, the origin does not move.
-    put(&d, &format!("/api/v1/sessions/{s}/file?path=b.txt"), json!({"content": "b\n"})).await;
-    let (_, local) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "b"})).await;
-    assert_eq!(local["pushed"], false, "{local}");
-    assert_ne!(git(&repo, &["rev-parse", &branch]), local["sha"].as_str().unwrap());
+    write(&d, &s, "b.txt", "b\n").await;
+    let local = commit(&d, &s, "b", false).await.expect("commit without push");
+    assert!(!local.pushed, "{local:?}");
+    assert_ne!(git(&repo, &["rev-parse", &branch]), local.sha);
 
     // An origin that is gone: the commit stands, the push failure is said.
     std::fs::rename(&repo, dir.path().join("moved")).unwrap();
-    put(&d, &format!("/api/v1/sessions/{s}/file?path=c.txt"), json!({"content": "c\n"})).await;
-    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "c", "push": true})).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["pushed"], false, "{body}");
-    assert!(body["push_error"].as_str().is_some_and(|e| e.contains("push")), "{body}");
+    write(&d, &s, "c.txt", "c\n").await;
+    let failed = commit(&d, &s, "c", true).await.expect("a commit whose push fails");
+    assert!(!failed.pushed, "{failed:?}");
+    assert!(failed.push_error.as_deref().is_some_and(|e| e.contains("push")), "{failed:?}");
     let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "x", "push": "yes"})).await;
     assert_eq!(status, 400, "{body}");
 }
@@ -328,9 +349,9 @@ async fn symlinks_are_followed_only_inside_the_worktree() {
     let dir = tempdir();
     let repo = make_repo(dir.path());
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let session = workspace_session(&d, &repo, "plan-only").await;
-    let s = session["id"].as_str().unwrap().to_string();
-    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let session = workspace_session(&d, &repo, Policy::PlanOnly).await;
+    let s = session.id.as_str().to_string();
+    let worktree = worktree_of(&session);
     std::fs::create_dir_all(dir.path().join("outside")).unwrap();
     std::fs::write(dir.path().join("outside/secret.txt"), "secret\n").unwrap();
     symlink("src", worktree.join("inner")).unwrap();
@@ -342,11 +363,9 @@ async fn symlinks_are_followed_only_inside_the_worktree() {
     let git_file = std::fs::read_to_string(worktree.join(".git")).unwrap();
     assert!(worktree.join("up/secret.txt").exists(), "the link really leads outside");
 
-    let file = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=inner/readme")).await;
-    assert_eq!(file["content"], "hello needle\n", "{file}");
-    let (status, body) =
-        put(&d, &format!("/api/v1/sessions/{s}/file?path=inner/made/new.txt"), json!({"content":"new\n"})).await;
-    assert_eq!(status, 200, "{body}");
+    let file = d.client().read_file(&s, "inner/readme").await.expect("GET file?path=inner/readme");
+    assert_eq!(file.content, "hello needle\n", "{file:?}");
+    write(&d, &s, "inner/made/new.txt", "new\n").await;
     assert_eq!(std::fs::read_to_string(worktree.join("src/made/new.txt")).unwrap(), "new\n");
 
     for form in ["up/secret.txt", "abs/secret.txt", "up/new.txt", "up/made/new.txt", "up", "gitlink"] {
@@ -380,9 +399,9 @@ async fn the_daemons_git_ignores_a_forged_dot_git_in_the_worktree() {
     let dir = tempdir();
     let repo = make_repo(dir.path());
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let session = workspace_session(&d, &repo, "plan-only").await;
-    let s = session["id"].as_str().unwrap().to_string();
-    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let session = workspace_session(&d, &repo, Policy::PlanOnly).await;
+    let s = session.id.as_str().to_string();
+    let worktree = worktree_of(&session);
 
     // What a hostile agent would do: a git dir of its own, with a config
     // that runs a command on every status-like operation.
@@ -398,16 +417,16 @@ async fn the_daemons_git_ignores_a_forged_dot_git_in_the_worktree() {
     std::fs::write(worktree.join(".git"), format!("gitdir: {}\n", fake.display())).unwrap();
 
     std::fs::write(worktree.join("work.txt"), "work\n").unwrap();
-    let diff = d.ok_get(&format!("/api/v1/sessions/{s}/diff")).await;
-    assert!(diff["diff"].as_str().unwrap().contains("+work"), "{diff}");
-    let found = d.ok_get(&format!("/api/v1/sessions/{s}/search?q=needle")).await;
-    assert!(!found["results"].as_array().unwrap().is_empty(), "{found}");
-    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message": "work"})).await;
-    assert_eq!(status, 200, "{body}");
+    let client = d.client();
+    let diff = client.diff(&s).await.expect("GET diff");
+    assert!(diff.diff.contains("+work"), "{diff:?}");
+    let found = client.search(&s, &SearchQuery { q: "needle".into() }).await.expect("GET search");
+    assert!(!found.results.is_empty(), "{found:?}");
+    let committed = commit(&d, &s, "work", false).await.expect("commit");
     assert!(!proof.exists(), "the daemon's git ran the forged git dir's fsmonitor");
     // The commit landed on the session branch in the daemon's clone, not in the fake.
     let bare = std::fs::read_dir(dir.path().join("data/repos")).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(git(&bare, &["rev-parse", &format!("bosun/{s}")]), body["sha"].as_str().unwrap());
+    assert_eq!(git(&bare, &["rev-parse", &format!("bosun/{s}")]), committed.sha);
 }
 
 /// The worktree is the agent's while a turn runs: the file API's changes
@@ -418,29 +437,29 @@ async fn file_changes_wait_for_the_turn_to_end() {
     let dir = tempdir();
     let repo = make_repo(dir.path());
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let session = workspace_session(&d, &repo, "full-access").await;
-    let s = session["id"].as_str().unwrap();
-    let worktree = PathBuf::from(session["workspace"]["worktree"].as_str().unwrap());
+    let session = workspace_session(&d, &repo, Policy::FullAccess).await;
+    let s = session.id.as_str();
+    let worktree = worktree_of(&session);
     let t = d.start_turn(s, "SLOW").await;
 
-    let (status, body) = put(&d, &format!("/api/v1/sessions/{s}/file?path=during.txt"), json!({"content":"x"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("busy")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains(&t), "{body}");
-    let (status, body) = delete(&d, &format!("/api/v1/sessions/{s}/file?path=README.md")).await;
-    assert_eq!(status, 409, "{body}");
-    let (status, body) = d.post(&format!("/api/v1/sessions/{s}/commit"), json!({"message":"during"})).await;
-    assert_eq!(status, 409, "{body}");
+    let client = d.client();
+    let err = client.write_file(s, "during.txt", "x").await.expect_err("a write during the turn");
+    assert_eq!((err.status(), err.code()), (Some(409), Some("busy")), "{err}");
+    let bosun_client::ClientError::Api { message, .. } = &err else { panic!("{err:?}") };
+    assert!(message.contains(&t), "{err}");
+    let err = client.delete_file(s, "README.md").await.expect_err("a delete during the turn");
+    assert_eq!(err.status(), Some(409), "{err}");
+    let err = commit(&d, s, "during", false).await.expect_err("a commit during the turn");
+    assert_eq!(err.status(), Some(409), "{err}");
     assert!(!worktree.join("during.txt").exists() && worktree.join("README.md").exists());
-    let read = d.ok_get(&format!("/api/v1/sessions/{s}/file?path=README.md")).await;
-    assert_eq!(read["content"], "hello needle\n");
+    let read = client.read_file(s, "README.md").await.expect("a read during the turn");
+    assert_eq!(read.content, "hello needle\n");
 
-    let (status, _) = d.post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
-    assert_eq!(status, 202);
-    assert_eq!(d.wait_turn_end(s, &t).await["data"]["status"], "interrupted");
-    let (status, body) = put(&d, &format!("/api/v1/sessions/{s}/file?path=after.txt"), json!({"content":"y"})).await;
-    assert_eq!(status, 200, "{body}");
+    d.interrupt(s, &t).await;
+    assert_eq!(d.wait_turn_end(s, &t).await.status, TurnStatus::Interrupted);
+    write(&d, s, "after.txt", "y").await;
     assert_eq!(std::fs::read_to_string(worktree.join("after.txt")).unwrap(), "y");
     let events = d.events(Some(s), 0).await;
-    let written: Vec<&str> = file_events(&events).iter().map(|e| e["data"]["path"].as_str().unwrap()).collect();
+    let written: Vec<String> = file_events(&events).into_iter().map(|(_, path, _)| path).collect();
     assert_eq!(written, ["after.txt"], "only the change made after the turn is on record");
 }

@@ -5,8 +5,16 @@
 //! The scenarios live here so the codex app-server and ACP test files run
 //! exactly the same checks; each test file only picks the provider.
 
-use super::{is_turn_completed, tempdir, turn_text, Daemon, Options};
-use serde_json::{json, Value};
+use super::{
+    data_of, datas_of, event_of_turn, events_of, path_string, payload, tempdir, turn_completed, turn_text, Daemon,
+    Options,
+};
+use bosun_proto::events::{ProviderStatusEvent, ProviderStatusKind, TurnCompleted};
+use bosun_proto::{
+    Action, ApprovalStatus, ApprovalView, ChunkKind, CreateSessionRequest, DecidedBy, Decision, EndedBy, Envelope,
+    EventData, EventType, Policy, ProviderView, Sandbox, ToolKind, TurnStatus, Usage,
+};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -238,11 +246,15 @@ impl Rig {
         path
     }
 
-    pub async fn new_session(&self, cwd: &Path, policy: &str) -> String {
-        let body = json!({"provider": self.provider, "cwd": cwd, "title": "agent test", "policy": policy});
-        let (status, body) = self.daemon().post("/api/v1/sessions", body).await;
-        assert_eq!(status, 201, "create a {} session: {body}", self.provider);
-        body["id"].as_str().expect("session id").to_string()
+    pub async fn new_session(&self, cwd: &Path, policy: Policy) -> String {
+        let req = CreateSessionRequest {
+            provider: self.provider.to_string(),
+            cwd: Some(path_string(cwd)),
+            title: Some("agent test".into()),
+            policy: Some(policy),
+            ..Default::default()
+        };
+        self.daemon().create_session(&req).await.id.into_string()
     }
 
     /// What to print when a wait fails: the last events, the daemon's and the
@@ -250,7 +262,7 @@ impl Rig {
     pub async fn context(&self, session: &str) -> String {
         let events = self.daemon().events(Some(session), 0).await;
         let recent: Vec<String> =
-            events.iter().rev().take(25).rev().map(|e| format!("  {} {}", e["type"], e["data"])).collect();
+            events.iter().rev().take(25).rev().map(|e| format!("  {} {}", e.kind, e.data)).collect();
         let daemon_log = tail(&self.daemon().stderr(), 40);
         let model_log = tail(&self.model.stderr(), 10);
         format!(
@@ -266,7 +278,7 @@ impl Rig {
         session: &str,
         what: &str,
         limit: Duration,
-        pred: impl Fn(&[Value]) -> Option<T>,
+        pred: impl Fn(&[Envelope]) -> Option<T>,
     ) -> T {
         let deadline = Instant::now() + limit;
         loop {
@@ -285,28 +297,27 @@ impl Rig {
         }
     }
 
-    pub async fn wait_turn_end(&self, session: &str, turn: &str) -> Value {
-        self.wait_for(session, &format!("the end of turn {turn}"), TURN_LIMIT, |events| {
-            events.iter().find(|e| is_turn_completed(e, turn)).map(|e| e["data"].clone())
-        })
-        .await
+    pub async fn wait_turn_end(&self, session: &str, turn: &str) -> TurnCompleted {
+        self.wait_for(session, &format!("the end of turn {turn}"), TURN_LIMIT, |events| turn_completed(events, turn))
+            .await
     }
 
     /// Waits for the turn to end and insists it completed.
-    pub async fn wait_turn_completed(&self, session: &str, turn: &str) -> Value {
+    pub async fn wait_turn_completed(&self, session: &str, turn: &str) -> TurnCompleted {
         let done = self.wait_turn_end(session, turn).await;
-        if done["status"] != "completed" {
-            panic!("{}: turn {turn} ended {done}, not completed\n{}", self.provider, self.context(session).await);
+        if done.status != TurnStatus::Completed {
+            panic!("{}: turn {turn} ended {done:?}, not completed\n{}", self.provider, self.context(session).await);
         }
         done
     }
 
-    pub async fn wait_pending_approval(&self, session: &str) -> Value {
+    pub async fn wait_pending_approval(&self, session: &str) -> ApprovalView {
         let deadline = Instant::now() + TURN_LIMIT;
+        let query = bosun_proto::ApprovalsQuery { status: Some("pending".into()), session: Some(session.into()) };
         loop {
-            let body = self.daemon().ok_get(&format!("/api/v1/approvals?status=pending&session={session}")).await;
-            if let Some(approval) = body["approvals"].as_array().and_then(|a| a.first()) {
-                return approval.clone();
+            let list = self.daemon().client().approvals(&query).await.expect("GET /api/v1/approvals");
+            if let Some(approval) = list.approvals.into_iter().next() {
+                return approval;
             }
             if Instant::now() > deadline {
                 panic!("{}: no approval was requested\n{}", self.provider, self.context(session).await);
@@ -315,16 +326,19 @@ impl Rig {
         }
     }
 
-    pub async fn decide(&self, approval: &Value, decision: &str) -> Value {
-        let id = approval["id"].as_str().expect("approval id");
-        let (status, body) =
-            self.daemon().post(&format!("/api/v1/approvals/{id}"), json!({"decision": decision})).await;
-        assert_eq!(status, 200, "{decision} {id}: {body}");
-        body
+    pub async fn decide(&self, approval: &ApprovalView, decision: Decision) -> ApprovalView {
+        self.daemon().decide(approval.id.as_str(), decision).await
     }
 
     pub async fn start_turn(&self, session: &str, text: &str) -> String {
         self.daemon().start_turn(session, text).await
+    }
+
+    /// The provider as `GET /api/v1/providers` lists it.
+    pub async fn provider(&self, name: &str) -> ProviderView {
+        let list = self.daemon().client().providers().await.expect("GET /api/v1/providers");
+        let names: Vec<String> = list.providers.iter().map(|p| p.name.clone()).collect();
+        list.providers.into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} is not listed: {names:?}"))
     }
 }
 
@@ -351,38 +365,59 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The `provider:status` events of a session with this status, in order.
-pub fn provider_statuses<'a>(events: &'a [Value], status: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == "provider:status" && e["data"]["status"] == status).collect()
+/// The `provider:status` events of a session, with their envelopes, whose
+/// status `pick` takes, in order.
+pub fn provider_statuses<T>(
+    events: &[Envelope],
+    pick: impl Fn(&ProviderStatusKind) -> Option<T>,
+) -> Vec<(&Envelope, T)> {
+    events_of!(events, ProviderStatus)
+        .into_iter()
+        .filter_map(|(e, ProviderStatusEvent { status, .. })| pick(&status).map(|t| (e, t)))
+        .collect()
 }
 
-fn seq(event: &Value) -> u64 {
-    event["seq"].as_u64().expect("seq")
+/// The pids of the session's `provider:status running` events, in order
+/// (`None` where the agent's pid was not known).
+fn running_pids(events: &[Envelope]) -> Vec<(&Envelope, Option<u32>)> {
+    provider_statuses(events, |status| match status {
+        ProviderStatusKind::Running { pid, .. } => Some(*pid),
+        _ => None,
+    })
 }
 
-/// The first event of this type about this turn (approval events carry the
-/// turn inside their approval).
-fn event_of_turn<'a>(events: &'a [Value], kind: &str, turn: &str) -> Option<&'a Value> {
-    events
-        .iter()
-        .find(|e| e["type"] == kind && (e["data"]["turn_id"] == turn || e["data"]["approval"]["turn_id"] == turn))
+/// The session's `provider:status bound` events, in order: the binding and
+/// whether it was resumed.
+fn bindings(events: &[Envelope]) -> Vec<(&Envelope, Value, bool)> {
+    provider_statuses(events, |status| match status {
+        ProviderStatusKind::Bound { binding, resumed } => Some((binding.clone(), *resumed)),
+        _ => None,
+    })
+    .into_iter()
+    .map(|(e, (binding, resumed))| (e, binding, resumed))
+    .collect()
 }
 
 /// Everything a turn showed about its tools: tool call titles, details and
 /// outputs, and command output chunks.
-fn tool_evidence(events: &[Value], turn: &str) -> String {
-    let mut text = turn_text(events, turn, Some("command_output"));
-    for event in events.iter().filter(|e| e["data"]["turn_id"] == turn) {
-        if event["type"] == "tool:call" || event["type"] == "tool:update" {
+fn tool_evidence(events: &[Envelope], turn: &str) -> String {
+    let mut text = turn_text(events, turn, Some(ChunkKind::CommandOutput));
+    for event in events.iter().filter(|e| e.kind == EventType::ToolCall || e.kind == EventType::ToolUpdate) {
+        let about_turn = match payload(event) {
+            EventData::ToolCall(call) => call.turn_id == turn,
+            EventData::ToolUpdate(update) => update.turn_id == turn,
+            _ => false,
+        };
+        if about_turn {
             text.push('\n');
-            text.push_str(&event["data"].to_string());
+            text.push_str(&event.data.to_string());
         }
     }
     text
 }
 
-fn usage_of(value: &Value) -> (u64, u64) {
-    (value["input_tokens"].as_u64().unwrap_or(0), value["output_tokens"].as_u64().unwrap_or(0))
+fn usage_of(usage: &Usage) -> (u64, u64) {
+    (usage.input_tokens, usage.output_tokens)
 }
 
 // ---------------------------------------------------------------------------
@@ -451,55 +486,55 @@ fn pid_alive(pid: u32) -> bool {
 pub async fn text_turn(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("work");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let t = rig.start_turn(&s, "hello there").await;
     let done = rig.wait_turn_completed(&s, &t).await;
     let events = rig.daemon().events(Some(&s), 0).await;
-    let text = turn_text(&events, &t, Some("text"));
+    let text = turn_text(&events, &t, Some(ChunkKind::Text));
     assert!(text.contains("echo: hello there"), "{provider}: the reply was {text:?}");
 
-    let (input, output) = usage_of(&done["usage"]);
+    let (input, output) = usage_of(&done.usage);
     if provider == CODEX {
         // One model call: the mock's fixed 100 in, 7 out.
-        assert_eq!((input, output), (100, 7), "{provider}: the usage of turn:completed: {done}");
+        assert_eq!((input, output), (100, 7), "{provider}: the usage of turn:completed: {done:?}");
     } else {
         // codex-acp reports only `usage_update.used`: the tokens in its
         // context window, shown as such and not as tokens spent.
-        let context = done["usage"]["context_tokens"].as_u64().unwrap_or(0);
-        assert!(context >= 107, "{provider}: turn:completed carries no context size: {done}");
-        assert_eq!((input, output), (0, 0), "{provider}: the context size must not count as tokens spent: {done}");
+        let context = done.usage.context_tokens.unwrap_or(0);
+        assert!(context >= 107, "{provider}: turn:completed carries no context size: {done:?}");
+        assert_eq!((input, output), (0, 0), "{provider}: the context size must not count as tokens spent: {done:?}");
     }
     let t2 = rig.start_turn(&s, "and again").await;
     let done2 = rig.wait_turn_completed(&s, &t2).await;
-    let (input2, output2) = usage_of(&done2["usage"]);
-    let session = rig.daemon().ok_get(&format!("/api/v1/sessions/{s}")).await;
+    let (input2, output2) = usage_of(&done2.usage);
+    let session = rig.daemon().client().session(&s).await.expect("GET /api/v1/sessions/{id}").session;
     assert_eq!(
-        usage_of(&session["usage"]),
+        usage_of(&session.usage),
         (input + input2, output + output2),
-        "{provider}: the session's usage must be the sum of its turns' ({done} + {done2}): {session}"
+        "{provider}: the session's usage must be the sum of its turns' ({done:?} + {done2:?}): {session:?}"
     );
     if provider != CODEX {
         // Not summed: the session shows the latest size (codex-acp takes it
         // from the model's last reported total, a fixed 107 from the mock).
-        let second = done2["usage"]["context_tokens"].as_u64();
-        assert_eq!(second, Some(107), "{provider}: {done2}");
-        assert_eq!(session["usage"]["context_tokens"].as_u64(), second, "{provider}: {session}");
+        let second = done2.usage.context_tokens;
+        assert_eq!(second, Some(107), "{provider}: {done2:?}");
+        assert_eq!(session.usage.context_tokens, second, "{provider}: {session:?}");
     }
 
-    let providers = rig.daemon().ok_get("/api/v1/providers").await;
-    let list = providers["providers"].as_array().expect("providers");
+    let providers = rig.daemon().client().providers().await.expect("GET /api/v1/providers");
+    let list = &providers.providers;
     for name in [CODEX, CODEX_ACP] {
         let entry = list
             .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("{name} missing from GET /api/v1/providers: {providers}"));
-        let status = entry["status"].as_str().unwrap_or("");
-        assert!(status == "available" || status == "running", "{name}: status {status:?}: {entry}");
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from GET /api/v1/providers: {providers:?}"));
+        let status = entry.status.as_str();
+        assert!(status == "available" || status == "running", "{name}: status {status:?}: {entry:?}");
     }
     // codex-acp has no `--version`: its version is known once it has run.
-    let mine = list.iter().find(|p| p["name"] == provider).expect("this provider");
-    assert!(mine["version"].as_str().is_some_and(|v| !v.is_empty()), "{provider}: no version: {mine}");
-    assert_eq!(mine["status"], "running", "{provider} has a live session: {mine}");
+    let mine = list.iter().find(|p| p.name == provider).expect("this provider");
+    assert!(mine.version.as_deref().is_some_and(|v| !v.is_empty()), "{provider}: no version: {mine:?}");
+    assert_eq!(mine.status, "running", "{provider} has a live session: {mine:?}");
 }
 
 /// plan-only: a command waits for a decision; accept runs it, decline (in a
@@ -507,16 +542,15 @@ pub async fn text_turn(provider: &'static str) {
 pub async fn plan_only_accept_and_decline(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("accept");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let t = rig.start_turn(&s, "RUN: echo bosun-ran > proof.txt").await;
     let approval = rig.wait_pending_approval(&s).await;
-    assert_eq!(approval["action"]["kind"], "command", "{provider}: {approval}");
-    let command = approval["action"]["command"].as_str().unwrap_or("");
-    assert!(command.contains("echo bosun-ran"), "{provider}: the approval names the command: {approval}");
+    let Action::Command { command, .. } = &approval.action else { panic!("{provider}: not a command: {approval:?}") };
+    assert!(command.contains("echo bosun-ran"), "{provider}: the approval names the command: {approval:?}");
     assert!(!work.join("proof.txt").exists(), "{provider}: the command ran before its approval");
-    let decided = rig.decide(&approval, "accept").await;
-    assert_eq!(decided["status"], "accepted");
-    assert_eq!(decided["decided_by"], "user");
+    let decided = rig.decide(&approval, Decision::Accept).await;
+    assert_eq!(decided.status, ApprovalStatus::Accepted);
+    assert_eq!(decided.decided_by, Some(DecidedBy::User));
     rig.wait_turn_completed(&s, &t).await;
     let proof = std::fs::read_to_string(work.join("proof.txt"))
         .unwrap_or_else(|e| panic!("{provider}: proof.txt after accepting: {e}"));
@@ -528,15 +562,15 @@ pub async fn plan_only_accept_and_decline(provider: &'static str) {
         "{provider}: no tool:call/tool:update or command_output shows the command; saw:\n{evidence}\n{}",
         rig.context(&s).await
     );
-    let requested = event_of_turn(&events, "approval:requested", &t).expect("approval:requested");
-    assert_eq!(requested["data"]["policy"], "plan-only");
+    let requested = event_of_turn(&events, EventType::ApprovalRequested, &t).expect("approval:requested");
+    assert_eq!(data_of!(requested, ApprovalRequested).policy, Policy::PlanOnly);
 
     let declined_dir = rig.workdir("decline");
-    let s2 = rig.new_session(&declined_dir, "plan-only").await;
+    let s2 = rig.new_session(&declined_dir, Policy::PlanOnly).await;
     let t2 = rig.start_turn(&s2, "RUN: echo bosun-ran > proof.txt").await;
     let approval = rig.wait_pending_approval(&s2).await;
-    let decided = rig.decide(&approval, "decline").await;
-    assert_eq!(decided["status"], "declined");
+    let decided = rig.decide(&approval, Decision::Decline).await;
+    assert_eq!(decided.status, ApprovalStatus::Declined);
     rig.wait_turn_completed(&s2, &t2).await;
     assert!(!declined_dir.join("proof.txt").exists(), "{provider}: a declined command ran");
     let requests = rig.model.requests().await;
@@ -563,23 +597,23 @@ pub async fn plan_only_accept_and_decline(provider: &'static str) {
 pub async fn patch_asks_as_a_file_change(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("patch");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let t = rig.start_turn(&s, "PATCH: notes.txt hello from the patch").await;
     let approval = rig.wait_pending_approval(&s).await;
-    assert_eq!(approval["action"]["kind"], "file_change", "{provider}: {approval}");
-    let path = approval["action"]["path"].as_str().unwrap_or("");
-    assert!(path.contains("notes.txt"), "{provider}: the approval names the file: {approval}");
+    let Action::FileChange { path, .. } = &approval.action else {
+        panic!("{provider}: not a file change: {approval:?}")
+    };
+    assert!(path.contains("notes.txt"), "{provider}: the approval names the file: {approval:?}");
     assert!(!work.join("notes.txt").exists(), "{provider}: the file was written before its approval");
-    let decided = rig.decide(&approval, "accept_for_session").await;
-    assert_eq!(decided["status"], "accepted", "{provider}: {decided}");
+    let decided = rig.decide(&approval, Decision::AcceptForSession).await;
+    assert_eq!(decided.status, ApprovalStatus::Accepted, "{provider}: {decided:?}");
     rig.wait_turn_completed(&s, &t).await;
     let written = std::fs::read_to_string(work.join("notes.txt"))
         .unwrap_or_else(|e| panic!("{provider}: notes.txt after accepting the patch: {e}"));
     assert_eq!(written.trim(), "hello from the patch");
     let events = rig.daemon().events(Some(&s), 0).await;
-    let edit = events.iter().find(|e| {
-        e["type"] == "tool:call" && e["data"]["turn_id"] == t.as_str() && e["data"]["tool"]["kind"] == "edit"
-    });
+    let edit =
+        datas_of!(&events, ToolCall).into_iter().find(|call| call.turn_id == t && call.tool.kind == ToolKind::Edit);
     assert!(edit.is_some(), "{provider}: no tool:call of kind edit for the patch\n{}", rig.context(&s).await);
 }
 
@@ -587,47 +621,45 @@ pub async fn patch_asks_as_a_file_change(provider: &'static str) {
 pub async fn full_access_runs_and_records(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("work");
-    let s = rig.new_session(&work, "full-access").await;
+    let s = rig.new_session(&work, Policy::FullAccess).await;
     let t = rig.start_turn(&s, "RUN: echo bosun-auto > auto.txt").await;
     rig.wait_turn_completed(&s, &t).await;
     let proof = std::fs::read_to_string(work.join("auto.txt"))
         .unwrap_or_else(|e| panic!("{provider}: auto.txt under full-access: {e}"));
     assert_eq!(proof.trim(), "bosun-auto");
     let events = rig.daemon().events(Some(&s), 0).await;
-    let requested = event_of_turn(&events, "approval:requested", &t).expect("approval:requested kept for audit");
-    let resolved = event_of_turn(&events, "approval:resolved", &t).expect("approval:resolved kept for audit");
-    assert!(seq(requested) < seq(resolved));
-    assert_eq!(requested["data"]["approval"]["action"]["kind"], "command", "{requested}");
-    assert_eq!(resolved["data"]["automatic"], true, "{resolved}");
-    assert_eq!(resolved["data"]["approval"]["decided_by"], "policy", "{resolved}");
-    assert_eq!(resolved["data"]["approval"]["status"], "accepted", "{resolved}");
+    let requested =
+        event_of_turn(&events, EventType::ApprovalRequested, &t).expect("approval:requested kept for audit");
+    let resolved = event_of_turn(&events, EventType::ApprovalResolved, &t).expect("approval:resolved kept for audit");
+    assert!(requested.seq < resolved.seq);
+    let asked = data_of!(requested, ApprovalRequested);
+    assert!(matches!(asked.approval.action, Action::Command { .. }), "{asked:?}");
+    let resolution = data_of!(resolved, ApprovalResolved);
+    assert!(resolution.automatic, "{resolution:?}");
+    assert_eq!(resolution.approval.decided_by, Some(DecidedBy::Policy), "{resolution:?}");
+    assert_eq!(resolution.approval.status, ApprovalStatus::Accepted, "{resolution:?}");
     assert_command_audited(&rig, &s, &t, "bosun-auto").await;
 }
 
 /// A command run for the turn is in the session's audit trail with its exit
 /// code and the bytes it wrote.
 pub async fn assert_command_audited(rig: &Rig, session: &str, turn: &str, command_part: &str) {
-    let audit = rig.daemon().ok_get(&format!("/api/v1/sessions/{session}/audit")).await;
-    let runs: Vec<&Value> = audit["events"]
-        .as_array()
-        .expect("audit events")
-        .iter()
-        .filter(|e| e["type"] == "command:ran" && e["data"]["turn_id"] == turn)
-        .collect();
-    let found = runs
-        .iter()
-        .map(|e| &e["data"]["command"])
-        .find(|c| c["command"].as_str().is_some_and(|c| c.contains(command_part)));
+    let audit = rig.daemon().client().audit(session, &Default::default()).await.expect("GET the audit trail");
+    let found = datas_of!(&audit.events, CommandRan)
+        .into_iter()
+        .filter(|ran| ran.turn_id == turn)
+        .map(|ran| ran.command)
+        .find(|c| c.command.contains(command_part));
     let Some(run) = found else {
-        panic!("{}: no command:ran for {command_part:?} in {audit}\n{}", rig.provider, rig.context(session).await);
+        panic!("{}: no command:ran for {command_part:?} in {audit:?}\n{}", rig.provider, rig.context(session).await);
     };
     if rig.provider == CODEX {
-        assert_eq!(run["exit_code"], 0, "{run}");
+        assert_eq!(run.exit_code, Some(0), "{run:?}");
     } else {
         // codex-acp 0.16 announces a command but never reports its end.
-        assert!(run["exit_code"] == 0 || run["ended_by"] == "exit_not_reported", "{run}");
+        assert!(run.exit_code == Some(0) || run.ended_by == Some(EndedBy::ExitNotReported), "{run:?}");
     }
-    assert!(run["started_at"].as_str().is_some_and(|t| !t.is_empty()), "{run}");
+    assert!(!run.started_at.is_empty(), "{run:?}");
 }
 
 /// A real agent in a bubblewrap jail (with the network, which it needs to
@@ -640,10 +672,15 @@ pub async fn jailed_agent_works_inside_its_jail(provider: &'static str) {
     // Not under /tmp, which the jail replaces with its own: the host's
     // read-only view must be what stops the write.
     let outside = tempfile::Builder::new().prefix("outside").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let body = json!({"provider": provider, "cwd": work, "policy": "full-access", "sandbox": "bwrap", "network": true});
-    let (status, created) = rig.daemon().post("/api/v1/sessions", body).await;
-    assert_eq!(status, 201, "{created}");
-    let s = created["id"].as_str().expect("session id").to_string();
+    let req = CreateSessionRequest {
+        provider: provider.to_string(),
+        cwd: Some(path_string(&work)),
+        policy: Some(Policy::FullAccess),
+        sandbox: Sandbox::Bwrap,
+        network: true,
+        ..Default::default()
+    };
+    let s = rig.daemon().create_session(&req).await.id.into_string();
     let escape = outside.path().join("escape.txt");
     let t =
         rig.start_turn(&s, &format!("RUN: echo jailed > inside.txt; touch {} || echo refused", escape.display())).await;
@@ -662,13 +699,13 @@ pub async fn jailed_agent_works_inside_its_jail(provider: &'static str) {
 pub async fn interrupt_kills_the_command(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("work");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let marker = format!("bosun-marker-{}", uuid::Uuid::new_v4().simple());
     // `sh -c` with two commands cannot exec `sleep`, so the marker stays in a
     // live command line for as long as the sleep runs.
     let t = rig.start_turn(&s, &format!("RUN: sh -c 'sleep 30; echo {marker}'")).await;
     let approval = rig.wait_pending_approval(&s).await;
-    rig.decide(&approval, "accept").await;
+    rig.decide(&approval, Decision::Accept).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let tree = loop {
         let tree = process_tree_with(&marker);
@@ -682,16 +719,13 @@ pub async fn interrupt_kills_the_command(provider: &'static str) {
     };
 
     let asked = Instant::now();
-    let (status, body) = rig.daemon().post(&format!("/api/v1/sessions/{s}/turns/{t}/interrupt"), json!({})).await;
-    assert_eq!(status, 202, "{body}");
+    rig.daemon().interrupt(&s, &t).await;
     let done = rig
-        .wait_for(&s, "the interrupted turn to end", Duration::from_secs(10), |events| {
-            events.iter().find(|e| is_turn_completed(e, &t)).map(|e| e["data"].clone())
-        })
+        .wait_for(&s, "the interrupted turn to end", Duration::from_secs(10), |events| turn_completed(events, &t))
         .await;
     let took = asked.elapsed();
     eprintln!("{provider}: interrupt to turn:completed took {took:?}");
-    assert_eq!(done["status"], "interrupted", "{provider}: {done}");
+    assert_eq!(done.status, TurnStatus::Interrupted, "{provider}: {done:?}");
     assert!(took <= Duration::from_secs(2), "{provider}: the interrupt took {took:?} (limit 2 s)");
 
     // Killing is asynchronous in places: allow a moment before calling it a leak.
@@ -721,41 +755,45 @@ pub async fn interrupt_kills_the_command(provider: &'static str) {
 pub async fn agent_crash_fails_the_turn_and_restarts(provider: &'static str) {
     let rig = Rig::start(provider);
     let work = rig.workdir("work");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let t = rig.start_turn(&s, "SLOW").await;
     let pid = rig
         .wait_for(&s, "provider:status running with a pid, and the reply streaming", TURN_LIMIT, |events| {
-            let streaming = events.iter().any(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == t);
-            let pid = provider_statuses(events, "running").last().and_then(|e| e["data"]["pid"].as_u64());
+            let streaming = !super::chunks(events, &t).is_empty();
+            let pid = running_pids(events).last().and_then(|(_, pid)| *pid);
             pid.filter(|_| streaming)
         })
-        .await as u32;
+        .await;
     assert!(pid_alive(pid), "{provider}: the reported pid {pid} is not a live process");
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
-    let crashed = rig
+    let (crashed, reason) = rig
         .wait_for(&s, "provider:status crashed", Duration::from_secs(10), |events| {
-            provider_statuses(events, "crashed").first().map(|e| (*e).clone())
+            let crashes = provider_statuses(events, |status| match status {
+                ProviderStatusKind::Crashed { reason } => Some(reason.clone()),
+                _ => None,
+            });
+            crashes.into_iter().next().map(|(e, reason)| (e.clone(), reason))
         })
         .await;
-    assert!(crashed["data"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{crashed}");
+    assert!(!reason.is_empty(), "{crashed:?}");
     let done = rig.wait_turn_end(&s, &t).await;
-    assert_eq!(done["status"], "failed", "{provider}: {done}");
-    assert!(done["reason"].as_str().is_some_and(|r| !r.is_empty()), "{provider}: a failed turn says why: {done}");
+    assert_eq!(done.status, TurnStatus::Failed, "{provider}: {done:?}");
+    assert!(done.reason.as_deref().is_some_and(|r| !r.is_empty()), "{provider}: a failed turn says why: {done:?}");
 
     let t2 = rig.start_turn(&s, "hello again").await;
     rig.wait_turn_completed(&s, &t2).await;
     let events = rig.daemon().events(Some(&s), 0).await;
-    let started = event_of_turn(&events, "turn:started", &t2).expect("turn:started");
-    let new_pid = provider_statuses(&events, "running")
+    let started = event_of_turn(&events, EventType::TurnStarted, &t2).expect("turn:started");
+    let new_pid = running_pids(&events)
         .into_iter()
-        .filter(|e| seq(e) > seq(&crashed))
-        .find_map(|e| e["data"]["pid"].as_u64())
+        .filter(|(e, _)| e.seq > crashed.seq)
+        .find_map(|(_, pid)| pid)
         .unwrap_or_else(|| panic!("{provider}: no provider:status running after the crash"));
-    assert_ne!(new_pid as u32, pid, "{provider}: the agent was not restarted");
-    assert!(seq(started) > seq(&crashed));
-    let text = turn_text(&events, &t2, Some("text"));
+    assert_ne!(new_pid, pid, "{provider}: the agent was not restarted");
+    assert!(started.seq > crashed.seq);
+    let text = turn_text(&events, &t2, Some(ChunkKind::Text));
     assert!(text.contains("echo: hello again"), "{provider}: {text:?}");
 }
 
@@ -764,40 +802,41 @@ pub async fn agent_crash_fails_the_turn_and_restarts(provider: &'static str) {
 pub async fn daemon_restart_resumes_the_conversation(provider: &'static str) {
     let mut rig = Rig::start(provider);
     let work = rig.workdir("work");
-    let s = rig.new_session(&work, "plan-only").await;
+    let s = rig.new_session(&work, Policy::PlanOnly).await;
     let t1 = rig.start_turn(&s, "remember the word pelican").await;
     rig.wait_turn_completed(&s, &t1).await;
     let events = rig.daemon().events(Some(&s), 0).await;
-    let bound = provider_statuses(&events, "bound")
-        .last()
-        .map(|e| e["data"]["binding"].clone())
+    let bound = bindings(&events)
+        .pop()
+        .map(|(_, binding, _)| binding)
         .unwrap_or_else(|| panic!("{provider}: no provider:status bound before the restart"));
-    let old_pid = provider_statuses(&events, "running").last().and_then(|e| e["data"]["pid"].as_u64());
-    let old_agent = old_pid.and_then(|pid| read_proc(pid as u32));
+    let old_pid = running_pids(&events).last().and_then(|(_, pid)| *pid);
+    let old_agent = old_pid.and_then(read_proc);
     // A turn under way when the daemon dies cannot be picked up mid-way by
     // a real agent: it must end failed, not be prompted again.
     let cut = rig.start_turn(&s, "SLOW").await;
     rig.wait_for(&s, "the first chunk of the turn to be cut", TURN_LIMIT, |events| {
-        (!turn_text(events, &cut, Some("text")).is_empty()).then_some(())
+        (!turn_text(events, &cut, Some(ChunkKind::Text)).is_empty()).then_some(())
     })
     .await;
-    let head = rig.daemon().events(Some(&s), 0).await.last().map(seq).unwrap_or(0);
+    let head = rig.daemon().events(Some(&s), 0).await.last().map(|e| e.seq).unwrap_or(0);
     let requests_before = rig.model.requests().await.len();
 
     rig.restart_daemon();
 
     let ended = rig.wait_turn_end(&s, &cut).await;
-    assert_eq!(ended["status"], "failed", "{provider}: the cut turn: {ended}");
-    let reason = ended["reason"].as_str().unwrap_or("");
+    assert_eq!(ended.status, TurnStatus::Failed, "{provider}: the cut turn: {ended:?}");
+    let reason = ended.reason.as_deref().unwrap_or("");
     assert!(reason.contains("cannot resume"), "{provider}: the cut turn's reason: {reason}");
     let t2 = rig.start_turn(&s, "which word?").await;
     rig.wait_turn_completed(&s, &t2).await;
     let events = rig.daemon().events(Some(&s), head).await;
-    let rebound = provider_statuses(&events, "bound");
-    let rebound = rebound.last().unwrap_or_else(|| panic!("{provider}: no provider:status bound after the restart"));
-    assert_eq!(rebound["data"]["resumed"], true, "{provider}: {rebound}");
-    assert_eq!(rebound["data"]["binding"], bound, "{provider}: a different agent session after the restart");
-    let text = turn_text(&rig.daemon().events(Some(&s), 0).await, &t2, Some("text"));
+    let rebound = bindings(&events);
+    let (rebound, binding, resumed) =
+        rebound.last().unwrap_or_else(|| panic!("{provider}: no provider:status bound after the restart"));
+    assert!(*resumed, "{provider}: {rebound:?}");
+    assert_eq!(*binding, bound, "{provider}: a different agent session after the restart");
+    let text = turn_text(&rig.daemon().events(Some(&s), 0).await, &t2, Some(ChunkKind::Text));
     assert!(text.contains("echo: which word?"), "{provider}: {text:?}");
 
     let requests = rig.model.requests().await;

@@ -4,14 +4,27 @@
 
 pub mod agents;
 
+use bosun_proto::query::{ApprovalsQuery, EventsQuery, NoQuery};
+use bosun_proto::{CreateSessionRequest, ErrorDetail, Health, SessionView, StartTurnRequest, StartTurnResponse};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
+
+// The wire types most tests speak in, so `use common::*` brings them.
+#[allow(unused_imports)]
+pub use bosun_proto::events::{StreamChunk, TurnCompleted};
+#[allow(unused_imports)]
+pub use bosun_proto::{
+    Action, ApprovalStatus, ApprovalView, ChunkKind, Control, DecidedBy, Decision, Envelope, EventData, EventType,
+    Policy, ServerFrame, TurnStatus,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bosun");
 
@@ -42,6 +55,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     pub options: Options,
     pub http: reqwest::Client,
+    /// The typed client, made at its first use (see [`Daemon::client`]).
+    client: std::sync::OnceLock<bosun_client::Client>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -118,7 +133,15 @@ impl Daemon {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        Daemon { child, url, data_dir: data_dir.to_path_buf(), options, http: test_client(), stderr }
+        Daemon {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            options,
+            http: test_client(),
+            client: std::sync::OnceLock::new(),
+            stderr,
+        }
     }
 
     /// The daemon's peak resident memory so far (`VmHWM`), in KiB.
@@ -180,45 +203,39 @@ impl Daemon {
     }
 
     /// The typed client (`bosun-client`), with the admin token when the
-    /// options say so.
+    /// options say so. Every ordinary call of the tests goes through it.
     pub fn client(&self) -> bosun_client::Client {
-        let token = self.options.admin_token.then(|| {
-            std::fs::read_to_string(self.data_dir.join("admin.token")).expect("read admin.token").trim().to_string()
-        });
-        bosun_client::Client::new(&self.url, "bosun-test").expect("a client of the test daemon").with_token(token)
+        self.client
+            .get_or_init(|| {
+                let token = self.options.admin_token.then(|| self.admin_token());
+                bosun_client::Client::new(&self.url, "bosun-test")
+                    .expect("a client of the test daemon")
+                    .with_token(token)
+            })
+            .clone()
     }
 
-    /// All stored events of a session after `since`, typed.
-    pub async fn typed_events(&self, session: &str, since: u64) -> Vec<bosun_proto::Envelope> {
-        let query = bosun_proto::EventsQuery { since, session: Some(session.into()), ..Default::default() };
-        self.client().all_events(&query).await.expect("GET /api/v1/events")
-    }
-
-    /// Polls until the turn's `turn:completed` is stored; its payload.
-    pub async fn turn_completed(&self, session: &str, turn: &str) -> bosun_proto::events::TurnCompleted {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            for env in self.typed_events(session, 0).await {
-                if let bosun_proto::EventData::TurnCompleted(done) = env.payload().expect("a known event") {
-                    if done.turn_id.as_str() == turn {
-                        return done;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "turn {turn} of {session} never completed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// The daemon's admin credential (`<data_dir>/admin.token`).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token")).expect("read admin.token").trim().to_string()
     }
 
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.url.replacen("http://", "ws://", 1))
     }
 
+    // ---- Raw HTTP: for tests that deliberately send what the typed client
+    // cannot (bad input, unknown fields, wrong methods) or that assert the
+    // exact wire JSON, HTTP status or error body at the boundary. Ordinary
+    // flows use [`Daemon::client`] and the typed helpers below.
+
+    /// A raw request: the status and the body as JSON (`Null` when empty, a
+    /// string when not JSON). For the boundary only: bad input on purpose,
+    /// or a check of the exact status, wire JSON or error body.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.url, path));
         if self.options.admin_token {
-            let token = std::fs::read_to_string(self.data_dir.join("admin.token")).expect("read admin.token");
-            req = req.bearer_auth(token.trim());
+            req = req.bearer_auth(self.admin_token());
         }
         if let Some(body) = body {
             req = req.json(&body);
@@ -231,55 +248,87 @@ impl Daemon {
         (status, value)
     }
 
+    /// A raw GET (see [`Daemon::request`]: for the boundary only).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.request(reqwest::Method::GET, path, None).await
     }
 
+    /// A raw POST (see [`Daemon::request`]: for the boundary only).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.request(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// A raw GET that must answer 200, as JSON: for what is checked exactly
+    /// as the daemon sends it (the OpenAPI document, the events schema, the
+    /// envelope's own fields).
     pub async fn ok_get(&self, path: &str) -> Value {
         let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
-    pub async fn new_session(&self, cwd: &Path, policy: &str) -> String {
-        let (status, body) =
-            self.post("/api/v1/sessions", json!({"provider":"demo","cwd":cwd,"title":"test","policy":policy})).await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().expect("id").to_string()
+    // ---- Typed calls, through bosun-client
+
+    /// POSTs a typed body through the client, insists on the status the API
+    /// documents for it (201 for a creation, 202 for a turn), and parses the
+    /// answer.
+    async fn post_expecting<B: Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        want: u16,
+        timeout: Duration,
+    ) -> T {
+        let shown = format!("POST /{}", segments.join("/"));
+        let answer = self
+            .client()
+            .request(reqwest::Method::POST, segments, None::<&NoQuery>, Some(body), timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{shown}: {e}"));
+        assert_eq!(answer.status, want, "{shown}: {}", answer.text);
+        answer.parse(&shown).unwrap_or_else(|e| panic!("{e}: {}", answer.text))
     }
 
+    /// Creates a session (which must answer 201) and returns it.
+    pub async fn create_session(&self, req: &CreateSessionRequest) -> SessionView {
+        // A workspace may need a clone first: the client's long timeout.
+        let timeout = Duration::from_secs(if req.workspace.is_some() { 400 } else { 30 });
+        self.post_expecting(&["api", "v1", "sessions"], req, 201, timeout).await
+    }
+
+    /// A demo session in `cwd` under `policy`; its id.
+    pub async fn new_session(&self, cwd: &Path, policy: Policy) -> String {
+        let req = CreateSessionRequest {
+            provider: "demo".into(),
+            cwd: Some(path_string(cwd)),
+            title: Some("test".into()),
+            policy: Some(policy),
+            ..Default::default()
+        };
+        self.create_session(&req).await.id.into_string()
+    }
+
+    /// Starts a turn (which must answer 202); its id.
     pub async fn start_turn(&self, session: &str, text: &str) -> String {
-        let (status, body) = self.post(&format!("/api/v1/sessions/{session}/turns"), json!({"text": text})).await;
-        assert_eq!(status, 202, "{body}");
-        body["turn_id"].as_str().expect("turn_id").to_string()
+        let body = StartTurnRequest { text: text.to_string() };
+        let segments = ["api", "v1", "sessions", session, "turns"];
+        let started: StartTurnResponse = self.post_expecting(&segments, &body, 202, Duration::from_secs(30)).await;
+        started.turn_id.into_string()
     }
 
     /// All stored events with seq > since for a session (or all), paging.
-    pub async fn events(&self, session: Option<&str>, since: u64) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut since = since;
-        loop {
-            let path = match session {
-                Some(s) => format!("/api/v1/events?since={since}&session={s}&limit=1000"),
-                None => format!("/api/v1/events?since={since}&limit=1000"),
-            };
-            let page = self.ok_get(&path).await;
-            let events = page["events"].as_array().expect("events").clone();
-            let n = events.len();
-            out.extend(events);
-            since = page["next"].as_u64().expect("next");
-            if n < 1000 {
-                return out;
-            }
-        }
+    pub async fn events(&self, session: Option<&str>, since: u64) -> Vec<Envelope> {
+        let query = EventsQuery { since, session: session.map(str::to_string), topic: None, limit: Some(1000) };
+        self.client().all_events(&query).await.expect("GET /api/v1/events")
+    }
+
+    /// All stored events of a session after `since`.
+    pub async fn typed_events(&self, session: &str, since: u64) -> Vec<Envelope> {
+        self.events(Some(session), since).await
     }
 
     /// Polls until `pred` holds for the session's event list, or panics.
-    pub async fn wait_events(&self, session: &str, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub async fn wait_events(&self, session: &str, what: &str, pred: impl Fn(&[Envelope]) -> bool) -> Vec<Envelope> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let events = self.events(Some(session), 0).await;
@@ -293,35 +342,57 @@ impl Daemon {
         }
     }
 
-    pub async fn wait_turn_end(&self, session: &str, turn: &str) -> Value {
+    /// Polls until the turn's `turn:completed` is stored; its payload.
+    pub async fn wait_turn_end(&self, session: &str, turn: &str) -> TurnCompleted {
         let events =
             self.wait_events(session, "turn:completed", |evs| evs.iter().any(|e| is_turn_completed(e, turn))).await;
-        events.into_iter().find(|e| is_turn_completed(e, turn)).expect("turn:completed")
+        turn_completed(&events, turn).expect("turn:completed")
     }
 
-    pub async fn wait_pending_approval(&self, session: &str) -> Value {
+    /// The session's first pending approval, once there is one.
+    pub async fn wait_pending_approval(&self, session: &str) -> ApprovalView {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let query = ApprovalsQuery { status: Some("pending".into()), session: Some(session.into()) };
         loop {
-            let body = self.ok_get(&format!("/api/v1/approvals?status=pending&session={session}")).await;
-            if let Some(a) = body["approvals"].as_array().and_then(|a| a.first()) {
-                return a.clone();
+            let list = self.client().approvals(&query).await.expect("GET /api/v1/approvals");
+            if let Some(a) = list.approvals.into_iter().next() {
+                return a;
             }
             assert!(Instant::now() < deadline, "no pending approval for {session}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub async fn wait_health(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    /// Decides an approval, which must succeed; the approval as it is now.
+    pub async fn decide(&self, approval: &str, decision: Decision) -> ApprovalView {
+        self.client().decide(approval, decision).await.unwrap_or_else(|e| panic!("{decision} {approval}: {e}"))
+    }
+
+    /// Interrupts a turn, which must be accepted.
+    pub async fn interrupt(&self, session: &str, turn: &str) {
+        let answer = self.client().interrupt(session, turn).await.unwrap_or_else(|e| panic!("interrupt {turn}: {e}"));
+        assert!(answer.interrupting && answer.turn_id == turn, "{answer:?}");
+    }
+
+    /// Polls `/health` until `pred` holds (a daemon that does not answer, or
+    /// answers an error, has not matched yet).
+    pub async fn wait_health(&self, pred: impl Fn(&Health) -> bool) -> Health {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, body) = self.get("/health").await;
-            if status == 200 && pred(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "health never matched: {body}");
+            let last = match self.client().health().await {
+                Ok(health) if pred(&health) => return health,
+                Ok(health) => format!("{health:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "health never matched: {last}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A path as the API takes it.
+pub fn path_string(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_string()
 }
 
 /// A client like the CLI: every request says it is one of ours
@@ -394,6 +465,12 @@ impl Daemon {
                     "an event does not match docs/api/events.schema.json: {}\nevent: {event}",
                     errors.join("; ")
                 );
+                // And what a client reads it as: the envelope and its type's struct.
+                let envelope: Envelope = serde_json::from_value(event.clone())
+                    .unwrap_or_else(|e| panic!("an event does not read as an Envelope: {e}\nevent: {event}"));
+                if let Err(e) = envelope.payload() {
+                    panic!("an event's data does not read as its type's struct: {e}\nevent: {event}");
+                }
             }
             since = page["next"].as_u64().expect("next");
             if events.len() < 10000 {
@@ -403,29 +480,106 @@ impl Daemon {
     }
 }
 
-pub fn is_turn_completed(e: &Value, turn: &str) -> bool {
-    e["type"] == "turn:completed" && e["data"]["turn_id"] == turn
+/// The event's data as its type's struct; panics naming the event if it
+/// does not read (the schema check of every event would fail too).
+pub fn payload(e: &Envelope) -> EventData {
+    e.payload().unwrap_or_else(|err| panic!("event {} ({}) does not read as its type: {err}: {e:?}", e.seq, e.kind))
+}
+
+/// Every event's payload, in order.
+pub fn payloads(events: &[Envelope]) -> Vec<EventData> {
+    events.iter().map(payload).collect()
+}
+
+/// The events of one type.
+pub fn of_kind(events: &[Envelope], kind: EventType) -> Vec<&Envelope> {
+    events.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// The payloads of the events of one `EventData` variant, in order, with
+/// the envelope of each: `events_of!(&events, CommandRan)` is a
+/// `Vec<(&Envelope, CommandRan)>`.
+macro_rules! events_of {
+    ($events:expr, $variant:ident) => {
+        $events
+            .iter()
+            .filter(|e| e.kind == bosun_proto::EventType::$variant)
+            .map(|e| match $crate::common::payload(e) {
+                bosun_proto::EventData::$variant(data) => (e, data),
+                other => unreachable!("a {} event read as {other:?}", e.kind),
+            })
+            .collect::<Vec<_>>()
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use events_of;
+
+/// The payloads of one `EventData` variant, in order, without their
+/// envelopes: `datas_of!(&events, ActorRestarted)` is a `Vec<ActorRestarted>`.
+macro_rules! datas_of {
+    ($events:expr, $variant:ident) => {
+        $crate::common::events_of!($events, $variant).into_iter().map(|(_, data)| data).collect::<Vec<_>>()
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use datas_of;
+
+/// One event's payload as the variant it must be: `data_of!(e, ApprovalResolved)`.
+macro_rules! data_of {
+    ($event:expr, $variant:ident) => {
+        match $crate::common::payload($event) {
+            bosun_proto::EventData::$variant(data) => data,
+            other => panic!("expected a {} event, got {other:?}", stringify!($variant)),
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use data_of;
+
+/// The turn an event is about, if it is about one (approval events carry it
+/// in their approval).
+pub fn turn_of(e: &Envelope) -> Option<String> {
+    payload(e).turn_id().map(|t| t.as_str().to_string())
+}
+
+/// The first event of this type about this turn.
+pub fn event_of_turn<'a>(events: &'a [Envelope], kind: EventType, turn: &str) -> Option<&'a Envelope> {
+    events.iter().find(|e| e.kind == kind && turn_of(e).as_deref() == Some(turn))
+}
+
+pub fn is_turn_completed(e: &Envelope, turn: &str) -> bool {
+    e.kind == EventType::TurnCompleted && matches!(payload(e), EventData::TurnCompleted(done) if done.turn_id == turn)
+}
+
+/// The turn's `turn:completed`, if it is among `events`.
+pub fn turn_completed(events: &[Envelope], turn: &str) -> Option<TurnCompleted> {
+    datas_of!(events, TurnCompleted).into_iter().find(|done| done.turn_id == turn)
+}
+
+/// A turn's stream chunks, in order.
+pub fn chunks(events: &[Envelope], turn: &str) -> Vec<StreamChunk> {
+    datas_of!(events, StreamChunk).into_iter().filter(|c| c.turn_id == turn).collect()
 }
 
 /// The text of a turn's stream chunks, in index order, checking indexes run 0.. without gap or duplicate.
-pub fn turn_text(events: &[Value], turn: &str, kind: Option<&str>) -> String {
-    let chunks: Vec<&Value> =
-        events.iter().filter(|e| e["type"] == "stream:chunk" && e["data"]["turn_id"] == turn).collect();
+pub fn turn_text(events: &[Envelope], turn: &str, kind: Option<ChunkKind>) -> String {
+    let chunks = chunks(events, turn);
     for (i, c) in chunks.iter().enumerate() {
-        assert_eq!(c["data"]["index"].as_u64(), Some(i as u64), "chunk indexes must run 0.. without gap: {c}");
+        assert_eq!(c.index, i as u64, "chunk indexes must run 0.. without gap: {c:?}");
     }
-    chunks
-        .iter()
-        .filter(|c| kind.is_none_or(|k| c["data"]["kind"] == k))
-        .map(|c| c["data"]["text"].as_str().unwrap_or(""))
-        .collect()
+    chunks.iter().filter(|c| kind.is_none_or(|k| c.kind == k)).map(|c| c.text.as_str()).collect()
 }
 
 /// Seqs must be strictly increasing.
-pub fn assert_increasing(events: &[Value]) {
+pub fn assert_increasing(events: &[Envelope]) {
     for w in events.windows(2) {
-        assert!(w[0]["seq"].as_u64() < w[1]["seq"].as_u64(), "seq not increasing: {} then {}", w[0], w[1]);
+        assert!(w[0].seq < w[1].seq, "seq not increasing: {:?} then {:?}", w[0], w[1]);
     }
+}
+
+/// The seqs of these events, in order.
+pub fn seqs(events: &[Envelope]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -435,11 +589,13 @@ pub async fn ws_connect(daemon: &Daemon) -> Ws {
     ws
 }
 
+/// Sends a frame as JSON: raw, so a test can send what no `ClientOp` is.
 pub async fn ws_send(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.expect("ws send");
 }
 
-/// The next JSON frame (skipping pings), or None on timeout.
+/// The next frame as raw JSON (skipping pings; a binary frame is read as
+/// MessagePack), or None on timeout or close: for tests of the wire itself.
 pub async fn ws_next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -454,12 +610,42 @@ pub async fn ws_next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     }
 }
 
-/// Subscribes and returns the `subscribed` answer.
-pub async fn ws_subscribe(ws: &mut Ws, topics: &[&str], since: u64) -> Value {
-    ws_send(ws, json!({"op":"subscribe","topics":topics,"since":since})).await;
-    let ack = ws_next(ws, Duration::from_secs(10)).await.expect("subscribed");
-    assert_eq!(ack["op"], "subscribed", "{ack}");
-    ack
+/// The next frame, typed, or None on timeout or close.
+pub async fn ws_next_frame(ws: &mut Ws, timeout: Duration) -> Option<ServerFrame> {
+    let frame = ws_next(ws, timeout).await?;
+    Some(serde_json::from_value(frame.clone()).unwrap_or_else(|e| panic!("not a server frame ({e}): {frame}")))
+}
+
+/// The next event frame, skipping control frames other than errors (an
+/// error frame fails the test), or None on timeout or close.
+pub async fn ws_next_event(ws: &mut Ws, timeout: Duration) -> Option<Envelope> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ws_next_frame(ws, left).await? {
+            ServerFrame::Event(e) => return Some(e),
+            ServerFrame::Control(Control::Error { error }) => panic!("an error frame among the events: {error:?}"),
+            ServerFrame::Control(_) => continue,
+        }
+    }
+}
+
+/// The next frame, which must be an error frame; its error.
+pub async fn ws_error(ws: &mut Ws, timeout: Duration) -> ErrorDetail {
+    match ws_next_frame(ws, timeout).await {
+        Some(ServerFrame::Control(Control::Error { error })) => error,
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+/// Subscribes and returns the `subscribed` answer's head.
+pub async fn ws_subscribe(ws: &mut Ws, topics: &[&str], since: u64) -> u64 {
+    let op = bosun_proto::ClientOp::Subscribe { topics: topics.iter().map(|t| t.to_string()).collect(), since };
+    ws.send(Message::text(serde_json::to_string(&op).expect("a subscribe op"))).await.expect("ws send");
+    match ws_next_frame(ws, Duration::from_secs(10)).await {
+        Some(ServerFrame::Control(Control::Subscribed { head, .. })) => head,
+        other => panic!("expected subscribed, got {other:?}"),
+    }
 }
 
 /// Runs the CLI against `d` with an empty HOME, so only `--data-dir` can
