@@ -5,7 +5,7 @@
 
 use super::{note, render, Client, CommonArgs};
 use anyhow::Context as _;
-use bosun_proto::{DeviceList, Pairing, TotpRequest, TotpStatus};
+use bosun_proto::TotpRequest;
 use serde_json::json;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -101,9 +101,8 @@ fn qr(text: &str) -> anyhow::Result<String> {
 }
 
 pub async fn pair(client: &Client, args: PairArgs) -> anyhow::Result<i32> {
-    let answer = client.server.post(&["auth", "pairing"], Some(&json!({}))).await?;
-    let pairing: Pairing = answer.parse("the pairing code")?;
-    let base = args.url.as_deref().unwrap_or(client.server.base()).trim_end_matches('/').to_string();
+    let pairing = client.api.create_pairing().await?;
+    let base = args.url.as_deref().unwrap_or(client.api.base()).trim_end_matches('/').to_string();
     let url = format!("{base}/#pair={}", pairing.code);
     if client.json {
         outln!("{}", json!({"code": pairing.code, "url": url, "expires_at": pairing.expires_at}))?;
@@ -123,12 +122,11 @@ pub async fn pair(client: &Client, args: PairArgs) -> anyhow::Result<i32> {
 pub async fn devices(client: &Client, args: DevicesArgs) -> anyhow::Result<i32> {
     match args.command {
         DevicesCommand::Ls => {
-            let answer = client.server.get(&["auth", "devices"], &[]).await?;
+            let list = client.api.devices().await?;
             if client.json {
-                client.print_raw(&answer)?;
+                client.print_json(&list)?;
                 return Ok(0);
             }
-            let list: DeviceList = answer.parse("the devices")?;
             if list.devices.is_empty() {
                 note("no paired devices; pair one with: bosun pair");
                 return Ok(0);
@@ -142,9 +140,9 @@ pub async fn devices(client: &Client, args: DevicesArgs) -> anyhow::Result<i32> 
             Ok(0)
         }
         DevicesCommand::Revoke { id } => {
-            let answer = client.server.delete(&["auth", "devices", &id]).await?;
+            let revoked = client.api.revoke_device(&id).await?;
             if client.json {
-                client.print_raw(&answer)?;
+                client.print_json(&revoked)?;
             } else {
                 note(&format!("revoked device {id}"));
             }
@@ -154,18 +152,15 @@ pub async fn devices(client: &Client, args: DevicesArgs) -> anyhow::Result<i32> 
 }
 
 pub async fn totp(client: &Client, args: TotpArgs) -> anyhow::Result<i32> {
-    let answer = match args.command {
-        TotpCommand::Enable { .. } => {
-            client.server.post(&["auth", "totp"], Some(&TotpRequest { enabled: true })).await?
-        }
-        TotpCommand::Disable => client.server.post(&["auth", "totp"], Some(&TotpRequest { enabled: false })).await?,
-        TotpCommand::Status => client.server.get(&["auth", "totp"], &[]).await?,
+    let status = match args.command {
+        TotpCommand::Enable { .. } => client.api.set_totp(&TotpRequest { enabled: true }).await?,
+        TotpCommand::Disable => client.api.set_totp(&TotpRequest { enabled: false }).await?,
+        TotpCommand::Status => client.api.totp().await?,
     };
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&status)?;
         return Ok(0);
     }
-    let status: TotpStatus = answer.parse("the TOTP state")?;
     match (args.command, status.otpauth_url.as_deref()) {
         (TotpCommand::Enable { no_qr }, Some(url)) => {
             outln!("{url}")?;

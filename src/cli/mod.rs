@@ -1,9 +1,10 @@
 //! The command-line client: `bosun session|send|approve|interrupt|events|status`.
 //!
 //! Each subcommand is one function that talks to the daemon at `--server`
-//! (or `BOSUN_URL`) through [`http::Server`] and, for live output, through the
-//! WebSocket with [`stream::EventStream`]. With `--json` the daemon's answers
-//! are printed as they came, one document per line for streams.
+//! (or `BOSUN_URL`) through the typed `bosun-client`: its endpoint calls, and
+//! for live output its WebSocket `Follower`. With `--json` the answer is
+//! printed as JSON, one document per line for streams (a live event as the
+//! frame the daemon sent).
 //!
 //! Exit codes: 0 success; 1 an error (the daemon's or ours, printed as
 //! `error: ...` on stderr); 2 a usage error (clap); for `send --wait` the end
@@ -12,20 +13,19 @@
 //! command's exit code, as `ssh` does.
 
 mod devices;
-mod http;
 mod render;
-mod stream;
 
 use anyhow::{bail, Context as _};
+use bosun_client::{Follower, FollowerConfig};
 use bosun_proto::*;
-use http::{Answer, Server};
 use render::{color_stderr, color_stdout, dim};
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use stream::EventStream;
 
 const DEFAULT_URL: &str = "http://127.0.0.1:7878";
+const CLIENT_NAME: &str = concat!("bosun-cli/", env!("CARGO_PKG_VERSION"));
 /// Events asked for per `GET /api/v1/events` page.
 const EVENTS_PAGE: usize = 1000;
 /// After `session:closed`, how long `send --wait` still waits for the
@@ -48,7 +48,7 @@ pub struct CommonArgs {
     /// The daemon's URL.
     #[arg(long, value_name = "URL", env = "BOSUN_URL", default_value = DEFAULT_URL, global = true)]
     server: String,
-    /// Print the daemon's JSON answers as they are (one document per line for streams).
+    /// Print the answers as JSON, one document per line (a live event as the daemon sent it).
     #[arg(long, global = true)]
     json: bool,
     /// The daemon's data dir, whose admin.token (readable only by its owner)
@@ -343,7 +343,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
 
 /// What every subcommand needs: the daemon and the output mode.
 struct Client {
-    server: Server,
+    api: bosun_client::Client,
     json: bool,
     /// Appended to the commands we suggest (`bosun approve ...`), so they
     /// reach the same daemon when it is not the default one.
@@ -374,29 +374,32 @@ impl Client {
     }
 
     fn with_token(common: &CommonArgs, token: Option<String>) -> anyhow::Result<Client> {
-        let server = Server::new(&common.server)?.with_token(token);
+        let api = bosun_client::Client::new(&common.server, CLIENT_NAME)?.with_token(token);
         let from_env = std::env::var("BOSUN_URL").ok();
         let server_hint = if common.server == DEFAULT_URL || from_env.as_deref() == Some(common.server.as_str()) {
             String::new()
         } else {
             format!(" --server {}", common.server)
         };
-        Ok(Client { server, json: common.json, server_hint })
+        Ok(Client { api, json: common.json, server_hint })
     }
 
-    /// Prints an answer as the daemon sent it, on one line.
-    fn print_raw(&self, answer: &Answer) -> anyhow::Result<()> {
-        outln!("{}", answer.text.trim_end())
+    /// Prints an answer as one line of JSON (`--json`).
+    fn print_json<T: serde::Serialize>(&self, answer: &T) -> anyhow::Result<()> {
+        outln!("{}", serde_json::to_string(answer).context("encoding the answer as JSON")?)
+    }
+
+    /// Follows `topics` from `since`; the follower's notices (reconnecting,
+    /// a frame from a newer daemon) go to stderr.
+    async fn follow(&self, topics: Vec<String>, since: u64) -> anyhow::Result<Follower> {
+        let config = FollowerConfig { notices: Some(Arc::new(|text: &str| note(text))), ..Default::default() };
+        Ok(Follower::open(self.api.clone(), topics, since, config).await?)
     }
 }
 
 /// A dim line on stderr: progress and hints that are not the output proper.
 fn note(text: &str) {
     eprintln!("{}", dim(color_stderr(), text));
-}
-
-fn session_path(id: &str) -> [&str; 4] {
-    ["api", "v1", "sessions", id]
 }
 
 async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i32> {
@@ -436,18 +439,12 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
         sandbox: args.sandbox.into(),
         network: args.network,
     };
-    // A workspace may need a clone first; the daemon waits for it as long.
-    let timeout = if body.workspace.is_some() {
-        bosun_workspace::NETWORK_TIMEOUT + Duration::from_secs(90)
-    } else {
-        Duration::from_secs(30)
-    };
-    let answer = client.server.post_within(&["api", "v1", "sessions"], Some(&body), timeout).await?;
+    // A workspace may need a clone first: the client waits for it.
+    let s = client.api.create_session(&body).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&s)?;
         return Ok(0);
     }
-    let s: SessionView = answer.parse("the new session")?;
     // The id alone on stdout, so `id=$(bosun session new)` works.
     outln!("{}", s.id)?;
     note(&format!("created session {} {:?} ({}, {}) in {}", s.id, s.title, s.provider, s.policy, s.cwd));
@@ -455,12 +452,11 @@ async fn session_new(client: &Client, args: NewSessionArgs) -> anyhow::Result<i3
 }
 
 async fn session_ls(client: &Client) -> anyhow::Result<i32> {
-    let answer = client.server.get(&["api", "v1", "sessions"], &[]).await?;
+    let list = client.api.sessions(&ListSessionsQuery::default()).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&list)?;
         return Ok(0);
     }
-    let list: SessionList = answer.parse("the sessions")?;
     if list.sessions.is_empty() {
         note("no sessions; create one with: bosun session new");
         return Ok(0);
@@ -484,12 +480,11 @@ async fn session_ls(client: &Client) -> anyhow::Result<i32> {
 }
 
 async fn session_show(client: &Client, id: &str) -> anyhow::Result<i32> {
-    let answer = client.server.get(&session_path(id), &[]).await?;
+    let detail = client.api.session(id).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&detail)?;
         return Ok(0);
     }
-    let detail: SessionDetail = answer.parse("the session")?;
     let s = &detail.session;
     let bold = color_stdout();
     outln!("{}  {}", render::bold(bold, s.id.as_str()), s.title)?;
@@ -553,21 +548,20 @@ async fn session_set(client: &Client, args: SetSessionArgs) -> anyhow::Result<i3
         None
     };
     let patch = PatchSessionRequest { title: c.title, draft: None, policy: c.policy.map(Policy::from), archived };
-    let answer = client.server.patch(&session_path(&args.id), &patch).await?;
+    let s = client.api.patch_session(&args.id, &patch).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&s)?;
         return Ok(0);
     }
-    let s: SessionView = answer.parse("the session")?;
     outln!("session {} {:?}: {}, policy {}", s.id, s.title, s.status, s.policy)?;
     Ok(0)
 }
 
 async fn session_rm(client: &Client, id: &str, keep_worktree: bool) -> anyhow::Result<i32> {
     let worktree = if keep_worktree { "keep" } else { "remove" };
-    let answer = client.server.delete_with(&session_path(id), &[("worktree", worktree.to_string())]).await?;
+    let deleted = client.api.delete_session(id, &DeleteSessionQuery { worktree: Some(worktree.to_string()) }).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&deleted)?;
     } else {
         outln!("deleted session {id}")?;
     }
@@ -585,14 +579,13 @@ fn message_text(words: &[String]) -> anyhow::Result<String> {
 }
 
 async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
-    let body = StartTurnRequest { text: message_text(&args.text)? };
-    let turns = ["api", "v1", "sessions", args.session.as_str(), "turns"];
+    let text = message_text(&args.text)?;
     if !args.wait {
-        let answer = client.server.post(&turns, Some(&body)).await?;
+        let started = client.api.start_turn(&args.session, &text).await?;
         if client.json {
-            client.print_raw(&answer)?;
+            client.print_json(&started)?;
         } else {
-            outln!("{}", answer.parse::<StartTurnResponse>("the new turn")?.turn_id)?;
+            outln!("{}", started.turn_id)?;
         }
         return Ok(0);
     }
@@ -601,11 +594,9 @@ async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
     // the daemon replays everything after it, so even the first chunks,
     // emitted before the subscription is live, are not missed. Subscribing
     // before the POST also means no turn is started that we cannot watch.
-    let health: Health = client.server.get(&["health"], &[]).await?.parse("the daemon's health")?;
-    let mut events =
-        EventStream::open(&client.server, vec![Topic::session(&args.session).to_string()], health.head_seq).await?;
-    let answer = client.server.post(&turns, Some(&body)).await?;
-    let turn_id = answer.parse::<StartTurnResponse>("the new turn")?.turn_id;
+    let health = client.api.health().await?;
+    let mut events = client.follow(vec![Topic::session(&args.session).to_string()], health.head_seq).await?;
+    let turn_id = client.api.start_turn(&args.session, &text).await?.turn_id;
 
     let mut reply = ReplyPrinter { mid_line: false, color: color_stdout(), server_hint: &client.server_hint };
     let ctrl_c = ctrl_c();
@@ -618,7 +609,7 @@ async fn send(client: &Client, args: SendArgs) -> anyhow::Result<i32> {
                 None => std::future::pending().await,
             }
         };
-        let (env, frame) = tokio::select! {
+        let bosun_client::Followed { envelope: env, frame, .. } = tokio::select! {
             next = events.next() => next?,
             () = &mut ctrl_c => {
                 reply.finish_line()?;
@@ -780,12 +771,11 @@ impl ReplyPrinter<'_> {
 }
 
 async fn approve(client: &Client, id: &str, decision: Decision) -> anyhow::Result<i32> {
-    let answer = client.server.post(&["api", "v1", "approvals", id], Some(&DecisionRequest { decision })).await?;
+    let a = client.api.decide(id, decision).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&a)?;
         return Ok(0);
     }
-    let a: ApprovalView = answer.parse("the approval")?;
     outln!("approval {} {}: {}", a.id, a.status, a.action.describe())?;
     Ok(0)
 }
@@ -794,16 +784,13 @@ async fn interrupt(client: &Client, session: &str) -> anyhow::Result<i32> {
     // Interrupting names a turn; the user names the session, so look up
     // which turn is active. Should it end meanwhile, the daemon answers
     // `conflict`, which is reported like any error.
-    let s: SessionView = client.server.get(&session_path(session), &[]).await?.parse("the session")?;
+    let s = client.api.session(session).await?.session;
     let Some(turn) = s.active_turn else {
         bail!("session {session} has no active turn (it is {})", s.status);
     };
-    let answer = client
-        .server
-        .post(&["api", "v1", "sessions", session, "turns", turn.as_str(), "interrupt"], None::<&()>)
-        .await?;
+    let interrupting = client.api.interrupt(session, turn.as_str()).await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&interrupting)?;
     } else {
         outln!("interrupting turn {turn} of session {session}")?;
     }
@@ -820,19 +807,11 @@ async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<i32> {
     };
 
     // The backlog, page by page: `next` is where the following page starts.
-    let mut query = vec![("limit", EVENTS_PAGE.to_string())];
-    if let Some(session) = &args.session {
-        query.push(("session", session.clone()));
-    }
-    if let Some(topic) = &args.topic {
-        query.push(("topic", topic.clone()));
-    }
     let mut since = args.since;
     loop {
-        let mut page_query = query.clone();
-        page_query.push(("since", since.to_string()));
-        let page: EventsPage =
-            client.server.get(&["api", "v1", "events"], &page_query).await?.parse("a page of events")?;
+        let query =
+            EventsQuery { since, session: args.session.clone(), topic: args.topic.clone(), limit: Some(EVENTS_PAGE) };
+        let page = client.api.events(&query).await?;
         for env in &page.events {
             print(env, None)?;
         }
@@ -854,14 +833,14 @@ async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<i32> {
         (None, Some(topic)) => vec![topic],
         (None, None) => vec!["*".to_string()],
     };
-    let mut stream = EventStream::open(&client.server, topics, since).await?;
+    let mut stream = client.follow(topics, since).await?;
     let ctrl_c = ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             next = stream.next() => {
-                let (env, frame) = next?;
-                print(&env, Some(&frame))?;
+                let followed = next?;
+                print(&followed.envelope, Some(&followed.frame))?;
             }
             () = &mut ctrl_c => return Ok(130),
         }
@@ -869,13 +848,12 @@ async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<i32> {
 }
 
 async fn status(client: &Client) -> anyhow::Result<i32> {
-    let answer = client.server.get(&["health"], &[]).await?;
+    let h = client.api.health().await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&h)?;
         return Ok(0);
     }
-    let h: Health = answer.parse("the daemon's health")?;
-    outln!("bosun {} at {}: {}", h.version, client.server.base(), h.status)?;
+    outln!("bosun {} at {}: {}", h.version, client.api.base(), h.status)?;
     outln!("  uptime    {}", render::duration(h.uptime_s))?;
     outln!("  head seq  {}", h.head_seq)?;
     outln!("  sessions  {}", h.sessions)?;
@@ -886,12 +864,11 @@ async fn status(client: &Client) -> anyhow::Result<i32> {
 }
 
 async fn providers(client: &Client) -> anyhow::Result<i32> {
-    let answer = client.server.get(&["api", "v1", "providers"], &[]).await?;
+    let list = client.api.providers().await?;
     if client.json {
-        client.print_raw(&answer)?;
+        client.print_json(&list)?;
         return Ok(0);
     }
-    let list: ProviderList = answer.parse("the provider list")?;
     let rows: Vec<Vec<String>> = list
         .providers
         .iter()

@@ -4,7 +4,7 @@
 
 pub mod agents;
 
-use bosun_proto::query::{ApprovalsQuery, EventsQuery, NoQuery};
+use bosun_proto::query::{ApprovalsQuery, EventsQuery};
 use bosun_proto::{CreateSessionRequest, ErrorDetail, Health, SessionView, StartTurnRequest, StartTurnResponse};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
@@ -269,31 +269,19 @@ impl Daemon {
 
     // ---- Typed calls, through bosun-client
 
-    /// POSTs a typed body through the client, insists on the status the API
-    /// documents for it (201 for a creation, 202 for a turn), and parses the
-    /// answer.
-    async fn post_expecting<B: Serialize, T: DeserializeOwned>(
-        &self,
-        segments: &[&str],
-        body: &B,
-        want: u16,
-        timeout: Duration,
-    ) -> T {
-        let shown = format!("POST /{}", segments.join("/"));
-        let answer = self
-            .client()
-            .request(reqwest::Method::POST, segments, None::<&NoQuery>, Some(body), timeout)
-            .await
-            .unwrap_or_else(|e| panic!("{shown}: {e}"));
-        assert_eq!(answer.status, want, "{shown}: {}", answer.text);
-        answer.parse(&shown).unwrap_or_else(|e| panic!("{e}: {}", answer.text))
+    /// POSTs a typed body, insists on the status the API documents for it
+    /// (201 for a creation, 202 for a turn), and parses the answer as the
+    /// typed client would.
+    async fn post_expecting<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, want: u16) -> T {
+        let body = serde_json::to_value(body).expect("a request body encodes");
+        let (status, answer) = self.request(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, want, "POST {path}: {answer}");
+        serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("POST {path}: {e}: {answer}"))
     }
 
     /// Creates a session (which must answer 201) and returns it.
     pub async fn create_session(&self, req: &CreateSessionRequest) -> SessionView {
-        // A workspace may need a clone first: the client's long timeout.
-        let timeout = Duration::from_secs(if req.workspace.is_some() { 400 } else { 30 });
-        self.post_expecting(&["api", "v1", "sessions"], req, 201, timeout).await
+        self.post_expecting("/api/v1/sessions", req, 201).await
     }
 
     /// A demo session in `cwd` under `policy`; its id.
@@ -311,8 +299,8 @@ impl Daemon {
     /// Starts a turn (which must answer 202); its id.
     pub async fn start_turn(&self, session: &str, text: &str) -> String {
         let body = StartTurnRequest { text: text.to_string() };
-        let segments = ["api", "v1", "sessions", session, "turns"];
-        let started: StartTurnResponse = self.post_expecting(&segments, &body, 202, Duration::from_secs(30)).await;
+        let path = format!("/api/v1/sessions/{session}/turns");
+        let started: StartTurnResponse = self.post_expecting(&path, &body, 202).await;
         started.turn_id.into_string()
     }
 

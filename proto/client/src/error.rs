@@ -23,7 +23,7 @@ pub enum ClientError {
     )]
     NotBosun { request: String, status: u16, base: String, start: String },
     /// An answer this client does not understand (a daemon of another version).
-    #[error("reading {what} from the daemon's answer: {source}")]
+    #[error("the answer to {what} is not what this client expects: {source}")]
     Decode {
         what: String,
         #[source]

@@ -26,21 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(400);
 const CLIENT_HEADER: &str = "x-bosun-client";
 
-/// A successful answer, as the daemon sent it.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub text: String,
-}
-
-impl Answer {
-    /// Parses the answer; `what` names it in the error if the daemon sent
-    /// something this client does not understand.
-    pub fn parse<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
-        serde_json::from_str(&self.text).map_err(|source| ClientError::Decode { what: what.to_string(), source })
-    }
-}
-
 /// The daemon at one address, with the token it is reached with.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -108,67 +93,27 @@ impl Client {
         Ok(url)
     }
 
-    /// Sends a request and returns the answer's text if it succeeded; an
-    /// error answer becomes [`ClientError::Api`].
-    pub async fn request<Q: Serialize + ?Sized, B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: Option<&Q>,
-        body: Option<&B>,
-        timeout: Duration,
-    ) -> Result<Answer> {
+    /// A request to the endpoint at `segments`, sent by [`Call::send`].
+    fn call(&self, method: Method, segments: &[&str]) -> Call<'_> {
         let url = self.endpoint(segments);
         let shown = format!("{method} {}", url.path());
-        let mut request = self.http.request(method, url).timeout(timeout);
+        let mut request = self.http.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(query) = query {
-            request = request.query(query);
-        }
-        if let Some(body) = body {
-            // `.json` also sets `content-type: application/json`.
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| self.transport_error(e, &shown, timeout))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| ClientError::Transport {
-            context: format!("reading the answer to {shown}"),
-            message: e.to_string(),
-        })?;
-        if (200..300).contains(&status) {
-            return Ok(Answer { status, text });
-        }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
-            Err(_) => {
-                let start = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
-                Err(ClientError::NotBosun { request: shown, status, base: self.base().to_string(), start })
-            }
-        }
+        Call { client: self, shown, request, timeout: REQUEST_TIMEOUT }
     }
 
-    async fn call<T: DeserializeOwned, Q: Serialize, B: Serialize>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: Option<&Q>,
-        body: Option<&B>,
-    ) -> Result<T> {
-        self.call_within(method, segments, query, body, REQUEST_TIMEOUT).await
+    fn get(&self, segments: &[&str]) -> Call<'_> {
+        self.call(Method::GET, segments)
     }
 
-    async fn call_within<T: DeserializeOwned, Q: Serialize, B: Serialize>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: Option<&Q>,
-        body: Option<&B>,
-        timeout: Duration,
-    ) -> Result<T> {
-        let what = format!("{method} /{}", segments.join("/"));
-        self.request(method, segments, query, body, timeout).await?.parse(&what)
+    fn post(&self, segments: &[&str]) -> Call<'_> {
+        self.call(Method::POST, segments)
+    }
+
+    fn delete(&self, segments: &[&str]) -> Call<'_> {
+        self.call(Method::DELETE, segments)
     }
 
     fn transport_error(&self, e: reqwest::Error, shown: &str, timeout: Duration) -> ClientError {
@@ -198,64 +143,64 @@ impl Client {
     // ---- The endpoints (docs/PROTOCOL.md; GET /api/v1/openapi.json)
 
     pub async fn health(&self) -> Result<Health> {
-        self.call(Method::GET, &["health"], NONE, NONE).await
+        self.get(&["health"]).send().await
     }
 
     pub async fn sessions(&self, query: &ListSessionsQuery) -> Result<SessionList> {
-        self.call(Method::GET, &["api", "v1", "sessions"], Some(query), NONE).await
+        self.get(&["api", "v1", "sessions"]).query(query).send().await
     }
 
     /// A session with a workspace may need a clone first: this waits for it.
     pub async fn create_session(&self, req: &CreateSessionRequest) -> Result<SessionView> {
         let timeout = if req.workspace.is_some() { LONG_REQUEST_TIMEOUT } else { REQUEST_TIMEOUT };
-        self.call_within(Method::POST, &["api", "v1", "sessions"], NONE, Some(req), timeout).await
+        self.post(&["api", "v1", "sessions"]).json(req).within(timeout).send().await
     }
 
     pub async fn session(&self, id: &str) -> Result<SessionDetail> {
-        self.call(Method::GET, &["api", "v1", "sessions", id], NONE, NONE).await
+        self.get(&["api", "v1", "sessions", id]).send().await
     }
 
     pub async fn patch_session(&self, id: &str, patch: &PatchSessionRequest) -> Result<SessionView> {
-        self.call(Method::PATCH, &["api", "v1", "sessions", id], NONE, Some(patch)).await
+        self.call(Method::PATCH, &["api", "v1", "sessions", id]).json(patch).send().await
     }
 
     pub async fn delete_session(&self, id: &str, query: &DeleteSessionQuery) -> Result<SessionDeleted> {
-        self.call(Method::DELETE, &["api", "v1", "sessions", id], Some(query), NONE).await
+        self.delete(&["api", "v1", "sessions", id]).query(query).send().await
     }
 
     pub async fn turns(&self, session: &str) -> Result<TurnList> {
-        self.call(Method::GET, &["api", "v1", "sessions", session, "turns"], NONE, NONE).await
+        self.get(&["api", "v1", "sessions", session, "turns"]).send().await
     }
 
     pub async fn start_turn(&self, session: &str, text: &str) -> Result<StartTurnResponse> {
         let body = StartTurnRequest { text: text.to_string() };
-        self.call(Method::POST, &["api", "v1", "sessions", session, "turns"], NONE, Some(&body)).await
+        self.post(&["api", "v1", "sessions", session, "turns"]).json(&body).send().await
     }
 
     pub async fn interrupt(&self, session: &str, turn: &str) -> Result<Interrupting> {
-        self.call(Method::POST, &["api", "v1", "sessions", session, "turns", turn, "interrupt"], NONE, NONE).await
+        self.post(&["api", "v1", "sessions", session, "turns", turn, "interrupt"]).send().await
     }
 
     pub async fn steer(&self, session: &str, turn: &str, text: &str) -> Result<Steered> {
         let body = SteerRequest { text: text.to_string() };
-        self.call(Method::POST, &["api", "v1", "sessions", session, "turns", turn, "steer"], NONE, Some(&body)).await
+        self.post(&["api", "v1", "sessions", session, "turns", turn, "steer"]).json(&body).send().await
     }
 
     pub async fn approvals(&self, query: &ApprovalsQuery) -> Result<ApprovalList> {
-        self.call(Method::GET, &["api", "v1", "approvals"], Some(query), NONE).await
+        self.get(&["api", "v1", "approvals"]).query(query).send().await
     }
 
     pub async fn approval(&self, id: &str) -> Result<ApprovalView> {
-        self.call(Method::GET, &["api", "v1", "approvals", id], NONE, NONE).await
+        self.get(&["api", "v1", "approvals", id]).send().await
     }
 
     pub async fn decide(&self, approval: &str, decision: Decision) -> Result<ApprovalView> {
         let body = DecisionRequest { decision };
-        self.call(Method::POST, &["api", "v1", "approvals", approval], NONE, Some(&body)).await
+        self.post(&["api", "v1", "approvals", approval]).json(&body).send().await
     }
 
     pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
-        self.call(Method::GET, &["api", "v1", "events"], Some(query), NONE).await
+        self.get(&["api", "v1", "events"]).query(query).send().await
     }
 
     /// Every stored event of `query` after its `since`, following `next`
@@ -275,80 +220,128 @@ impl Client {
     }
 
     pub async fn audit(&self, session: &str, query: &AuditQuery) -> Result<EventsPage> {
-        self.call(Method::GET, &["api", "v1", "sessions", session, "audit"], Some(query), NONE).await
+        self.get(&["api", "v1", "sessions", session, "audit"]).query(query).send().await
     }
 
     pub async fn providers(&self) -> Result<ProviderList> {
-        self.call(Method::GET, &["api", "v1", "providers"], NONE, NONE).await
+        self.get(&["api", "v1", "providers"]).send().await
     }
 
     pub async fn files(&self, session: &str, query: &PathQuery) -> Result<FileListing> {
-        self.call(Method::GET, &["api", "v1", "sessions", session, "files"], Some(query), NONE).await
+        self.get(&["api", "v1", "sessions", session, "files"]).query(query).send().await
     }
 
     pub async fn read_file(&self, session: &str, path: &str) -> Result<FileContent> {
         let query = FilePathQuery { path: path.to_string() };
-        self.call(Method::GET, &["api", "v1", "sessions", session, "file"], Some(&query), NONE).await
+        self.get(&["api", "v1", "sessions", session, "file"]).query(&query).send().await
     }
 
     pub async fn write_file(&self, session: &str, path: &str, content: &str) -> Result<FileWritten> {
         let query = FilePathQuery { path: path.to_string() };
         let body = PutFileRequest { content: content.to_string() };
-        self.call(Method::PUT, &["api", "v1", "sessions", session, "file"], Some(&query), Some(&body)).await
+        self.call(Method::PUT, &["api", "v1", "sessions", session, "file"]).query(&query).json(&body).send().await
     }
 
     pub async fn delete_file(&self, session: &str, path: &str) -> Result<FileDeleted> {
         let query = FilePathQuery { path: path.to_string() };
-        self.call(Method::DELETE, &["api", "v1", "sessions", session, "file"], Some(&query), NONE).await
+        self.delete(&["api", "v1", "sessions", session, "file"]).query(&query).send().await
     }
 
     pub async fn search(&self, session: &str, query: &SearchQuery) -> Result<SearchResults> {
-        self.call(Method::GET, &["api", "v1", "sessions", session, "search"], Some(query), NONE).await
+        self.get(&["api", "v1", "sessions", session, "search"]).query(query).send().await
     }
 
     pub async fn diff(&self, session: &str) -> Result<WorktreeDiff> {
-        self.call(Method::GET, &["api", "v1", "sessions", session, "diff"], NONE, NONE).await
+        self.get(&["api", "v1", "sessions", session, "diff"]).send().await
     }
 
     /// A commit, and its push when asked, which may take the network's time.
     pub async fn commit(&self, session: &str, req: &CommitRequest) -> Result<CommitResponse> {
         let segments = ["api", "v1", "sessions", session, "commit"];
-        self.call_within(Method::POST, &segments, NONE, Some(req), LONG_REQUEST_TIMEOUT).await
+        self.post(&segments).json(req).within(LONG_REQUEST_TIMEOUT).send().await
     }
 
     /// Makes an actor panic (a daemon started with `--enable-fault-injection`).
     pub async fn crash(&self, target: &str) -> Result<CrashScheduled> {
         let body = CrashRequest { target: target.to_string() };
-        self.call(Method::POST, &["api", "v1", "debug", "crash"], NONE, Some(&body)).await
+        self.post(&["api", "v1", "debug", "crash"]).json(&body).send().await
     }
 
     pub async fn pair(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        self.call(Method::POST, &["auth", "token"], NONE, Some(req)).await
+        self.post(&["auth", "token"]).json(req).send().await
     }
 
     pub async fn create_pairing(&self) -> Result<Pairing> {
-        self.call(Method::POST, &["auth", "pairing"], NONE, NONE).await
+        self.post(&["auth", "pairing"]).send().await
     }
 
     pub async fn devices(&self) -> Result<DeviceList> {
-        self.call(Method::GET, &["auth", "devices"], NONE, NONE).await
+        self.get(&["auth", "devices"]).send().await
     }
 
     pub async fn revoke_device(&self, id: &str) -> Result<DeviceRevoked> {
-        self.call(Method::DELETE, &["auth", "devices", id], NONE, NONE).await
+        self.delete(&["auth", "devices", id]).send().await
     }
 
     pub async fn totp(&self) -> Result<TotpStatus> {
-        self.call(Method::GET, &["auth", "totp"], NONE, NONE).await
+        self.get(&["auth", "totp"]).send().await
     }
 
     pub async fn set_totp(&self, req: &TotpRequest) -> Result<TotpStatus> {
-        self.call(Method::POST, &["auth", "totp"], NONE, Some(req)).await
+        self.post(&["auth", "totp"]).json(req).send().await
     }
 }
 
-/// No query, or no body.
-const NONE: Option<&()> = None;
+/// One request being made: [`Client::call`] starts it, the endpoint adds
+/// its query and body, [`Call::send`] sends it and reads the answer.
+struct Call<'a> {
+    client: &'a Client,
+    /// `METHOD /path`, for messages.
+    shown: String,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    fn query<Q: Serialize + ?Sized>(mut self, query: &Q) -> Self {
+        self.request = self.request.query(query);
+        self
+    }
+
+    /// The body, as JSON (`.json` also sets `content-type: application/json`).
+    fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Self {
+        self.request = self.request.json(body);
+        self
+    }
+
+    /// For what the daemon may take long over (a clone, a push).
+    fn within(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends the request and parses a 2xx answer as `T`; an error answer
+    /// becomes [`ClientError::Api`], anything else [`ClientError::NotBosun`].
+    async fn send<T: DeserializeOwned>(self) -> Result<T> {
+        let Call { client, shown, request, timeout } = self;
+        let response = request.timeout(timeout).send().await.map_err(|e| client.transport_error(e, &shown, timeout))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| ClientError::Transport {
+            context: format!("reading the answer to {shown}"),
+            message: e.to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&text).map_err(|source| ClientError::Decode { what: shown, source });
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+            Err(_) => {
+                let start = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
+                Err(ClientError::NotBosun { request: shown, status, base: client.base().to_string(), start })
+            }
+        }
+    }
+}
 
 /// The innermost cause ("Connection refused (os error 111)"), which says more
 /// than reqwest's "error sending request".

@@ -13,6 +13,6 @@ mod http;
 
 pub use error::ClientError;
 pub use follow::{Followed, Follower, FollowerConfig, Notices};
-pub use http::{Answer, Client};
+pub use http::Client;
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
