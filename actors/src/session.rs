@@ -9,15 +9,15 @@ use crate::error::{DaemonError, DaemonResult};
 use crate::files::{FileChange, FilesResult};
 use crate::names;
 use crate::provider::{ProviderArgs, ProviderWorker};
-use crate::supervision::{
-    Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision, SupervisorConfig,
-};
 use crate::turn::{TurnActor, TurnArgs, TurnMsg, TurnStart};
 use bosun_proto::{
     events, ApprovalStatus, ApprovalView, Decision, EventData, NewEvent, PatchSessionRequest, Policy, SessionView,
     Topic, TurnStatus, Usage,
 };
 use bosun_state::{ApprovalRecord, Batch, Owner, SessionRecord, TurnProgress, TurnRecord};
+use bosun_supervision::{
+    Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision, SupervisorConfig,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -6,12 +6,12 @@ use crate::context::{new_id, Context};
 use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use crate::session::{SessionActor, SessionArgs, SessionMsg, MAX_TITLE_BYTES};
-use crate::supervision::{
+use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView};
+use bosun_state::{SessionRecord, WorkspaceInfo};
+use bosun_supervision::{
     Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
     SupervisorConfig,
 };
-use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView};
-use bosun_state::{SessionRecord, WorkspaceInfo};
 use bosun_workspace::{self as workspace, WorkspaceError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
