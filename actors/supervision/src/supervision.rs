@@ -10,6 +10,8 @@ use tokio::task::AbortHandle;
 
 use crate::error::SupervisionError;
 use crate::spec::{ChildSpec, Restart, Shutdown, Strategy, SupervisorConfig};
+#[cfg(doc)]
+use crate::supervises::Supervises;
 
 /// How many times a start is retried when ractor still has the child's name
 /// registered (the previous incarnation is being torn down concurrently).
@@ -24,7 +26,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const STOP_REASON: &str = "shutdown";
 
 /// The message a supervisor sends itself when a backoff delay is over; the
-/// embedding actor hands it to [`Supervision::handle_restart`].
+/// embedding actor hands it to [`Supervises::supervise_restart`], which
+/// passes it on to [`Supervision::handle_restart`].
 ///
 /// Why a generation: a restart scheduled before the child was restarted for
 /// another reason, terminated or re-added must not act on the new state.
@@ -52,8 +55,9 @@ pub enum Outcome {
     Restarted { ids: Vec<String> },
     /// These children are stopped and will be restarted after `delay`.
     RestartScheduled { ids: Vec<String>, delay: Duration },
-    /// Restart intensity exceeded: call [`Supervision::shutdown`], then fail
-    /// the embedding actor with `reason`.
+    /// Restart intensity exceeded: stop the children
+    /// ([`Supervision::shutdown`]), then fail the embedding actor with
+    /// `reason`. [`Supervises`] does both.
     Escalate { reason: String },
 }
 
@@ -199,7 +203,8 @@ impl Supervision {
         self.total_restarts
     }
 
-    /// Feed every `SupervisionEvent` of the owning actor here.
+    /// Feed every `SupervisionEvent` of the owning actor here (which
+    /// [`Supervises::supervise_event`] does, and handles the outcome).
     ///
     /// Exits of current children are handled per their [`Restart`] type and
     /// the [`Strategy`]; everything else returns [`Outcome::Ignored`]. On

@@ -4,9 +4,9 @@ use std::fmt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::error::SupervisionError;
 use crate::spec::{ChildSpec, SupervisorConfig};
-use crate::supervision::{ChildInfo, Outcome, RestartChild, Supervision};
+use crate::supervises::Supervises;
+use crate::supervision::{ChildInfo, RestartChild, Supervision};
 
 /// Messages of the generic [`Supervisor`] actor.
 pub enum SupervisorMsg {
@@ -45,23 +45,13 @@ impl From<RestartChild> for SupervisorMsg {
 /// fails, so its own parent receives `ActorFailed`.
 pub struct Supervisor;
 
-impl Supervisor {
-    /// Stops the children and returns the error that fails the actor.
-    async fn escalate(state: &mut Supervision, reason: String) -> Result<(), ActorProcessingErr> {
-        state.shutdown().await;
-        Err(format!("supervisor escalated: {reason}").into())
+impl Supervises for Supervisor {
+    fn supervision(state: &mut Supervision) -> &mut Supervision {
+        state
     }
 
-    /// Applies an outcome: escalation fails the actor, the rest is done.
-    async fn apply(
-        state: &mut Supervision,
-        outcome: Result<Outcome, SupervisionError>,
-    ) -> Result<(), ActorProcessingErr> {
-        match outcome {
-            Ok(Outcome::Escalate { reason }) => Self::escalate(state, reason).await,
-            Ok(_) => Ok(()),
-            Err(err) => Self::escalate(state, err.to_string()).await,
-        }
+    fn escalation_error(_: &Supervision, reason: &str) -> ActorProcessingErr {
+        format!("supervisor escalated: {reason}").into()
     }
 }
 
@@ -92,10 +82,7 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Restart(req) => {
-                let outcome = state.handle_restart(req, &myself).await;
-                Self::apply(state, outcome).await
-            }
+            SupervisorMsg::Restart(req) => Self::supervise_restart(&myself, req, state).await,
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = state.start_child(spec, &myself).await.map(|_| ()).map_err(|err| err.to_string());
                 let _ = reply.send(result);
@@ -119,12 +106,10 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let outcome = state.handle_event(&event, &myself).await;
-        Self::apply(state, outcome).await
+        Self::supervise_event(&myself, event, state).await
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.shutdown().await;
-        Ok(())
+        Self::stop_children(state).await
     }
 }
