@@ -10,12 +10,10 @@ use anyhow::Context as _;
 use bosun_actors::diagnostics::Diagnostics;
 use bosun_actors::providers::ProvidersActor;
 use bosun_actors::sessions::SessionsSupervisor;
-use bosun_actors::supervision::{
-    Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig,
-};
 use bosun_actors::{names, Context, Settings};
 use bosun_driver::ProviderRegistry;
 use bosun_state::{FlushPolicy, Store, StoreConfig};
+use bosun_supervision::{Backoff, ChildSpec, Intensity, Restart, Shutdown, Strategy, Supervisor, SupervisorConfig};
 use ractor::Actor;
 use std::future::Future;
 use std::net::TcpListener;

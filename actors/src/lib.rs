@@ -1,5 +1,5 @@
-//! Bosun's actors: OTP-style supervision on ractor, and the actors of the
-//! supervision tree (sessions, turns, provider workers, diagnostics).
+//! Bosun's actors: the actors of the supervision tree (sessions, turns,
+//! provider workers, diagnostics), supervised through `bosun-supervision`.
 //!
 //! Invariants:
 //! - actors find each other by name ([`names`]), never by a stored reference;
@@ -16,7 +16,6 @@ pub mod providers;
 pub mod route;
 pub mod session;
 pub mod sessions;
-pub mod supervision;
 pub mod turn;
 
 pub use context::{Context, GitSettings, HealthCounters, Settings};

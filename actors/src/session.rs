@@ -9,15 +9,16 @@ use crate::error::{DaemonError, DaemonResult};
 use crate::files::{FileChange, FilesResult};
 use crate::names;
 use crate::provider::{ProviderArgs, ProviderWorker};
-use crate::supervision::{
-    Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision, SupervisorConfig,
-};
 use crate::turn::{TurnActor, TurnArgs, TurnMsg, TurnStart};
 use bosun_proto::{
     events, ApprovalStatus, ApprovalView, Decision, EventData, NewEvent, PatchSessionRequest, Policy, SessionView,
     Topic, TurnStatus, Usage,
 };
 use bosun_state::{ApprovalRecord, Batch, Owner, SessionRecord, TurnProgress, TurnRecord};
+use bosun_supervision::{
+    Backoff, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervises, Supervision,
+    SupervisorConfig,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,8 +135,7 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        state.sup.shutdown().await;
-        Ok(())
+        Self::stop_children(state).await
     }
 
     async fn handle(
@@ -227,10 +227,7 @@ impl Actor for SessionActor {
                     panic!("injected fault: session {}", state.record.id);
                 }
             }
-            SessionMsg::Restart(req) => {
-                let outcome = state.sup.handle_restart(req, &myself).await?;
-                state.after_supervision(outcome).await?;
-            }
+            SessionMsg::Restart(req) => Self::supervise_restart(&myself, req, state).await?,
         }
         Ok(())
     }
@@ -248,8 +245,26 @@ impl Actor for SessionActor {
                 state.provider_crashed(&err.to_string()).await;
             }
         }
-        let outcome = state.sup.handle_event(&evt, &myself).await?;
-        state.after_supervision(outcome).await
+        Self::supervise_event(&myself, evt, state).await
+    }
+}
+
+impl Supervises for SessionActor {
+    fn supervision(state: &mut SessionState) -> &mut Supervision {
+        &mut state.sup
+    }
+
+    fn escalation_error(state: &SessionState, reason: &str) -> ActorProcessingErr {
+        format!("session {}: {reason}", state.record.id).into()
+    }
+
+    fn on_outcome(state: &mut SessionState, outcome: &Outcome) {
+        if let Outcome::Restarted { ids } = outcome {
+            if ids.contains(&names::provider(&state.record.id)) && state.record.active_turn.is_some() {
+                // The old worker took the turn's driver with it.
+                crate::route::send(&names::turn(&state.record.id), TurnMsg::ProviderRestarted);
+            }
+        }
     }
 }
 
@@ -565,23 +580,6 @@ impl SessionState {
         })));
         if let Err(e) = self.ctx.store.commit(batch).await {
             tracing::error!(session_id = %self.record.id, error = %e, "could not record a provider crash");
-        }
-    }
-
-    async fn after_supervision(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
-        match outcome {
-            Outcome::Restarted { ids } => {
-                if ids.contains(&names::provider(&self.record.id)) && self.record.active_turn.is_some() {
-                    // The old worker took the turn's driver with it.
-                    crate::route::send(&names::turn(&self.record.id), TurnMsg::ProviderRestarted);
-                }
-                Ok(())
-            }
-            Outcome::Escalate { reason } => {
-                self.sup.shutdown().await;
-                Err(format!("session {}: {reason}", self.record.id).into())
-            }
-            _ => Ok(()),
         }
     }
 }

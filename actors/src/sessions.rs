@@ -6,12 +6,12 @@ use crate::context::{new_id, Context};
 use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use crate::session::{SessionActor, SessionArgs, SessionMsg, MAX_TITLE_BYTES};
-use crate::supervision::{
-    Backoff, ChildInfo, ChildSpec, Intensity, Outcome, Restart, RestartChild, Shutdown, Strategy, Supervision,
-    SupervisorConfig,
-};
 use bosun_proto::{CreateSessionRequest, Enforcement, Policy, Sandbox, SessionView};
 use bosun_state::{SessionRecord, WorkspaceInfo};
+use bosun_supervision::{
+    Backoff, ChildInfo, ChildSpec, Intensity, Restart, RestartChild, Shutdown, Strategy, Supervises, Supervision,
+    SupervisorConfig,
+};
 use bosun_workspace::{self as workspace, WorkspaceError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -101,8 +101,7 @@ impl Actor for SessionsSupervisor {
         _myself: ActorRef<SessionsMsg>,
         state: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
-        state.sup.shutdown().await;
-        Ok(())
+        Self::stop_children(state).await
     }
 
     async fn handle(
@@ -158,10 +157,7 @@ impl Actor for SessionsSupervisor {
                     panic!("injected fault: sessions supervisor");
                 }
             }
-            SessionsMsg::Restart(req) => {
-                let outcome = state.sup.handle_restart(req, &myself).await?;
-                state.after_supervision(outcome).await?;
-            }
+            SessionsMsg::Restart(req) => Self::supervise_restart(&myself, req, state).await?,
         }
         Ok(())
     }
@@ -172,8 +168,17 @@ impl Actor for SessionsSupervisor {
         evt: SupervisionEvent,
         state: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
-        let outcome = state.sup.handle_event(&evt, &myself).await?;
-        state.after_supervision(outcome).await
+        Self::supervise_event(&myself, evt, state).await
+    }
+}
+
+impl Supervises for SessionsSupervisor {
+    fn supervision(state: &mut SessionsState) -> &mut Supervision {
+        &mut state.sup
+    }
+
+    fn escalation_error(_: &SessionsState, reason: &str) -> ActorProcessingErr {
+        format!("sessions supervisor: {reason}").into()
     }
 }
 
@@ -388,14 +393,6 @@ impl SessionsState {
             workspace::remove(&self.ctx.settings.data_dir, &ws.repo, id).await.map_err(|e| {
                 DaemonError::Internal(format!("session {id} was deleted, but its worktree was not removed: {e}"))
             })?;
-        }
-        Ok(())
-    }
-
-    async fn after_supervision(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
-        if let Outcome::Escalate { reason } = outcome {
-            self.sup.shutdown().await;
-            return Err(format!("sessions supervisor: {reason}").into());
         }
         Ok(())
     }

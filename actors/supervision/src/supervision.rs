@@ -1,109 +1,17 @@
-//! OTP-style supervision on top of ractor.
-//!
-//! ractor links children to a parent and reports their exits as
-//! [`SupervisionEvent`]s, but it never restarts anything by itself (and its
-//! default `handle_supervisor_evt` stops the parent when any child exits).
-//! This module supplies the missing policy: restart strategies, restart
-//! types, restart intensity with escalation, backoff and ordered shutdown.
-//!
-//! It comes in two layers:
-//!
-//! * [`Supervision`]: a plain struct that any actor can own in its state.
-//!   Several Bosun actors are business actors *and* supervisors (a session
-//!   supervises its turn actor and provider worker; the sessions supervisor
-//!   adds and removes session children at run time), so supervision must be
-//!   embeddable rather than a separate actor in the tree.
-//! * [`Supervisor`]: a ready-made generic supervisor actor built on it, for
-//!   places that only need to supervise.
-//!
-//! # Embedding contract
-//!
-//! An actor that embeds [`Supervision`] must:
-//!
-//! 1. start its children with [`Supervision::start_child`], passing its own
-//!    cell as `supervisor`;
-//! 2. override `handle_supervisor_evt` and feed **every** event to
-//!    [`Supervision::handle_event`] (never fall back to ractor's default,
-//!    which stops the actor);
-//! 3. accept a message variant built from [`RestartChild`]
-//!    (`impl From<RestartChild> for MyMsg`) and pass it to
-//!    [`Supervision::handle_restart`];
-//! 4. on [`Outcome::Escalate`] (or an `Err`), call
-//!    [`Supervision::shutdown`] and then return `Err(..)` from the handler, so
-//!    that *its* parent receives `SupervisionEvent::ActorFailed` and applies
-//!    its own policy (OTP: "the supervisor terminates its children and
-//!    itself; its parent decides"). Returning `Err` skips `post_stop`, which
-//!    is why `shutdown` must be called first;
-//! 5. call [`Supervision::shutdown`] from `post_stop`: ractor kills the
-//!    children of an exiting actor without running their `post_stop`, so a
-//!    graceful, ordered stop has to be done by hand.
-//!
-//! ```no_run
-//! use bosun_actors::supervision::{Outcome, RestartChild, Supervision, SupervisorConfig};
-//! use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-//!
-//! struct Session;
-//! enum SessionMsg { Restart(RestartChild) /* , business messages… */ }
-//! impl From<RestartChild> for SessionMsg {
-//!     fn from(r: RestartChild) -> Self { SessionMsg::Restart(r) }
-//! }
-//! struct SessionState { children: Supervision }
-//!
-//! impl Actor for Session {
-//!     type Msg = SessionMsg;
-//!     type State = SessionState;
-//!     type Arguments = ();
-//!     async fn pre_start(&self, myself: ActorRef<SessionMsg>, _: ()) -> Result<SessionState, ActorProcessingErr> {
-//!         let children = Supervision::new(SupervisorConfig::default());
-//!         // children.start_child(turn_spec, &myself).await?; …
-//!         Ok(SessionState { children })
-//!     }
-//!     async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
-//!         match msg {
-//!             SessionMsg::Restart(req) => {
-//!                 if let Outcome::Escalate { reason } = st.children.handle_restart(req, &myself).await? {
-//!                     st.children.shutdown().await;
-//!                     return Err(reason.into());
-//!                 }
-//!             }
-//!         }
-//!         Ok(())
-//!     }
-//!     async fn handle_supervisor_evt(&self, myself: ActorRef<SessionMsg>, evt: SupervisionEvent, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
-//!         if let Outcome::Escalate { reason } = st.children.handle_event(&evt, &myself).await? {
-//!             st.children.shutdown().await;
-//!             return Err(reason.into());
-//!         }
-//!         Ok(())
-//!     }
-//!     async fn post_stop(&self, _: ActorRef<SessionMsg>, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
-//!         st.children.shutdown().await;
-//!         Ok(())
-//!     }
-//! }
-//! ```
-//!
-//! # Addressing children
-//!
-//! A restarted actor is a new [`ActorCell`] with a new mailbox, so nobody
-//! should keep a child's cell. Each child's [`ChildSpec::id`] is its
-//! registered ractor name; reach it with `ractor::registry::where_is(id)`
-//! (or [`Supervision::child`] from inside the supervisor).
+//! The supervision core: [`Supervision`], which an actor owns in its state.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SpawnErr, SupervisionEvent,
-};
+use ractor::{ActorCell, ActorId, ActorRef, ActorStatus, SpawnErr, SupervisionEvent};
 use tokio::task::AbortHandle;
 
-#[cfg(test)]
-mod tests;
+use crate::error::SupervisionError;
+use crate::spec::{ChildSpec, Restart, Shutdown, Strategy, SupervisorConfig};
+#[cfg(doc)]
+use crate::supervises::Supervises;
 
 /// How many times a start is retried when ractor still has the child's name
 /// registered (the previous incarnation is being torn down concurrently).
@@ -117,218 +25,9 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Exit reason given to children the supervisor stops itself (OTP's `shutdown`).
 const STOP_REASON: &str = "shutdown";
 
-/// Which children are restarted when one of them has to be restarted.
-///
-/// Why: children that depend on each other need to be restarted together,
-/// independent ones should not disturb each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// Restart only the child that exited.
-    #[default]
-    OneForOne,
-    /// Stop all other children (reverse start order), then restart all of
-    /// them in start order. For children that cannot work without each other.
-    OneForAll,
-    /// Stop and restart the exited child and every child started after it.
-    /// For children where later ones depend on earlier ones.
-    RestForOne,
-}
-
-/// When a child is restarted after it exits.
-///
-/// Why: some children must always run, some are allowed to finish, some are
-/// one-shot jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Restart {
-    /// Restart on any exit, normal or not.
-    #[default]
-    Permanent,
-    /// Restart only after a failure (`ActorFailed`: a panic or an `Err` from
-    /// a handler); a normal stop (`ActorTerminated`, including a kill by a
-    /// third party) removes the child.
-    Transient,
-    /// Never restart; on exit the child is removed. Also removed, not
-    /// restarted, when a sibling's failure stops it under `OneForAll` or
-    /// `RestForOne` (as in OTP).
-    Temporary,
-}
-
-/// Restart intensity: more than `max_restarts` restarts within `within`
-/// makes the supervisor give up and escalate to its own parent.
-///
-/// Why: a child that keeps crashing should not be restarted forever; the
-/// failure is handed up the tree where a wider restart may fix it. Counted
-/// supervisor-wide (one restart decision counts once, even when it restarts a
-/// group), like OTP. Limits multiply across levels of the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Intensity {
-    /// Restarts allowed within the window; one more escalates.
-    pub max_restarts: u32,
-    /// Length of the sliding window.
-    pub within: Duration,
-}
-
-impl Default for Intensity {
-    fn default() -> Self {
-        Self { max_restarts: 5, within: Duration::from_secs(10) }
-    }
-}
-
-/// Delay before restarting a child that failed repeatedly.
-///
-/// The n-th restart of a child within the intensity window waits 0 for
-/// n = 1, then `initial * 2^(n-2)`, capped at `max`. Why: immediate restarts
-/// of a child whose failure cause persists (a port still in use, a crashed
-/// agent binary) would burn the whole intensity budget in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay before the second restart within the window.
-    pub initial: Duration,
-    /// Upper bound of any delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { initial: Duration::from_millis(10), max: Duration::from_secs(1) }
-    }
-}
-
-impl Backoff {
-    /// Delay before the `n`-th restart (1-based) of a child within the window.
-    pub fn delay(&self, n: usize) -> Duration {
-        if n <= 1 {
-            return Duration::ZERO;
-        }
-        let exponent = u32::try_from(n - 2).unwrap_or(u32::MAX).min(31);
-        self.initial.saturating_mul(1u32 << exponent).min(self.max)
-    }
-}
-
-/// How a child is stopped by its supervisor.
-///
-/// Why: a graceful stop lets a child run its `post_stop` (flush state, end
-/// its subprocess), but a child that does not stop must not hang its
-/// supervisor forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shutdown {
-    /// Ask the child to stop, wait up to the duration, then kill it. A child
-    /// busy in a handler only sees the stop request once the handler returns.
-    Timeout(Duration),
-    /// Kill at once: its async work is cancelled, `post_stop` does not run.
-    Kill,
-}
-
-impl Default for Shutdown {
-    /// OTP's default for workers: 5 s.
-    fn default() -> Self {
-        Shutdown::Timeout(Duration::from_secs(5))
-    }
-}
-
-/// Hook called with a child's id each time it has been restarted.
-pub type RestartHook = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// Supervisor-wide policy.
-#[derive(Clone, Default)]
-pub struct SupervisorConfig {
-    /// Which children to restart together.
-    pub strategy: Strategy,
-    /// When to give up and escalate.
-    pub intensity: Intensity,
-    /// How long to wait before repeated restarts.
-    pub backoff: Backoff,
-    /// Called after each successful restart of a child, with its id. Why: the
-    /// daemon counts restarts for `/health`. Runs inside the supervisor's
-    /// handler: keep it quick and non-blocking.
-    pub on_restart: Option<RestartHook>,
-}
-
-impl fmt::Debug for SupervisorConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SupervisorConfig")
-            .field("strategy", &self.strategy)
-            .field("intensity", &self.intensity)
-            .field("backoff", &self.backoff)
-            .field("on_restart", &self.on_restart.as_ref().map(|_| "Fn(&str)"))
-            .finish()
-    }
-}
-
-/// Starts one incarnation of a child. It receives the supervisor's cell and
-/// must `spawn_linked` the child with `Some(id)` as its name and that cell as
-/// its supervisor, returning the child's cell.
-///
-/// Why a factory: a restart needs a fresh handler and fresh arguments each
-/// time. [`ChildSpec::for_actor`] builds one that respects the contract.
-pub type StartFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
-
-/// Wraps an async closure as a [`StartFn`].
-pub fn start_fn<F, Fut>(f: F) -> StartFn
-where
-    F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
-{
-    Arc::new(move |supervisor| Box::pin(f(supervisor)))
-}
-
-/// Everything a supervisor needs to (re)start and stop one child.
-#[derive(Clone)]
-pub struct ChildSpec {
-    /// Stable id, unique among the supervisor's children, and the child's
-    /// registered ractor name: others find the current incarnation with
-    /// `ractor::registry::where_is(id)`, so a restart leaves no stale
-    /// reference. Being global, the name must be unique process-wide.
-    pub id: String,
-    /// When to restart it.
-    pub restart: Restart,
-    /// How to stop it.
-    pub shutdown: Shutdown,
-    /// How to start it (see [`StartFn`] for the contract).
-    pub start: StartFn,
-}
-
-impl fmt::Debug for ChildSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("id", &self.id)
-            .field("restart", &self.restart)
-            .field("shutdown", &self.shutdown)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChildSpec {
-    /// A spec from its parts.
-    pub fn new(id: impl Into<String>, restart: Restart, shutdown: Shutdown, start: StartFn) -> Self {
-        Self { id: id.into(), restart, shutdown, start }
-    }
-
-    /// A spec for a ractor actor: `make` builds a fresh handler and its
-    /// arguments for every incarnation, and the actor is spawned linked to
-    /// the supervisor under the name `id`. Why: it cannot get the naming and
-    /// linking contract wrong.
-    pub fn for_actor<A, F>(id: impl Into<String>, restart: Restart, shutdown: Shutdown, make: F) -> Self
-    where
-        A: Actor,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
-    {
-        let id = id.into();
-        let name = id.clone();
-        let start: StartFn = Arc::new(move |supervisor: ActorCell| {
-            let (handler, args) = make();
-            let name = name.clone();
-            Box::pin(async move {
-                let (actor, _join) = A::spawn_linked(Some(name), handler, args, supervisor).await?;
-                Ok(actor.get_cell())
-            })
-        });
-        Self { id, restart, shutdown, start }
-    }
-}
-
 /// The message a supervisor sends itself when a backoff delay is over; the
-/// embedding actor hands it to [`Supervision::handle_restart`].
+/// embedding actor hands it to [`Supervises::supervise_restart`], which
+/// passes it on to [`Supervision::handle_restart`].
 ///
 /// Why a generation: a restart scheduled before the child was restarted for
 /// another reason, terminated or re-added must not act on the new state.
@@ -356,8 +55,9 @@ pub enum Outcome {
     Restarted { ids: Vec<String> },
     /// These children are stopped and will be restarted after `delay`.
     RestartScheduled { ids: Vec<String>, delay: Duration },
-    /// Restart intensity exceeded: call [`Supervision::shutdown`], then fail
-    /// the embedding actor with `reason`.
+    /// Restart intensity exceeded: stop the children
+    /// ([`Supervision::shutdown`]), then fail the embedding actor with
+    /// `reason`. [`Supervises`] does both.
     Escalate { reason: String },
 }
 
@@ -371,27 +71,6 @@ pub struct ChildInfo {
     pub running: bool,
     /// How many times this child has been restarted.
     pub restarts: u64,
-}
-
-/// Errors of [`Supervision`]'s operations.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisionError {
-    /// No child has this id.
-    #[error("no child with id `{0}`")]
-    UnknownChild(String),
-    /// A child with this id is already supervised.
-    #[error("a child with id `{0}` already exists")]
-    DuplicateChild(String),
-    /// The start function failed (after retries if the name was still taken).
-    #[error("failed to start child `{id}`: {source}")]
-    StartFailed {
-        id: String,
-        #[source]
-        source: SpawnErr,
-    },
-    /// [`Supervision::shutdown`] has run; no more children can be started.
-    #[error("the supervisor is shutting down")]
-    ShuttingDown,
 }
 
 /// Book-keeping for one child.
@@ -418,7 +97,7 @@ enum Down {
     Failed(String),
 }
 
-/// The supervision core an actor owns in its state (see the module docs for
+/// The supervision core an actor owns in its state (see the crate docs for
 /// the embedding contract). Children are kept in start order.
 pub struct Supervision {
     config: SupervisorConfig,
@@ -524,7 +203,8 @@ impl Supervision {
         self.total_restarts
     }
 
-    /// Feed every `SupervisionEvent` of the owning actor here.
+    /// Feed every `SupervisionEvent` of the owning actor here (which
+    /// [`Supervises::supervise_event`] does, and handles the outcome).
     ///
     /// Exits of current children are handled per their [`Restart`] type and
     /// the [`Strategy`]; everything else returns [`Outcome::Ignored`]. On
@@ -869,128 +549,5 @@ async fn stop_cell(cell: &ActorCell, shutdown: Shutdown, id: &str) {
     cell.kill();
     if cell.wait(Some(KILL_WAIT)).await.is_err() {
         tracing::error!(child = %id, "child still not stopped after a kill");
-    }
-}
-
-// ----- the generic supervisor actor -----
-
-/// Messages of the generic [`Supervisor`] actor.
-pub enum SupervisorMsg {
-    /// A backoff delay is over (sent by the supervisor to itself).
-    Restart(RestartChild),
-    /// Add a child at the end of the start order and start it; replies the
-    /// start error as text.
-    StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
-    /// Stop a child gracefully and remove it; replies false if unknown.
-    TerminateChild(String, RpcReplyPort<bool>),
-    /// List the children in start order.
-    Children(RpcReplyPort<Vec<ChildInfo>>),
-}
-
-impl fmt::Debug for SupervisorMsg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SupervisorMsg::Restart(req) => f.debug_tuple("Restart").field(req).finish(),
-            SupervisorMsg::StartChild(spec, _) => f.debug_tuple("StartChild").field(spec).finish(),
-            SupervisorMsg::TerminateChild(id, _) => f.debug_tuple("TerminateChild").field(id).finish(),
-            SupervisorMsg::Children(_) => f.write_str("Children"),
-        }
-    }
-}
-
-impl From<RestartChild> for SupervisorMsg {
-    fn from(req: RestartChild) -> Self {
-        SupervisorMsg::Restart(req)
-    }
-}
-
-/// A ready-made supervisor actor for places that only supervise. Arguments:
-/// the policy and the initial children, started in order in `pre_start` (if
-/// one fails to start, those already started are stopped and the spawn
-/// fails). When the restart intensity is exceeded it stops its children and
-/// fails, so its own parent receives `ActorFailed`.
-pub struct Supervisor;
-
-impl Supervisor {
-    /// Stops the children and returns the error that fails the actor.
-    async fn escalate(state: &mut Supervision, reason: String) -> Result<(), ActorProcessingErr> {
-        state.shutdown().await;
-        Err(format!("supervisor escalated: {reason}").into())
-    }
-
-    /// Applies an outcome: escalation fails the actor, the rest is done.
-    async fn apply(
-        state: &mut Supervision,
-        outcome: Result<Outcome, SupervisionError>,
-    ) -> Result<(), ActorProcessingErr> {
-        match outcome {
-            Ok(Outcome::Escalate { reason }) => Self::escalate(state, reason).await,
-            Ok(_) => Ok(()),
-            Err(err) => Self::escalate(state, err.to_string()).await,
-        }
-    }
-}
-
-impl Actor for Supervisor {
-    type Msg = SupervisorMsg;
-    type State = Supervision;
-    type Arguments = (SupervisorConfig, Vec<ChildSpec>);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        (config, specs): Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let mut supervision = Supervision::new(config);
-        for spec in specs {
-            if let Err(err) = supervision.start_child(spec, &myself).await {
-                supervision.shutdown().await;
-                return Err(err.into());
-            }
-        }
-        Ok(supervision)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SupervisorMsg::Restart(req) => {
-                let outcome = state.handle_restart(req, &myself).await;
-                Self::apply(state, outcome).await
-            }
-            SupervisorMsg::StartChild(spec, reply) => {
-                let result = state.start_child(spec, &myself).await.map(|_| ()).map_err(|err| err.to_string());
-                let _ = reply.send(result);
-                Ok(())
-            }
-            SupervisorMsg::TerminateChild(id, reply) => {
-                let known = state.terminate_child(&id).await.is_ok();
-                let _ = reply.send(known);
-                Ok(())
-            }
-            SupervisorMsg::Children(reply) => {
-                let _ = reply.send(state.children());
-                Ok(())
-            }
-        }
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let outcome = state.handle_event(&event, &myself).await;
-        Self::apply(state, outcome).await
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.shutdown().await;
-        Ok(())
     }
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ractor::{call_t, registry, Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    call_t, registry, Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
+};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -192,8 +194,27 @@ impl From<RestartChild> for HostMsg {
 
 struct HostState {
     supervision: Supervision,
-    /// (source, outcome) of every non-ignored outcome, plus ignored restarts.
+    /// (source, outcome) of every outcome but those of `ActorStarted`.
     tx: mpsc::UnboundedSender<(&'static str, Outcome)>,
+    /// The hook being forwarded, to label the outcomes `on_outcome` sees;
+    /// `None` while one that is not reported is.
+    source: Option<&'static str>,
+}
+
+impl Supervises for Host {
+    fn supervision(state: &mut HostState) -> &mut Supervision {
+        &mut state.supervision
+    }
+
+    fn escalation_error(_: &HostState, reason: &str) -> ActorProcessingErr {
+        format!("host gave up: {reason}").into()
+    }
+
+    fn on_outcome(state: &mut HostState, outcome: &Outcome) {
+        if let Some(source) = state.source {
+            let _ = state.tx.send((source, outcome.clone()));
+        }
+    }
 }
 
 impl Actor for Host {
@@ -206,7 +227,7 @@ impl Actor for Host {
         _: ActorRef<HostMsg>,
         (config, tx): Self::Arguments,
     ) -> Result<HostState, ActorProcessingErr> {
-        Ok(HostState { supervision: Supervision::new(config), tx })
+        Ok(HostState { supervision: Supervision::new(config), tx, source: None })
     }
 
     async fn handle(
@@ -217,12 +238,8 @@ impl Actor for Host {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HostMsg::Restart(req) => {
-                let outcome = st.supervision.handle_restart(req, &myself).await?;
-                let _ = st.tx.send(("restart", outcome.clone()));
-                if let Outcome::Escalate { reason } = outcome {
-                    st.supervision.shutdown().await;
-                    return Err(reason.into());
-                }
+                st.source = Some("restart");
+                Self::supervise_restart(&myself, req, st).await?;
             }
             HostMsg::Start(spec, reply) => {
                 let ok = st.supervision.start_child(spec, &myself).await.is_ok();
@@ -242,21 +259,12 @@ impl Actor for Host {
         event: SupervisionEvent,
         st: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
-        let started = matches!(event, SupervisionEvent::ActorStarted(_));
-        let outcome = st.supervision.handle_event(&event, &myself).await?;
-        if !started {
-            let _ = st.tx.send(("event", outcome.clone()));
-        }
-        if let Outcome::Escalate { reason } = outcome {
-            st.supervision.shutdown().await;
-            return Err(reason.into());
-        }
-        Ok(())
+        st.source = (!matches!(event, SupervisionEvent::ActorStarted(_))).then_some("event");
+        Self::supervise_event(&myself, event, st).await
     }
 
     async fn post_stop(&self, _: ActorRef<HostMsg>, st: &mut HostState) -> Result<(), ActorProcessingErr> {
-        st.supervision.shutdown().await;
-        Ok(())
+        Self::stop_children(st).await
     }
 }
 
@@ -684,4 +692,55 @@ async fn delayed_group_restart_ignores_exits_of_siblings_it_stopped() {
     assert!(probes.iter().all(|p| p.starts() == 3));
     assert!(names.iter().all(|n| id_of(n).is_some()));
     host.stop_and_wait(None, Some(WAIT)).await.expect("host stops");
+}
+
+#[tokio::test]
+async fn an_embedder_that_escalates_stops_its_children_then_fails_with_its_own_error() {
+    let (parent, mut events) = spawn_parent("sv-esc-parent").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut cfg = config(Strategy::OneForOne);
+    cfg.intensity = Intensity { max_restarts: 1, within: Duration::from_secs(10) };
+    let (host, _join) =
+        Actor::spawn_linked(Some("sv-esc".to_string()), Host, (cfg, tx), parent.get_cell()).await.expect("host starts");
+    let stopped = Arc::new(Mutex::new(Vec::new()));
+    let (pa, pb) = (
+        Probe { stopped: stopped.clone(), ..Probe::default() },
+        Probe { stopped: stopped.clone(), ..Probe::default() },
+    );
+    for (name, probe) in [("sv-esc-a", &pa), ("sv-esc-b", &pb)] {
+        let ok = call_t!(host, HostMsg::Start, 2000, permanent(name, probe)).expect("call");
+        assert!(ok);
+    }
+
+    send("sv-esc-a", TestMsg::Panic);
+    assert_eq!(next_outcome(&mut rx).await, ("event", Outcome::Restarted { ids: vec!["sv-esc-a".into()] }));
+    // Second failure within the window: more than 1 restart → escalate.
+    send("sv-esc-a", TestMsg::Panic);
+    let line = tokio::time::timeout(WAIT, events.recv()).await.expect("parent notified in time").expect("parent alive");
+    assert!(line.starts_with("failed: host gave up: restart intensity exceeded"), "the embedder's own error: {line}");
+    assert!(host.wait(Some(WAIT)).await.is_ok());
+    // The sibling was stopped gracefully before the host failed (the
+    // panicked child runs no post_stop), and nothing is left running.
+    assert_eq!(*stopped.lock().expect("lock"), vec!["sv-esc-b".to_string()]);
+    assert!(id_of("sv-esc-a").is_none() && id_of("sv-esc-b").is_none());
+    assert_eq!(pa.starts(), 2, "no restart after escalation");
+    parent.stop_and_wait(None, Some(WAIT)).await.expect("parent stops");
+}
+
+#[tokio::test]
+async fn an_embedder_that_stops_stops_its_children_in_reverse_order() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (host, _join) =
+        Actor::spawn(Some("sv-stop".to_string()), Host, (config(Strategy::OneForOne), tx)).await.expect("host starts");
+    let stopped = Arc::new(Mutex::new(Vec::new()));
+    let names = ["sv-stop-a", "sv-stop-b", "sv-stop-c"];
+    for name in names {
+        let probe = Probe { stopped: stopped.clone(), ..Probe::default() };
+        let ok = call_t!(host, HostMsg::Start, 2000, permanent(name, &probe)).expect("call");
+        assert!(ok);
+    }
+    host.stop_and_wait(None, Some(WAIT)).await.expect("host stops");
+    let expected: Vec<String> = names.iter().rev().map(|n| n.to_string()).collect();
+    assert_eq!(*stopped.lock().expect("lock"), expected, "each child's post_stop ran, last started first");
+    assert!(names.iter().all(|n| id_of(n).is_none()));
 }
