@@ -10,6 +10,7 @@ pub mod context;
 pub mod diagnostics;
 pub mod error;
 pub mod files;
+mod heap;
 pub mod names;
 pub mod provider;
 pub mod providers;

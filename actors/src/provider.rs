@@ -137,64 +137,67 @@ impl Actor for ProviderWorker {
         myself: ActorRef<Self::Msg>,
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
-        let session = args.ctx.store.get::<SessionRecord>(&args.session_id)?;
-        let sandbox = session.as_ref().map(|s| s.sandbox).unwrap_or_default();
-        let network = session.as_ref().is_some_and(|s| s.network);
-        let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
-        let isolation = match sandbox {
-            Sandbox::None => Isolation::Host,
-            // Fail closed: a session made to be jailed never runs on the host,
-            // even if bubblewrap went away since it was created.
-            Sandbox::Bwrap => {
-                let jail = Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
-                    format!(
-                        "session {} needs bubblewrap (`bwrap` not found on PATH; install the {:?} package)",
-                        args.session_id, BWRAP_PACKAGE
-                    )
-                })?;
-                // The push token is the daemon's, never a session's.
-                let withheld: Vec<String> = args.ctx.settings.git.token_env.iter().cloned().collect();
-                Isolation::Jail(jail.with_network(network).withholding(withheld))
-            }
-            Sandbox::Docker => Isolation::Container(args.ctx.settings.docker.clone().ok_or_else(|| {
-                format!("session {} runs in a container, but no container engine is configured", args.session_id)
-            })?),
-        };
-        // A binding made by another provider (the session was switched) means nothing here.
-        let binding = args
-            .ctx
-            .store
-            .get::<AgentBinding>(&args.session_id)?
-            .filter(|b| b.provider == args.provider)
-            .map(|b| b.binding);
-        let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
-        let init = DriverInit {
-            session_id: args.session_id.clone(),
-            cwd,
-            binding: binding.clone(),
-            notices: notices_tx,
-            isolation,
-            network,
-        };
-        let driver = args.ctx.providers.driver(&args.provider, init)?;
-        let notices = tokio::spawn(async move {
-            while let Some(notice) = notices_rx.recv().await {
-                if myself.send_message(ProviderMsg::Notice(notice)).is_err() {
-                    return;
+        crate::heap::on_heap(async move {
+            let session = args.ctx.store.get::<SessionRecord>(&args.session_id)?;
+            let sandbox = session.as_ref().map(|s| s.sandbox).unwrap_or_default();
+            let network = session.as_ref().is_some_and(|s| s.network);
+            let cwd = session.map(|s| PathBuf::from(s.cwd)).unwrap_or_else(|| args.ctx.settings.default_cwd.clone());
+            let isolation = match sandbox {
+                Sandbox::None => Isolation::Host,
+                // Fail closed: a session made to be jailed never runs on the host,
+                // even if bubblewrap went away since it was created.
+                Sandbox::Bwrap => {
+                    let jail = Jail::bwrap(&args.ctx.settings.data_dir).ok_or_else(|| {
+                        format!(
+                            "session {} needs bubblewrap (`bwrap` not found on PATH; install the {:?} package)",
+                            args.session_id, BWRAP_PACKAGE
+                        )
+                    })?;
+                    // The push token is the daemon's, never a session's.
+                    let withheld: Vec<String> = args.ctx.settings.git.token_env.iter().cloned().collect();
+                    Isolation::Jail(jail.with_network(network).withholding(withheld))
                 }
-            }
-        });
-        Ok(ProviderState {
-            ctx: args.ctx,
-            session_id: args.session_id,
-            provider: args.provider,
-            driver,
-            current: None,
-            initial_binding: binding,
-            running: None,
-            exited: None,
-            _notices: AbortOnDrop(notices),
+                Sandbox::Docker => Isolation::Container(args.ctx.settings.docker.clone().ok_or_else(|| {
+                    format!("session {} runs in a container, but no container engine is configured", args.session_id)
+                })?),
+            };
+            // A binding made by another provider (the session was switched) means nothing here.
+            let binding = args
+                .ctx
+                .store
+                .get::<AgentBinding>(&args.session_id)?
+                .filter(|b| b.provider == args.provider)
+                .map(|b| b.binding);
+            let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+            let init = DriverInit {
+                session_id: args.session_id.clone(),
+                cwd,
+                binding: binding.clone(),
+                notices: notices_tx,
+                isolation,
+                network,
+            };
+            let driver = args.ctx.providers.driver(&args.provider, init)?;
+            let notices = tokio::spawn(async move {
+                while let Some(notice) = notices_rx.recv().await {
+                    if myself.send_message(ProviderMsg::Notice(notice)).is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(ProviderState {
+                ctx: args.ctx,
+                session_id: args.session_id,
+                provider: args.provider,
+                driver,
+                current: None,
+                initial_binding: binding,
+                running: None,
+                exited: None,
+                _notices: AbortOnDrop(notices),
+            })
         })
+        .await
     }
 
     async fn post_start(
@@ -202,12 +205,15 @@ impl Actor for ProviderWorker {
         _myself: ActorRef<Self::Msg>,
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
-        let capabilities = state.driver.capabilities().into();
-        let mut batch = Batch::by(Owner::Provider);
-        batch.event(state.status(ProviderStatusKind::Ready { capabilities }));
-        state.ctx.store.commit(batch).await?;
-        tracing::info!(session_id = %state.session_id, provider = %state.provider, "provider worker ready");
-        Ok(())
+        crate::heap::on_heap(async move {
+            let capabilities = state.driver.capabilities().into();
+            let mut batch = Batch::by(Owner::Provider);
+            batch.event(state.status(ProviderStatusKind::Ready { capabilities }));
+            state.ctx.store.commit(batch).await?;
+            tracing::info!(session_id = %state.session_id, provider = %state.provider, "provider worker ready");
+            Ok(())
+        })
+        .await
     }
 
     async fn handle(
@@ -216,35 +222,38 @@ impl Actor for ProviderWorker {
         msg: ProviderMsg,
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ProviderMsg::RunTurn { input, delivered, reply } => {
-                let result = state.run_turn(input, delivered);
-                let _ = reply.send(result);
-            }
-            ProviderMsg::Control { turn_id, control } => match &state.current {
-                Some(current) if current.turn_id == turn_id => {
-                    if !current.handle.send(control) {
-                        tracing::debug!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn that has finished");
+        crate::heap::on_heap(async move {
+            match msg {
+                ProviderMsg::RunTurn { input, delivered, reply } => {
+                    let result = state.run_turn(input, delivered);
+                    let _ = reply.send(result);
+                }
+                ProviderMsg::Control { turn_id, control } => match &state.current {
+                    Some(current) if current.turn_id == turn_id => {
+                        if !current.handle.send(control) {
+                            tracing::debug!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn that has finished");
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn this worker is not running")
+                    }
+                },
+                ProviderMsg::TurnDone { turn_id } => {
+                    if state.current.as_ref().is_some_and(|c| c.turn_id == turn_id) {
+                        state.current = None;
                     }
                 }
-                _ => {
-                    tracing::warn!(session_id = %state.session_id, turn_id = %turn_id, "control for a turn this worker is not running")
-                }
-            },
-            ProviderMsg::TurnDone { turn_id } => {
-                if state.current.as_ref().is_some_and(|c| c.turn_id == turn_id) {
-                    state.current = None;
-                }
-            }
-            ProviderMsg::Notice(notice) => state.on_notice(&myself, notice).await?,
-            ProviderMsg::Fail(reason) => return Err(reason.into()),
-            ProviderMsg::Crash => {
-                if state.ctx.settings.fault_injection {
-                    panic!("injected fault: provider worker of session {}", state.session_id);
+                ProviderMsg::Notice(notice) => state.on_notice(&myself, notice).await?,
+                ProviderMsg::Fail(reason) => return Err(reason.into()),
+                ProviderMsg::Crash => {
+                    if state.ctx.settings.fault_injection {
+                        panic!("injected fault: provider worker of session {}", state.session_id);
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -95,31 +95,34 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let record = match args.ctx.store.get::<SessionRecord>(&args.session_id)? {
-            Some(record) => record,
-            None => {
-                let new = args.new.as_ref().and_then(|cell| cell.lock().unwrap_or_else(|p| p.into_inner()).take());
-                let record = new.ok_or_else(|| format!("session {} has no record", args.session_id))?;
-                let mut batch = Batch::by(Owner::Session);
-                batch.put(&record)?;
-                batch.event(record.update_event().into_event(Topic::session(&record.id)));
-                args.ctx.store.commit(batch).await?;
-                record
-            }
-        };
-        let config = SupervisorConfig {
-            strategy: Strategy::OneForOne,
-            intensity: Intensity { max_restarts: 10, within: Duration::from_secs(30) },
-            backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
-            on_restart: Some(args.ctx.restart_hook()),
-        };
-        Ok(SessionState {
-            sup: Supervision::new(config),
-            record,
-            ctx: args.ctx,
-            closed: false,
-            pushes: Arc::new(tokio::sync::Mutex::new(())),
+        crate::heap::on_heap(async move {
+            let record = match args.ctx.store.get::<SessionRecord>(&args.session_id)? {
+                Some(record) => record,
+                None => {
+                    let new = args.new.as_ref().and_then(|cell| cell.lock().unwrap_or_else(|p| p.into_inner()).take());
+                    let record = new.ok_or_else(|| format!("session {} has no record", args.session_id))?;
+                    let mut batch = Batch::by(Owner::Session);
+                    batch.put(&record)?;
+                    batch.event(record.update_event().into_event(Topic::session(&record.id)));
+                    args.ctx.store.commit(batch).await?;
+                    record
+                }
+            };
+            let config = SupervisorConfig {
+                strategy: Strategy::OneForOne,
+                intensity: Intensity { max_restarts: 10, within: Duration::from_secs(30) },
+                backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
+                on_restart: Some(args.ctx.restart_hook()),
+            };
+            Ok(SessionState {
+                sup: Supervision::new(config),
+                record,
+                ctx: args.ctx,
+                closed: false,
+                pushes: Arc::new(tokio::sync::Mutex::new(())),
+            })
         })
+        .await
     }
 
     async fn post_start(
@@ -127,7 +130,7 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        state.recover_active_turn(&myself).await
+        crate::heap::on_heap(async move { state.recover_active_turn(&myself).await }).await
     }
 
     async fn post_stop(
@@ -144,92 +147,96 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.closed {
-            refuse_closed(msg);
-            return Ok(());
-        }
-        match msg {
-            SessionMsg::Patch(patch, reply) => {
-                let r = state.patch(patch).await;
-                let _ = reply.send(r);
+        crate::heap::on_heap(async move {
+            if state.closed {
+                refuse_closed(msg);
+                return Ok(());
             }
-            SessionMsg::StartTurn(text, reply) => {
-                let r = state.start_turn(&myself, text).await;
-                let _ = reply.send(r);
-            }
-            SessionMsg::Interrupt(turn_id, reply) => {
-                let r = match state.active_turn(&turn_id) {
-                    Ok(()) => {
-                        let r = crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt)
-                            .await;
-                        state.unless_ended(&turn_id, r)
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(r);
-            }
-            SessionMsg::Steer(turn_id, text, reply) => {
-                let r = match state.active_turn(&turn_id) {
-                    Ok(()) => {
-                        let name = names::turn(&state.record.id);
-                        let r = crate::route::call::<TurnMsg, _, _>(&name, |p| TurnMsg::Steer(text, p)).await;
-                        state.unless_ended(&turn_id, r)
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(r);
-            }
-            SessionMsg::Decide(approval_id, decision, reply) => {
-                let r = state.decide(approval_id, decision).await;
-                let _ = reply.send(r);
-            }
-            SessionMsg::Close(reply) => {
-                let r = state.close().await;
-                let _ = reply.send(r);
-            }
-            SessionMsg::Files(change, reply) => match &state.record.active_turn {
-                // The worktree is the turn's agent's while it runs.
-                Some(turn_id) => {
-                    let busy = DaemonError::Busy { session_id: state.record.id.clone(), turn_id: turn_id.clone() };
-                    let _ = reply.send(Err(busy.into()));
+            match msg {
+                SessionMsg::Patch(patch, reply) => {
+                    let r = state.patch(patch).await;
+                    let _ = reply.send(r);
                 }
-                None => crate::files::change(&state.ctx, &state.record, change, &state.pushes, reply).await,
-            },
-            SessionMsg::TurnStatus { turn_id, status } => {
-                if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
-                    let awaiting = status == TurnStatus::AwaitingApproval;
-                    if state.record.awaiting_approval != awaiting {
-                        state.record.awaiting_approval = awaiting;
-                        state.save(Batch::by(Owner::Session)).await?;
+                SessionMsg::StartTurn(text, reply) => {
+                    let r = state.start_turn(&myself, text).await;
+                    let _ = reply.send(r);
+                }
+                SessionMsg::Interrupt(turn_id, reply) => {
+                    let r = match state.active_turn(&turn_id) {
+                        Ok(()) => {
+                            let r =
+                                crate::route::call::<TurnMsg, _, _>(&names::turn(&state.record.id), TurnMsg::Interrupt)
+                                    .await;
+                            state.unless_ended(&turn_id, r)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+                SessionMsg::Steer(turn_id, text, reply) => {
+                    let r = match state.active_turn(&turn_id) {
+                        Ok(()) => {
+                            let name = names::turn(&state.record.id);
+                            let r = crate::route::call::<TurnMsg, _, _>(&name, |p| TurnMsg::Steer(text, p)).await;
+                            state.unless_ended(&turn_id, r)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+                SessionMsg::Decide(approval_id, decision, reply) => {
+                    let r = state.decide(approval_id, decision).await;
+                    let _ = reply.send(r);
+                }
+                SessionMsg::Close(reply) => {
+                    let r = state.close().await;
+                    let _ = reply.send(r);
+                }
+                SessionMsg::Files(change, reply) => match &state.record.active_turn {
+                    // The worktree is the turn's agent's while it runs.
+                    Some(turn_id) => {
+                        let busy = DaemonError::Busy { session_id: state.record.id.clone(), turn_id: turn_id.clone() };
+                        let _ = reply.send(Err(busy.into()));
+                    }
+                    None => crate::files::change(&state.ctx, &state.record, change, &state.pushes, reply).await,
+                },
+                SessionMsg::TurnStatus { turn_id, status } => {
+                    if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
+                        let awaiting = status == TurnStatus::AwaitingApproval;
+                        if state.record.awaiting_approval != awaiting {
+                            state.record.awaiting_approval = awaiting;
+                            state.save(Batch::by(Owner::Session)).await?;
+                        }
                     }
                 }
-            }
-            SessionMsg::Violation { turn_id, what } => {
-                state.record.violation = Some(bosun_state::SessionViolation {
-                    turn_id,
-                    provider: state.record.provider.clone(),
-                    what,
-                    at: bosun_proto::now_ts(),
-                });
-                state.save(Batch::by(Owner::Session)).await?;
-            }
-            SessionMsg::TurnEnded { turn_id, status, usage } => {
-                if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
-                    state.record.active_turn = None;
-                    state.record.awaiting_approval = false;
-                    state.record.usage.add(usage);
+                SessionMsg::Violation { turn_id, what } => {
+                    state.record.violation = Some(bosun_state::SessionViolation {
+                        turn_id,
+                        provider: state.record.provider.clone(),
+                        what,
+                        at: bosun_proto::now_ts(),
+                    });
                     state.save(Batch::by(Owner::Session)).await?;
-                    tracing::info!(session_id = %state.record.id, turn_id = %turn_id, %status, "session idle");
                 }
-            }
-            SessionMsg::Crash => {
-                if state.ctx.settings.fault_injection {
-                    panic!("injected fault: session {}", state.record.id);
+                SessionMsg::TurnEnded { turn_id, status, usage } => {
+                    if state.record.active_turn.as_deref() == Some(turn_id.as_str()) {
+                        state.record.active_turn = None;
+                        state.record.awaiting_approval = false;
+                        state.record.usage.add(usage);
+                        state.save(Batch::by(Owner::Session)).await?;
+                        tracing::info!(session_id = %state.record.id, turn_id = %turn_id, %status, "session idle");
+                    }
                 }
+                SessionMsg::Crash => {
+                    if state.ctx.settings.fault_injection {
+                        panic!("injected fault: session {}", state.record.id);
+                    }
+                }
+                SessionMsg::Restart(req) => Self::supervise_restart(&myself, req, state).await?,
             }
-            SessionMsg::Restart(req) => Self::supervise_restart(&myself, req, state).await?,
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn handle_supervisor_evt(
@@ -238,14 +245,17 @@ impl Actor for SessionActor {
         evt: SupervisionEvent,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(cell, err) = &evt {
-            let name = cell.get_name().unwrap_or_default();
-            tracing::warn!(session_id = %state.record.id, actor = %name, error = %err, "child failed");
-            if name == names::provider(&state.record.id) {
-                state.provider_crashed(&err.to_string()).await;
+        crate::heap::on_heap(async move {
+            if let SupervisionEvent::ActorFailed(cell, err) = &evt {
+                let name = cell.get_name().unwrap_or_default();
+                tracing::warn!(session_id = %state.record.id, actor = %name, error = %err, "child failed");
+                if name == names::provider(&state.record.id) {
+                    state.provider_crashed(&err.to_string()).await;
+                }
             }
-        }
-        Self::supervise_event(&myself, evt, state).await
+            Self::supervise_event(&myself, evt, state).await
+        })
+        .await
     }
 }
 

@@ -99,48 +99,54 @@ impl Actor for TurnActor {
     type Arguments = TurnArgs;
 
     async fn pre_start(&self, _myself: ActorRef<TurnMsg>, args: TurnArgs) -> Result<TurnState, ActorProcessingErr> {
-        let key = TurnRecord::key_for(&args.session_id, args.number);
-        let record = match (args.ctx.store.get::<TurnRecord>(&key)?, &args.start) {
-            (Some(record), _) => record,
-            (None, TurnStart::New { id, text }) => record_new_turn(&args, id, text).await?,
-            (None, _) => return Err(format!("turn record {key} is missing").into()),
-        };
-        let session = args
-            .ctx
-            .store
-            .get::<SessionRecord>(&args.session_id)?
-            .ok_or_else(|| format!("session {} is missing", args.session_id))?;
-        let progress = args
-            .ctx
-            .store
-            .get::<TurnProgress>(&key)?
-            .unwrap_or_else(|| TurnProgress::start(&args.session_id, args.number));
-        Ok(TurnState {
-            topic: Topic::session(&args.session_id),
-            cwd: PathBuf::from(session.cwd),
-            provider: session.provider,
-            record,
-            progress,
-            replay_asked: None,
-            cut: match args.start {
-                TurnStart::Cut(reason) => Some(reason),
-                _ => None,
-            },
-            ctx: args.ctx,
+        crate::heap::on_heap(async move {
+            let key = TurnRecord::key_for(&args.session_id, args.number);
+            let record = match (args.ctx.store.get::<TurnRecord>(&key)?, &args.start) {
+                (Some(record), _) => record,
+                (None, TurnStart::New { id, text }) => record_new_turn(&args, id, text).await?,
+                (None, _) => return Err(format!("turn record {key} is missing").into()),
+            };
+            let session = args
+                .ctx
+                .store
+                .get::<SessionRecord>(&args.session_id)?
+                .ok_or_else(|| format!("session {} is missing", args.session_id))?;
+            let progress = args
+                .ctx
+                .store
+                .get::<TurnProgress>(&key)?
+                .unwrap_or_else(|| TurnProgress::start(&args.session_id, args.number));
+            Ok(TurnState {
+                topic: Topic::session(&args.session_id),
+                cwd: PathBuf::from(session.cwd),
+                provider: session.provider,
+                record,
+                progress,
+                replay_asked: None,
+                cut: match args.start {
+                    TurnStart::Cut(reason) => Some(reason),
+                    _ => None,
+                },
+                ctx: args.ctx,
+            })
         })
+        .await
     }
 
     async fn post_start(&self, myself: ActorRef<TurnMsg>, state: &mut TurnState) -> Result<(), ActorProcessingErr> {
-        if state.record.status.is_final() {
-            // Ended before a crash could tell the session; let the session catch up.
-            state.notify_session_ended();
-            myself.stop(None);
-            return Ok(());
-        }
-        if let Some(reason) = state.cut.take() {
-            return state.finish(&myself, TurnStatus::Failed, Some(reason)).await;
-        }
-        state.run_on_provider(&myself).await
+        crate::heap::on_heap(async move {
+            if state.record.status.is_final() {
+                // Ended before a crash could tell the session; let the session catch up.
+                state.notify_session_ended();
+                myself.stop(None);
+                return Ok(());
+            }
+            if let Some(reason) = state.cut.take() {
+                return state.finish(&myself, TurnStatus::Failed, Some(reason)).await;
+            }
+            state.run_on_provider(&myself).await
+        })
+        .await
     }
 
     async fn handle(
@@ -149,51 +155,54 @@ impl Actor for TurnActor {
         msg: TurnMsg,
         state: &mut TurnState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.record.status.is_final() {
-            // Only answers remain to be given once the turn has ended.
+        crate::heap::on_heap(async move {
+            if state.record.status.is_final() {
+                // Only answers remain to be given once the turn has ended.
+                match msg {
+                    TurnMsg::Interrupt(reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
+                    TurnMsg::Steer(_, reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
+                    TurnMsg::Decide(id, decision, reply) => drop(reply.send(state.decide_after_end(&id, decision))),
+                    _ => {}
+                }
+                return Ok(());
+            }
             match msg {
-                TurnMsg::Interrupt(reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
-                TurnMsg::Steer(_, reply) => drop(reply.send(Err(DaemonError::Conflict("the turn has ended".into())))),
-                TurnMsg::Decide(id, decision, reply) => drop(reply.send(state.decide_after_end(&id, decision))),
-                _ => {}
-            }
-            return Ok(());
-        }
-        match msg {
-            TurnMsg::Agent { first, events, done } => {
-                state.on_agent_events(&myself, first, events).await?;
-                let _ = done.send(());
-            }
-            TurnMsg::Interrupt(reply) => {
-                let result = state.interrupt(&myself).await;
-                let _ = reply.send(result);
-            }
-            TurnMsg::Steer(text, reply) => {
-                let result = state.steer(text).await;
-                let _ = reply.send(result);
-            }
-            TurnMsg::Decide(id, decision, reply) => {
-                let result = state.decide(&myself, &id, decision, DecidedBy::User).await;
-                let _ = reply.send(result);
-            }
-            TurnMsg::ProviderRestarted => state.run_on_provider(&myself).await?,
-            TurnMsg::InterruptTimeout => {
-                tracing::warn!(session_id = %state.record.session_id, turn_id = %state.record.id, "provider did not stop in time; ending the turn");
-                state
-                    .finish(
-                        &myself,
-                        TurnStatus::Interrupted,
-                        Some("interrupted; the provider did not stop in time".into()),
-                    )
-                    .await?;
-            }
-            TurnMsg::Crash => {
-                if state.ctx.settings.fault_injection {
-                    panic!("injected fault: turn {}", state.record.id);
+                TurnMsg::Agent { first, events, done } => {
+                    state.on_agent_events(&myself, first, events).await?;
+                    let _ = done.send(());
+                }
+                TurnMsg::Interrupt(reply) => {
+                    let result = state.interrupt(&myself).await;
+                    let _ = reply.send(result);
+                }
+                TurnMsg::Steer(text, reply) => {
+                    let result = state.steer(text).await;
+                    let _ = reply.send(result);
+                }
+                TurnMsg::Decide(id, decision, reply) => {
+                    let result = state.decide(&myself, &id, decision, DecidedBy::User).await;
+                    let _ = reply.send(result);
+                }
+                TurnMsg::ProviderRestarted => state.run_on_provider(&myself).await?,
+                TurnMsg::InterruptTimeout => {
+                    tracing::warn!(session_id = %state.record.session_id, turn_id = %state.record.id, "provider did not stop in time; ending the turn");
+                    state
+                        .finish(
+                            &myself,
+                            TurnStatus::Interrupted,
+                            Some("interrupted; the provider did not stop in time".into()),
+                        )
+                        .await?;
+                }
+                TurnMsg::Crash => {
+                    if state.ctx.settings.fault_injection {
+                        panic!("injected fault: turn {}", state.record.id);
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
