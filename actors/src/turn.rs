@@ -142,6 +142,7 @@ impl Actor for TurnActor {
                 return Ok(());
             }
             if let Some(reason) = state.cut.take() {
+                state.record.cut = true;
                 return state.finish(&myself, TurnStatus::Failed, Some(reason)).await;
             }
             state.run_on_provider(&myself).await
@@ -222,6 +223,7 @@ async fn record_new_turn(args: &TurnArgs, id: &str, text: &str) -> Result<TurnRe
         started_at: bosun_proto::now_ts(),
         ended_at: None,
         result: None,
+        cut: false,
     };
     let mut batch = Batch::by(Owner::Turn);
     batch.put(&record)?;
@@ -278,6 +280,7 @@ impl TurnState {
             }
             Ok(Err(reason)) => {
                 let reason = format!("the turn was cut by a crash and cannot be resumed: {reason}");
+                self.record.cut = true;
                 self.finish(myself, TurnStatus::Failed, Some(reason)).await
             }
             Err(e) => self.finish(myself, TurnStatus::Failed, Some(format!("the provider is unavailable: {e}"))).await,

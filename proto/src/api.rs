@@ -290,8 +290,9 @@ pub struct TurnView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalView {
     pub id: ApprovalId,
-    pub session_id: SessionId,
-    pub turn_id: TurnId,
+    /// The session and turn whose agent asks; none for a workflow's gate.
+    pub session_id: Option<SessionId>,
+    pub turn_id: Option<TurnId>,
     pub action: Action,
     pub status: ApprovalStatus,
     pub decided_by: Option<DecidedBy>,

@@ -58,6 +58,18 @@ pub enum EventType {
     /// The agent left the mode that asks before acting and the daemon put it back.
     #[serde(rename = "policy:mode_restored")]
     PolicyModeRestored,
+    #[serde(rename = "workflow:started")]
+    WorkflowStarted,
+    #[serde(rename = "workflow:step")]
+    WorkflowStep,
+    #[serde(rename = "workflow:event")]
+    WorkflowEvent,
+    #[serde(rename = "workflow:error")]
+    WorkflowError,
+    #[serde(rename = "workflow:paused")]
+    WorkflowPaused,
+    #[serde(rename = "workflow:completed")]
+    WorkflowCompleted,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -90,6 +102,12 @@ impl EventType {
             EventType::FileChanged => "file:changed",
             EventType::PolicyViolation => "policy:violation",
             EventType::PolicyModeRestored => "policy:mode_restored",
+            EventType::WorkflowStarted => "workflow:started",
+            EventType::WorkflowStep => "workflow:step",
+            EventType::WorkflowEvent => "workflow:event",
+            EventType::WorkflowError => "workflow:error",
+            EventType::WorkflowPaused => "workflow:paused",
+            EventType::WorkflowCompleted => "workflow:completed",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,
@@ -119,7 +137,8 @@ impl fmt::Display for EventType {
 }
 
 /// A topic names the stream an event belongs to: `session:<id>` for everything
-/// about one session, `system` for daemon-wide events.
+/// about one session, `workflow:<id>` for one workflow run, `system` for
+/// daemon-wide events.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Topic(String);
@@ -131,6 +150,10 @@ impl Topic {
         Topic(format!("session:{id}"))
     }
 
+    pub fn workflow(run_id: &str) -> Topic {
+        Topic(format!("workflow:{run_id}"))
+    }
+
     pub fn system() -> Topic {
         Topic(Self::SYSTEM.to_string())
     }
@@ -140,7 +163,7 @@ impl Topic {
         if s == Self::SYSTEM {
             return Some(Topic::system());
         }
-        let id = s.strip_prefix("session:")?;
+        let id = s.strip_prefix("session:").or_else(|| s.strip_prefix("workflow:"))?;
         if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return None;
         }
@@ -149,6 +172,11 @@ impl Topic {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The run id, for a `workflow:<id>` topic.
+    pub fn workflow_run_id(&self) -> Option<&str> {
+        self.0.strip_prefix("workflow:")
     }
 
     /// The session id, for a `session:<id>` topic.
@@ -230,6 +258,8 @@ mod tests {
         assert!(Topic::parse("session:").is_none());
         assert!(Topic::parse("session:a/b").is_none());
         assert!(Topic::parse("sessions").is_none());
+        assert_eq!(Topic::parse("workflow:w_1").unwrap(), Topic::workflow("w_1"));
+        assert!(Topic::parse("workflow:").is_none());
         assert_eq!(Topic::session("x").session_id(), Some("x"));
     }
 

@@ -67,6 +67,19 @@ pub enum EventData {
     PolicyViolation(PolicyViolation),
     #[serde(rename = "policy:mode_restored")]
     PolicyModeRestored(PolicyModeRestored),
+    /// A run started; carries it whole.
+    #[serde(rename = "workflow:started")]
+    WorkflowStarted(crate::workflow::WorkflowStarted),
+    #[serde(rename = "workflow:step")]
+    WorkflowStep(crate::workflow::WorkflowStep),
+    #[serde(rename = "workflow:event")]
+    WorkflowEvent(crate::workflow::WorkflowEvent),
+    #[serde(rename = "workflow:error")]
+    WorkflowError(crate::workflow::WorkflowError),
+    #[serde(rename = "workflow:paused")]
+    WorkflowPaused(crate::workflow::WorkflowPaused),
+    #[serde(rename = "workflow:completed")]
+    WorkflowCompleted(crate::workflow::WorkflowCompleted),
     #[serde(rename = "actor:restarted")]
     ActorRestarted(ActorRestarted),
     #[serde(rename = "diagnostics:log")]
@@ -98,6 +111,12 @@ impl EventData {
             EventData::FileChanged(_) => EventType::FileChanged,
             EventData::PolicyViolation(_) => EventType::PolicyViolation,
             EventData::PolicyModeRestored(_) => EventType::PolicyModeRestored,
+            EventData::WorkflowStarted(_) => EventType::WorkflowStarted,
+            EventData::WorkflowStep(_) => EventType::WorkflowStep,
+            EventData::WorkflowEvent(_) => EventType::WorkflowEvent,
+            EventData::WorkflowError(_) => EventType::WorkflowError,
+            EventData::WorkflowPaused(_) => EventType::WorkflowPaused,
+            EventData::WorkflowCompleted(_) => EventType::WorkflowCompleted,
             EventData::ActorRestarted(_) => EventType::ActorRestarted,
             EventData::DiagnosticsLog(_) => EventType::DiagnosticsLog,
         }
@@ -129,8 +148,8 @@ impl EventData {
             EventData::StreamChunk(e) => Some(&e.turn_id),
             EventData::StreamComplete(e) => Some(&e.turn_id),
             EventData::TurnCompleted(e) => Some(&e.turn_id),
-            EventData::ApprovalRequested(e) => Some(&e.approval.turn_id),
-            EventData::ApprovalResolved(e) => Some(&e.approval.turn_id),
+            EventData::ApprovalRequested(e) => e.approval.turn_id.as_ref(),
+            EventData::ApprovalResolved(e) => e.approval.turn_id.as_ref(),
             EventData::ToolCall(e) => Some(&e.turn_id),
             EventData::ToolUpdate(e) => Some(&e.turn_id),
             EventData::PlanUpdate(e) => Some(&e.turn_id),
@@ -145,7 +164,13 @@ impl EventData {
             | EventData::ProviderStatus(_)
             | EventData::FileWritten(_)
             | EventData::FileDeleted(_)
-            | EventData::ActorRestarted(_) => None,
+            | EventData::ActorRestarted(_)
+            | EventData::WorkflowStarted(_)
+            | EventData::WorkflowStep(_)
+            | EventData::WorkflowEvent(_)
+            | EventData::WorkflowError(_)
+            | EventData::WorkflowPaused(_)
+            | EventData::WorkflowCompleted(_) => None,
         }
     }
 }

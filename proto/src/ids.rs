@@ -90,6 +90,10 @@ id_type!(
     ApprovalId
 );
 id_type!(
+    /// A workflow run: `w_` and 12 hex digits.
+    WorkflowRunId
+);
+id_type!(
     /// A paired device: `d_` and 16 hex digits.
     DeviceId
 );

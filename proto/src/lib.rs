@@ -9,16 +9,19 @@ pub mod codec;
 pub mod event;
 pub mod events;
 pub mod ids;
+#[macro_use]
 pub mod model;
 pub mod query;
 pub mod schema;
+pub mod workflow;
 pub mod ws;
 
 pub use api::*;
 pub use codec::{CodecError, Encoded, WireFormat, MSGPACK_SUBPROTOCOL};
 pub use event::{now_ts, Envelope, EventType, NewEvent, Topic, ENVELOPE_VERSION};
 pub use events::EventData;
-pub use ids::{ApprovalId, DeviceId, SessionId, TurnId};
+pub use ids::{ApprovalId, DeviceId, SessionId, TurnId, WorkflowRunId};
 pub use model::*;
 pub use query::*;
+pub use workflow::*;
 pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

@@ -206,6 +206,8 @@ pub enum Action {
     /// Anything else an agent asks about (a fetch, an MCP tool...), as the
     /// agent titled it; `tool` is its kind (`fetch`, `read`, `other`...).
     Other { tool: String, title: String },
+    /// A workflow's gate: a person decides whether the run goes on.
+    Gate { run_id: crate::ids::WorkflowRunId, step_id: String, message: String },
 }
 
 impl Action {
@@ -214,6 +216,7 @@ impl Action {
             Action::Command { command, cwd } => format!("run `{command}` in {cwd}"),
             Action::FileChange { path, summary } => format!("change {path}: {summary}"),
             Action::Other { tool, title } => format!("{tool}: {title}"),
+            Action::Gate { step_id, message, .. } => format!("gate {step_id}: {message}"),
         }
     }
 }

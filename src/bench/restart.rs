@@ -106,6 +106,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
                 started_at: now.clone(),
                 ended_at: Some(now.clone()),
                 result: None,
+                cut: false,
             };
             batch.event(turn_record.completed_event().into_event(topic.clone()));
             batch.event(record.update_event().into_event(topic.clone()));

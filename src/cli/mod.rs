@@ -532,7 +532,8 @@ async fn session_show(client: &Client, id: &str) -> anyhow::Result<i32> {
 
     outln!("pending approvals: {}", detail.pending_approvals.len())?;
     for a in &detail.pending_approvals {
-        outln!("  {}  {} (turn {})", a.id, a.action.describe(), a.turn_id)?;
+        let turn = a.turn_id.as_ref().map(|t| format!(" (turn {t})")).unwrap_or_default();
+        outln!("  {}  {}{turn}", a.id, a.action.describe())?;
         outln!("  {}", dim(bold, &format!("  approve with: bosun approve {} accept{}", a.id, client.server_hint)))?;
     }
     Ok(0)

@@ -131,7 +131,8 @@ fn summary(env: &Envelope) -> String {
         }
         EventData::ApprovalRequested(e) => {
             let a = e.approval;
-            format!("{} {}: {} (policy {})", a.id, a.turn_id, a.action.describe(), e.policy)
+            let on = a.turn_id.as_ref().map(|t| format!(" {t}")).unwrap_or_default();
+            format!("{}{on}: {} (policy {})", a.id, a.action.describe(), e.policy)
         }
         EventData::ApprovalResolved(e) => {
             let a = e.approval;
@@ -195,6 +196,25 @@ fn summary(env: &Envelope) -> String {
         }
         EventData::ActorRestarted(e) => format!("{} ({}) restarted", e.actor, e.kind),
         EventData::DiagnosticsLog(e) => format!("{}: {}", e.level, clip(&e.message, 100)),
+        EventData::WorkflowStarted(e) => format!("{} {:?} started, {} steps", e.run.id, e.run.name, e.run.steps.len()),
+        EventData::WorkflowStep(e) => {
+            let s = e.step;
+            let label = s.index.map(|i| format!("{}#{i}", s.step_id)).unwrap_or(s.step_id);
+            let session = s.session_id.map(|id| format!(" session {id}")).unwrap_or_default();
+            let why = s.error.map(|r| format!(": {}", clip(&r, 80))).unwrap_or_default();
+            format!("{} {label} {}{session}{why}", e.run_id, s.state)
+        }
+        EventData::WorkflowEvent(e) => format!("{} {} {}", e.run_id, e.kind, clip(&e.message, 100)),
+        EventData::WorkflowError(e) => format!("{} error: {}", e.run_id, clip(&e.message, 100)),
+        EventData::WorkflowPaused(e) => format!("{} paused ({}): {}", e.run_id, e.reason, clip(&e.message, 100)),
+        EventData::WorkflowCompleted(e) => format!(
+            "{} {} in {:.1} s ({} tokens, cost {:.4})",
+            e.run_id,
+            e.state,
+            e.duration_ms as f64 / 1000.0,
+            e.usage.input_tokens + e.usage.output_tokens,
+            e.cost
+        ),
     }
 }
 

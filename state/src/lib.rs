@@ -23,6 +23,7 @@ mod owner;
 mod pending;
 pub mod records;
 mod store;
+pub mod workflow;
 mod writer;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use batch::Batch;
 pub use codec::decode_body;
 pub use owner::Owner;
 pub use records::*;
+pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,8 @@ pub enum Owner {
     Providers,
     /// The auth actor: devices, pairing codes, the second factor.
     Auth,
+    /// A workflow run's actor: its run record and its gates.
+    Workflow,
     /// The daemon's start, before any actor runs: the sweep of agent
     /// processes a killed run left behind.
     Startup,
@@ -48,6 +50,7 @@ impl Owner {
             Owner::Provider => "provider",
             Owner::Providers => "providers",
             Owner::Auth => "auth",
+            Owner::Workflow => "workflow",
             Owner::Startup => "startup",
         }
     }

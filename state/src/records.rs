@@ -187,6 +187,10 @@ pub struct TurnRecord {
     /// provider). Last, and defaulted, so records written before it decode.
     #[serde(default)]
     pub result: Option<CommandResult>,
+    /// Ended `failed` because a crash cut it and its agent could not resume
+    /// it (what a workflow step calls `interrupted`). Defaulted (no).
+    #[serde(default)]
+    pub cut: bool,
 }
 
 impl Record for TurnRecord {
@@ -368,8 +372,8 @@ impl ApprovalRecord {
     pub fn view(&self) -> ApprovalView {
         ApprovalView {
             id: self.id.clone().into(),
-            session_id: self.session_id.clone().into(),
-            turn_id: self.turn_id.clone().into(),
+            session_id: Some(self.session_id.clone().into()),
+            turn_id: Some(self.turn_id.clone().into()),
             action: self.action.clone(),
             status: self.status,
             decided_by: self.decided_by,

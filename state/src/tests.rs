@@ -65,6 +65,7 @@ fn turn(session_id: &str, number: u64) -> TurnRecord {
         started_at: TS.into(),
         ended_at: None,
         result: None,
+        cut: false,
     }
 }
 
