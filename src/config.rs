@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// `[git]`: credentials for pushing session branches.
     #[serde(default)]
     pub git: GitSettings,
+    /// `[prices.NAME]`: cost per million tokens, for workflow budgets.
+    #[serde(default)]
+    pub prices: bosun_actors::Prices,
 }
 
 /// `[auth]`: who needs a token (docs/SECURITY.md).
@@ -140,6 +143,7 @@ pub struct DaemonConfig {
     pub server: ServerConfig,
     pub docker: Option<DockerConfig>,
     pub git: GitSettings,
+    pub prices: bosun_actors::Prices,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.

@@ -66,6 +66,7 @@ pub async fn run(
             }),
             loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
             git: config.git.clone(),
+            prices: config.prices.clone(),
         },
     );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed
@@ -86,6 +87,7 @@ pub async fn run(
         diagnostics_spec(&ctx),
         providers_spec(&ctx),
         sessions_spec(&ctx),
+        workflows_spec(&ctx),
         auth_spec(auth.records()),
         front_spec(&ctx, listener, auth, connections),
     ];
@@ -138,6 +140,13 @@ fn sessions_spec(ctx: &Context) -> ChildSpec {
     // Stopping every session actor in turn takes a while with many sessions.
     ChildSpec::for_actor(names::SESSIONS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
         (SessionsSupervisor, ctx.clone())
+    })
+}
+
+fn workflows_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::for_actor(names::WORKFLOWS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
+        (bosun_actors::workflows::WorkflowsSupervisor, ctx.clone())
     })
 }
 

@@ -101,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server: file.server,
         docker: file.docker,
         git: file.git,
+        prices: file.prices,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

@@ -34,6 +34,29 @@ pub struct Settings {
     pub loopback_trusted: bool,
     /// Where a token for pushing over HTTPS comes from (`[git]`).
     pub git: GitSettings,
+    /// What a provider's tokens cost (`[prices.NAME]`), for workflow budgets.
+    pub prices: Prices,
+}
+
+/// `[prices.NAME]`: a provider's price per million tokens, in whatever
+/// currency the operator keeps accounts in (a workflow's `budget.cost` is
+/// in the same one). A provider with no price costs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million input tokens.
+    pub input: f64,
+    /// Per million output tokens.
+    pub output: f64,
+}
+
+pub type Prices = BTreeMap<String, Price>;
+
+/// What `usage` on `provider` cost.
+pub fn cost_of(prices: &Prices, provider: &str, usage: bosun_proto::Usage) -> f64 {
+    prices.get(provider).map_or(0.0, |p| {
+        (usage.input_tokens as f64 * p.input + usage.output_tokens as f64 * p.output) / 1_000_000.0
+    })
 }
 
 /// `[git]` in the daemon's config: the token is read from the daemon's
@@ -83,7 +106,19 @@ pub struct HealthCounters {
 
 impl HealthCounters {
     fn new() -> HealthCounters {
-        let kinds = ["root", "front", "sessions", "session", "turn", "provider", "providers", "diagnostics", "auth"];
+        let kinds = [
+            "root",
+            "front",
+            "sessions",
+            "session",
+            "turn",
+            "provider",
+            "providers",
+            "diagnostics",
+            "auth",
+            "workflows",
+            "workflow",
+        ];
         HealthCounters {
             started: Instant::now(),
             restarts: Mutex::new(kinds.iter().map(|k| (k.to_string(), 0)).collect()),

@@ -33,6 +33,17 @@ pub enum FileChange {
         message: String,
         push: bool,
     },
+    /// Commits whatever a finished workflow step left in its worktree, so
+    /// the steps branching from it see it; nothing to commit is no error.
+    Snapshot {
+        message: String,
+    },
+    /// Merges another session's branch into this one's, if it merges
+    /// cleanly (checked first); a branch already merged is left as it is.
+    Merge {
+        branch: String,
+        message: String,
+    },
 }
 
 /// What a change did.
@@ -41,6 +52,20 @@ pub enum FileChanged {
     Written { bytes: u64 },
     Deleted { bytes: u64 },
     Committed { sha: String, pushed: bool, push_error: Option<String> },
+    /// The worktree's head after a snapshot (a new commit, or the old head
+    /// when there was nothing to commit).
+    Snapshot { head: String, committed: bool },
+    Merged(MergeOutcome),
+}
+
+/// What a [`FileChange::Merge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Merged { commit: String },
+    /// In the history already: nothing done.
+    AlreadyMerged { head: String },
+    /// Not merged: it conflicts.
+    Conflicts { files: Vec<String>, hunks: String },
 }
 
 /// Why a change was not made: the daemon's (no workspace, a turn running)
@@ -103,8 +128,31 @@ pub async fn change(
             Ok(sha) => Ok(FileChanged::Committed { sha, pushed: false, push_error: None }),
             Err(e) => Err(e.into()),
         },
+        FileChange::Snapshot { message } => snapshot(&root, &message).await,
+        FileChange::Merge { branch, message } => merge(&root, &branch, &message).await,
     };
     let _ = reply.send(result);
+}
+
+async fn snapshot(root: &Path, message: &str) -> FilesResult {
+    match workspace::commit(root, message).await {
+        Ok(head) => Ok(FileChanged::Snapshot { head, committed: true }),
+        Err(WorkspaceError::Conflict(_)) => {
+            Ok(FileChanged::Snapshot { head: workspace::head(root).await?, committed: false })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn merge(root: &Path, branch: &str, message: &str) -> FilesResult {
+    if workspace::is_merged(root, branch).await? {
+        return Ok(FileChanged::Merged(MergeOutcome::AlreadyMerged { head: workspace::head(root).await? }));
+    }
+    let outcome = match workspace::check_merge(root, branch).await? {
+        workspace::MergeCheck::Clean => MergeOutcome::Merged { commit: workspace::merge(root, branch, message).await? },
+        workspace::MergeCheck::Conflicts { files, hunks } => MergeOutcome::Conflicts { files, hunks },
+    };
+    Ok(FileChanged::Merged(outcome))
 }
 
 /// The write happened: the event is its audit trail, committed before the

@@ -18,6 +18,8 @@ pub mod route;
 pub mod session;
 pub mod sessions;
 pub mod turn;
+pub mod workflow;
+pub mod workflows;
 
-pub use context::{Context, GitSettings, HealthCounters, Settings};
+pub use context::{Context, GitSettings, HealthCounters, Price, Prices, Settings};
 pub use error::{DaemonError, DaemonResult};

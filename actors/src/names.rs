@@ -8,6 +8,12 @@ pub const DIAGNOSTICS: &str = "bosun.diagnostics";
 pub const FRONT: &str = "bosun.front";
 pub const PROVIDERS: &str = "bosun.providers";
 pub const AUTH: &str = "bosun.auth";
+pub const WORKFLOWS: &str = "bosun.workflows";
+
+/// One workflow run's actor.
+pub fn workflow(run_id: &str) -> String {
+    format!("bosun.workflow.{run_id}")
+}
 
 pub fn session(session_id: &str) -> String {
     format!("bosun.session.{session_id}")
@@ -31,9 +37,11 @@ pub fn kind_of(name: &str) -> &str {
         FRONT => "front",
         PROVIDERS => "providers",
         AUTH => "auth",
+        WORKFLOWS => "workflows",
         _ if name.starts_with("bosun.session.") => "session",
         _ if name.starts_with("bosun.turn.") => "turn",
         _ if name.starts_with("bosun.provider.") => "provider",
+        _ if name.starts_with("bosun.workflow.") => "workflow",
         _ => "other",
     }
 }

@@ -27,6 +27,8 @@ pub struct SessionsState {
     /// One lock per repository: creations of workspaces on the same bare
     /// clone take turns, others go on side by side.
     repo_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Ids of `Ensure` creations under way.
+    creating: std::collections::HashSet<String>,
 }
 
 /// A creation waiting for its worktree, made on a task so a slow clone does
@@ -37,10 +39,29 @@ pub struct PendingCreate {
     title: String,
     policy: Policy,
     reply: RpcReplyPort<DaemonResult<SessionView>>,
+    /// A new random id (`Create`), rather than one a caller chose (`Ensure`),
+    /// which a killed daemon may have left a worktree for.
+    fresh_id: bool,
+}
+
+impl PendingCreate {
+    /// Answers the creation; the id is free for another `Ensure` after.
+    fn answer(self, state: &mut SessionsState, r: DaemonResult<SessionView>) {
+        state.creating.remove(&self.id);
+        let _ = self.reply.send(r);
+    }
 }
 
 pub enum SessionsMsg {
     Create(CreateSessionRequest, RpcReplyPort<DaemonResult<SessionView>>),
+    /// Creates the session `id` unless it exists (then answers with it as
+    /// it is): how a workflow step makes its session exactly once, whatever
+    /// crash comes between asking and hearing back.
+    Ensure {
+        id: String,
+        req: CreateSessionRequest,
+        reply: RpcReplyPort<DaemonResult<SessionView>>,
+    },
     /// Deletes a session; `keep_worktree` leaves its worktree and branch on disk.
     Delete {
         id: String,
@@ -82,7 +103,12 @@ impl Actor for SessionsSupervisor {
             backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_secs(2) },
             on_restart: Some(ctx.restart_hook()),
         };
-        let mut state = SessionsState { sup: Supervision::new(config), ctx, repo_locks: HashMap::new() };
+        let mut state = SessionsState {
+            sup: Supervision::new(config),
+            ctx,
+            repo_locks: HashMap::new(),
+            creating: Default::default(),
+        };
         let records = state.ctx.store.scan::<SessionRecord>()?;
         let count = records.len();
         for record in records {
@@ -111,10 +137,32 @@ impl Actor for SessionsSupervisor {
         state: &mut SessionsState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionsMsg::Create(req, reply) => match state.validate(&req) {
+            SessionsMsg::Ensure { id, req, reply } => {
+                if let Some(record) = state.ctx.store.get::<SessionRecord>(&id)? {
+                    let _ = reply.send(Ok(record.view()));
+                    return Ok(());
+                }
+                if state.creating.contains(&id) {
+                    let _ = reply.send(Err(DaemonError::Unavailable(format!("session {id} is being created; ask again shortly"))));
+                    return Ok(());
+                }
+                match state.validate(&req, id.clone()) {
+                    Err(e) => drop(reply.send(Err(e))),
+                    Ok((id, title, policy)) => {
+                        state.creating.insert(id.clone());
+                        let pending = PendingCreate { id, req, title, policy, reply, fresh_id: false };
+                        if state.must_learn_provider(&pending) {
+                            state.learn_provider(&myself, pending);
+                        } else {
+                            state.proceed(&myself, pending).await;
+                        }
+                    }
+                }
+            }
+            SessionsMsg::Create(req, reply) => match state.validate(&req, new_id("s_")) {
                 Err(e) => drop(reply.send(Err(e))),
                 Ok((id, title, policy)) => {
-                    let pending = PendingCreate { id, req, title, policy, reply };
+                    let pending = PendingCreate { id, req, title, policy, reply, fresh_id: true };
                     if state.must_learn_provider(&pending) {
                         state.learn_provider(&myself, pending);
                     } else {
@@ -139,11 +187,13 @@ impl Actor for SessionsSupervisor {
                             worktree: prepared.worktree.to_string_lossy().into_owned(),
                             base: prepared.base,
                         };
-                        state.create(&myself, pending.id, pending.req, pending.title, pending.policy, Some(info)).await
+                        let (id, req, title, policy) =
+                            (pending.id.clone(), pending.req.clone(), pending.title.clone(), pending.policy);
+                        state.create(&myself, id, req, title, policy, Some(info)).await
                     }
                     Err(e) => Err(ws_error(e)),
                 };
-                let _ = pending.reply.send(r);
+                pending.answer(state, r);
             }
             SessionsMsg::Delete { id, keep_worktree, reply } => {
                 let r = state.delete(&id, keep_worktree).await;
@@ -211,15 +261,15 @@ impl SessionsState {
             if let Some(refusal) =
                 crate::providers::plan_only_refusal(&self.ctx, &req.provider, req.sandbox, req.network)
             {
-                let _ = pending.reply.send(Err(refusal));
-                return;
+                return pending.answer(self, Err(refusal));
             }
         }
         if pending.req.workspace.is_some() {
             self.prepare_workspace(myself, pending);
         } else {
-            let r = self.create(myself, pending.id, pending.req, pending.title, pending.policy, None).await;
-            let _ = pending.reply.send(r);
+            let (id, req, title, policy) = (pending.id.clone(), pending.req.clone(), pending.title.clone(), pending.policy);
+            let r = self.create(myself, id, req, title, policy, None).await;
+            pending.answer(self, r);
         }
     }
 
@@ -244,7 +294,7 @@ impl SessionsState {
 
     /// Checks a creation request before anything is made: the new
     /// session's id, title and policy.
-    fn validate(&self, req: &CreateSessionRequest) -> DaemonResult<(String, String, Policy)> {
+    fn validate(&self, req: &CreateSessionRequest, id: String) -> DaemonResult<(String, String, Policy)> {
         if self.ctx.providers.get(&req.provider).is_none() {
             let known: Vec<&str> = self.ctx.providers.list().map(|p| p.name.as_str()).collect();
             return Err(DaemonError::BadRequest(format!(
@@ -306,7 +356,6 @@ impl SessionsState {
         if title.len() > MAX_TITLE_BYTES {
             return Err(DaemonError::BadRequest(format!("title must be at most {MAX_TITLE_BYTES} bytes")));
         }
-        let id = new_id("s_");
         let title = if title.trim().is_empty() { format!("Session {}", &id[2..8]) } else { title };
         Ok((id, title, req.policy.unwrap_or(Policy::PlanOnly)))
     }
@@ -330,6 +379,13 @@ impl SessionsState {
         tokio::spawn(async move {
             let prepared = {
                 let _turn = lock.lock().await;
+                if !pending.fresh_id {
+                    // A killed daemon may have made this worktree and never
+                    // recorded its session: nobody else has it, so start over.
+                    if let Err(e) = workspace::remove(&data_dir, &ws.repo, &pending.id).await {
+                        tracing::debug!(session_id = %pending.id, error = %e, "no leftover worktree to remove");
+                    }
+                }
                 workspace::prepare(&data_dir, &ws.repo, &ws.branch, &pending.id).await
             };
             if let Err(ractor::MessagingErr::SendErr(SessionsMsg::WorkspaceReady(pending, Ok(prepared)))) =

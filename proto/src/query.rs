@@ -35,6 +35,14 @@ pub struct ApprovalsQuery {
     pub session: Option<String>,
 }
 
+/// `GET /api/v1/workflows/runs`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRunsQuery {
+    /// Only runs in this state.
+    pub state: Option<crate::workflow::RunState>,
+}
+
 /// `GET /api/v1/events`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -333,6 +333,7 @@ where
         server: Default::default(),
         docker: None,
         git: Default::default(),
+        prices: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -11,7 +11,7 @@ use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::{route, Context};
 use bosun_proto::*;
-use bosun_state::{ApprovalRecord, SessionRecord, TurnRecord};
+use bosun_state::{ApprovalRecord, GateRecord, SessionRecord, TurnRecord};
 use bosun_workspace::{self as workspace, WorkspaceError};
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
@@ -126,11 +126,11 @@ where
     }
 }
 
-fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+pub(super) fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
-fn not_allowed(req: &Request, allowed: &'static str) -> ApiError {
+pub(super) fn not_allowed(req: &Request, allowed: &'static str) -> ApiError {
     ApiError::MethodNotAllowed { method: req.method.to_string(), path: req.path.clone(), allowed }
 }
 
@@ -184,6 +184,7 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["approvals", id], Method::GET) => get_approval(ctx, req, id),
             (["approvals", id], Method::POST) => decide(ctx, req, id).await,
             (["approvals", _], _) => Err(not_allowed(req, "GET, POST")),
+            (["workflows", "runs", more @ ..], _) => super::workflows::route(ctx, req, more).await,
             (["events"], Method::GET) => events(ctx, req),
             (["events"], _) => Err(not_allowed(req, "GET")),
             (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),
@@ -217,7 +218,7 @@ fn published(
 }
 
 /// Parses a JSON body into `T`, naming what is wrong (unknown fields included).
-fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+pub(super) fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let content_type = req.headers.get(warp::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" {
@@ -227,15 +228,15 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 }
 
 /// Parses the query string into `T`; unknown parameters are refused by name.
-fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+pub(super) fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     serde_urlencoded::from_str(&req.query).map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
 }
 
-fn no_query(req: &Request) -> Result<(), ApiError> {
+pub(super) fn no_query(req: &Request) -> Result<(), ApiError> {
     query::<NoQuery>(req).map(|_| ())
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -415,6 +416,11 @@ fn list_approvals(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
         .filter(|a| q.session.as_deref().is_none_or(|s| a.session_id == s))
         .map(ApprovalRecord::view)
         .collect();
+    // A workflow's gates are approvals too, of no session.
+    if q.session.is_none() {
+        let gates = ctx.store.scan::<GateRecord>()?;
+        approvals.extend(gates.iter().filter(|g| status.is_none_or(|s| g.status == s)).map(GateRecord::view));
+    }
     approvals.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
     Ok(json_reply(StatusCode::OK, &ApprovalList { approvals }))
 }
@@ -428,12 +434,22 @@ fn load_approval(ctx: &Context, id: &str) -> Result<ApprovalRecord, ApiError> {
 
 fn get_approval(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     no_query(req)?;
+    if valid_id(id) {
+        if let Some(gate) = ctx.store.get::<GateRecord>(id)? {
+            return Ok(json_reply(StatusCode::OK, &gate.view()));
+        }
+    }
     Ok(json_reply(StatusCode::OK, &load_approval(ctx, id)?.view()))
 }
 
 async fn decide(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiError> {
     no_query(req)?;
     let body: DecisionRequest = json_body(req)?;
+    if valid_id(id) {
+        if let Some(gate) = ctx.store.get::<GateRecord>(id)? {
+            return super::workflows::decide_gate(ctx, gate, body.decision).await;
+        }
+    }
     let approval = load_approval(ctx, id)?;
     let approval_id = id.to_string();
     let view = route::call::<SessionMsg, _, _>(&names::session(&approval.session_id), |r| {

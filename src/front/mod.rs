@@ -12,6 +12,7 @@ mod error;
 pub mod openapi;
 mod pwa;
 mod server;
+mod workflows;
 mod ws;
 
 pub use connections::{Connections, Limits as ConnectionLimits};

@@ -220,6 +220,13 @@ pub fn document() -> Value {
     op!("get", "/api/v1/approvals", "Approvals, oldest first", query: ApprovalsQuery, 200 => ApprovalList);
     op!("get", "/api/v1/approvals/{id}", "One approval", 200 => ApprovalView);
     op!("post", "/api/v1/approvals/{id}", "Decide on an approval", body: DecisionRequest, 200 => ApprovalView);
+    op!("get", "/api/v1/workflows/runs", "Workflow runs, newest first", query: ListRunsQuery, 200 => RunList);
+    op!("post", "/api/v1/workflows/runs", "Start a workflow run from a definition (TOML text or a file on the daemon's host)", body: StartRunRequest, 201 => RunView);
+    op!("get", "/api/v1/workflows/runs/{id}", "One workflow run with its steps", 200 => RunView);
+    op!("patch", "/api/v1/workflows/runs/{id}", "Change a run's budget (a run paused on its budget goes on if it now has room)", body: PatchRunRequest, 200 => RunView);
+    op!("post", "/api/v1/workflows/runs/{id}/cancel", "Cancel a run: running turns are interrupted, open gates cancelled", 200 => RunView);
+    op!("post", "/api/v1/workflows/runs/{id}/resume", "Resume a paused run", 200 => RunView);
+    op!("post", "/api/v1/workflows/runs/{id}/steps/{step}/decide", "Retry, skip or abort an interrupted or failed step", body: StepDecisionRequest, 200 => RunView);
     op!("get", "/api/v1/events", "Stored events after a seq", query: EventsQuery, 200 => EventsPage);
     op!("get", "/api/v1/providers", "The providers and where each stands", 200 => ProviderList);
     op!("post", "/api/v1/debug/crash", "Make an actor panic (only with --enable-fault-injection)", body: CrashRequest, 202 => CrashScheduled);

@@ -47,6 +47,11 @@ pub struct StepRecord {
     /// One turn per attempt, in order.
     pub turn_ids: Vec<String>,
     pub attempts: u32,
+    /// The session turn the current attempt runs as (from 1): started only
+    /// if the session has fewer turns, so a crash never starts it twice.
+    pub turn_number: u64,
+    /// The current attempt was interrupted for running past its timeout.
+    pub timed_out: bool,
     pub output: Option<String>,
     pub diff: Option<String>,
     pub error: Option<String>,
@@ -73,6 +78,8 @@ impl StepRecord {
             session_id: None,
             turn_ids: Vec::new(),
             attempts: 0,
+            turn_number: 0,
+            timed_out: false,
             output: None,
             diff: None,
             error: None,

@@ -82,6 +82,10 @@ impl ProviderFactory for DemoFactory {
 ///    "declined: `<command>` was not run";
 /// 4. a closing `text` chunk;
 ///
+/// A prompt with `SAY: <text>` lines is answered with just those texts,
+/// one `text` chunk and line each (then its `SLOW` ticks, if it asks),
+/// and runs nothing: a scripted reply, as a workflow's planner gives.
+///
 /// then `Usage` (input: words in the prompt, output: chunks sent) and
 /// `Finished(Completed)`. Steering is acknowledged with a `notice`
 /// "steer: <text>" at the next chunk boundary.
@@ -162,6 +166,16 @@ enum Step {
 }
 
 fn script(prompt: &str) -> Vec<Step> {
+    // `SAY: <text>` lines are the whole reply, one line each: what a
+    // workflow's planner step is scripted with in demos and tests.
+    let said: Vec<&str> = prompt.lines().filter_map(|line| Some(line.split_once("SAY:")?.1.trim())).collect();
+    if !said.is_empty() {
+        let mut steps: Vec<Step> = said.iter().map(|line| Step::Say(format!("{line}\n"))).collect();
+        if prompt.contains("SLOW") {
+            steps.extend((1..=SLOW_TICKS).map(Step::Tick));
+        }
+        return steps;
+    }
     let words: Vec<&str> = prompt.split_whitespace().collect();
     let mut reply =
         format!("Demo agent here. Your prompt has {} word{}.", words.len(), if words.len() == 1 { "" } else { "s" });
@@ -697,6 +711,19 @@ mod tests {
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn say_lines_are_the_whole_reply() {
+        let steps = script("Plan this:\nSAY: part one\n  SAY:  part two  \nRUN: touch x");
+        let said: Vec<String> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Say(t) => t.clone(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(said, vec!["part one\n", "part two\n"]);
     }
 
     #[tokio::test]

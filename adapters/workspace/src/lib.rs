@@ -22,13 +22,16 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
+mod merge;
+pub use merge::{changed_files, check_merge, head, is_merged, merge, MergeCheck, MAX_HUNKS_BYTES};
+
 /// Largest file the file API reads or writes.
 pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
 /// Most results a search returns.
 pub const MAX_SEARCH_RESULTS: usize = 1000;
 /// How long a clone or fetch may take; local git commands get less.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
-const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -81,9 +84,12 @@ pub struct Hit {
     pub text: String,
 }
 
+/// What every session branch starts with.
+pub const SESSION_BRANCH_PREFIX: &str = "bosun/";
+
 /// The branch a session's worktree is on.
 pub fn session_branch(session_id: &str) -> String {
-    format!("bosun/{session_id}")
+    format!("{SESSION_BRANCH_PREFIX}{session_id}")
 }
 
 /// The bare clone of `repo` under `data_dir`, named by a hash of the repo so
@@ -141,7 +147,7 @@ async fn git_with_env(
 }
 
 /// Refuses repo and branch values git could take as options.
-fn check_ref_input(what: &str, value: &str) -> Result<(), WorkspaceError> {
+pub(crate) fn check_ref_input(what: &str, value: &str) -> Result<(), WorkspaceError> {
     if value.is_empty() || value.starts_with('-') || value.contains('\0') {
         return Err(WorkspaceError::BadPath(format!("{what} {value:?} is not valid")));
     }
@@ -176,7 +182,10 @@ pub async fn prepare(data_dir: &Path, repo: &str, branch: &str, session_id: &str
     tokio::fs::create_dir_all(&repos).await.map_err(io_err("creating the repos dir"))?;
     tokio::fs::create_dir_all(data_dir.join("worktrees")).await.map_err(io_err("creating the worktrees dir"))?;
     let bare_str = bare.to_string_lossy().into_owned();
-    if bare.exists() {
+    if bare.exists() && branch.starts_with(SESSION_BRANCH_PREFIX) {
+        // Another session's branch (a workflow step branching from an
+        // earlier one's): it lives only in the bare clone, never on the origin.
+    } else if bare.exists() {
         // Branches in the bare clone mirror the origin's; session branches are
         // local and never on the origin, so they are not touched by this refspec.
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
@@ -610,7 +619,7 @@ fn delete_blocking(root: &Path, rel: &str) -> Result<u64, WorkspaceError> {
 /// its own, whose config (`core.fsmonitor`, say) would run commands as the
 /// daemon, outside the jail. The git dir is found in the bare clone, in the
 /// data dir, which jails never see.
-struct WorktreeGit {
+pub(crate) struct WorktreeGit {
     root: PathBuf,
     git_dir: PathBuf,
 }
@@ -618,7 +627,7 @@ struct WorktreeGit {
 impl WorktreeGit {
     /// `root` must be a worktree made by [`prepare`]:
     /// `<data_dir>/worktrees/<session>`.
-    async fn open(root: &Path) -> Result<WorktreeGit, WorkspaceError> {
+    pub(crate) async fn open(root: &Path) -> Result<WorktreeGit, WorkspaceError> {
         let root = tokio::fs::canonicalize(root).await.map_err(io_err("resolving the worktree"))?;
         let not_ours = || WorkspaceError::Git {
             command: "worktree".into(),
@@ -642,7 +651,7 @@ impl WorktreeGit {
         Err(not_ours())
     }
 
-    async fn run(&self, args: &[&str], timeout: Duration, ok_codes: &[i32]) -> Result<String, WorkspaceError> {
+    pub(crate) async fn run(&self, args: &[&str], timeout: Duration, ok_codes: &[i32]) -> Result<String, WorkspaceError> {
         self.run_with_env(args, timeout, ok_codes, &[]).await
     }
 
@@ -707,15 +716,17 @@ pub async fn commit(root: &Path, message: &str) -> Result<String, WorkspaceError
     if staged.trim().is_empty() {
         return Err(WorkspaceError::Conflict("nothing to commit".into()));
     }
-    // A daemon may run where no git identity is configured; fall back to one.
-    let has_identity = !git.run(&["config", "user.email"], LOCAL_TIMEOUT, &[1]).await?.trim().is_empty();
-    let mut args = vec![];
-    if !has_identity {
-        args.extend(["-c", "user.name=Bosun", "-c", "user.email=bosun@localhost"]);
-    }
+    let mut args = identity_args(&git).await?;
     args.extend(["commit", "--quiet", "--no-verify", "-m", message]);
     git.run(&args, LOCAL_TIMEOUT, &[]).await?;
     Ok(git.run(&["rev-parse", "HEAD"], LOCAL_TIMEOUT, &[]).await?.trim().to_string())
+}
+
+/// `-c user.name=.. -c user.email=..` where no git identity is configured:
+/// a daemon may run where nobody set one.
+pub(crate) async fn identity_args(git: &WorktreeGit) -> Result<Vec<&'static str>, WorkspaceError> {
+    let has_identity = !git.run(&["config", "user.email"], LOCAL_TIMEOUT, &[1]).await?.trim().is_empty();
+    Ok(if has_identity { vec![] } else { vec!["-c", "user.name=Bosun", "-c", "user.email=bosun@localhost"] })
 }
 
 /// A token for pushing over HTTPS, given to git through `GIT_ASKPASS` in
