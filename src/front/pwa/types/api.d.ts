@@ -47,7 +47,17 @@ export type Action =
       kind: 'other';
       tool: string;
       title: string;
+    }
+  | {
+      kind: 'gate';
+      run_id: WorkflowRunId;
+      step_id: string;
+      message: string;
     };
+/**
+ * A workflow run: `w_` and 12 hex digits.
+ */
+export type WorkflowRunId = string;
 export type ApprovalStatus = 'pending' | 'accepted' | 'declined' | 'cancelled';
 /**
  * Who took a decision: a person through the API, or the daemon under `full-access`.
@@ -55,7 +65,8 @@ export type ApprovalStatus = 'pending' | 'accepted' | 'declined' | 'cancelled';
 export type DecidedBy = 'user' | 'policy' | 'daemon';
 /**
  * A topic names the stream an event belongs to: `session:<id>` for everything
- * about one session, `system` for daemon-wide events.
+ * about one session, `workflow:<id>` for one workflow run, `system` for
+ * daemon-wide events.
  */
 export type Topic = string;
 /**
@@ -80,6 +91,12 @@ export type EventType =
       | 'plan:update'
       | 'usage:update'
       | 'file:deleted'
+      | 'workflow:started'
+      | 'workflow:step'
+      | 'workflow:event'
+      | 'workflow:error'
+      | 'workflow:paused'
+      | 'workflow:completed'
       | 'actor:restarted'
       | 'diagnostics:log'
     )
@@ -97,6 +114,23 @@ export type EventType =
  * that); `cancel` declines and interrupts the turn.
  */
 export type Decision = 'accept' | 'accept_for_session' | 'decline' | 'cancel';
+export type RunState = ('running' | 'completed' | 'failed' | 'cancelled') | 'paused';
+/**
+ * Why a run paused.
+ */
+export type PauseReason = 'interrupted' | 'failed' | 'budget';
+/**
+ * What a step does.
+ */
+export type StepKind = 'agent' | 'shell' | 'gate' | 'merge';
+/**
+ * pending → running → completed | failed | skipped | interrupted.
+ */
+export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipped') | 'interrupted';
+/**
+ * A person's decision on an interrupted or failed step.
+ */
+export type StepDecision = 'retry' | 'skip' | 'abort';
 /**
  * How a provider's agent is held to the session's policy
  * (`GET /api/v1/providers`, docs/SECURITY.md).
@@ -132,6 +166,7 @@ export interface ApiSchemas {
   ApprovalView: ApprovalView;
   ApprovalId: ApprovalId;
   Action: Action;
+  WorkflowRunId: WorkflowRunId;
   ApprovalStatus: ApprovalStatus;
   DecidedBy: DecidedBy;
   PatchSessionRequest: PatchSessionRequest;
@@ -160,6 +195,22 @@ export interface ApiSchemas {
   ApprovalList: ApprovalList;
   DecisionRequest: DecisionRequest;
   Decision: Decision;
+  RunState: RunState;
+  RunList: RunList;
+  RunView: RunView;
+  RunPause: RunPause;
+  PauseReason: PauseReason;
+  StepView: StepView;
+  StepKind: StepKind;
+  StepState: StepState;
+  MergeView: MergeView;
+  MergedBranch: MergedBranch;
+  MergeConflict: MergeConflict;
+  BudgetView: BudgetView;
+  StartRunRequest: StartRunRequest;
+  PatchRunRequest: PatchRunRequest;
+  StepDecisionRequest: StepDecisionRequest;
+  StepDecision: StepDecision;
   ProviderList: ProviderList;
   ProviderView: ProviderView;
   ProviderCapabilities: ProviderCapabilities;
@@ -379,8 +430,11 @@ export interface CommandResult {
 }
 export interface ApprovalView {
   id: ApprovalId;
-  session_id: SessionId;
-  turn_id: TurnId;
+  /**
+   * The session and turn whose agent asks; none for a workflow's gate.
+   */
+  session_id?: SessionId | null;
+  turn_id?: TurnId | null;
   action: Action;
   status: ApprovalStatus;
   decided_by?: DecidedBy | null;
@@ -544,6 +598,173 @@ export interface ApprovalList {
 }
 export interface DecisionRequest {
   decision: Decision;
+}
+export interface RunList {
+  runs: RunView[];
+}
+/**
+ * A run as clients see it.
+ */
+export interface RunView {
+  id: WorkflowRunId;
+  name: string;
+  state: RunState;
+  /**
+   * Why it is paused, while it is.
+   */
+  pause?: RunPause | null;
+  inputs: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * In the definition's order; a fan-out step has one entry per item once
+   * its items are known.
+   */
+  steps: StepView[];
+  budget: BudgetView;
+  usage: Usage1;
+  cost: number;
+  created_at: string;
+  updated_at: string;
+  ended_at?: string | null;
+}
+export interface RunPause {
+  reason: PauseReason;
+  message: string;
+}
+export interface StepView {
+  step_id: string;
+  kind: StepKind;
+  /**
+   * The item's place in a fan-out, from 0.
+   */
+  index?: number | null;
+  /**
+   * The fan-out's item.
+   */
+  item?: string | null;
+  state: StepState;
+  /**
+   * The session an agent or shell step runs in.
+   */
+  session_id?: SessionId | null;
+  /**
+   * One turn per attempt.
+   */
+  turn_ids: TurnId[];
+  attempts: number;
+  /**
+   * The final reply text (agent), the command's stdout (shell), the
+   * decision (gate) or a summary (merge).
+   */
+  output?: string | null;
+  /**
+   * Why it failed or was interrupted.
+   */
+  error?: string | null;
+  usage: Usage;
+  started_at?: string | null;
+  ended_at?: string | null;
+  /**
+   * The gate's approval (`POST /api/v1/approvals/{id}` decides it).
+   */
+  approval_id?: ApprovalId | null;
+  merge?: MergeView | null;
+  /**
+   * Shown no output for its `stall` time (cleared by the next output).
+   */
+  stalled: boolean;
+}
+/**
+ * What a merge step did.
+ */
+export interface MergeView {
+  /**
+   * The target branch.
+   */
+  into: string;
+  /**
+   * Branches merged, in order, with their merge commits.
+   */
+  merged: MergedBranch[];
+  /**
+   * Branches that did not merge cleanly.
+   */
+  conflicts: MergeConflict[];
+  /**
+   * Files the merged branches changed.
+   */
+  files: string[];
+  /**
+   * The target branch's head after the merge.
+   */
+  head?: string | null;
+}
+export interface MergedBranch {
+  branch: string;
+  commit: string;
+}
+export interface MergeConflict {
+  branch: string;
+  files: string[];
+  /**
+   * The conflicting hunks, with git's markers.
+   */
+  hunks: string;
+}
+export interface BudgetView {
+  /**
+   * Input plus output tokens across the run's steps.
+   */
+  tokens?: number | null;
+  /**
+   * In the price table's currency (`[prices]` in the config).
+   */
+  cost?: number | null;
+}
+/**
+ * Token counts, per turn and summed per session.
+ */
+export interface Usage1 {
+  input_tokens: number;
+  output_tokens: number;
+  /**
+   * Tokens in the agent's context window at the last report, for agents
+   * that report that rather than tokens per turn (ACP `usage_update`).
+   * Not summed: a session shows the latest.
+   */
+  context_tokens?: number | null;
+}
+/**
+ * `POST /api/v1/workflows/runs`: a definition (TOML text) or the path of
+ * one on the daemon's host, and the run's inputs.
+ */
+export interface StartRunRequest {
+  definition?: string | null;
+  /**
+   * An absolute path on the daemon's host.
+   */
+  path?: string | null;
+  inputs?: {
+    [k: string]: string | undefined;
+  };
+}
+/**
+ * `PATCH /api/v1/workflows/runs/{id}`: raise (or set) the budget; a run
+ * paused on its budget goes on if the new one has room.
+ */
+export interface PatchRunRequest {
+  budget: BudgetView;
+}
+/**
+ * `POST /api/v1/workflows/runs/{id}/steps/{step}/decide`.
+ */
+export interface StepDecisionRequest {
+  decision: StepDecision;
+  /**
+   * Which item of a fan-out step; every interrupted or failed item when absent.
+   */
+  index?: number | null;
 }
 export interface ProviderList {
   providers: ProviderView[];
@@ -719,6 +940,13 @@ export interface ApiOperations {
   'GET /api/v1/approvals': { request: undefined; response: ApprovalList };
   'GET /api/v1/approvals/{id}': { request: undefined; response: ApprovalView };
   'POST /api/v1/approvals/{id}': { request: DecisionRequest; response: ApprovalView };
+  'GET /api/v1/workflows/runs': { request: undefined; response: RunList };
+  'POST /api/v1/workflows/runs': { request: StartRunRequest; response: RunView };
+  'GET /api/v1/workflows/runs/{id}': { request: undefined; response: RunView };
+  'PATCH /api/v1/workflows/runs/{id}': { request: PatchRunRequest; response: RunView };
+  'POST /api/v1/workflows/runs/{id}/cancel': { request: undefined; response: RunView };
+  'POST /api/v1/workflows/runs/{id}/resume': { request: undefined; response: RunView };
+  'POST /api/v1/workflows/runs/{id}/steps/{step}/decide': { request: StepDecisionRequest; response: RunView };
   'GET /api/v1/events': { request: undefined; response: EventsPage };
   'GET /api/v1/providers': { request: undefined; response: ProviderList };
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };

@@ -104,6 +104,30 @@ export type BosunEvent = {
       data: PolicyModeRestored;
     }
   | {
+      type: 'workflow:started';
+      data: WorkflowStarted;
+    }
+  | {
+      type: 'workflow:step';
+      data: WorkflowStep;
+    }
+  | {
+      type: 'workflow:event';
+      data: WorkflowEvent;
+    }
+  | {
+      type: 'workflow:error';
+      data: WorkflowError;
+    }
+  | {
+      type: 'workflow:paused';
+      data: WorkflowPaused;
+    }
+  | {
+      type: 'workflow:completed';
+      data: WorkflowCompleted;
+    }
+  | {
       type: 'actor:restarted';
       data: ActorRestarted;
     }
@@ -114,7 +138,8 @@ export type BosunEvent = {
 );
 /**
  * A topic names the stream an event belongs to: `session:<id>` for everything
- * about one session, `system` for daemon-wide events.
+ * about one session, `workflow:<id>` for one workflow run, `system` for
+ * daemon-wide events.
  */
 export type Topic = string;
 /**
@@ -163,7 +188,17 @@ export type Action =
       kind: 'other';
       tool: string;
       title: string;
+    }
+  | {
+      kind: 'gate';
+      run_id: WorkflowRunId;
+      step_id: string;
+      message: string;
     };
+/**
+ * A workflow run: `w_` and 12 hex digits.
+ */
+export type WorkflowRunId = string;
 export type ApprovalStatus = 'pending' | 'accepted' | 'declined' | 'cancelled';
 /**
  * Who took a decision: a person through the API, or the daemon under `full-access`.
@@ -271,6 +306,23 @@ export type EndedBy =
  * What allowed a command or a file change the audit trail records.
  */
 export type ActionApproval = 'user' | 'policy' | 'agent-safe-list' | 'none';
+export type RunState = ('running' | 'completed' | 'failed' | 'cancelled') | 'paused';
+/**
+ * Why a run paused.
+ */
+export type PauseReason = 'interrupted' | 'failed' | 'budget';
+/**
+ * What a step does.
+ */
+export type StepKind = 'agent' | 'shell' | 'gate' | 'merge';
+/**
+ * pending → running → completed | failed | skipped | interrupted.
+ */
+export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipped') | 'interrupted';
+/**
+ * What a `workflow:event` reports.
+ */
+export type WorkflowEventKind = 'progress' | 'stalled' | 'budget' | 'resumed';
 /**
  * How serious a `diagnostics:log` line is.
  */
@@ -427,8 +479,11 @@ export interface ApprovalRequested {
 }
 export interface ApprovalView {
   id: ApprovalId;
-  session_id: SessionId;
-  turn_id: TurnId;
+  /**
+   * The session and turn whose agent asks; none for a workflow's gate.
+   */
+  session_id?: SessionId | null;
+  turn_id?: TurnId | null;
   action: Action;
   status: ApprovalStatus;
   decided_by?: DecidedBy | null;
@@ -591,6 +646,185 @@ export interface PolicyModeRestored {
    * The asking mode it was put back in.
    */
   to: string;
+}
+export interface WorkflowStarted {
+  run: RunView;
+}
+/**
+ * A run as clients see it.
+ */
+export interface RunView {
+  id: WorkflowRunId;
+  name: string;
+  state: RunState;
+  /**
+   * Why it is paused, while it is.
+   */
+  pause?: RunPause | null;
+  inputs: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * In the definition's order; a fan-out step has one entry per item once
+   * its items are known.
+   */
+  steps: StepView[];
+  budget: BudgetView;
+  usage: Usage1;
+  cost: number;
+  created_at: string;
+  updated_at: string;
+  ended_at?: string | null;
+}
+export interface RunPause {
+  reason: PauseReason;
+  message: string;
+}
+export interface StepView {
+  step_id: string;
+  kind: StepKind;
+  /**
+   * The item's place in a fan-out, from 0.
+   */
+  index?: number | null;
+  /**
+   * The fan-out's item.
+   */
+  item?: string | null;
+  state: StepState;
+  /**
+   * The session an agent or shell step runs in.
+   */
+  session_id?: SessionId | null;
+  /**
+   * One turn per attempt.
+   */
+  turn_ids: TurnId[];
+  attempts: number;
+  /**
+   * The final reply text (agent), the command's stdout (shell), the
+   * decision (gate) or a summary (merge).
+   */
+  output?: string | null;
+  /**
+   * Why it failed or was interrupted.
+   */
+  error?: string | null;
+  usage: Usage;
+  started_at?: string | null;
+  ended_at?: string | null;
+  /**
+   * The gate's approval (`POST /api/v1/approvals/{id}` decides it).
+   */
+  approval_id?: ApprovalId | null;
+  merge?: MergeView | null;
+  /**
+   * Shown no output for its `stall` time (cleared by the next output).
+   */
+  stalled: boolean;
+}
+/**
+ * What a merge step did.
+ */
+export interface MergeView {
+  /**
+   * The target branch.
+   */
+  into: string;
+  /**
+   * Branches merged, in order, with their merge commits.
+   */
+  merged: MergedBranch[];
+  /**
+   * Branches that did not merge cleanly.
+   */
+  conflicts: MergeConflict[];
+  /**
+   * Files the merged branches changed.
+   */
+  files: string[];
+  /**
+   * The target branch's head after the merge.
+   */
+  head?: string | null;
+}
+export interface MergedBranch {
+  branch: string;
+  commit: string;
+}
+export interface MergeConflict {
+  branch: string;
+  files: string[];
+  /**
+   * The conflicting hunks, with git's markers.
+   */
+  hunks: string;
+}
+export interface BudgetView {
+  /**
+   * Input plus output tokens across the run's steps.
+   */
+  tokens?: number | null;
+  /**
+   * In the price table's currency (`[prices]` in the config).
+   */
+  cost?: number | null;
+}
+/**
+ * Token counts, per turn and summed per session.
+ */
+export interface Usage1 {
+  input_tokens: number;
+  output_tokens: number;
+  /**
+   * Tokens in the agent's context window at the last report, for agents
+   * that report that rather than tokens per turn (ACP `usage_update`).
+   * Not summed: a session shows the latest.
+   */
+  context_tokens?: number | null;
+}
+/**
+ * A step (or one item of a fan-out) changed state.
+ */
+export interface WorkflowStep {
+  run_id: WorkflowRunId;
+  step: StepView;
+}
+export interface WorkflowEvent {
+  run_id: WorkflowRunId;
+  kind: WorkflowEventKind;
+  step_id?: string | null;
+  index?: number | null;
+  message: string;
+  /**
+   * With `budget`: spent so far, and the budget.
+   */
+  usage?: Usage | null;
+  cost?: number | null;
+  budget?: BudgetView | null;
+}
+export interface WorkflowError {
+  run_id: WorkflowRunId;
+  step_id?: string | null;
+  index?: number | null;
+  message: string;
+}
+export interface WorkflowPaused {
+  run_id: WorkflowRunId;
+  reason: PauseReason;
+  step_id?: string | null;
+  index?: number | null;
+  message: string;
+}
+export interface WorkflowCompleted {
+  run_id: WorkflowRunId;
+  state: RunState;
+  usage: Usage;
+  cost: number;
+  /**
+   * From the run's start to its end, wall clock (a crash's downtime included).
+   */
+  duration_ms: number;
 }
 export interface ActorRestarted {
   actor: string;
