@@ -345,6 +345,10 @@ impl TurnState {
                         TurnOutcome::Completed => (TurnStatus::Completed, None),
                         TurnOutcome::Interrupted => (TurnStatus::Interrupted, None),
                         TurnOutcome::Failed(reason) => (TurnStatus::Failed, Some(reason)),
+                        TurnOutcome::Cut(reason) => {
+                            self.record.cut = true;
+                            (TurnStatus::Failed, Some(reason))
+                        }
                     };
                     return self.finish(myself, status, reason).await;
                 }

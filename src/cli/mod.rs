@@ -14,6 +14,7 @@
 
 mod devices;
 mod render;
+mod workflow;
 
 use anyhow::{bail, Context as _};
 use bosun_client::{Follower, FollowerConfig};
@@ -82,6 +83,8 @@ pub enum ClientCommand {
     Devices(devices::DevicesArgs),
     /// Turn the TOTP second factor for pairing on or off.
     Totp(devices::TotpArgs),
+    /// Run workflows (docs/WORKFLOWS.md): start, list, show, cancel, resume, decide.
+    Workflow(workflow::WorkflowArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,6 +341,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Pair(args) => devices::pair(&Client::admin(&args.common)?, args).await,
         ClientCommand::Devices(args) => devices::devices(&Client::admin(&args.common)?, args).await,
         ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
+        ClientCommand::Workflow(args) => workflow::workflow(args).await,
     }
 }
 

@@ -345,7 +345,7 @@ impl Turn {
                     let here = self.position.clone();
                     let notice = format!("`{command}` was cut by a restart and was not run again");
                     self.chunk(ChunkKind::Notice, notice, here)?;
-                    return Err(End::Outcome(TurnOutcome::Failed(CUT_COMMAND_FAILURE.to_string())));
+                    return Err(End::Outcome(TurnOutcome::Cut(CUT_COMMAND_FAILURE.to_string())));
                 }
             }
         }
@@ -988,7 +988,7 @@ mod tests {
                 panic!("{events:?}");
             };
             assert!(text.contains("not run again"), "{text}");
-            assert_eq!(events[1], AgentEvent::Finished(TurnOutcome::Failed(CUT_COMMAND_FAILURE.into())));
+            assert_eq!(events[1], AgentEvent::Finished(TurnOutcome::Cut(CUT_COMMAND_FAILURE.into())));
             checkpoint = notice_checkpoint.clone();
         }
         assert_eq!(std::fs::read_to_string(dir.path().join("counter.txt")).expect("counter"), "ran\n");

@@ -128,6 +128,10 @@ pub enum TurnOutcome {
     Completed,
     Interrupted,
     Failed(String),
+    /// A crash cut the turn where it could not safely go on (a command
+    /// that may have run half-way); it ends failed, and a workflow step
+    /// running it counts as interrupted rather than failed.
+    Cut(String),
 }
 
 /// Instructions into a running turn.

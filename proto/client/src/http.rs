@@ -199,6 +199,34 @@ impl Client {
         self.post(&["api", "v1", "approvals", approval]).json(&body).send().await
     }
 
+    pub async fn start_run(&self, req: &StartRunRequest) -> Result<RunView> {
+        self.post(&["api", "v1", "workflows", "runs"]).json(req).send().await
+    }
+
+    pub async fn runs(&self, query: &ListRunsQuery) -> Result<RunList> {
+        self.get(&["api", "v1", "workflows", "runs"]).query(query).send().await
+    }
+
+    pub async fn run(&self, id: &str) -> Result<RunView> {
+        self.get(&["api", "v1", "workflows", "runs", id]).send().await
+    }
+
+    pub async fn cancel_run(&self, id: &str) -> Result<RunView> {
+        self.post(&["api", "v1", "workflows", "runs", id, "cancel"]).send().await
+    }
+
+    pub async fn resume_run(&self, id: &str) -> Result<RunView> {
+        self.post(&["api", "v1", "workflows", "runs", id, "resume"]).send().await
+    }
+
+    pub async fn decide_step(&self, id: &str, step: &str, req: &StepDecisionRequest) -> Result<RunView> {
+        self.post(&["api", "v1", "workflows", "runs", id, "steps", step, "decide"]).json(req).send().await
+    }
+
+    pub async fn patch_run(&self, id: &str, req: &PatchRunRequest) -> Result<RunView> {
+        self.call(Method::PATCH, &["api", "v1", "workflows", "runs", id]).json(req).send().await
+    }
+
     pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
         self.get(&["api", "v1", "events"]).query(query).send().await
     }
