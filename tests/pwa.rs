@@ -10,8 +10,8 @@
 //! playwright-core with `npm ci` in tests/browser). Each script prints its
 //! progress on stderr and a JSON report as the last line of stdout.
 //!
-//! `BOSUN_UPDATE_SCREENSHOTS=1` copies the phone-size screenshots the flow
-//! test takes (light and `-dark`) into docs/screenshots/ (they are not rewritten on every run,
+//! `BOSUN_UPDATE_SCREENSHOTS=1` copies the phone-size screenshots the tests
+//! take (the flow test's light and `-dark`) into docs/screenshots/ (they are not rewritten on every run,
 //! since their pixels change with ids and times).
 
 mod common;
@@ -32,7 +32,8 @@ static BROWSER: Mutex<()> = Mutex::new(());
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The flow script's four screens, each light then dark, the pairing screen,
-/// and a jailed shell session (the workspace script).
+/// a jailed shell session (the workspace script), a policy violation and a
+/// workflow run's live view with its gate waiting (the workflow script).
 const SCREENSHOTS: &[&str] = &[
     "session-list.png",
     "session-list-dark.png",
@@ -45,6 +46,7 @@ const SCREENSHOTS: &[&str] = &[
     "pair-device.png",
     "shell-session.png",
     "policy-violation.png",
+    "workflow-run.png",
 ];
 
 fn root() -> PathBuf {
@@ -237,6 +239,85 @@ fn refused_websocket_falls_back_to_polling() {
 #[test]
 fn approval_made_offline_is_delivered_once() {
     with_daemon(Options::default(), "offline_approval", &[]);
+}
+
+/// The workflow the phone watches: a plan that says two lines, a build fanned
+/// out over them (each writes a file in a branch of the plan's worktree), a
+/// gate, and a merge of the builds into the plan, all on the demo provider.
+const PHONE_WORKFLOW: &str = r#"name = "phone"
+[inputs]
+repo = { required = true }
+[defaults]
+policy = "full-access"
+[[steps]]
+id = "plan"
+prompt = "SAY: one\nSAY: two"
+workspace = { repo = "{{ inputs.repo }}", branch = "main" }
+[[steps]]
+id = "build"
+needs = ["plan"]
+for_each = "{{ steps.plan.lines }}"
+prompt = "RUN: echo '{{ item }}' > part-{{ index }}.txt"
+workspace = { from = "plan" }
+[[steps]]
+id = "approve"
+needs = ["build"]
+kind = "gate"
+message = "Merge {{ steps.build.lines | length }} parts?"
+[[steps]]
+id = "merge"
+needs = ["approve"]
+kind = "merge"
+from = ["build"]
+into = "plan"
+"#;
+
+/// A workflow run from the phone: started over HTTP, it appears under the
+/// Workflows tab; its live view follows the steps to completed from the
+/// stream; its gate is decided in the approval dialog; the run ends
+/// completed, on the page and in the API, with both parts merged.
+#[test]
+fn workflow_run_followed_live_and_its_gate_approved_from_the_phone() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let repo = repo_with(&dir.path().join("repo"), &[("README", "parts\n")]);
+    let daemon = Daemon::start(&dir.path().join("data"), Options::default());
+    let out = dir.path().join("out");
+    let report = expect_pass(
+        &daemon,
+        "workflow",
+        &out,
+        &[("BOSUN_TEST_WORKFLOW", PHONE_WORKFLOW), ("BOSUN_TEST_REPO", repo.to_str().unwrap())],
+    );
+    assert!(out.join("workflow-run.png").exists(), "the workflow script did not write workflow-run.png: {report}");
+    update_screenshots(&out);
+
+    // What the daemon has, checked from here too: the run completed, and the
+    // plan's branch holds both builds' files.
+    let run_id = report["info"]["run"].as_str().unwrap_or_else(|| panic!("no run id in the report: {report}")).to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let run = rt.block_on(daemon.ok_get(&format!("/api/v1/workflows/runs/{run_id}")));
+    assert_eq!(run["state"], "completed", "{run}");
+    let steps = run["steps"].as_array().expect("steps");
+    let labels: Vec<String> = steps
+        .iter()
+        .map(|s| match s["index"].as_u64() {
+            Some(i) => format!("{}#{i}", s["step_id"].as_str().unwrap_or("?")),
+            None => s["step_id"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect();
+    assert_eq!(labels, ["plan", "build#0", "build#1", "approve", "merge"], "{run}");
+    assert!(steps.iter().all(|s| s["state"] == "completed"), "{run}");
+    let merge = &steps[4]["merge"];
+    assert_eq!(merge["merged"].as_array().map(Vec::len), Some(2), "{merge}");
+    assert!(merge["conflicts"].as_array().is_some_and(Vec::is_empty), "{merge}");
+    let head = merge["head"].as_str().unwrap_or_else(|| panic!("the merge has no head: {merge}"));
+    let plan_session = steps[0]["session_id"].as_str().expect("the plan's session");
+    let session = rt.block_on(daemon.ok_get(&format!("/api/v1/sessions/{plan_session}")));
+    let worktree = Path::new(session["workspace"]["worktree"].as_str().unwrap_or_else(|| panic!("no worktree: {session}")));
+    for (file, text) in [("part-0.txt", "one"), ("part-1.txt", "two")] {
+        assert_eq!(common::git(worktree, &["show", &format!("{head}:{file}")]), text, "{file} at the merge's head");
+    }
 }
 
 /// A pairing code from `bosun pair --json`, as the CLI prints it.

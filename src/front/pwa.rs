@@ -56,6 +56,7 @@ const ASSETS: &[Asset] = &[
     module("/sessions.js", include_str!("pwa/sessions.js")),
     module("/store.js", include_str!("pwa/store.js")),
     module("/transcript.js", include_str!("pwa/transcript.js")),
+    module("/workflows.js", include_str!("pwa/workflows.js")),
     Asset {
         path: "/app.css",
         content_type: "text/css; charset=utf-8",
@@ -140,6 +141,7 @@ mod tests {
             ("/sessions.js", "text/javascript; charset=utf-8"),
             ("/store.js", "text/javascript; charset=utf-8"),
             ("/transcript.js", "text/javascript; charset=utf-8"),
+            ("/workflows.js", "text/javascript; charset=utf-8"),
             ("/app.css", "text/css; charset=utf-8"),
             ("/sw.js", "text/javascript; charset=utf-8"),
             ("/manifest.webmanifest", "application/manifest+json"),

@@ -1,13 +1,16 @@
 // @ts-check
 // Approvals: the dialog that asks about the open session's oldest pending
-// action, and decisions queued on the device until the daemon has them, so
-// one taken offline is sent once when the network is back.
+// action, or about the open workflow run's gate a person asked to decide, and
+// decisions queued on the device until the daemon has them, so one taken
+// offline is sent once when the network is back (a gate is an approval too:
+// the same queue and POST /api/v1/approvals/{id} decide it).
 import { state, queuedDecisions, queuedIds, queueDecision, dropQueued, changed } from './store.js';
 import { call, HttpError } from './api.js';
 import { $, el } from './dom.js';
 
 /** @typedef {import('./store.js').ApprovalView} ApprovalView */
 /** @typedef {import('./store.js').Decision} Decision */
+/** @typedef {import('./store.js').ApprovalId} ApprovalId */
 
 let flushing = false;
 
@@ -37,23 +40,52 @@ export async function decide(decision) {
   const a = state.shownApproval;
   if (!a) return;
   $('approval-error').textContent = '';
+  state.gateAsked = null;
   queueDecision(a.id, decision);
   closeApproval();
   changed();
   if (navigator.onLine) await flushDecisions();
 }
 
-/** Opens the dialog on the open session's oldest pending approval not decided here. */
+/**
+ * Whether the open page may show `a`: an approval of the open session, or a
+ * gate of the open run (a gate has no session).
+ * @param {ApprovalView} a
+ */
+function ofOpenPage(a) {
+  if (state.view) return !!a.session_id && a.session_id === state.view.id;
+  if (state.run) return a.action.kind === 'gate' && a.action.run_id === state.run.id;
+  return false;
+}
+
+/**
+ * Keeps the dialog on what the page may ask about, pending and not decided
+ * here: the open session's oldest approval opens by itself; a run's gate
+ * only when asked for (`askGate`), as its message is for a person who
+ * chose to read it.
+ */
 export function renderApproval() {
   const queued = queuedIds();
-  const view = state.view;
-  const candidates = view ? [...state.pending.values()].filter((a) => a.session_id === view.id && !queued.has(a.id)) : [];
+  const candidates = [...state.pending.values()].filter((a) => ofOpenPage(a) && !queued.has(a.id));
   candidates.sort((a, b) => (a.requested_at || '').localeCompare(b.requested_at || ''));
-  const next = candidates.find((a) => a.id !== state.approvalDismissed) || null;
+  const next = state.view
+    ? candidates.find((a) => a.id !== state.approvalDismissed) || null
+    : candidates.find((a) => a.id === state.gateAsked) || null;
   const shown = state.shownApproval;
   if (shown && !candidates.some((a) => a.id === shown.id)) closeApproval();
   if (state.shownApproval || !next || $('new-dialog', HTMLDialogElement).open || $('pair-view').hidden === false) return;
   openApproval(next);
+}
+
+/**
+ * "Decide gate" on a step of the open run: the dialog asks about its gate.
+ * @param {ApprovalId} id
+ */
+export function askGate(id) {
+  state.approvalDismissed = null;
+  state.gateAsked = id;
+  if (state.shownApproval && state.shownApproval.id !== id) closeApproval();
+  renderApproval();
 }
 
 /** @param {ApprovalView} a */
@@ -63,19 +95,31 @@ function openApproval(a) {
   const body = $('approval-body');
   /** @type {[string, string][]} */
   const rows = [];
+  /** @type {HTMLElement[]} */
+  const more = [];
   if (act.kind === 'command') {
     $('approval-heading').textContent = 'Approval requested: run a command';
     rows.push(['Command', act.command], ['Directory', act.cwd]);
   } else if (act.kind === 'file_change') {
     $('approval-heading').textContent = 'Approval requested: change a file';
     rows.push(['File', act.path], ['Change', act.summary]);
+  } else if (act.kind === 'gate') {
+    // No session: the run and the step say what waits, and the gate's message
+    // (long and multi-line at times, a merge's conflicts) scrolls in its box.
+    $('approval-heading').textContent = 'Approval requested: workflow gate';
+    const run = state.runs.get(act.run_id);
+    rows.push(['Workflow', run ? run.name + ' (' + act.run_id + ')' : act.run_id], ['Step', act.step_id]);
+    more.push(
+      el('pre', { class: 'gate-message', 'data-testid': 'gate-message', tabindex: 0, 'aria-label': 'Gate message', text: act.message }),
+      el('p', { class: 'hint', text: 'Approve lets the run go on; Decline fails it.' }),
+    );
   } else {
     $('approval-heading').textContent = 'Approval requested';
     rows.push(['Tool', act.tool], ['Action', act.title || JSON.stringify(act)]);
   }
   const dl = el('dl');
   for (const [k, v] of rows) if (v) dl.append(el('dt', { text: k }), el('dd', { text: v }));
-  body.replaceChildren(dl);
+  body.replaceChildren(dl, ...more);
   body.dataset.approval = a.id;
   const dialog = $('approval-dialog', HTMLDialogElement);
   dialog.dataset.approval = a.id;
@@ -93,6 +137,7 @@ export function closeApproval() {
 export function putAside() {
   state.approvalDismissed = state.shownApproval ? state.shownApproval.id : null;
   state.shownApproval = null;
+  state.gateAsked = null;
 }
 
 export function reviewPending() {

@@ -19,9 +19,11 @@ const handlers = {
   receive(_events) {},
   /** The daemon refused this device's token. */
   unauthorized() {},
+  /** The socket opened (the first time, or again after a drop). */
+  opened() {},
 };
 
-/** @param {typeof handlers} wanted */
+/** @param {Partial<typeof handlers>} wanted */
 export function configure(wanted) {
   Object.assign(handlers, wanted);
 }
@@ -89,6 +91,7 @@ export function connect() {
     updateIndicator();
     socket.send(JSON.stringify({ op: 'subscribe', topics: ['*'], since: state.lastSeq }));
     flushDecisions();
+    handlers.opened();
   };
   socket.onmessage = (msg) => {
     if (ws !== socket || typeof msg.data !== 'string') return;

@@ -41,13 +41,23 @@ export function el(tag, attrs, ...children) {
 }
 
 /**
- * Shows one of the page's views: pairing, the session list or one session.
- * @param {'pair' | 'list' | 'session'} which
+ * Shows one of the page's views: pairing, the session list, one session,
+ * the workflow runs or one run. The tabs (Sessions, Workflows) go with the
+ * two lists; the back button with the two single views.
+ * @param {'pair' | 'list' | 'session' | 'workflows' | 'run'} which
  */
 export function show(which) {
   $('pair-view').hidden = which !== 'pair';
   $('list-view').hidden = which !== 'list';
   $('session-view').hidden = which !== 'session';
-  $('back').hidden = which !== 'session';
-  if (which !== 'session') $('title').textContent = 'Bosun';
+  $('workflows-view').hidden = which !== 'workflows';
+  $('run-view').hidden = which !== 'run';
+  $('tabs').hidden = which !== 'list' && which !== 'workflows';
+  for (const [id, view] of [['tab-sessions', 'list'], ['tab-workflows', 'workflows']]) {
+    const tab = $(id);
+    if (view === which) tab.setAttribute('aria-current', 'page');
+    else tab.removeAttribute('aria-current');
+  }
+  $('back').hidden = which !== 'session' && which !== 'run';
+  if (which !== 'session' && which !== 'run') $('title').textContent = 'Bosun';
 }

@@ -6,12 +6,14 @@
 // is processed once, in seq order (`lastSeq` gates it), and the open session's
 // transcript is built from its events, de-duplicated by seq. A reload rebuilds
 // the transcript from the API, then resumes the subscription from a seq it had.
-import { state, savedSeq, saveSeq, applyEvent, sessionOf, changed, onChange } from './store.js';
+// Workflow runs come the same way (topic `workflow:<id>`), reduced in the store.
+import { state, savedSeq, saveSeq, applyEvent, sessionOf, runOf, changed, onChange } from './store.js';
 import { call, errorText, listen } from './api.js';
 import { configure, connect, checkAuth, reconnectNow, closeSocket, updateIndicator } from './connection.js';
 import { renderEvent } from './transcript.js';
 import { flushDecisions, decide, renderApproval, closeApproval, putAside, reviewPending } from './approvals.js';
 import { renderList, renderSessionHead, openSession, sendMessage, steer, stop, openNewSession, createSession } from './sessions.js';
+import { renderRuns, renderRun, openRun, ensureRun, refreshRuns, resumeRun, cancelRun, setBudget } from './workflows.js';
 import { showPairing, submitPair, pairFromLink } from './pairing.js';
 import { $, show } from './dom.js';
 
@@ -28,6 +30,9 @@ function receive(events) {
     if (ev.seq <= state.lastSeq) continue; // already processed: a replay after a resume
     state.lastSeq = ev.seq;
     applyEvent(ev);
+    const run = runOf(ev);
+    // A run this page never loaded (its start came before the page did, say): fetched.
+    if (run && !state.runs.has(run)) ensureRun(run);
     const view = state.view;
     if (view && sessionOf(ev) === view.id) {
       if (view.loading) view.buffer.push(ev);
@@ -39,21 +44,53 @@ function receive(events) {
   changed();
 }
 
+/**
+ * Shows what the hash names: `#/s/<id>` a session, `#/w/<id>` a workflow run,
+ * `#/w` the runs, anything else the sessions. The back button goes where the
+ * page came from (a session opened from a run goes back to the run).
+ */
 function route() {
   if (state.pairing || !state.started) return;
-  const m = location.hash.match(/^#\/s\/([^/]+)$/);
+  const hash = location.hash;
+  const from = state.screen;
+  const fromRun = state.run;
+  let m = hash.match(/^#\/s\/([^/]+)$/);
   if (m) {
     const id = decodeURIComponent(m[1]);
+    state.screen = 'session';
+    if (from === 'run' && fromRun) state.back = '#/w/' + encodeURIComponent(fromRun.id);
+    else if (from !== 'session') state.back = '#/';
+    $('back').setAttribute('aria-label', state.back === '#/' ? 'All sessions' : 'Back to the workflow run');
+    state.run = null;
     if (!state.view || state.view.id !== id) {
       state.approvalDismissed = null;
+      state.gateAsked = null;
       closeApproval();
       openSession(id);
     }
     return;
   }
+  m = hash.match(/^#\/w\/([^/]+)$/);
+  if (m) {
+    const id = decodeURIComponent(m[1]);
+    state.screen = 'run';
+    state.view = null;
+    state.back = '#/w';
+    $('back').setAttribute('aria-label', 'All workflow runs');
+    if (!state.run || state.run.id !== id || from !== 'run') {
+      state.approvalDismissed = null;
+      state.gateAsked = null;
+      closeApproval();
+      openRun(id);
+    }
+    return;
+  }
   state.view = null;
+  state.run = null;
+  state.gateAsked = null;
   closeApproval();
-  show('list');
+  state.screen = hash === '#/w' ? 'workflows' : 'list';
+  show(state.screen);
   changed();
 }
 
@@ -62,12 +99,15 @@ async function loadState() {
   // replaying a session's update over a newer snapshot is corrected by the events that follow.
   const health = await call('GET /health');
   const head = typeof health.head_seq === 'number' ? health.head_seq : 0;
-  const [sessions, approvals] = await Promise.all([
+  const [sessions, approvals, runs] = await Promise.all([
     call('GET /api/v1/sessions'),
     call('GET /api/v1/approvals', { query: { status: 'pending' } }),
+    call('GET /api/v1/workflows/runs'),
   ]);
   state.sessions = new Map(sessions.sessions.map((s) => [s.id, s]));
   state.pending = new Map(approvals.approvals.map((a) => [a.id, a]));
+  state.runs = new Map(runs.runs.map((r) => [r.id, r]));
+  state.runSeqs = new Map();
   // Resume from the seq this tab had when it is older than the head (a few events again,
   // de-duplicated), never from a seq the daemon does not have (a new data dir).
   const saved = savedSeq();
@@ -105,7 +145,7 @@ async function boot() {
 
 function wire() {
   $('back').addEventListener('click', () => {
-    location.hash = '#/';
+    location.hash = state.back;
   });
   $('new-session').addEventListener('click', openNewSession);
   $('new-form').addEventListener('submit', createSession);
@@ -128,9 +168,12 @@ function wire() {
   $('decline').addEventListener('click', () => decide('decline'));
   $('approval-dialog').addEventListener('cancel', () => {
     putAside();
-    setTimeout(() => $('message').focus(), 0);
+    if (state.view) setTimeout(() => $('message').focus(), 0);
   });
   $('review-pending').addEventListener('click', reviewPending);
+  $('run-resume').addEventListener('click', resumeRun);
+  $('run-cancel').addEventListener('click', cancelRun);
+  $('budget-form').addEventListener('submit', setBudget);
   window.addEventListener('hashchange', route);
   window.addEventListener('online', reconnectNow);
   window.addEventListener('offline', () => {
@@ -148,10 +191,13 @@ function wire() {
 }
 
 listen({ unauthorized: showPairing, reachability: updateIndicator });
-configure({ receive, unauthorized: showPairing });
+// After a reconnect the replay from lastSeq brings what was missed; the runs are read again too.
+configure({ receive, unauthorized: showPairing, opened: refreshRuns });
 onChange(() => {
   renderList();
   renderSessionHead();
+  renderRuns();
+  renderRun();
   renderApproval();
 });
 

@@ -1,8 +1,9 @@
 // @ts-check
 // The one place the app's state lives: what the daemon told us (sessions,
-// pending approvals, the last seq processed), what this device keeps across
-// reloads (token, last seq, decisions made offline) and what the page shows
-// (the open session, the approval on screen, the connection). Other modules
+// workflow runs, pending approvals, the last seq processed), what this device
+// keeps across reloads (token, last seq, decisions made offline) and what the
+// page shows (the screen, the open session or run, the approval on screen,
+// the connection). Other modules
 // keep only handles: the socket and timers (connection.js), DOM nodes they
 // built (transcript.js, through the open session below).
 
@@ -20,6 +21,10 @@
 /** @typedef {import('./types/api').TurnId} TurnId */
 /** @typedef {import('./types/api').Decision} Decision */
 /** @typedef {import('./types/events').ChunkKind} ChunkKind */
+/** @typedef {import('./types/api').RunView} RunView */
+/** @typedef {import('./types/api').StepView} StepView */
+/** @typedef {import('./types/api').WorkflowRunId} WorkflowRunId */
+/** @typedef {'list' | 'workflows' | 'session' | 'run'} Screen */
 
 /**
  * A tool call's row in the transcript, kept so its updates change it in place.
@@ -51,12 +56,24 @@ export const state = {
   token: localStorage.getItem(TOKEN_KEY) || '',
   /** @type {Map<SessionId, SessionView>} */
   sessions: new Map(),
-  /** @type {Map<ApprovalId, ApprovalView>} pending, and not decided here yet */
+  /** @type {Map<ApprovalId, ApprovalView>} pending, and not decided here yet (a run's gates too) */
   pending: new Map(),
+  /** @type {Map<WorkflowRunId, RunView>} every workflow run, as its events left it */
+  runs: new Map(),
+  /** @type {Map<WorkflowRunId, number>} the seq of the last event applied to each run */
+  runSeqs: new Map(),
+  /** @type {Map<WorkflowRunId, string>} the last `workflow:error` each run reported while this page ran */
+  runErrors: new Map(),
   /** The last event processed from the stream (WebSocket or polling). */
   lastSeq: 0,
+  /** What the page shows: the sessions (#/), the runs (#/w), a session (#/s/<id>) or a run (#/w/<id>). */
+  screen: /** @type {Screen} */ ('list'),
   /** @type {OpenSession | null} */
   view: null,
+  /** @type {{ id: WorkflowRunId } | null} the open run (`#/w/<id>`) */
+  run: null,
+  /** Where the header's back button goes: a session opened from a run goes back to it. */
+  back: '#/',
   started: false,
   pairing: false,
   link: {
@@ -73,6 +90,8 @@ export const state = {
   shownApproval: null,
   /** @type {ApprovalId | null} closed with Escape, so it does not pop up again at once */
   approvalDismissed: null,
+  /** @type {ApprovalId | null} the gate a person asked to decide ("Decide gate"); gates never open by themselves */
+  gateAsked: null,
 };
 
 /** @param {string} token */
@@ -145,10 +164,75 @@ export function sessionOf(ev) {
   return ev.topic && ev.topic.startsWith('session:') ? ev.topic.slice(8) : null;
 }
 
+/** @param {BosunEvent} ev @returns {WorkflowRunId | null} */
+export function runOf(ev) {
+  return ev.topic && ev.topic.startsWith('workflow:') ? ev.topic.slice(9) : null;
+}
+
+/** A step's name in a run: its id, and `#index` for an item of a fan-out. @param {StepView} s */
+export function stepLabel(s) {
+  return s.step_id + (typeof s.index === 'number' ? '#' + s.index : '');
+}
+
+/**
+ * `run` with `step` in it: in place of the same step (same id and index);
+ * a fan-out's first item in place of its placeholder (the entry without an
+ * index, which the items replace), the others after the items before them.
+ * @param {RunView} run
+ * @param {StepView} step
+ * @returns {RunView}
+ */
+export function withStep(run, step) {
+  const steps = run.steps.slice();
+  const index = typeof step.index === 'number' ? step.index : null;
+  const at = steps.findIndex((s) => s.step_id === step.step_id && (typeof s.index === 'number' ? s.index : null) === index);
+  if (at >= 0) steps[at] = step;
+  else {
+    const placeholder = index === null ? -1 : steps.findIndex((s) => s.step_id === step.step_id && typeof s.index !== 'number');
+    if (placeholder >= 0) steps[placeholder] = step;
+    else {
+      let after = -1;
+      steps.forEach((s, k) => {
+        if (s.step_id === step.step_id && typeof s.index === 'number' && index !== null && s.index < index) after = k;
+      });
+      const before = steps.findIndex((s) => s.step_id === step.step_id && typeof s.index === 'number' && index !== null && s.index > index);
+      steps.splice(after >= 0 ? after + 1 : before >= 0 ? before : steps.length, 0, step);
+    }
+  }
+  return Object.assign({}, run, { steps });
+}
+
+/**
+ * Puts a run as the API gave it, unless an event newer than the request
+ * (seq above `sentAt`) changed it meanwhile: the answer may then be the older
+ * of the two, and the events keep the run up to date anyway. A run not known
+ * yet is put in either case (its events changed nothing), and is not fresh.
+ * @param {RunView} run
+ * @param {number} sentAt `lastSeq` when the request was sent
+ * @returns {boolean} whether the answer is at least as new as every event of the run seen
+ */
+export function putRun(run, sentAt) {
+  const seen = state.runSeqs.get(run.id);
+  const fresh = seen === undefined || seen <= sentAt;
+  if (fresh || !state.runs.has(run.id)) state.runs.set(run.id, run);
+  return fresh;
+}
+
+/**
+ * Changes a known run; an event of a run not loaded yet changes nothing
+ * (workflows.js fetches that run).
+ * @param {WorkflowRunId} id
+ * @param {(run: RunView) => RunView} change
+ */
+function updateRun(id, change) {
+  const run = state.runs.get(id);
+  if (run) state.runs.set(id, change(run));
+}
+
 /**
  * The events that change the state above. Only state is kept here; an event
  * type that changes none needs no entry.
- * @type {{ [T in EventType]?: (data: EventOf<T>['data'], sid: SessionId | null) => void }}
+ * @type {{ [T in EventType]?: (data: EventOf<T>['data'], sid: SessionId | null, ev: EventOf<T>) => void }}
  */
 const reducers = {
   'session:update'(d) {
@@ -177,6 +261,41 @@ const reducers = {
     }
     for (const [id, a] of state.pending) if (a.turn_id === d.turn_id) state.pending.delete(id);
   },
+  // Workflow runs (topic `workflow:<id>`). Their gates come as approval:requested /
+  // approval:resolved on the same topic, and are kept in `pending` as above.
+  'workflow:started'(d) {
+    state.runs.set(d.run.id, d.run);
+  },
+  'workflow:step'(d) {
+    updateRun(d.run_id, (r) => withStep(r, d.step));
+  },
+  'workflow:event'(d) {
+    if (d.kind === 'budget') {
+      updateRun(d.run_id, (r) =>
+        Object.assign({}, r, {
+          usage: d.usage || r.usage,
+          cost: typeof d.cost === 'number' ? d.cost : r.cost,
+          budget: d.budget || r.budget,
+        }),
+      );
+    } else if (d.kind === 'resumed') {
+      updateRun(d.run_id, (r) => Object.assign({}, r, { state: /** @type {const} */ ('running'), pause: null }));
+    }
+    // progress and stalled: the step's own workflow:step carries what changed.
+  },
+  'workflow:error'(d) {
+    state.runErrors.set(d.run_id, d.message);
+  },
+  'workflow:paused'(d) {
+    updateRun(d.run_id, (r) =>
+      Object.assign({}, r, { state: /** @type {const} */ ('paused'), pause: { reason: d.reason, message: d.message } }),
+    );
+  },
+  'workflow:completed'(d, _sid, ev) {
+    updateRun(d.run_id, (r) =>
+      Object.assign({}, r, { state: d.state, pause: null, usage: d.usage, cost: d.cost, ended_at: r.ended_at || ev.ts }),
+    );
+  },
 };
 
 /**
@@ -184,9 +303,11 @@ const reducers = {
  * @param {BosunEvent} ev
  */
 export function applyEvent(ev) {
+  const run = runOf(ev);
+  if (run) state.runSeqs.set(run, ev.seq);
   if (!Object.hasOwn(reducers, ev.type)) return;
-  const reduce = /** @type {(data: BosunEvent['data'], sid: SessionId | null) => void} */ (reducers[ev.type]);
-  reduce(ev.data, sessionOf(ev));
+  const reduce = /** @type {(data: BosunEvent['data'], sid: SessionId | null, ev: BosunEvent) => void} */ (reducers[ev.type]);
+  reduce(ev.data, sessionOf(ev), ev);
 }
 
 // ---- redrawing what depends on the state, once per frame ----

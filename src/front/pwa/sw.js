@@ -16,6 +16,7 @@ const MODULES = [
   '/sessions.js',
   '/store.js',
   '/transcript.js',
+  '/workflows.js',
 ];
 const SHELL = ['/', ...MODULES, '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
 const LIVE = ['/api/', '/ws', '/auth/', '/health'];

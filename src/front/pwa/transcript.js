@@ -207,6 +207,15 @@ export const renderers = {
 
   'actor:restarted': notInTranscript,
 
+  // A workflow run's events are on its own topic, not a session's: the run
+  // view (workflows.js) draws them from the store.
+  'workflow:started': notInTranscript,
+  'workflow:step': notInTranscript,
+  'workflow:event': notInTranscript,
+  'workflow:error': notInTranscript,
+  'workflow:paused': notInTranscript,
+  'workflow:completed': notInTranscript,
+
   'diagnostics:log': (d) => el('div', { class: 'row event', text: (d.level || 'log') + ': ' + (d.message || '') }),
 };
 
@@ -252,6 +261,7 @@ function actionText(action) {
   if (!action) return '';
   if (action.kind === 'command') return action.command + (action.cwd ? '  (in ' + action.cwd + ')' : '');
   if (action.kind === 'file_change') return action.path + (action.summary ? ': ' + action.summary : '');
+  if (action.kind === 'gate') return 'workflow gate ' + action.step_id + ': ' + action.message;
   return (action.tool ? action.tool + ': ' : '') + (action.title || JSON.stringify(action));
 }
 
