@@ -452,6 +452,20 @@ async fn a_merge_conflict_goes_to_a_gate_showing_the_files_and_hunks() {
     assert_eq!(git(&plan, &["status", "--porcelain"]), "");
 }
 
+/// What the person watching a run does: accept its gate, and retry the
+/// steps a crash cut more often than they retry by themselves.
+async fn nudge(d: &Daemon, view: &RunView) {
+    if let Some(gate) = open_gate(view) {
+        let _ = d.client().decide(gate.approval_id.as_ref().unwrap().as_str(), Decision::Accept).await;
+    }
+    if view.pause.as_ref().is_some_and(|p| p.reason == PauseReason::Interrupted) {
+        for s in view.steps.iter().filter(|s| s.state == StepState::Interrupted) {
+            let req = StepDecisionRequest { decision: StepDecision::Retry, index: s.index };
+            let _ = d.client().decide_step(view.id.as_str(), &s.step_id, &req).await;
+        }
+    }
+}
+
 /// kill -9 at random moments of runs of the feature workflow, 20 times in
 /// all: every run finishes, no step's session runs a turn twice, and every
 /// event a client saw before a kill is still stored with the same seq and
@@ -486,9 +500,7 @@ async fn killed_at_random_moments_every_run_finishes_and_nothing_is_done_twice()
                     done = true;
                     break;
                 }
-                if let Some(gate) = open_gate(&view) {
-                    let _ = d.client().decide(gate.approval_id.as_ref().unwrap().as_str(), Decision::Accept).await;
-                }
+                nudge(&d, &view).await;
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
             // What a client saw up to now.
@@ -519,9 +531,7 @@ async fn killed_at_random_moments_every_run_finishes_and_nothing_is_done_twice()
                 }
                 break;
             }
-            if let Some(gate) = open_gate(&view) {
-                let _ = d.client().decide(gate.approval_id.as_ref().unwrap().as_str(), Decision::Accept).await;
-            }
+            nudge(&d, &view).await;
             assert!(Instant::now() < deadline, "run {id} never ended: {view:#?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
