@@ -466,6 +466,34 @@ async fn nudge(d: &Daemon, view: &RunView) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_conflict_goes_to_a_resolver_step_in_the_targets_worktree() {
+    let dir = tempdir();
+    let repo = repo_with(&dir.path().join("repo"), &[("same.txt", "base\n")]);
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let definition = CONFLICT.replace("into = \"plan\"", "into = \"plan\"\non_conflict = \"fix\"")
+        + "[[steps]]\nid = \"fix\"\nprompt = \"RUN: printf 'left and right\\\\n' > same.txt\\n{{ conflict }}\"\n";
+    let run = start(&d, &definition, &[("repo", repo.to_str().unwrap())]).await;
+    let run = wait_run(&d, run.id.as_str(), "the end", |r| r.state.is_final()).await;
+    assert_eq!(run.state, RunState::Completed, "{run:#?}");
+    let fix = step(&run, "fix");
+    assert_eq!(fix.index, Some(0));
+    assert_eq!(fix.state, StepState::Completed);
+    assert_eq!(fix.session_id, step(&run, "plan").session_id, "the resolver did not work in the target's session");
+    let merge = step(&run, "merge").merge.clone().unwrap();
+    assert_eq!(merge.merged.len(), 2, "{merge:?}");
+    assert_eq!(merge.conflicts.len(), 1);
+    assert!(merge.conflicts[0].resolved && merge.conflicts[0].resolver.as_deref() == Some("fix#0"), "{merge:?}");
+    // Its prompt showed it the conflict.
+    let turns = d.client().turns(fix.session_id.as_ref().unwrap().as_str()).await.unwrap().turns;
+    let prompt = &turns.last().unwrap().text;
+    assert!(prompt.contains("same.txt") && prompt.contains("<<<<<<<"), "{prompt}");
+    let plan = worktree_of(&d, &run, "plan");
+    assert_eq!(std::fs::read_to_string(plan.join("same.txt")).unwrap(), "left and right\n");
+    assert_eq!(git(&plan, &["status", "--porcelain"]), "");
+    assert_eq!(git(&plan, &["log", "--merges", "--format=%s"]).lines().count(), 2);
+}
+
 /// kill -9 at random moments of runs of the feature workflow, 20 times in
 /// all: every run finishes, no step's session runs a turn twice, and every
 /// event a client saw before a kill is still stored with the same seq and

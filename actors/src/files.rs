@@ -44,6 +44,12 @@ pub enum FileChange {
         branch: String,
         message: String,
     },
+    /// Starts merging a branch and leaves its conflicts in the worktree, for
+    /// a resolver; committing the worktree concludes it.
+    StartMerge {
+        branch: String,
+        message: String,
+    },
 }
 
 /// What a change did.
@@ -66,6 +72,8 @@ pub enum MergeOutcome {
     AlreadyMerged { head: String },
     /// Not merged: it conflicts.
     Conflicts { files: Vec<String>, hunks: String },
+    /// Under way, with these files in conflict (`StartMerge`).
+    Started { conflicted: Vec<String> },
 }
 
 /// Why a change was not made: the daemon's (no workspace, a turn running)
@@ -130,6 +138,10 @@ pub async fn change(
         },
         FileChange::Snapshot { message } => snapshot(&root, &message).await,
         FileChange::Merge { branch, message } => merge(&root, &branch, &message).await,
+        FileChange::StartMerge { branch, message } => match workspace::start_merge(&root, &branch, &message).await {
+            Ok(conflicted) => Ok(FileChanged::Merged(MergeOutcome::Started { conflicted })),
+            Err(e) => Err(e.into()),
+        },
     };
     let _ = reply.send(result);
 }

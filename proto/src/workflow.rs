@@ -233,6 +233,12 @@ pub struct MergeConflict {
     pub files: Vec<String>,
     /// The conflicting hunks, with git's markers.
     pub hunks: String,
+    /// The resolver step (`fix#0`) it was given to, with `on_conflict = "<step>"`.
+    #[serde(default)]
+    pub resolver: Option<String>,
+    /// The resolver concluded the merge (the branch is then in `merged` too).
+    #[serde(default)]
+    pub resolved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -64,6 +64,10 @@ pub struct StepRecord {
     pub approval_id: Option<String>,
     pub merge: Option<MergeView>,
     pub stalled: bool,
+    /// A resolver's: the conflict it is asked to resolve (what its prompt's
+    /// `conflict` reads), and the branch whose merge it concludes (`item`).
+    #[serde(default)]
+    pub conflict: Option<String>,
 }
 
 impl StepRecord {
@@ -91,6 +95,7 @@ impl StepRecord {
             approval_id: None,
             merge: None,
             stalled: false,
+            conflict: None,
         }
     }
 

@@ -222,7 +222,7 @@ impl RunState {
                 step.attempt_started_at = Some(now);
                 let event = self.step_event(&self.record.steps[i]);
                 self.save(vec![event], &[]).await?;
-                self.merge(i).await?;
+                self.merge(i, myself).await?;
             }
         }
         Ok(())
@@ -285,7 +285,8 @@ impl RunState {
         let record = &self.record.steps[i];
         let def = self.workflow.step(&record.step_id).ok_or("the step is not in the definition")?;
         let spec = def.session().ok_or("not a session step")?;
-        let ctx = self.template_context(record.item.as_deref().zip(record.index));
+        let mut ctx = self.template_context(record.item.as_deref().zip(record.index));
+        ctx.conflict = record.conflict.clone();
         let text = self.templates.render(&spec.text, &ctx).map_err(|e| format!("template: {e}"))?;
         let workspace = match &spec.workspace {
             None => None,
@@ -313,7 +314,7 @@ impl RunState {
             Kind::Gate => Ok(()),
             Kind::Merge => {
                 if self.record.steps[i].approval_id.is_none() {
-                    self.merge(i).await?;
+                    self.merge(i, myself).await?;
                 }
                 Ok(())
             }
@@ -330,6 +331,11 @@ impl RunState {
         let session = self.ctx.store.get::<SessionRecord>(&session_id)?;
         let Some(session) = session.filter(|s| s.turn_count >= step.turn_number) else {
             // Not made, or its turn not started: (again) after a crash.
+            if self.is_resolver(&step.step_id) {
+                if let Err(why) = self.start_resolver_merge(i).await {
+                    return Ok(self.step_failed(i, why, false).await?);
+                }
+            }
             self.launch(i, myself, None);
             return Ok(());
         };
@@ -689,7 +695,7 @@ impl RunState {
     /// Merges the `from` steps' branches into the `into` step's, one at a
     /// time, each checked first. Already-merged branches are passed over,
     /// so a merge cut by a crash goes on where it was.
-    async fn merge(&mut self, i: usize) -> Result<(), ActorProcessingErr> {
+    async fn merge(&mut self, i: usize, myself: &ActorRef<RunMsg>) -> Result<(), ActorProcessingErr> {
         let step = self.record.steps[i].clone();
         let Some(StepKind::Merge(spec)) = self.workflow.step(&step.step_id).map(|d| d.kind.clone()) else { return Ok(()) };
         let Some(target) = self.single_session(&spec.into) else {
@@ -712,9 +718,38 @@ impl RunState {
             .filter(|s| s.state == StepState::Completed)
             .filter_map(|s| s.session_id.clone().map(|id| (s.label(), id)))
             .collect();
+        let root = std::path::Path::new(&ws.worktree).to_path_buf();
         for (label, session) in sources {
             let branch = bosun_workspace::session_branch(&session);
-            if view.merged.iter().any(|m| m.branch == branch) || view.conflicts.iter().any(|c| c.branch == branch) {
+            if view.merged.iter().any(|m| m.branch == branch) {
+                continue;
+            }
+            if let Some(c) = view.conflicts.iter_mut().find(|c| c.branch == branch) {
+                let Some(resolver) = c.resolver.clone() else { continue };
+                // Given to a resolver: go on once it is done.
+                let Some(r) = self.record.steps.iter().find(|s| s.label() == resolver) else { continue };
+                match r.state {
+                    StepState::Completed => {}
+                    // Left out, as with a gate's accept.
+                    StepState::Skipped => continue,
+                    _ => {
+                        self.record.steps[i].merge = Some(view);
+                        return Ok(());
+                    }
+                }
+                let left = bosun_workspace::with_markers(&root, &c.files).await.unwrap_or_default();
+                if !left.is_empty() || !bosun_workspace::is_merged(&root, &branch).await.unwrap_or(false) {
+                    let why = if left.is_empty() {
+                        format!("{resolver} did not conclude the merge of {branch}")
+                    } else {
+                        format!("{resolver} left conflict markers in {}", left.join(", "))
+                    };
+                    self.record.steps[i].merge = Some(view);
+                    return Ok(self.step_failed(i, why, false).await?);
+                }
+                c.resolved = true;
+                let head = bosun_workspace::head(&root).await.unwrap_or_default();
+                view.merged.push(MergedBranch { branch, commit: head });
                 continue;
             }
             let message = format!("Merge {label} ({branch}) into {} — workflow {} ({})", spec.into, self.record.name, self.record.id);
@@ -731,7 +766,21 @@ impl RunState {
                     view.merged.push(MergedBranch { branch, commit: head });
                 }
                 Ok(Ok(FileChanged::Merged(MergeOutcome::Conflicts { files, hunks }))) => {
-                    view.conflicts.push(MergeConflict { branch, files, hunks });
+                    if let OnConflict::Resolver(rid) = &spec.on_conflict {
+                        let n = self.record.steps.iter().filter(|s| &s.step_id == rid).count() as u64;
+                        let resolver = format!("{rid}#{n}");
+                        view.conflicts.push(MergeConflict {
+                            branch: branch.clone(),
+                            files: files.clone(),
+                            hunks: hunks.clone(),
+                            resolver: Some(resolver),
+                            resolved: false,
+                        });
+                        self.record.steps[i].merge = Some(view);
+                        let conflict = conflict_text(&branch, &spec.into, &files, &hunks);
+                        return self.hand_to_resolver(i, rid, n, &target_record, &branch, conflict, myself).await;
+                    }
+                    view.conflicts.push(MergeConflict { branch, files, hunks, resolver: None, resolved: false });
                 }
                 Ok(Err(FilesError::Daemon(DaemonError::Busy { .. }))) | Err(DaemonError::Unavailable(_)) => {
                     // Its session is busy; the next tick tries again.
@@ -749,7 +798,7 @@ impl RunState {
             self.record.steps[i].merge = Some(view.clone());
             self.save(vec![note], &[]).await?;
         }
-        let root = std::path::Path::new(&ws.worktree);
+        let root = root.as_path();
         let mut files = Vec::new();
         for m in &view.merged {
             if let Ok(changed) = bosun_workspace::changed_files(root, &format!("{}^1", m.commit), &m.commit).await {
@@ -763,7 +812,9 @@ impl RunState {
         view.files = files;
         view.head = bosun_workspace::head(root).await.ok();
         self.record.steps[i].merge = Some(view.clone());
-        if view.conflicts.is_empty() {
+        // What a resolver was given is done with (resolved, or skipped and left out).
+        let open = view.conflicts.iter().filter(|c| c.resolver.is_none()).count();
+        if open == 0 {
             let s = &mut self.record.steps[i];
             s.state = StepState::Completed;
             s.output = Some(format!("merged {} branch(es) into {}", view.merged.len(), view.into));
@@ -774,15 +825,13 @@ impl RunState {
         }
         match spec.on_conflict {
             OnConflict::Gate | OnConflict::Resolver(_) => {
-                // A resolver step is not run yet (docs/WORKFLOWS.md): the
-                // conflict goes to a person, as with a gate.
                 let mut message = format!(
                     "Merging into {}: {} branch(es) conflict. Accept to keep the {} clean merge(s) and leave the conflicting branches out; decline to fail the step.\n",
                     view.into,
-                    view.conflicts.len(),
+                    open,
                     view.merged.len()
                 );
-                for c in &view.conflicts {
+                for c in view.conflicts.iter().filter(|c| c.resolver.is_none()) {
                     message.push_str(&format!("\n{} conflicts in {}:\n{}", c.branch, c.files.join(", "), c.hunks));
                 }
                 let gate = self.new_gate(&step, message);
@@ -792,6 +841,68 @@ impl RunState {
             }
         }
         Ok(())
+    }
+
+    /// Gives a conflicting branch to the resolver step `rid`: a new record
+    /// `rid#n`, in the target's session, whose turn runs once the merge is
+    /// started there with its conflicts left in the worktree. Committing
+    /// the worktree when it completes concludes the merge.
+    #[allow(clippy::too_many_arguments)]
+    async fn hand_to_resolver(
+        &mut self,
+        i: usize,
+        rid: &str,
+        n: u64,
+        target: &SessionRecord,
+        branch: &str,
+        conflict: String,
+        myself: &ActorRef<RunMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = bosun_proto::now_ts();
+        let mut r = StepRecord::new(rid, Kind::Agent, false);
+        r.index = Some(n);
+        r.item = Some(branch.to_string());
+        r.conflict = Some(conflict);
+        r.session_id = Some(target.id.clone());
+        r.state = StepState::Running;
+        r.attempts = 1;
+        r.turn_number = target.turn_count + 1;
+        r.started_at = Some(now.clone());
+        r.attempt_started_at = Some(now);
+        self.record.steps.insert(i + 1, r);
+        let events = vec![
+            self.step_event(&self.record.steps[i + 1]),
+            self.note(WorkflowEventKind::Progress, Some(&self.record.steps[i].step_id.clone()), None, format!("{branch} conflicts; {rid}#{n} resolves it")),
+        ];
+        self.save(events, &[]).await?;
+        if let Err(why) = self.start_resolver_merge(i + 1).await {
+            return Ok(self.step_failed(i + 1, why, false).await?);
+        }
+        self.launch(i + 1, myself, None);
+        Ok(())
+    }
+
+    /// Starts (again, harmlessly) the merge resolver record `r` concludes.
+    async fn start_resolver_merge(&self, r: usize) -> Result<(), String> {
+        let rec = &self.record.steps[r];
+        let (Some(session), Some(branch)) = (rec.session_id.clone(), rec.item.clone()) else {
+            return Err("a resolver without a merge".into());
+        };
+        let message = format!("Merge {branch}, resolved by {} — workflow {} ({})", rec.label(), self.record.name, self.record.id);
+        let r = crate::route::call::<SessionMsg, _, _>(&names::session(&session), |reply| {
+            SessionMsg::Files(FileChange::StartMerge { branch, message }, reply)
+        })
+        .await;
+        match r {
+            Ok(Ok(FileChanged::Merged(MergeOutcome::Started { .. }))) => Ok(()),
+            Ok(Ok(other)) => Err(format!("unexpected answer to starting a merge: {other:?}")),
+            Ok(Err(e)) => Err(format!("starting the merge: {e}")),
+            Err(e) => Err(format!("starting the merge: {e}")),
+        }
+    }
+
+    fn is_resolver(&self, step_id: &str) -> bool {
+        self.workflow.step(step_id).and_then(|s| s.session()).is_some_and(|s| s.resolver)
     }
 
     /// The session of a step that is not a fan-out.
@@ -1042,6 +1153,14 @@ impl RunState {
             budget: Some(self.record.budget),
         })
     }
+}
+
+/// What a resolver's `{{ conflict }}` reads.
+fn conflict_text(branch: &str, into: &str, files: &[String], hunks: &str) -> String {
+    format!(
+        "Merging {branch} into {into}'s branch conflicts in {}. The merge is under way in this worktree with git's conflict markers in those files: edit them to resolve every conflict (leave no <<<<<<< ======= >>>>>>> lines); the daemon commits the result.\n\n{hunks}",
+        files.join(", ")
+    )
 }
 
 fn gate_requested(gate: &GateRecord) -> EventData {

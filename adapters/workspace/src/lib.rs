@@ -23,7 +23,9 @@ use std::time::Duration;
 use tokio::process::Command;
 
 mod merge;
-pub use merge::{changed_files, check_merge, head, is_merged, merge, MergeCheck, MAX_HUNKS_BYTES};
+pub use merge::{
+    changed_files, check_merge, head, is_merged, merge, start_merge, with_markers, MergeCheck, MAX_HUNKS_BYTES,
+};
 
 /// Largest file the file API reads or writes.
 pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;

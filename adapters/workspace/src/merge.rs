@@ -82,6 +82,35 @@ pub async fn merge(root: &Path, branch: &str, message: &str) -> Result<String, W
     head(root).await
 }
 
+/// Starts merging `branch` and leaves its conflicts in the worktree, with
+/// git's markers, for someone to resolve (a merge already under way is
+/// left as it is). The merge is concluded by committing the worktree.
+pub async fn start_merge(root: &Path, branch: &str, message: &str) -> Result<Vec<String>, WorkspaceError> {
+    check_ref_input("branch", branch)?;
+    let git = WorktreeGit::open(root).await?;
+    let under_way = git.run(&["rev-parse", "-q", "--verify", "MERGE_HEAD"], LOCAL_TIMEOUT, &[1]).await?;
+    if under_way.trim().is_empty() {
+        let mut args = identity_args(&git).await?;
+        args.extend(["merge", "--no-ff", "--no-commit", "--quiet", "-m", message, branch]);
+        // Exit 1: it conflicts, which is what this is for.
+        git.run(&args, LOCAL_TIMEOUT, &[1]).await?;
+    }
+    let out = git.run(&["diff", "--name-only", "--diff-filter=U"], LOCAL_TIMEOUT, &[]).await?;
+    Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+/// Which of `files` still hold conflict markers.
+pub async fn with_markers(root: &Path, files: &[String]) -> Result<Vec<String>, WorkspaceError> {
+    let mut left = Vec::new();
+    for file in files {
+        let text = crate::read(root, file).await.unwrap_or_default();
+        if !conflict_regions(&text).is_empty() {
+            left.push(file.clone());
+        }
+    }
+    Ok(left)
+}
+
 pub async fn head(root: &Path) -> Result<String, WorkspaceError> {
     let git = WorktreeGit::open(root).await?;
     Ok(git.run(&["rev-parse", "HEAD"], LOCAL_TIMEOUT, &[]).await?.trim().to_string())

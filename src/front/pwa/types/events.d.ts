@@ -759,6 +759,14 @@ export interface MergeConflict {
    * The conflicting hunks, with git's markers.
    */
   hunks: string;
+  /**
+   * The resolver step (`fix#0`) it was given to, with `on_conflict = "<step>"`.
+   */
+  resolver?: string | null;
+  /**
+   * The resolver concluded the merge (the branch is then in `merged` too).
+   */
+  resolved?: boolean;
 }
 export interface BudgetView {
   /**
