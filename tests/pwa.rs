@@ -294,7 +294,8 @@ fn workflow_run_followed_live_and_its_gate_approved_from_the_phone() {
 
     // What the daemon has, checked from here too: the run completed, and the
     // plan's branch holds both builds' files.
-    let run_id = report["info"]["run"].as_str().unwrap_or_else(|| panic!("no run id in the report: {report}")).to_string();
+    let run_id =
+        report["info"]["run"].as_str().unwrap_or_else(|| panic!("no run id in the report: {report}")).to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let run = rt.block_on(daemon.ok_get(&format!("/api/v1/workflows/runs/{run_id}")));
     assert_eq!(run["state"], "completed", "{run}");
@@ -314,7 +315,8 @@ fn workflow_run_followed_live_and_its_gate_approved_from_the_phone() {
     let head = merge["head"].as_str().unwrap_or_else(|| panic!("the merge has no head: {merge}"));
     let plan_session = steps[0]["session_id"].as_str().expect("the plan's session");
     let session = rt.block_on(daemon.ok_get(&format!("/api/v1/sessions/{plan_session}")));
-    let worktree = Path::new(session["workspace"]["worktree"].as_str().unwrap_or_else(|| panic!("no worktree: {session}")));
+    let worktree =
+        Path::new(session["workspace"]["worktree"].as_str().unwrap_or_else(|| panic!("no worktree: {session}")));
     for (file, text) in [("part-0.txt", "one"), ("part-1.txt", "two")] {
         assert_eq!(common::git(worktree, &["show", &format!("{head}:{file}")]), text, "{file} at the merge's head");
     }

@@ -154,7 +154,10 @@ async fn the_feature_workflow_runs_its_builds_in_parallel_then_a_gate_then_a_cle
     let gate = open_gate(&run).unwrap().approval_id.clone().unwrap();
     let listed = d.client().approvals(&Default::default()).await.unwrap().approvals;
     let a = listed.iter().find(|a| a.id == gate).expect("the gate in GET /api/v1/approvals");
-    assert!(matches!(&a.action, Action::Gate { step_id, message, .. } if step_id == "approve" && message.starts_with("Merge? The review said: Demo agent here")), "{a:?}");
+    assert!(
+        matches!(&a.action, Action::Gate { step_id, message, .. } if step_id == "approve" && message.starts_with("Merge? The review said: Demo agent here")),
+        "{a:?}"
+    );
     assert_eq!(a.session_id, None);
     let decided = d.decide(gate.as_str(), Decision::Accept).await;
     assert_eq!(decided.status, ApprovalStatus::Accepted);
@@ -250,11 +253,15 @@ prompt = "{{ oops"
         assert!(message.contains(needle), "{needle:?} is not named in: {message}");
     }
     // Inputs are checked too, every problem at once.
-    let ok = "name = \"n\"\n[inputs]\ntask = { required = true }\n[[steps]]\nid = \"a\"\nprompt = \"{{ inputs.task }}\"\n";
+    let ok =
+        "name = \"n\"\n[inputs]\ntask = { required = true }\n[[steps]]\nid = \"a\"\nprompt = \"{{ inputs.task }}\"\n";
     let (status, body) = d.post("/api/v1/workflows/runs", json!({"definition": ok, "inputs": {"tsak": "x"}})).await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("inputs.task: is required") && message.contains("inputs.tsak: is not an input"), "{message}");
+    assert!(
+        message.contains("inputs.task: is required") && message.contains("inputs.tsak: is not an input"),
+        "{message}"
+    );
     // A path must be absolute and readable; definition and path not both.
     let (status, body) = d.post("/api/v1/workflows/runs", json!({"path": "relative.toml"})).await;
     assert_eq!(status, 400, "{body}");
@@ -272,8 +279,9 @@ prompt = "{{ oops"
     // A file on the daemon's host works as the text does.
     let file = dir.path().join("one.toml");
     std::fs::write(&file, ok).unwrap();
-    let (status, body) =
-        d.post("/api/v1/workflows/runs", json!({"path": file.to_str().unwrap(), "inputs": {"task": "SAY: done"}})).await;
+    let (status, body) = d
+        .post("/api/v1/workflows/runs", json!({"path": file.to_str().unwrap(), "inputs": {"task": "SAY: done"}}))
+        .await;
     assert_eq!(status, 201, "{body}");
     let run = wait_run(&d, body["id"].as_str().unwrap(), "the end", |r| r.state.is_final()).await;
     assert_eq!(run.state, RunState::Completed, "{run:#?}");
@@ -367,7 +375,8 @@ prompt = "SAY: after"
     assert_eq!(step(&run, "slow").state, StepState::Skipped);
     assert_eq!(step(&run, "after").output.as_deref(), Some("after\n"));
     // Nothing to decide now.
-    let (status, _) = d.post(&format!("/api/v1/workflows/runs/{}/steps/after/decide", run.id), json!({"decision": "retry"})).await;
+    let (status, _) =
+        d.post(&format!("/api/v1/workflows/runs/{}/steps/after/decide", run.id), json!({"decision": "retry"})).await;
     assert_eq!(status, 409);
 }
 
@@ -532,7 +541,8 @@ async fn killed_at_random_moments_every_run_finishes_and_nothing_is_done_twice()
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
             // What a client saw up to now.
-            let query = EventsQuery { since: seen.last().map_or(0, |e| e.seq), session: None, topic: None, limit: Some(1000) };
+            let query =
+                EventsQuery { since: seen.last().map_or(0, |e| e.seq), session: None, topic: None, limit: Some(1000) };
             seen.extend(d.client().all_events(&query).await.expect("events"));
             if done || kills >= 20 {
                 break;
@@ -550,7 +560,12 @@ async fn killed_at_random_moments_every_run_finishes_and_nothing_is_done_twice()
             if view.state.is_final() {
                 assert_eq!(view.state, RunState::Completed, "{view:#?}");
                 for (label, turns) in turns_per_session(&d, &view).await {
-                    let attempts = view.steps.iter().find(|s| s.index.map(|i| format!("{}#{i}", s.step_id)).unwrap_or(s.step_id.clone()) == label).unwrap().attempts;
+                    let attempts = view
+                        .steps
+                        .iter()
+                        .find(|s| s.index.map(|i| format!("{}#{i}", s.step_id)).unwrap_or(s.step_id.clone()) == label)
+                        .unwrap()
+                        .attempts;
                     assert_eq!(turns as u32, attempts, "{label} ran {turns} turns in {attempts} attempts: {view:#?}");
                 }
                 let plan = worktree_of(&d, &view, "plan");
@@ -565,7 +580,8 @@ async fn killed_at_random_moments_every_run_finishes_and_nothing_is_done_twice()
         }
     }
     // Nothing a client saw was lost or changed.
-    let stored = d.client().all_events(&EventsQuery { since: 0, session: None, topic: None, limit: Some(1000) }).await.unwrap();
+    let stored =
+        d.client().all_events(&EventsQuery { since: 0, session: None, topic: None, limit: Some(1000) }).await.unwrap();
     let by_seq: std::collections::HashMap<u64, &Envelope> = stored.iter().map(|e| (e.seq, e)).collect();
     for e in &seen {
         let s = by_seq.get(&e.seq).unwrap_or_else(|| panic!("seq {} was seen and is gone", e.seq));
@@ -584,7 +600,8 @@ async fn the_cli_runs_a_workflow_file_and_follows_it() {
     std::fs::write(&file, "name = \"hello\"\n[defaults]\npolicy = \"full-access\"\n[inputs]\nwho = { required = true }\n[[steps]]\nid = \"greet\"\nprompt = \"SAY: hello {{ inputs.who }}\"\n[[steps]]\nid = \"check\"\nkind = \"shell\"\nneeds = [\"greet\"]\ncommand = \"echo checked\"\n").unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let out = common::bosun(&d, &home, &["workflow", "run", file.to_str().unwrap(), "--input", "who=world", "--follow"]);
+    let out =
+        common::bosun(&d, &home, &["workflow", "run", file.to_str().unwrap(), "--input", "who=world", "--follow"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("greet") && stdout.contains("completed"), "{stdout}");

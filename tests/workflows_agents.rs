@@ -94,7 +94,8 @@ prompt = "SAY: after"
     }
     // Every run's agent is streaming: each step's turn has begun.
     for id in &ids {
-        let run = wait_run(rig.daemon(), id.as_str(), "the turn to start", |r| !step(r, "long").turn_ids.is_empty()).await;
+        let run =
+            wait_run(rig.daemon(), id.as_str(), "the turn to start", |r| !step(r, "long").turn_ids.is_empty()).await;
         let session = step(&run, "long").session_id.clone().unwrap();
         let d = rig.daemon();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -54,9 +54,9 @@ pub type Prices = BTreeMap<String, Price>;
 
 /// What `usage` on `provider` cost.
 pub fn cost_of(prices: &Prices, provider: &str, usage: bosun_proto::Usage) -> f64 {
-    prices.get(provider).map_or(0.0, |p| {
-        (usage.input_tokens as f64 * p.input + usage.output_tokens as f64 * p.output) / 1_000_000.0
-    })
+    prices
+        .get(provider)
+        .map_or(0.0, |p| (usage.input_tokens as f64 * p.input + usage.output_tokens as f64 * p.output) / 1_000_000.0)
 }
 
 /// `[git]` in the daemon's config: the token is read from the daemon's

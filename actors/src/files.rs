@@ -55,25 +55,45 @@ pub enum FileChange {
 /// What a change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileChanged {
-    Written { bytes: u64 },
-    Deleted { bytes: u64 },
-    Committed { sha: String, pushed: bool, push_error: Option<String> },
+    Written {
+        bytes: u64,
+    },
+    Deleted {
+        bytes: u64,
+    },
+    Committed {
+        sha: String,
+        pushed: bool,
+        push_error: Option<String>,
+    },
     /// The worktree's head after a snapshot (a new commit, or the old head
     /// when there was nothing to commit).
-    Snapshot { head: String, committed: bool },
+    Snapshot {
+        head: String,
+        committed: bool,
+    },
     Merged(MergeOutcome),
 }
 
 /// What a [`FileChange::Merge`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
-    Merged { commit: String },
+    Merged {
+        commit: String,
+    },
     /// In the history already: nothing done.
-    AlreadyMerged { head: String },
+    AlreadyMerged {
+        head: String,
+    },
     /// Not merged: it conflicts.
-    Conflicts { files: Vec<String>, hunks: String },
+    Conflicts {
+        files: Vec<String>,
+        hunks: String,
+    },
     /// Under way, with these files in conflict (`StartMerge`).
-    Started { conflicted: Vec<String> },
+    Started {
+        conflicted: Vec<String>,
+    },
 }
 
 /// Why a change was not made: the daemon's (no workspace, a turn running)

@@ -143,7 +143,9 @@ impl Actor for SessionsSupervisor {
                     return Ok(());
                 }
                 if state.creating.contains(&id) {
-                    let _ = reply.send(Err(DaemonError::Unavailable(format!("session {id} is being created; ask again shortly"))));
+                    let _ = reply.send(Err(DaemonError::Unavailable(format!(
+                        "session {id} is being created; ask again shortly"
+                    ))));
                     return Ok(());
                 }
                 match state.validate(&req, id.clone()) {
@@ -267,7 +269,8 @@ impl SessionsState {
         if pending.req.workspace.is_some() {
             self.prepare_workspace(myself, pending);
         } else {
-            let (id, req, title, policy) = (pending.id.clone(), pending.req.clone(), pending.title.clone(), pending.policy);
+            let (id, req, title, policy) =
+                (pending.id.clone(), pending.req.clone(), pending.title.clone(), pending.policy);
             let r = self.create(myself, id, req, title, policy, None).await;
             pending.answer(self, r);
         }

@@ -148,7 +148,9 @@ pub fn load(ctx: &Context, req: &StartRunRequest) -> DaemonResult<(String, Workf
             return Err(DaemonError::BadRequest("give definition (the TOML text) or path (a file), not both".into()))
         }
         (None, None) => {
-            return Err(DaemonError::BadRequest("give definition (the TOML text) or path (a file on the daemon's host)".into()))
+            return Err(DaemonError::BadRequest(
+                "give definition (the TOML text) or path (a file on the daemon's host)".into(),
+            ))
         }
     };
     if text.len() > MAX_DEFINITION_BYTES {

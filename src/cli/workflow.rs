@@ -95,7 +95,14 @@ pub(super) async fn workflow(args: WorkflowArgs) -> anyhow::Result<i32> {
             for run in &list.runs {
                 let done = run.steps.iter().filter(|s| s.state.is_final()).count();
                 let pause = run.pause.as_ref().map(|p| format!(" ({})", p.reason)).unwrap_or_default();
-                outln!("{}  {:<10} {:<20} {done}/{} steps  {}", run.id, format!("{}{pause}", run.state), run.name, run.steps.len(), run.created_at)?;
+                outln!(
+                    "{}  {:<10} {:<20} {done}/{} steps  {}",
+                    run.id,
+                    format!("{}{pause}", run.state),
+                    run.name,
+                    run.steps.len(),
+                    run.created_at
+                )?;
             }
             Ok(0)
         }
@@ -126,8 +133,7 @@ fn answer(client: &Client, run: RunView) -> anyhow::Result<i32> {
 }
 
 async fn start(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
-    let definition =
-        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let definition = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let mut inputs = BTreeMap::new();
     for (k, v) in args.inputs {
         if inputs.insert(k.clone(), v).is_some() {
@@ -197,7 +203,14 @@ async fn follow(client: &Client, mut run: RunView) -> anyhow::Result<i32> {
                 run.pause = None;
                 if !client.json {
                     draw(&run, tty, drawn, &client.server_hint)?;
-                    outln!("run {} {} in {:.1} s ({} tokens, cost {:.4})", run.id, e.state, e.duration_ms as f64 / 1000.0, e.usage.input_tokens + e.usage.output_tokens, e.cost)?;
+                    outln!(
+                        "run {} {} in {:.1} s ({} tokens, cost {:.4})",
+                        run.id,
+                        e.state,
+                        e.duration_ms as f64 / 1000.0,
+                        e.usage.input_tokens + e.usage.output_tokens,
+                        e.cost
+                    )?;
                 }
                 return Ok(if e.state == RunState::Completed { 0 } else { 1 });
             }
@@ -325,11 +338,16 @@ mod tests {
 
     #[test]
     fn fan_out_items_take_their_placeholders_place() {
-        let mut steps = vec![step("plan", None, StepState::Completed), step("build", None, StepState::Pending), step("review", None, StepState::Pending)];
+        let mut steps = vec![
+            step("plan", None, StepState::Completed),
+            step("build", None, StepState::Pending),
+            step("review", None, StepState::Pending),
+        ];
         apply_step(&mut steps, step("build", Some(0), StepState::Pending));
         apply_step(&mut steps, step("build", Some(1), StepState::Pending));
         apply_step(&mut steps, step("build", Some(0), StepState::Running));
-        let order: Vec<(String, Option<u64>, StepState)> = steps.iter().map(|s| (s.step_id.clone(), s.index, s.state)).collect();
+        let order: Vec<(String, Option<u64>, StepState)> =
+            steps.iter().map(|s| (s.step_id.clone(), s.index, s.state)).collect();
         assert_eq!(
             order,
             vec![

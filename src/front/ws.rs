@@ -353,7 +353,8 @@ impl Connection {
                     }
                 }
                 None => {
-                    let message = format!("unknown topic {t:?}; use \"*\", \"system\" or \"session:<id>\"");
+                    let message =
+                        format!("unknown topic {t:?}; use \"*\", \"system\", \"session:<id>\" or \"workflow:<id>\"");
                     return self.send_error("bad_topic", message).await;
                 }
             }

@@ -33,8 +33,8 @@ pub use batch::Batch;
 pub use codec::decode_body;
 pub use owner::Owner;
 pub use records::*;
-pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
+pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

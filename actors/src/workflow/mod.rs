@@ -40,13 +40,28 @@ pub enum RunMsg {
     /// Look at the steps again (a timer, or an event of one of their sessions).
     Tick,
     /// A step's session is made and its turn started (or why not).
-    Launched { label: String, result: Result<(), String> },
+    Launched {
+        label: String,
+        result: Result<(), String>,
+    },
     Cancel(RpcReplyPort<DaemonResult<RunView>>),
     Resume(RpcReplyPort<DaemonResult<RunView>>),
-    Decide { step_id: String, index: Option<u64>, decision: StepDecision, reply: RpcReplyPort<DaemonResult<RunView>> },
-    Patch { budget: BudgetView, reply: RpcReplyPort<DaemonResult<RunView>> },
+    Decide {
+        step_id: String,
+        index: Option<u64>,
+        decision: StepDecision,
+        reply: RpcReplyPort<DaemonResult<RunView>>,
+    },
+    Patch {
+        budget: BudgetView,
+        reply: RpcReplyPort<DaemonResult<RunView>>,
+    },
     /// A decision on one of the run's gates, from the approvals API.
-    DecideGate { approval_id: String, decision: Decision, reply: RpcReplyPort<DaemonResult<ApprovalView>> },
+    DecideGate {
+        approval_id: String,
+        decision: Decision,
+        reply: RpcReplyPort<DaemonResult<ApprovalView>>,
+    },
     Crash,
 }
 
@@ -113,7 +128,12 @@ impl Actor for RunActor {
             myself.stop(None);
             return Ok(());
         }
-        state.tasks.push(tokio::spawn(watch(state.ctx.clone(), myself.clone(), state.watched.clone(), state.tick_queued.clone())));
+        state.tasks.push(tokio::spawn(watch(
+            state.ctx.clone(),
+            myself.clone(),
+            state.watched.clone(),
+            state.tick_queued.clone(),
+        )));
         state.tasks.push(tokio::spawn(tick(myself.clone(), state.tick_queued.clone())));
         crate::heap::on_heap(state.advance(&myself)).await
     }
@@ -125,7 +145,12 @@ impl Actor for RunActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RunMsg>, msg: RunMsg, state: &mut RunState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RunMsg>,
+        msg: RunMsg,
+        state: &mut RunState,
+    ) -> Result<(), ActorProcessingErr> {
         crate::heap::on_heap(async move {
             match msg {
                 RunMsg::Tick => state.tick_queued.store(false, Ordering::Release),
@@ -229,20 +254,13 @@ fn empty_workflow() -> Workflow {
 /// Wakes the run when one of its sessions' turns ends or the session
 /// changes, so the next step starts without waiting for the timer. A lag
 /// wakes it too: it then looks at everything.
-async fn watch(
-    ctx: Context,
-    run: ActorRef<RunMsg>,
-    watched: Arc<Mutex<HashSet<String>>>,
-    queued: Arc<AtomicBool>,
-) {
+async fn watch(ctx: Context, run: ActorRef<RunMsg>, watched: Arc<Mutex<HashSet<String>>>, queued: Arc<AtomicBool>) {
     let mut live = ctx.store.subscribe();
     loop {
         let wake = match live.recv().await {
             Ok(env) => {
                 matches!(env.kind, EventType::TurnCompleted | EventType::SessionUpdate | EventType::StreamChunk)
-                    && env
-                        .session_id()
-                        .is_some_and(|s| watched.lock().unwrap_or_else(|p| p.into_inner()).contains(s))
+                    && env.session_id().is_some_and(|s| watched.lock().unwrap_or_else(|p| p.into_inner()).contains(s))
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -88,7 +88,10 @@ impl RunState {
     fn needs_met(&self, step_id: &str) -> bool {
         self.workflow.graph.needs(step_id).iter().all(|need| {
             let mut of_need = self.record.steps.iter().filter(|s| &s.step_id == need).peekable();
-            of_need.peek().is_some() && of_need.all(|s| s.state.lets_downstream_go() && !(s.fan_out && s.index.is_none() && s.state == StepState::Pending))
+            of_need.peek().is_some()
+                && of_need.all(|s| {
+                    s.state.lets_downstream_go() && !(s.fan_out && s.index.is_none() && s.state == StepState::Pending)
+                })
         })
     }
 
@@ -100,7 +103,8 @@ impl RunState {
             if records.is_empty() || !records.iter().all(|s| s.state.lets_downstream_go()) {
                 continue;
             }
-            let of = |s: &StepRecord| StepOutputs::of(s.output.as_deref().unwrap_or(""), s.diff.as_deref().unwrap_or(""));
+            let of =
+                |s: &StepRecord| StepOutputs::of(s.output.as_deref().unwrap_or(""), s.diff.as_deref().unwrap_or(""));
             let outputs = if def.for_each.is_some() {
                 StepOutputs::joined(records.iter().filter(|s| s.index.is_some()).map(|s| of(s)).collect())
             } else {
@@ -132,7 +136,12 @@ impl RunState {
             done.ended_at = Some(bosun_proto::now_ts());
             let event = self.step_event(&done);
             self.record.steps.insert(i, done);
-            let note = self.note(WorkflowEventKind::Progress, Some(&step_id), None, format!("{step_id}: for_each gave no items"));
+            let note = self.note(
+                WorkflowEventKind::Progress,
+                Some(&step_id),
+                None,
+                format!("{step_id}: for_each gave no items"),
+            );
             self.save(vec![event, note], &[]).await?;
             return Ok(());
         }
@@ -356,8 +365,7 @@ impl RunState {
             return Ok(());
         }
         self.progress.remove(&label);
-        let failed_command = step.kind == Kind::Shell
-            && turn.result.as_ref().is_some_and(|r| r.exit_code != Some(0));
+        let failed_command = step.kind == Kind::Shell && turn.result.as_ref().is_some_and(|r| r.exit_code != Some(0));
         match turn.status {
             TurnStatus::Completed if !failed_command => self.session_step_done(i, &session, &turn).await?,
             TurnStatus::Completed => {
@@ -417,7 +425,11 @@ impl RunState {
             }
         }
         let Some(stall) = stall else { return Ok(()) };
-        let chunks = self.ctx.store.get::<TurnProgress>(&TurnRecord::key_for(&turn.session_id, turn.number))?.map_or(0, |p| p.chunks);
+        let chunks = self
+            .ctx
+            .store
+            .get::<TurnProgress>(&TurnRecord::key_for(&turn.session_id, turn.number))?
+            .map_or(0, |p| p.chunks);
         let label = step.label();
         let now = Instant::now();
         let (seen, moved_at) = *self.progress.entry(label.clone()).or_insert((chunks, now));
@@ -474,7 +486,9 @@ impl RunState {
             match r {
                 Ok(Ok(FileChanged::Snapshot { .. })) => {}
                 // The session is still taking the turn's end: next tick.
-                Ok(Err(FilesError::Daemon(DaemonError::Busy { .. }))) | Err(DaemonError::Unavailable(_)) => return Ok(()),
+                Ok(Err(FilesError::Daemon(DaemonError::Busy { .. }))) | Err(DaemonError::Unavailable(_)) => {
+                    return Ok(())
+                }
                 Ok(Ok(other)) => tracing::warn!(?other, "unexpected answer to a snapshot"),
                 Ok(Err(e)) => return Ok(self.step_failed(i, format!("committing its worktree: {e}"), false).await?),
                 Err(e) => return Ok(self.step_failed(i, format!("committing its worktree: {e}"), false).await?),
@@ -491,7 +505,9 @@ impl RunState {
                     }
                     diff = Some(d);
                 }
-                Err(e) => tracing::warn!(run_id = %self.record.id, step = %step.label(), error = %e, "no diff for a step"),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.record.id, step = %step.label(), error = %e, "no diff for a step")
+                }
             }
         }
         self.attempt_ended(i, session, turn);
@@ -559,7 +575,8 @@ impl RunState {
         });
         let events = vec![self.step_event(&self.record.steps[i]), error];
         self.save(events, &[]).await?;
-        self.pause(PauseReason::Failed, format!("step {label} failed: {why}; decide retry, skip or abort"), Some(i)).await
+        self.pause(PauseReason::Failed, format!("step {label} failed: {why}; decide retry, skip or abort"), Some(i))
+            .await
     }
 
     async fn step_interrupted(&mut self, i: usize, why: String, _session: &SessionRecord) -> DaemonResult<()> {
@@ -582,8 +599,12 @@ impl RunState {
         let label = s.label();
         let event = self.step_event(&self.record.steps[i]);
         self.save(vec![event], &[]).await?;
-        self.pause(PauseReason::Interrupted, format!("step {label} was interrupted: {why}; decide retry, skip or abort"), Some(i))
-            .await
+        self.pause(
+            PauseReason::Interrupted,
+            format!("step {label} was interrupted: {why}; decide retry, skip or abort"),
+            Some(i),
+        )
+        .await
     }
 
     /// Sets step `i` up for its next attempt: a new turn in its session.
@@ -640,7 +661,8 @@ impl RunState {
 
     fn over_budget(&self) -> bool {
         let tokens = self.record.usage.input_tokens + self.record.usage.output_tokens;
-        self.record.budget.tokens.is_some_and(|b| tokens >= b) || self.record.budget.cost.is_some_and(|b| self.record.cost >= b)
+        self.record.budget.tokens.is_some_and(|b| tokens >= b)
+            || self.record.budget.cost.is_some_and(|b| self.record.cost >= b)
     }
 
     /// Ends the run: `state` with the totals, gates still open cancelled.
@@ -697,20 +719,26 @@ impl RunState {
     /// so a merge cut by a crash goes on where it was.
     async fn merge(&mut self, i: usize, myself: &ActorRef<RunMsg>) -> Result<(), ActorProcessingErr> {
         let step = self.record.steps[i].clone();
-        let Some(StepKind::Merge(spec)) = self.workflow.step(&step.step_id).map(|d| d.kind.clone()) else { return Ok(()) };
+        let Some(StepKind::Merge(spec)) = self.workflow.step(&step.step_id).map(|d| d.kind.clone()) else {
+            return Ok(());
+        };
         let Some(target) = self.single_session(&spec.into) else {
-            return Ok(self.step_failed(i, format!("into names {:?}, which has no single session", spec.into), false).await?);
+            return Ok(self
+                .step_failed(i, format!("into names {:?}, which has no single session", spec.into), false)
+                .await?);
         };
         let Some(target_record) = self.ctx.store.get::<SessionRecord>(&target)? else {
             return Ok(self.step_failed(i, format!("the session of {:?} is gone", spec.into), false).await?);
         };
         let Some(ws) = target_record.workspace.clone() else {
-            return Ok(self.step_failed(i, format!("step {:?} has no workspace to merge into", spec.into), false).await?);
+            return Ok(self
+                .step_failed(i, format!("step {:?} has no workspace to merge into", spec.into), false)
+                .await?);
         };
-        let mut view = step.merge.clone().unwrap_or_else(|| MergeView {
-            into: bosun_workspace::session_branch(&target),
-            ..MergeView::default()
-        });
+        let mut view = step
+            .merge
+            .clone()
+            .unwrap_or_else(|| MergeView { into: bosun_workspace::session_branch(&target), ..MergeView::default() });
         let sources: Vec<(String, String)> = spec
             .from
             .iter()
@@ -752,7 +780,10 @@ impl RunState {
                 view.merged.push(MergedBranch { branch, commit: head });
                 continue;
             }
-            let message = format!("Merge {label} ({branch}) into {} — workflow {} ({})", spec.into, self.record.name, self.record.id);
+            let message = format!(
+                "Merge {label} ({branch}) into {} — workflow {} ({})",
+                spec.into, self.record.name, self.record.id
+            );
             let b = branch.clone();
             let r = crate::route::call::<SessionMsg, _, _>(&names::session(&target), |r| {
                 SessionMsg::Files(FileChange::Merge { branch: b, message }, r)
@@ -794,7 +825,20 @@ impl RunState {
                 Ok(Err(e)) => return Ok(self.step_failed(i, format!("merging {branch}: {e}"), false).await?),
                 Err(e) => return Ok(self.step_failed(i, format!("merging {branch}: {e}"), false).await?),
             }
-            let note = self.note(WorkflowEventKind::Progress, Some(&step.step_id), None, format!("{}: {label} {}", step.label(), if view.conflicts.iter().any(|c| c.branch == bosun_workspace::session_branch(&session)) { "conflicts" } else { "merged" }));
+            let note = self.note(
+                WorkflowEventKind::Progress,
+                Some(&step.step_id),
+                None,
+                format!(
+                    "{}: {label} {}",
+                    step.label(),
+                    if view.conflicts.iter().any(|c| c.branch == bosun_workspace::session_branch(&session)) {
+                        "conflicts"
+                    } else {
+                        "merged"
+                    }
+                ),
+            );
             self.record.steps[i].merge = Some(view.clone());
             self.save(vec![note], &[]).await?;
         }
@@ -872,7 +916,12 @@ impl RunState {
         self.record.steps.insert(i + 1, r);
         let events = vec![
             self.step_event(&self.record.steps[i + 1]),
-            self.note(WorkflowEventKind::Progress, Some(&self.record.steps[i].step_id.clone()), None, format!("{branch} conflicts; {rid}#{n} resolves it")),
+            self.note(
+                WorkflowEventKind::Progress,
+                Some(&self.record.steps[i].step_id.clone()),
+                None,
+                format!("{branch} conflicts; {rid}#{n} resolves it"),
+            ),
         ];
         self.save(events, &[]).await?;
         if let Err(why) = self.start_resolver_merge(i + 1).await {
@@ -888,7 +937,8 @@ impl RunState {
         let (Some(session), Some(branch)) = (rec.session_id.clone(), rec.item.clone()) else {
             return Err("a resolver without a merge".into());
         };
-        let message = format!("Merge {branch}, resolved by {} — workflow {} ({})", rec.label(), self.record.name, self.record.id);
+        let message =
+            format!("Merge {branch}, resolved by {} — workflow {} ({})", rec.label(), self.record.name, self.record.id);
         let r = crate::route::call::<SessionMsg, _, _>(&names::session(&session), |reply| {
             SessionMsg::Files(FileChange::StartMerge { branch, message }, reply)
         })
@@ -990,7 +1040,8 @@ impl RunState {
                 StepState::Pending => self.record.steps[i].state = StepState::Skipped,
                 StepState::Running | StepState::Interrupted => {
                     if let Some(session_id) = &step.session_id {
-                        if let Some(turn) = self.ctx.store.get::<SessionRecord>(session_id)?.and_then(|s| s.active_turn) {
+                        if let Some(turn) = self.ctx.store.get::<SessionRecord>(session_id)?.and_then(|s| s.active_turn)
+                        {
                             let r = crate::route::call::<SessionMsg, _, _>(&names::session(session_id), |r| {
                                 SessionMsg::Interrupt(turn, r)
                             })
@@ -1045,7 +1096,12 @@ impl RunState {
         }
     }
 
-    pub(super) async fn decide(&mut self, step_id: &str, index: Option<u64>, decision: StepDecision) -> DaemonResult<RunView> {
+    pub(super) async fn decide(
+        &mut self,
+        step_id: &str,
+        index: Option<u64>,
+        decision: StepDecision,
+    ) -> DaemonResult<RunView> {
         if self.record.state.is_final() {
             return Err(DaemonError::Conflict(format!("the run is {}", self.record.state)));
         }
@@ -1080,7 +1136,8 @@ impl RunState {
                 StepDecision::Abort => {
                     let s = &mut self.record.steps[i];
                     s.state = StepState::Failed;
-                    s.error = Some(format!("aborted{}", s.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()));
+                    s.error =
+                        Some(format!("aborted{}", s.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()));
                     s.ended_at = Some(now.clone());
                 }
             }
@@ -1208,7 +1265,10 @@ async fn launch(
     let mut tries = 0;
     loop {
         let t = text.clone();
-        let r = crate::route::call::<SessionMsg, _, _>(&names::session(session_id), |reply| SessionMsg::StartTurn(t, reply)).await;
+        let r = crate::route::call::<SessionMsg, _, _>(&names::session(session_id), |reply| {
+            SessionMsg::StartTurn(t, reply)
+        })
+        .await;
         match r.and_then(|r| r) {
             Ok(_) => return Ok(()),
             // The session is restarting, or still ending an earlier turn.
@@ -1232,9 +1292,9 @@ fn since(ts: Option<&str>) -> Option<Duration> {
 
 fn humantime_short(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s % 3600 == 0 {
+    if s >= 3600 && (s / 3600) * 3600 == s {
         format!("{}h", s / 3600)
-    } else if s >= 60 && s % 60 == 0 {
+    } else if s >= 60 && (s / 60) * 60 == s {
         format!("{}m", s / 60)
     } else if s > 0 {
         format!("{s}s")

@@ -125,7 +125,9 @@ pub enum StepKind {
     /// One command, on the `shell` provider.
     Shell(SessionStep),
     /// A person decides, through the approvals API.
-    Gate { message: String },
+    Gate {
+        message: String,
+    },
     Merge(MergeStep),
 }
 

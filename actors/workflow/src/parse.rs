@@ -139,7 +139,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
         }
         let Some(raw) = typed::<RawStep>(&mut p, &at, Some(value)) else { continue };
         if raw.id.is_empty() || raw.id.len() > MAX_ID || !is_identifier(&raw.id.replace('-', "_")) {
-            p.push(format!("{at}.id"), format!("a step id is 1 to {MAX_ID} letters, digits, _ and -, starting with a letter"));
+            p.push(
+                format!("{at}.id"),
+                format!("a step id is 1 to {MAX_ID} letters, digits, _ and -, starting with a letter"),
+            );
         }
         if !seen.insert(raw.id.clone()) {
             p.push(format!("{at}.id"), "is used by another step");
@@ -172,11 +175,8 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
     };
 
     // Resolver steps: named by a merge's on_conflict, run only by it.
-    let resolvers: BTreeSet<String> = steps
-        .iter()
-        .filter_map(|(_, s)| s.on_conflict.clone())
-        .filter(|c| c != "gate" && ids.contains(c))
-        .collect();
+    let resolvers: BTreeSet<String> =
+        steps.iter().filter_map(|(_, s)| s.on_conflict.clone()).filter(|c| c != "gate" && ids.contains(c)).collect();
 
     let templates = Templates::new();
     let mut checked = Vec::new();
@@ -196,7 +196,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
             None => None,
             Some(text) => match bare_expression(text) {
                 None => {
-                    tpl.p.push(format!("{at}.for_each"), "must be one expression in braces, like \"{{ steps.plan.lines }}\"");
+                    tpl.p.push(
+                        format!("{at}.for_each"),
+                        "must be one expression in braces, like \"{{ steps.plan.lines }}\"",
+                    );
                     None
                 }
                 Some(expr) => {
@@ -215,7 +218,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
                 let (field, text) = if shell { ("command", &raw.command) } else { ("prompt", &raw.prompt) };
                 let wrong = if shell { ("prompt", &raw.prompt) } else { ("command", &raw.command) };
                 if wrong.1.is_some() {
-                    tpl.p.push(format!("{at}.{}", wrong.0), format!("is not used by a{} {kind_name} step; use {field}", if shell { "" } else { "n" }));
+                    tpl.p.push(
+                        format!("{at}.{}", wrong.0),
+                        format!("is not used by a{} {kind_name} step; use {field}", if shell { "" } else { "n" }),
+                    );
                 }
                 let text = match text {
                     Some(t) if !t.trim().is_empty() => {
@@ -223,13 +229,19 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
                         t.clone()
                     }
                     _ => {
-                        tpl.p.push(format!("{at}.{field}"), format!("is required for a{} {kind_name} step", if shell { "" } else { "n" }));
+                        tpl.p.push(
+                            format!("{at}.{field}"),
+                            format!("is required for a{} {kind_name} step", if shell { "" } else { "n" }),
+                        );
                         String::new()
                     }
                 };
                 let provider = if shell {
                     if let Some(given) = raw.provider.as_deref().filter(|p| *p != SHELL_PROVIDER) {
-                        tpl.p.push(format!("{at}.provider"), format!("a shell step runs on the {SHELL_PROVIDER:?} provider, not {given:?}"));
+                        tpl.p.push(
+                            format!("{at}.provider"),
+                            format!("a shell step runs on the {SHELL_PROVIDER:?} provider, not {given:?}"),
+                        );
                     }
                     SHELL_PROVIDER.to_string()
                 } else {
@@ -245,7 +257,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
                         tpl.p.push(&at, "a resolver step (named by a merge's on_conflict) runs only for that merge: it takes no needs and no for_each");
                     }
                     if raw.workspace.is_some() {
-                        tpl.p.push(format!("{at}.workspace"), "a resolver step works in the merge target's worktree; it takes no workspace");
+                        tpl.p.push(
+                            format!("{at}.workspace"),
+                            "a resolver step works in the merge target's worktree; it takes no workspace",
+                        );
                     }
                     if shell {
                         tpl.p.push(format!("{at}.kind"), "a resolver step must be an agent step");
@@ -274,7 +289,8 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
             "merge" => {
                 let from = raw.from.clone().map(FromList::into_vec).unwrap_or_default();
                 if from.is_empty() {
-                    tpl.p.push(format!("{at}.from"), "is required for a merge step: the steps whose branches it merges");
+                    tpl.p
+                        .push(format!("{at}.from"), "is required for a merge step: the steps whose branches it merges");
                 }
                 for f in &from {
                     tpl.upstream_with_workspace(&format!("{at}.from"), f);
@@ -288,7 +304,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
                         i.clone()
                     }
                     None => {
-                        tpl.p.push(format!("{at}.into"), "is required for a merge step: the step whose branch receives the others");
+                        tpl.p.push(
+                            format!("{at}.into"),
+                            "is required for a merge step: the step whose branch receives the others",
+                        );
                         String::new()
                     }
                 };
@@ -296,14 +315,20 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
                     None | Some("gate") => OnConflict::Gate,
                     Some(other) if ids.contains(other) => OnConflict::Resolver(other.to_string()),
                     Some(other) => {
-                        tpl.p.push(format!("{at}.on_conflict"), format!("must be \"gate\" or the id of a resolver step; {other:?} is neither"));
+                        tpl.p.push(
+                            format!("{at}.on_conflict"),
+                            format!("must be \"gate\" or the id of a resolver step; {other:?} is neither"),
+                        );
                         OnConflict::Gate
                     }
                 };
                 StepKind::Merge(MergeStep { from, into, on_conflict })
             }
             other => {
-                tpl.p.push(format!("{at}.kind"), format!("unknown step kind {other:?}; known: agent, shell, gate, merge"));
+                tpl.p.push(
+                    format!("{at}.kind"),
+                    format!("unknown step kind {other:?}; known: agent, shell, gate, merge"),
+                );
                 continue;
             }
         };
@@ -351,7 +376,10 @@ pub fn parse(text: &str, known: &Known) -> Result<Workflow, Problems> {
     for step in &checked {
         for need in &step.needs {
             if resolvers.contains(need) {
-                p.push(format!("steps.{}.needs", step.id), format!("names {need:?}, a resolver step, which runs only inside its merge"));
+                p.push(
+                    format!("steps.{}.needs", step.id),
+                    format!("names {need:?}, a resolver step, which runs only inside its merge"),
+                );
             }
         }
     }
@@ -414,7 +442,7 @@ impl TemplateCheck<'_> {
                         at,
                         format!("reads steps.{step}, which is not upstream of {} (add it to needs)", self.step),
                     ),
-                    None => self.p.push(at, "reads steps as a whole; read one step: steps.<id>.output"),
+                    None => self.p.push(at, "reads steps as a whole; read one step: steps.<id>.output (an id read in a template cannot hold a -: minijinja reads it as a minus)"),
                 },
                 "item" | "index" if self.fan_out => {}
                 "item" | "index" => self.p.push(at, format!("reads {}, which only a for_each step has", parts[0])),
@@ -503,7 +531,13 @@ fn duration(p: &mut Problems, at: &str, text: Option<&str>) -> Option<std::time:
 
 fn check_provider(p: &mut Problems, at: &str, provider: &str, known: &Known) {
     if !known.providers.iter().any(|k| k == provider) {
-        p.push(at, format!("unknown provider {provider:?}; known: {}", list_or_none(&known.providers.iter().map(String::as_str).collect::<Vec<_>>())));
+        p.push(
+            at,
+            format!(
+                "unknown provider {provider:?}; known: {}",
+                list_or_none(&known.providers.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        );
     }
 }
 

@@ -144,7 +144,8 @@ mod tests {
         ctx.steps.insert("plan".into(), StepOutputs::of("one\n\n two \n", "d"));
         ctx.item = Some("one".into());
         ctx.index = Some(0);
-        let out = t.render("{{ inputs.task }}: {{ item }} #{{ index }} of {{ steps.plan.lines | length }}", &ctx).unwrap();
+        let out =
+            t.render("{{ inputs.task }}: {{ item }} #{{ index }} of {{ steps.plan.lines | length }}", &ctx).unwrap();
         assert_eq!(out, "add a flag: one #0 of 2");
         assert_eq!(t.items("steps.plan.lines", &ctx).unwrap(), vec!["one", "two"]);
         assert_eq!(t.items("steps.plan.output", &ctx).unwrap(), vec!["one", "two"]);
@@ -160,7 +161,8 @@ mod tests {
     #[test]
     fn variables_are_dotted_paths() {
         let t = Templates::new();
-        let vars = t.variables("{{ steps.plan.lines }} {% for l in steps.build.items %}{{ l.output }}{% endfor %}").unwrap();
+        let vars =
+            t.variables("{{ steps.plan.lines }} {% for l in steps.build.items %}{{ l.output }}{% endfor %}").unwrap();
         assert!(vars.contains("steps.plan.lines"), "{vars:?}");
         assert!(vars.contains("steps.build.items"), "{vars:?}");
         assert!(!vars.contains("l.output"), "{vars:?}");

@@ -172,3 +172,27 @@ fn inputs_are_resolved_with_defaults_and_checked() {
     assert!(err.contains("inputs.task: is required"), "{err}");
     assert!(err.contains("inputs.extra: is not an input"), "{err}");
 }
+
+#[test]
+fn every_example_workflow_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/workflows") {
+        let path = entry.expect("an entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("an example");
+        if let Err(p) = parse(&text, &known()) {
+            panic!("{}: {p}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2, "{seen} examples");
+}
+
+#[test]
+fn a_step_id_with_a_dash_read_by_dots_is_reported() {
+    let p = problems("name = \"n\"\n[[steps]]\nid = \"a-b\"\nprompt = \"x\"\n[[steps]]\nid = \"c\"\nneeds = [\"a-b\"]\nprompt = \"{{ steps.a-b.output }}\"\n");
+    assert!(has(&p, "steps.c.prompt: reads"), "{p:#?}");
+}

@@ -653,7 +653,12 @@ impl WorktreeGit {
         Err(not_ours())
     }
 
-    pub(crate) async fn run(&self, args: &[&str], timeout: Duration, ok_codes: &[i32]) -> Result<String, WorkspaceError> {
+    pub(crate) async fn run(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        ok_codes: &[i32],
+    ) -> Result<String, WorkspaceError> {
         self.run_with_env(args, timeout, ok_codes, &[]).await
     }
 

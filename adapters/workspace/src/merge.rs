@@ -14,7 +14,10 @@ pub const MAX_HUNKS_BYTES: usize = 64 * 1024;
 pub enum MergeCheck {
     Clean,
     /// The files that conflict, and their conflicting hunks with git's markers.
-    Conflicts { files: Vec<String>, hunks: String },
+    Conflicts {
+        files: Vec<String>,
+        hunks: String,
+    },
 }
 
 /// Whether `branch` is already in the worktree's history: merged before
@@ -44,7 +47,8 @@ pub async fn check_merge(root: &Path, branch: &str) -> Result<MergeCheck, Worksp
     }
     let mut hunks = String::new();
     for file in &files {
-        let text = git.run(&["cat-file", "-p", &format!("{tree}:{file}")], LOCAL_TIMEOUT, &[128]).await.unwrap_or_default();
+        let text =
+            git.run(&["cat-file", "-p", &format!("{tree}:{file}")], LOCAL_TIMEOUT, &[128]).await.unwrap_or_default();
         let regions = conflict_regions(&text);
         hunks.push_str(&format!("--- {file}\n"));
         if regions.is_empty() {
