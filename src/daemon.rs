@@ -88,6 +88,7 @@ pub async fn run(
         providers_spec(&ctx),
         sessions_spec(&ctx),
         workflows_spec(&ctx),
+        tasks_spec(&ctx),
         auth_spec(auth.records()),
         front_spec(&ctx, listener, auth, connections),
     ];
@@ -147,6 +148,13 @@ fn workflows_spec(ctx: &Context) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::WORKFLOWS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
         (bosun_actors::workflows::WorkflowsSupervisor, ctx.clone())
+    })
+}
+
+fn tasks_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::for_actor(names::TASKS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
+        (bosun_actors::tasks::TasksActor, ctx.clone())
     })
 }
 

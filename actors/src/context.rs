@@ -118,6 +118,7 @@ impl HealthCounters {
             "auth",
             "workflows",
             "workflow",
+            "tasks",
         ];
         HealthCounters {
             started: Instant::now(),

@@ -17,6 +17,7 @@ pub mod providers;
 pub mod route;
 pub mod session;
 pub mod sessions;
+pub mod tasks;
 pub mod turn;
 pub mod workflow;
 pub mod workflows;

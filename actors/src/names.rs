@@ -9,6 +9,7 @@ pub const FRONT: &str = "bosun.front";
 pub const PROVIDERS: &str = "bosun.providers";
 pub const AUTH: &str = "bosun.auth";
 pub const WORKFLOWS: &str = "bosun.workflows";
+pub const TASKS: &str = "bosun.tasks";
 
 /// One workflow run's actor.
 pub fn workflow(run_id: &str) -> String {
@@ -38,6 +39,7 @@ pub fn kind_of(name: &str) -> &str {
         PROVIDERS => "providers",
         AUTH => "auth",
         WORKFLOWS => "workflows",
+        TASKS => "tasks",
         _ if name.starts_with("bosun.session.") => "session",
         _ if name.starts_with("bosun.turn.") => "turn",
         _ if name.starts_with("bosun.provider.") => "provider",

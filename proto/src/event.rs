@@ -70,6 +70,10 @@ pub enum EventType {
     WorkflowPaused,
     #[serde(rename = "workflow:completed")]
     WorkflowCompleted,
+    #[serde(rename = "task:updated")]
+    TaskUpdated,
+    #[serde(rename = "task:removed")]
+    TaskRemoved,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -108,6 +112,8 @@ impl EventType {
             EventType::WorkflowError => "workflow:error",
             EventType::WorkflowPaused => "workflow:paused",
             EventType::WorkflowCompleted => "workflow:completed",
+            EventType::TaskUpdated => "task:updated",
+            EventType::TaskRemoved => "task:removed",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,

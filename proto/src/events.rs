@@ -80,6 +80,11 @@ pub enum EventData {
     WorkflowPaused(crate::workflow::WorkflowPaused),
     #[serde(rename = "workflow:completed")]
     WorkflowCompleted(crate::workflow::WorkflowCompleted),
+    /// A task was made or changed (through the API, an edit of its file, or its run).
+    #[serde(rename = "task:updated")]
+    TaskUpdated(crate::task::TaskUpdated),
+    #[serde(rename = "task:removed")]
+    TaskRemoved(crate::task::TaskRemoved),
     #[serde(rename = "actor:restarted")]
     ActorRestarted(ActorRestarted),
     #[serde(rename = "diagnostics:log")]
@@ -117,6 +122,8 @@ impl EventData {
             EventData::WorkflowError(_) => EventType::WorkflowError,
             EventData::WorkflowPaused(_) => EventType::WorkflowPaused,
             EventData::WorkflowCompleted(_) => EventType::WorkflowCompleted,
+            EventData::TaskUpdated(_) => EventType::TaskUpdated,
+            EventData::TaskRemoved(_) => EventType::TaskRemoved,
             EventData::ActorRestarted(_) => EventType::ActorRestarted,
             EventData::DiagnosticsLog(_) => EventType::DiagnosticsLog,
         }
@@ -170,7 +177,9 @@ impl EventData {
             | EventData::WorkflowEvent(_)
             | EventData::WorkflowError(_)
             | EventData::WorkflowPaused(_)
-            | EventData::WorkflowCompleted(_) => None,
+            | EventData::WorkflowCompleted(_)
+            | EventData::TaskUpdated(_)
+            | EventData::TaskRemoved(_) => None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod model;
 pub mod query;
 pub mod schema;
+pub mod task;
 pub mod workflow;
 pub mod ws;
 
@@ -23,5 +24,6 @@ pub use events::EventData;
 pub use ids::{ApprovalId, DeviceId, SessionId, TurnId, WorkflowRunId};
 pub use model::*;
 pub use query::*;
+pub use task::*;
 pub use workflow::*;
 pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

@@ -43,6 +43,14 @@ pub struct ListRunsQuery {
     pub state: Option<crate::workflow::RunState>,
 }
 
+/// `GET /api/v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TasksQuery {
+    /// Only the tasks of this session's list.
+    pub session: Option<String>,
+}
+
 /// `GET /api/v1/events`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

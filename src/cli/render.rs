@@ -196,6 +196,10 @@ fn summary(env: &Envelope) -> String {
         }
         EventData::ActorRestarted(e) => format!("{} ({}) restarted", e.actor, e.kind),
         EventData::DiagnosticsLog(e) => format!("{}: {}", e.level, clip(&e.message, 100)),
+        EventData::TaskUpdated(e) => {
+            format!("{} {} {} (by {})", e.task.id, e.task.status, quote(&e.task.title, 60), e.by)
+        }
+        EventData::TaskRemoved(e) => format!("{} removed (by {})", e.id, e.by),
         EventData::WorkflowStarted(e) => format!("{} {:?} started, {} steps", e.run.id, e.run.name, e.run.steps.len()),
         EventData::WorkflowStep(e) => {
             let s = e.step;

@@ -12,6 +12,7 @@ mod error;
 pub mod openapi;
 mod pwa;
 mod server;
+mod tasks;
 mod workflows;
 mod ws;
 

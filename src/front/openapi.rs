@@ -227,6 +227,12 @@ pub fn document() -> Value {
     op!("post", "/api/v1/workflows/runs/{id}/cancel", "Cancel a run: running turns are interrupted, open gates cancelled", 200 => RunView);
     op!("post", "/api/v1/workflows/runs/{id}/resume", "Resume a paused run", 200 => RunView);
     op!("post", "/api/v1/workflows/runs/{id}/steps/{step}/decide", "Retry, skip or abort an interrupted or failed step", body: StepDecisionRequest, 200 => RunView);
+    op!("get", "/api/v1/tasks", "Tasks, oldest first", query: TasksQuery, 200 => TaskList);
+    op!("post", "/api/v1/tasks", "Add a task to the docs/TASKS.md of a session's (or a run's) worktree", body: CreateTaskRequest, 201 => TaskView);
+    op!("get", "/api/v1/tasks/{id}", "One task", 200 => TaskView);
+    op!("patch", "/api/v1/tasks/{id}", "Change a task's title or status", body: PatchTaskRequest, 200 => TaskView);
+    op!("delete", "/api/v1/tasks/{id}", "Remove a task (and its line)", 200 => TaskDeleted);
+    op!("post", "/api/v1/tasks/{id}/run", "Start a workflow run for a task; the task follows the run", body: RunTaskRequest, 200 => TaskView);
     op!("get", "/api/v1/events", "Stored events after a seq", query: EventsQuery, 200 => EventsPage);
     op!("get", "/api/v1/providers", "The providers and where each stands", 200 => ProviderList);
     op!("post", "/api/v1/debug/crash", "Make an actor panic (only with --enable-fault-injection)", body: CrashRequest, 202 => CrashScheduled);

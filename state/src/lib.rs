@@ -23,6 +23,7 @@ mod owner;
 mod pending;
 pub mod records;
 mod store;
+pub mod task;
 pub mod workflow;
 mod writer;
 
@@ -34,6 +35,7 @@ pub use codec::decode_body;
 pub use owner::Owner;
 pub use records::*;
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
+pub use task::TaskRecord;
 pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 
 #[derive(Debug, thiserror::Error)]

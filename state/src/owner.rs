@@ -25,6 +25,8 @@ pub enum Owner {
     Auth,
     /// A workflow run's actor: its run record and its gates.
     Workflow,
+    /// The tasks actor: every task.
+    Tasks,
     /// The daemon's start, before any actor runs: the sweep of agent
     /// processes a killed run left behind.
     Startup,
@@ -51,6 +53,7 @@ impl Owner {
             Owner::Providers => "providers",
             Owner::Auth => "auth",
             Owner::Workflow => "workflow",
+            Owner::Tasks => "tasks",
             Owner::Startup => "startup",
         }
     }

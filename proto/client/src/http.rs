@@ -227,6 +227,30 @@ impl Client {
         self.call(Method::PATCH, &["api", "v1", "workflows", "runs", id]).json(req).send().await
     }
 
+    pub async fn tasks(&self, query: &TasksQuery) -> Result<TaskList> {
+        self.get(&["api", "v1", "tasks"]).query(query).send().await
+    }
+
+    pub async fn create_task(&self, req: &CreateTaskRequest) -> Result<TaskView> {
+        self.post(&["api", "v1", "tasks"]).json(req).send().await
+    }
+
+    pub async fn task(&self, id: &str) -> Result<TaskView> {
+        self.get(&["api", "v1", "tasks", id]).send().await
+    }
+
+    pub async fn patch_task(&self, id: &str, req: &PatchTaskRequest) -> Result<TaskView> {
+        self.call(Method::PATCH, &["api", "v1", "tasks", id]).json(req).send().await
+    }
+
+    pub async fn delete_task(&self, id: &str) -> Result<TaskDeleted> {
+        self.delete(&["api", "v1", "tasks", id]).send().await
+    }
+
+    pub async fn run_task(&self, id: &str, req: &RunTaskRequest) -> Result<TaskView> {
+        self.post(&["api", "v1", "tasks", id, "run"]).json(req).send().await
+    }
+
     pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
         self.get(&["api", "v1", "events"]).query(query).send().await
     }

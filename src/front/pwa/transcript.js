@@ -216,6 +216,15 @@ export const renderers = {
   'workflow:paused': notInTranscript,
   'workflow:completed': notInTranscript,
 
+  // A task of the session's docs/TASKS.md changed (through the API, an edit
+  // of the file, or its run): one line in the transcript.
+  'task:updated': (d) =>
+    el('div', {
+      class: 'row event',
+      text: 'Task ' + (d.task.status === 'done' ? '☑ ' : '☐ ') + d.task.title + ' (' + d.task.status.replace('_', ' ') + ', by ' + d.by + ')',
+    }),
+  'task:removed': (d) => el('div', { class: 'row event', text: 'Task removed (by ' + d.by + ')' }),
+
   'diagnostics:log': (d) => el('div', { class: 'row event', text: (d.level || 'log') + ': ' + (d.message || '') }),
 };
 

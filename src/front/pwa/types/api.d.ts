@@ -97,6 +97,8 @@ export type EventType =
       | 'workflow:error'
       | 'workflow:paused'
       | 'workflow:completed'
+      | 'task:updated'
+      | 'task:removed'
       | 'actor:restarted'
       | 'diagnostics:log'
     )
@@ -131,6 +133,7 @@ export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipp
  * A person's decision on an interrupted or failed step.
  */
 export type StepDecision = 'retry' | 'skip' | 'abort';
+export type TaskStatus = 'todo' | 'in_progress' | 'done';
 /**
  * How a provider's agent is held to the session's policy
  * (`GET /api/v1/providers`, docs/SECURITY.md).
@@ -211,6 +214,13 @@ export interface ApiSchemas {
   PatchRunRequest: PatchRunRequest;
   StepDecisionRequest: StepDecisionRequest;
   StepDecision: StepDecision;
+  TaskList: TaskList;
+  TaskView: TaskView;
+  TaskStatus: TaskStatus;
+  CreateTaskRequest: CreateTaskRequest;
+  PatchTaskRequest: PatchTaskRequest;
+  TaskDeleted: TaskDeleted;
+  RunTaskRequest: RunTaskRequest;
   ProviderList: ProviderList;
   ProviderView: ProviderView;
   ProviderCapabilities: ProviderCapabilities;
@@ -774,6 +784,62 @@ export interface StepDecisionRequest {
    */
   index?: number | null;
 }
+export interface TaskList {
+  tasks: TaskView[];
+}
+/**
+ * A task: one line of a checklist.
+ */
+export interface TaskView {
+  /**
+   * `k_` and 12 hex digits; also written in its line of the file.
+   */
+  id: string;
+  title: string;
+  status: TaskStatus;
+  /**
+   * A session: `s_` and 12 hex digits.
+   */
+  session_id: string;
+  /**
+   * The workflow run started for it, if one was.
+   */
+  run_id?: WorkflowRunId | null;
+  created_at: string;
+  updated_at: string;
+}
+/**
+ * `POST /api/v1/tasks`: a task in the checklist of a session's worktree,
+ * or of a workflow run's (the worktree of its first step that has one).
+ */
+export interface CreateTaskRequest {
+  title: string;
+  session_id?: SessionId | null;
+  run_id?: WorkflowRunId | null;
+  status?: TaskStatus | null;
+}
+/**
+ * `PATCH /api/v1/tasks/{id}`: absent fields are unchanged.
+ */
+export interface PatchTaskRequest {
+  title?: string | null;
+  status?: TaskStatus | null;
+}
+export interface TaskDeleted {
+  id: string;
+  deleted: boolean;
+}
+/**
+ * `POST /api/v1/tasks/{id}/run`: a workflow run for the task. Its `task`
+ * input, when the workflow has one and it is not given, is the task's title.
+ */
+export interface RunTaskRequest {
+  definition?: string | null;
+  path?: string | null;
+  inputs?: {
+    [k: string]: string | undefined;
+  };
+}
 export interface ProviderList {
   providers: ProviderView[];
 }
@@ -955,6 +1021,12 @@ export interface ApiOperations {
   'POST /api/v1/workflows/runs/{id}/cancel': { request: undefined; response: RunView };
   'POST /api/v1/workflows/runs/{id}/resume': { request: undefined; response: RunView };
   'POST /api/v1/workflows/runs/{id}/steps/{step}/decide': { request: StepDecisionRequest; response: RunView };
+  'GET /api/v1/tasks': { request: undefined; response: TaskList };
+  'POST /api/v1/tasks': { request: CreateTaskRequest; response: TaskView };
+  'GET /api/v1/tasks/{id}': { request: undefined; response: TaskView };
+  'PATCH /api/v1/tasks/{id}': { request: PatchTaskRequest; response: TaskView };
+  'DELETE /api/v1/tasks/{id}': { request: undefined; response: TaskDeleted };
+  'POST /api/v1/tasks/{id}/run': { request: RunTaskRequest; response: TaskView };
   'GET /api/v1/events': { request: undefined; response: EventsPage };
   'GET /api/v1/providers': { request: undefined; response: ProviderList };
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };

@@ -128,6 +128,14 @@ export type BosunEvent = {
       data: WorkflowCompleted;
     }
   | {
+      type: 'task:updated';
+      data: TaskUpdated;
+    }
+  | {
+      type: 'task:removed';
+      data: TaskRemoved;
+    }
+  | {
       type: 'actor:restarted';
       data: ActorRestarted;
     }
@@ -323,6 +331,7 @@ export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipp
  * What a `workflow:event` reports.
  */
 export type WorkflowEventKind = 'progress' | 'stalled' | 'budget' | 'resumed';
+export type TaskStatus = 'todo' | 'in_progress' | 'done';
 /**
  * How serious a `diagnostics:log` line is.
  */
@@ -833,6 +842,39 @@ export interface WorkflowCompleted {
    * From the run's start to its end, wall clock (a crash's downtime included).
    */
   duration_ms: number;
+}
+export interface TaskUpdated {
+  task: TaskView;
+  /**
+   * What changed it: `api` or `file` (an edit of docs/TASKS.md) or `run`.
+   */
+  by: string;
+}
+/**
+ * A task: one line of a checklist.
+ */
+export interface TaskView {
+  /**
+   * `k_` and 12 hex digits; also written in its line of the file.
+   */
+  id: string;
+  title: string;
+  status: TaskStatus;
+  /**
+   * A session: `s_` and 12 hex digits.
+   */
+  session_id: string;
+  /**
+   * The workflow run started for it, if one was.
+   */
+  run_id?: WorkflowRunId | null;
+  created_at: string;
+  updated_at: string;
+}
+export interface TaskRemoved {
+  id: string;
+  session_id: SessionId;
+  by: string;
 }
 export interface ActorRestarted {
   actor: string;
