@@ -14,6 +14,7 @@ pub mod bench_agent;
 mod fanout;
 mod restart;
 mod shell;
+mod workflow;
 
 use crate::config::{DaemonConfig, LogFormat};
 use anyhow::Context as _;
@@ -96,6 +97,16 @@ pub struct BenchArgs {
     /// shell: commands run each way (persistent jailed shell, fresh bwrap).
     #[arg(long, default_value_t = 1000)]
     shell_commands: usize,
+
+    /// workflow: steps in the chain whose hand-offs are timed.
+    #[arg(long, default_value_t = 30)]
+    workflow_chain: usize,
+    /// workflow: items of the fan-out.
+    #[arg(long, default_value_t = 50)]
+    workflow_fanout: usize,
+    /// workflow: ended runs in the store for the restart measure.
+    #[arg(long, default_value_t = 1000)]
+    workflow_runs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,10 +123,13 @@ pub enum Part {
     Agent,
     /// A command's round trip in the persistent jailed shell against a fresh jail.
     Shell,
+    /// Workflow hand-offs, fan-out, and restart with stored runs.
+    Workflow,
 }
 
 impl Part {
-    const ALL: [Part; 6] = [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent, Part::Shell];
+    const ALL: [Part; 7] =
+        [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent, Part::Shell, Part::Workflow];
 
     fn name(self) -> &'static str {
         match self {
@@ -125,6 +139,7 @@ impl Part {
             Part::Memory => "memory",
             Part::Agent => "agent",
             Part::Shell => "shell",
+            Part::Workflow => "workflow",
         }
     }
 }
@@ -182,6 +197,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Memory => restart::run_memory(&args, &base).await,
             Part::Agent => agent::run(&args, &base).await,
             Part::Shell => shell::run(&args, &base).await,
+            Part::Workflow => workflow::run(&args, &base).await,
         }
         .with_context(|| format!("bench part {}", part.name()))?;
         progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));

@@ -141,7 +141,7 @@ async fn populate(data_dir: &Path, sessions: usize, events: usize, payload_bytes
 }
 
 /// A `bosun serve` child process.
-struct Child {
+pub(super) struct Child {
     child: tokio::process::Child,
     pid: u32,
     client: bosun_client::Client,
@@ -150,7 +150,7 @@ struct Child {
 }
 
 /// Milestones of one start, from spawn.
-struct Start {
+pub(super) struct Start {
     /// "bosun listening on" printed.
     line: Duration,
     /// `/health` answered 200.
@@ -161,7 +161,7 @@ struct Start {
 
 impl Start {
     /// Ready: listening, healthy, and every session actor up.
-    fn ready(&self) -> Duration {
+    pub(super) fn ready(&self) -> Duration {
         self.health.max(self.last_session.unwrap_or_default())
     }
 }
@@ -170,7 +170,7 @@ impl Child {
     /// Spawns the daemon and waits until it is ready: its line on stdout,
     /// `/health` answering, and (with `last_session`) that session answering
     /// through its actor, which the daemon starts last.
-    async fn start(data_dir: &Path, last_session: Option<&str>) -> anyhow::Result<(Child, Start)> {
+    pub(super) async fn start(data_dir: &Path, last_session: Option<&str>) -> anyhow::Result<(Child, Start)> {
         let exe = std::env::current_exe().context("finding the bosun binary")?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&exe)
@@ -270,7 +270,7 @@ impl Child {
 
     /// SIGTERM (a graceful stop, as a service manager does), then wait.
     /// Returns how long the stop took.
-    async fn stop(mut self) -> anyhow::Result<Duration> {
+    pub(super) async fn stop(mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         // The `kill` command: this crate does not link libc directly.
         let sent = tokio::process::Command::new("kill")
