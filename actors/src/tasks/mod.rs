@@ -29,8 +29,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-/// How often the files are read, and unwritten changes written.
+/// How often the lists' files are read, and unwritten changes written.
 const TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks, every worktree is looked at for a list someone
+/// started by hand; between, only the worktrees known to have one.
+const FULL_SCAN_EVERY: u32 = 10;
 /// The longest title a task may have: one line of a file.
 pub const MAX_TITLE_BYTES: usize = 500;
 
@@ -51,6 +54,9 @@ pub struct TasksState {
     seen: HashMap<String, Option<String>>,
     /// Sessions whose file is behind their tasks.
     dirty: HashSet<String>,
+    /// Sessions known to have a list (tasks, or a file): read every tick.
+    lists: HashSet<String>,
+    ticks: u32,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -61,8 +67,10 @@ impl Actor for TasksActor {
 
     async fn pre_start(&self, _myself: ActorRef<TasksMsg>, ctx: Context) -> Result<TasksState, ActorProcessingErr> {
         // Whatever was recorded and not written when the daemon stopped is written now.
-        let dirty = ctx.store.scan::<TaskRecord>()?.into_iter().filter(|t| !t.in_file).map(|t| t.session_id).collect();
-        Ok(TasksState { ctx, seen: HashMap::new(), dirty, ticker: None })
+        let tasks = ctx.store.scan::<TaskRecord>()?;
+        let dirty = tasks.iter().filter(|t| !t.in_file).map(|t| t.session_id.clone()).collect();
+        let lists = tasks.into_iter().map(|t| t.session_id).collect();
+        Ok(TasksState { ctx, seen: HashMap::new(), dirty, lists, ticks: 0, ticker: None })
     }
 
     async fn post_start(&self, myself: ActorRef<TasksMsg>, state: &mut TasksState) -> Result<(), ActorProcessingErr> {
@@ -202,6 +210,7 @@ impl TasksState {
             updated_at: now,
         };
         self.save(&[&task], &[], "api").await?;
+        self.lists.insert(session.clone());
         self.dirty.insert(session);
         Ok(task.view())
     }
@@ -251,13 +260,25 @@ impl TasksState {
 
     /// Takes in the files' changes, and moves tasks on after their runs.
     async fn tick(&mut self) -> Result<(), ActorProcessingErr> {
-        for session in self.ctx.store.scan::<SessionRecord>()? {
+        let full = self.ticks % FULL_SCAN_EVERY == 0;
+        self.ticks = self.ticks.wrapping_add(1);
+        let sessions: Vec<SessionRecord> = if full {
+            self.ctx.store.scan::<SessionRecord>()?
+        } else {
+            let mut known = Vec::new();
+            for id in &self.lists {
+                known.extend(self.ctx.store.get::<SessionRecord>(id)?);
+            }
+            known
+        };
+        for session in sessions {
             let Some(ws) = &session.workspace else { continue };
             let text = read(Path::new(&ws.worktree)).await;
             if self.seen.get(&session.id) == Some(&text) {
                 continue;
             }
             if let Some(text) = &text {
+                self.lists.insert(session.id.clone());
                 self.take_in(&session.id, text).await?;
             } else if self.seen.get(&session.id).is_some_and(Option::is_some) {
                 // The file went away: its tasks did not; write them back.
@@ -363,6 +384,7 @@ impl TasksState {
                     // A session gone for good takes its list with it.
                     if matches!(e, DaemonError::NotFound(_)) {
                         self.dirty.remove(&session);
+                        self.lists.remove(&session);
                     }
                 }
             }
