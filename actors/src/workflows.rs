@@ -88,7 +88,7 @@ impl Actor for WorkflowsSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkflowsMsg::Start(req, reply) => {
-                let r = match state.check(req) {
+                let r = match state.check(req).await {
                     Ok(record) => {
                         let view = record.view();
                         let id = record.id.clone();
@@ -139,11 +139,15 @@ pub fn known(ctx: &Context) -> Known {
     Known { providers: ctx.providers.list().map(|p| p.name.clone()).collect() }
 }
 
+/// How long reading a definition's file may take: a path naming a device
+/// or a pipe must not hold the caller.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Reads and checks a definition; every problem in one 400.
-pub fn load(ctx: &Context, req: &StartRunRequest) -> DaemonResult<(String, Workflow)> {
+pub async fn load(ctx: &Context, req: &StartRunRequest) -> DaemonResult<(String, Workflow)> {
     let text = match (&req.definition, &req.path) {
         (Some(text), None) => text.clone(),
-        (None, Some(path)) => read_definition(path)?,
+        (None, Some(path)) => read_definition(path).await?,
         (Some(_), Some(_)) => {
             return Err(DaemonError::BadRequest("give definition (the TOML text) or path (a file), not both".into()))
         }
@@ -161,25 +165,36 @@ pub fn load(ctx: &Context, req: &StartRunRequest) -> DaemonResult<(String, Workf
     Ok((text, workflow))
 }
 
-fn read_definition(path: &str) -> DaemonResult<String> {
+async fn read_definition(path: &str) -> DaemonResult<String> {
+    use tokio::io::AsyncReadExt as _;
     let p = std::path::Path::new(path);
     if !p.is_absolute() {
         return Err(DaemonError::BadRequest(format!("path must be absolute on the daemon's host, got {path:?}")));
     }
-    let meta = std::fs::metadata(p).map_err(|e| DaemonError::BadRequest(format!("cannot read {path}: {e}")))?;
-    if !meta.is_file() {
-        return Err(DaemonError::BadRequest(format!("{path} is not a file")));
-    }
-    if meta.len() > MAX_DEFINITION_BYTES as u64 {
-        return Err(DaemonError::BadRequest(format!("{path} is over {MAX_DEFINITION_BYTES} bytes")));
-    }
-    std::fs::read_to_string(p).map_err(|e| DaemonError::BadRequest(format!("cannot read {path}: {e}")))
+    let cannot = |e: std::io::Error| DaemonError::BadRequest(format!("cannot read {path}: {e}"));
+    let read = async {
+        let meta = tokio::fs::metadata(p).await.map_err(cannot)?;
+        if !meta.is_file() {
+            return Err(DaemonError::BadRequest(format!("{path} is not a file")));
+        }
+        // At most one byte past the limit, whatever the file says its size is.
+        let file = tokio::fs::File::open(p).await.map_err(cannot)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_DEFINITION_BYTES as u64 + 1).read_to_end(&mut bytes).await.map_err(cannot)?;
+        if bytes.len() > MAX_DEFINITION_BYTES {
+            return Err(DaemonError::BadRequest(format!("{path} is over {MAX_DEFINITION_BYTES} bytes")));
+        }
+        String::from_utf8(bytes).map_err(|_| DaemonError::BadRequest(format!("{path} is not UTF-8 text")))
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .map_err(|_| DaemonError::BadRequest(format!("reading {path} took longer than {READ_TIMEOUT:?}")))?
 }
 
 impl WorkflowsState {
     /// The record of a new run, once its definition and inputs check out.
-    fn check(&self, req: StartRunRequest) -> DaemonResult<WorkflowRunRecord> {
-        let (text, workflow) = load(&self.ctx, &req)?;
+    async fn check(&self, req: StartRunRequest) -> DaemonResult<WorkflowRunRecord> {
+        let (text, workflow) = load(&self.ctx, &req).await?;
         let inputs = workflow
             .resolve_inputs(&req.inputs)
             .map_err(|p| DaemonError::BadRequest(format!("the run's inputs do not check out: {p}")))?;

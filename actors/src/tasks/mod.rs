@@ -244,7 +244,7 @@ impl TasksState {
             }
         }
         let mut start = StartRunRequest { definition: req.definition, path: req.path, inputs: req.inputs };
-        let (_, workflow) = crate::workflows::load(&self.ctx, &start)?;
+        let (_, workflow) = crate::workflows::load(&self.ctx, &start).await?;
         if workflow.inputs.contains_key("task") && !start.inputs.contains_key("task") {
             start.inputs.insert("task".into(), task.title.clone());
         }

@@ -338,6 +338,10 @@ impl RunState {
         }
         let Some(session_id) = step.session_id.clone() else { return Ok(()) };
         let session = self.ctx.store.get::<SessionRecord>(&session_id)?;
+        if session.is_none() && !step.turn_ids.is_empty() {
+            // Deleted under the run: made again, it would run the step twice.
+            return Ok(self.step_failed(i, "its session was deleted".into(), false).await?);
+        }
         let Some(session) = session.filter(|s| s.turn_count >= step.turn_number) else {
             // Not made, or its turn not started: (again) after a crash.
             if self.is_resolver(&step.step_id) {
