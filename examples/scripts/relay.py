@@ -127,16 +127,26 @@ class Bosun:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return answer.model_validate_json(response.read())
+                text = response.read()
         except urllib.error.HTTPError as e:
-            text = e.read()
-            try:
-                err = api.ErrorBody.model_validate_json(text).error
-                raise RelayError(f"{method} {path}: {e.code} {err.code}: {err.message}") from None
-            except ValidationError:
-                raise RelayError(f"{method} {path}: HTTP {e.code}: {text[:200]!r}") from None
+            raise self._error(method, path, e.code, e.read()) from None
         except urllib.error.URLError as e:
             raise RelayError(f"{method} {path}: cannot reach {self.url}: {e.reason}") from None
+        try:
+            return answer.model_validate_json(text)
+        except ValidationError as e:
+            raise RelayError(
+                f"{method} {path}: the answer does not match the models generated from the schemas "
+                f"(regenerate them with gen_models.py?): {e}"
+            ) from None
+
+    @staticmethod
+    def _error(method: str, path: str, status: int, text: bytes) -> RelayError:
+        try:
+            err = api.ErrorBody.model_validate_json(text).error
+        except ValidationError:
+            return RelayError(f"{method} {path}: HTTP {status}: {text[:200]!r}")
+        return RelayError(f"{method} {path}: {status} {err.code}: {err.message}")
 
     def health(self) -> api.Health:
         return self._call("GET", "/health", None, api.Health)
@@ -168,7 +178,7 @@ class Follower:
         self.log = log
         self.connections = 0
 
-    def events(self) -> Iterator[events.BosunEvent]:
+    def follow(self) -> Iterator[events.BosunEvent]:
         down_since: float | None = None
         delay = 0.1
         while True:
@@ -240,14 +250,16 @@ class Log:
             sys.stderr.flush()
 
 
-def run_turn(bosun: Bosun, session: api.SessionView, agent: str, prompt: str, args: argparse.Namespace, log: Log) -> AgentRun:
+def run_turn(
+    bosun: Bosun, session: api.SessionView, agent: str, prompt: str, args: argparse.Namespace, log: Log
+) -> AgentRun:
     """Starts a turn and follows it over the WebSocket to its end."""
     head = bosun.health().head_seq
     turn = bosun.start_turn(session.id, prompt)
     log(f"{agent}: turn {turn.turn_id} started in session {session.id}")
     follower = Follower(bosun.ws_url(), f"session:{session.id}", head, args.reconnect_timeout, log)
     text: list[str] = []
-    for frame in follower.events():
+    for frame in follower.follow():
         match frame.root:
             case events.BosunEventStreamChunk(data=chunk) if chunk.turn_id == turn.turn_id:
                 if chunk.kind is events.ChunkKind.text:
@@ -274,7 +286,7 @@ def run_turn(bosun: Bosun, session: api.SessionView, agent: str, prompt: str, ar
                 )
             case _:
                 pass
-    raise RelayError("the event stream ended")  # Follower.events never ends by itself
+    raise RelayError("the event stream ended")  # Follower.follow never ends by itself
 
 
 def handoff(template: str, previous: str, agent: str, output: str) -> str:
@@ -286,14 +298,39 @@ def handoff(template: str, previous: str, agent: str, output: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Relay a prompt through Bosun agents, one session each.")
     parser.add_argument("prompt", nargs="?", default="Write a short poem about a harbour at dawn.")
-    parser.add_argument("--url", default=os.environ.get("BOSUN_URL", "http://127.0.0.1:7878"), help="the daemon (default $BOSUN_URL or http://127.0.0.1:7878)")
-    parser.add_argument("--token", default=os.environ.get("BOSUN_TOKEN"), help="a device token, where the daemon asks for one (default $BOSUN_TOKEN)")
-    parser.add_argument("--provider", default="demo", help="the provider of every session (default: demo, the built-in scripted agent)")
-    parser.add_argument("--agents", default="writer,reviewer", help="comma-separated agent names, one session each, in relay order (default: writer,reviewer)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BOSUN_URL", "http://127.0.0.1:7878"),
+        help="the daemon (default $BOSUN_URL or http://127.0.0.1:7878)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("BOSUN_TOKEN"),
+        help="a device token, where the daemon asks for one (default $BOSUN_TOKEN)",
+    )
+    parser.add_argument(
+        "--provider", default="demo", help="the provider of every session (default: demo, the built-in scripted agent)"
+    )
+    parser.add_argument(
+        "--agents",
+        default="writer,reviewer",
+        help="comma-separated agent names, one session each, in relay order (default: writer,reviewer)",
+    )
     parser.add_argument("--cwd", help="the sessions' working directory (default: the daemon's)")
-    parser.add_argument("--policy", choices=[p.value for p in api.Policy], help="the sessions' policy (default: the daemon's, plan-only)")
-    parser.add_argument("--handoff", default=DEFAULT_HANDOFF, help="the next agent's prompt, with {previous}, {agent} and {output}")
-    parser.add_argument("--reconnect-timeout", type=float, default=60.0, help="seconds to keep retrying a dropped WebSocket (default 60)")
+    parser.add_argument(
+        "--policy",
+        choices=[p.value for p in api.Policy],
+        help="the sessions' policy (default: the daemon's, plan-only)",
+    )
+    parser.add_argument(
+        "--handoff", default=DEFAULT_HANDOFF, help="the next agent's prompt, with {previous}, {agent} and {output}"
+    )
+    parser.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep retrying a dropped WebSocket (default 60)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the last output")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args()
@@ -324,7 +361,9 @@ def main() -> int:
                 prompt = handoff(args.handoff, agents[i - 1], agent, runs[-1].output)
             run = run_turn(bosun, session, agent, prompt, args, log)
             if run.status is not events.TurnStatus.completed:
-                raise RelayError(f"{agent}'s turn {run.turn_id} ended {run.status.value}: {run.reason or 'no reason given'}")
+                raise RelayError(
+                    f"{agent}'s turn {run.turn_id} ended {run.status.value}: {run.reason or 'no reason given'}"
+                )
             runs.append(run)
     except RelayError as e:
         print(f"relay: {e}", file=sys.stderr)
