@@ -18,7 +18,13 @@
 //   tests/browser/node_modules/.bin/tsc -p examples/scripts --outDir /tmp/relay
 //   node --experimental-websocket /tmp/relay/relay.js "Write a haiku about a harbour"
 
-import type { ApiOperations, CreateSessionRequest, ErrorBody, ErrorDetail, SessionView } from '../../src/front/pwa/types/api.d.ts';
+import type {
+  ApiOperations,
+  CreateSessionRequest,
+  ErrorBody,
+  ErrorDetail,
+  SessionView,
+} from '../../src/front/pwa/types/api.d.ts';
 import type { BosunEvent, TurnStatus, Usage } from '../../src/front/pwa/types/events.d.ts';
 
 // The little of Node's globals this script uses (no @types/node needed).
@@ -89,7 +95,11 @@ class Bosun {
     this.url = url.replace(/\/+$/, '');
   }
 
-  async call<K extends Operation>(operation: K, params: Record<string, string>, body: Request<K>): Promise<Response<K>> {
+  async call<K extends Operation>(
+    operation: K,
+    params: Record<string, string>,
+    body: Request<K>,
+  ): Promise<Response<K>> {
     const [method, template] = operation.split(' ') as [string, string];
     const path = template.replace(/\{(\w+)\}/g, (_, name: string) => encodeURIComponent(params[name] ?? ''));
     const headers: Record<string, string> = { 'X-Bosun-Client': CLIENT, Accept: 'application/json' };
@@ -103,7 +113,9 @@ class Bosun {
         body: body === undefined ? null : JSON.stringify(body),
       });
     } catch (e) {
-      throw new RelayError(`${method} ${path}: cannot reach ${this.url}: ${e instanceof Error ? e.message : String(e)}`);
+      throw new RelayError(
+        `${method} ${path}: cannot reach ${this.url}: ${e instanceof Error ? e.message : String(e)}`,
+      );
     }
     const text = await res.text();
     if (!res.ok) {
@@ -258,7 +270,14 @@ interface Args {
 }
 
 /** Starts a turn and follows it over the WebSocket to its end. */
-async function runTurn(bosun: Bosun, session: SessionView, agent: string, prompt: string, args: Args, log: Log): Promise<AgentRun> {
+async function runTurn(
+  bosun: Bosun,
+  session: SessionView,
+  agent: string,
+  prompt: string,
+  args: Args,
+  log: Log,
+): Promise<AgentRun> {
   const head = (await bosun.call('GET /health', {}, undefined)).head_seq;
   const turn = await bosun.call('POST /api/v1/sessions/{id}/turns', { id: session.id }, { text: prompt });
   log.line(`${agent}: turn ${turn.turn_id} started in session ${session.id}`);
@@ -275,7 +294,9 @@ async function runTurn(bosun: Bosun, session: SessionView, agent: string, prompt
       case 'approval:requested': {
         const approval = event.data.approval;
         if (approval.turn_id === turn.turn_id) {
-          log.line(`${agent}: waiting for approval ${approval.id} (decide it in the web app, or POST /api/v1/approvals/${approval.id})`);
+          log.line(
+            `${agent}: waiting for approval ${approval.id} (decide it in the web app, or POST /api/v1/approvals/${approval.id})`,
+          );
         }
         break;
       }
@@ -324,9 +345,11 @@ Relay a prompt through Bosun agents, one session each.
   --quiet                   no progress on stderr
 `;
 
+/** A bad command line: says so, with the usage, and exits 2 (as argparse does in relay.py). */
 function usage(message: string): never {
   process.stderr.write(`relay: ${message}\n\n${USAGE}`);
-  throw new RelayError(message);
+  process.exitCode = 2;
+  throw new RelayError('');
 }
 
 function parseArgs(argv: string[]): Args {
@@ -350,7 +373,9 @@ function parseArgs(argv: string[]): Args {
       positional.push(arg);
       continue;
     }
-    const [name, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [name, inline] = arg.includes('=')
+      ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+      : [arg, undefined];
     const value = (): string => {
       if (inline !== undefined) return inline;
       const next = argv[++i];
@@ -368,14 +393,18 @@ function parseArgs(argv: string[]): Args {
         args.provider = value();
         break;
       case '--agents':
-        args.agents = value().split(',').map((a) => a.trim()).filter((a) => a !== '');
+        args.agents = value()
+          .split(',')
+          .map((a) => a.trim())
+          .filter((a) => a !== '');
         break;
       case '--cwd':
         args.cwd = value();
         break;
       case '--policy': {
         const policy = value();
-        if (policy !== 'plan-only' && policy !== 'full-access') usage(`--policy: plan-only or full-access, not ${policy}`);
+        if (policy !== 'plan-only' && policy !== 'full-access')
+          usage(`--policy: plan-only or full-access, not ${policy}`);
         args.policy = policy;
         break;
       }
@@ -436,7 +465,12 @@ async function main(): Promise<void> {
     runs.push(run);
   }
 
-  const summary: RelaySummary = { url: bosun.url, provider: args.provider, agents: runs, output: runs[runs.length - 1]?.output ?? '' };
+  const summary: RelaySummary = {
+    url: bosun.url,
+    provider: args.provider,
+    agents: runs,
+    output: runs[runs.length - 1]?.output ?? '',
+  };
   process.stdout.write(args.json ? `${JSON.stringify(summary, null, 2)}\n` : summary.output);
 }
 
