@@ -12,11 +12,12 @@
 //!
 //! Also: the checked-in models are what the pinned generator makes of the
 //! schemas now (`BOSUN_UPDATE_SCHEMAS=1 tests/run --test scripts` rewrites
-//! them), relay.ts type-checks under `--strict`, and both checks bite: a
-//! renamed field fails relay.ts's type-check and relay.py's parsing.
+//! them), relay.ts type-checks under `tsc --strict` and relay.py under
+//! `mypy --strict`, and the checks bite: a renamed field fails relay.ts's
+//! type-check, and relay.py's type-check and its parsing of events.
 //!
 //! `tests/run` installs what this needs: the Python tools in tests/.venv
-//! (datamodel-code-generator, pydantic, websockets) and typescript in
+//! (datamodel-code-generator, pydantic, websockets, mypy) and typescript in
 //! tests/browser.
 
 mod common;
@@ -46,7 +47,11 @@ const MODEL_FILES: &[&str] = &["__init__.py", "api.py", "events.py"];
 
 fn venv_python() -> PathBuf {
     let python = root().join("tests/.venv/bin/python");
-    assert!(python.exists(), "{} is missing: run tests/run (it installs the Python tools in tests/.venv)", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run tests/run (it installs the Python tools in tests/.venv)",
+        python.display()
+    );
     python
 }
 
@@ -77,6 +82,25 @@ fn gen_models(events: &Path, out: &Path) -> Output {
         .env("PYTHONDONTWRITEBYTECODE", "1"))
 }
 
+/// `mypy --strict` on the Python files of `dir` (relay.py finds its models
+/// beside it), with a cache of its own.
+fn mypy(dir: &Path, files: &[&str]) -> Output {
+    let cache = tempdir();
+    let mypy = root().join("tests/.venv/bin/mypy");
+    assert!(
+        mypy.exists(),
+        "{} is missing: run tests/run (it installs the Python tools in tests/.venv)",
+        mypy.display()
+    );
+    run(Command::new(mypy)
+        .arg("--strict")
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(files)
+        .current_dir(dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1"))
+}
+
 /// `tsc -p <dir>` emitting into `out`.
 fn tsc(dir: &Path, out: &Path) -> Output {
     run(Command::new("node").arg(tsc_js()).arg("-p").arg(dir).arg("--outDir").arg(out).arg("--pretty").arg("false"))
@@ -101,8 +125,8 @@ fn the_python_models_are_what_the_pinned_generator_makes_of_the_schemas() {
         }
         assert!(
             std::fs::read_to_string(&kept).unwrap_or_default() == fresh,
-            "{} is not what gen_models.py (datamodel-code-generator, pinned in tests/run) makes of docs/api/*.json: \
-             the wire types changed. Run BOSUN_UPDATE_SCHEMAS=1 tests/run --test scripts to regenerate it \
+            "{} is not what gen_models.py (datamodel-code-generator, pinned in tests/run) makes of docs/api/*.json \
+             (the wire types changed, or the file was edited by hand). Run BOSUN_UPDATE_SCHEMAS=1 tests/run --test scripts to regenerate it \
              (or tests/.venv/bin/python examples/scripts/gen_models.py), then make relay.py follow.",
             kept.display()
         );
@@ -128,6 +152,17 @@ fn relay_ts_type_checks_under_strict() {
         text(&done)
     );
     assert!(out.path().join("relay.js").exists(), "tsc emitted no relay.js");
+}
+
+#[test]
+fn relay_py_type_checks_under_mypy_strict() {
+    let done = mypy(&scripts(), &["relay.py", "gen_models.py"]);
+    assert!(
+        done.status.success(),
+        "mypy --strict found errors in examples/scripts ({}):\n{}",
+        done.status,
+        text(&done)
+    );
 }
 
 /// The event schema with `StreamChunk.text`, which both scripts read,
@@ -183,7 +218,7 @@ fn relay_ts_stops_type_checking_when_a_field_it_reads_is_renamed() {
 }
 
 #[tokio::test]
-async fn relay_py_refuses_events_its_models_do_not_match() {
+async fn relay_py_fails_on_models_without_a_field_it_reads() {
     let dir = tempdir();
     let copy = dir.path().join("scripts");
     std::fs::create_dir_all(&copy).expect("mkdir");
@@ -193,8 +228,23 @@ async fn relay_py_refuses_events_its_models_do_not_match() {
     let made = gen_models(&schema, &copy.join("bosun_models"));
     assert!(made.status.success(), "gen_models.py failed:\n{}", text(&made));
 
+    // Statically: mypy sees relay.py read a field the models lack.
+    let checked = mypy(&copy, &["relay.py"]);
+    let said = text(&checked);
+    assert!(!checked.status.success(), "mypy accepted relay.py against models without StreamChunk.text:\n{said}");
+    assert!(
+        said.contains("relay.py") && said.contains("\"StreamChunk\" has no attribute \"text\""),
+        "mypy failed, but not for the renamed field:\n{said}"
+    );
+
+    // And at run time: the daemon's events do not parse into those models.
     let d = Daemon::start(&dir.path().join("data"), Options::default());
-    let relay = Relay { name: "relay.py (stale models)", program: venv_python().into(), args: vec![copy.join("relay.py").into()], _build: None };
+    let relay = Relay {
+        name: "relay.py (stale models)",
+        program: venv_python().into(),
+        args: vec![copy.join("relay.py").into()],
+        _build: None,
+    };
     let output = relay.output(&d, &["--json", "Write a haiku"]).await;
     let said = text(&output);
     assert!(!output.status.success(), "relay.py ran on models without StreamChunk.text:\n{said}");
@@ -217,7 +267,12 @@ struct Relay {
 
 impl Relay {
     fn python() -> Relay {
-        Relay { name: "relay.py", program: venv_python().into(), args: vec![scripts().join("relay.py").into()], _build: None }
+        Relay {
+            name: "relay.py",
+            program: venv_python().into(),
+            args: vec![scripts().join("relay.py").into()],
+            _build: None,
+        }
     }
 
     /// relay.ts compiled by tsc into a temp dir, run on Node with its
@@ -414,6 +469,38 @@ async fn relay_ts_passes_each_agents_output_on() {
     passes_each_agents_output_on(Relay::typescript()).await;
 }
 
+/// Under `require = "always"`, both need `--token`, and with it they work
+/// (the token on every request and on the WebSocket's URL).
+async fn presents_its_token(relay: Relay) {
+    let dir = tempdir();
+    let options =
+        Options { config: Some("[auth]\nrequire = \"always\"\n".into()), admin_token: true, ..Default::default() };
+    let d = Daemon::start(&dir.path().join("data"), options);
+    let n = nonce(dir.path());
+    let prompt = format!("SAY: SAY: let in {n}");
+
+    let refused = relay.output(&d, &["--json", &prompt]).await;
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{} ran without a token on a daemon that asks for one:\n{said}", relay.name);
+    assert!(said.contains("401 unauthorized"), "{} failed, but not for the missing token:\n{said}", relay.name);
+
+    let token = d.admin_token();
+    let summary = relay.run(&d, &["--token", &token, &prompt]).await;
+    assert_eq!(summary.output, format!("let in {n}\n"));
+    let written = recorded(&d, &summary.agents[0], &prompt).await;
+    recorded(&d, &summary.agents[1], &handoff("writer", "reviewer", &written)).await;
+}
+
+#[tokio::test]
+async fn relay_py_presents_its_token() {
+    presents_its_token(Relay::python()).await;
+}
+
+#[tokio::test]
+async fn relay_ts_presents_its_token() {
+    presents_its_token(Relay::typescript()).await;
+}
+
 /// The daemon is killed (-9) and restarted on the same port while the
 /// writer's turn streams: the script's socket drops, it resubscribes from
 /// the last seq it saw, and still collects every chunk exactly once (the
@@ -443,7 +530,12 @@ async fn resumes_across_a_daemon_restart(relay: Relay) {
     let output = relay.wait(child, Duration::from_secs(180)).await;
     let summary = summary(relay.name, &output);
     let writer = &summary.agents[0];
-    assert!(writer.reconnects >= 1, "{} never reconnected, so the socket never dropped:\n{}", relay.name, text(&output));
+    assert!(
+        writer.reconnects >= 1,
+        "{} never reconnected, so the socket never dropped:\n{}",
+        relay.name,
+        text(&output)
+    );
     let mut expected = format!("SAY: resumed {n}\n");
     for i in 1..=600 {
         expected.push_str(&format!("tick {i}/600\n"));
