@@ -299,6 +299,8 @@ class EventType1(str, Enum):
     workflow_error = 'workflow:error'
     workflow_paused = 'workflow:paused'
     workflow_completed = 'workflow:completed'
+    task_updated = 'task:updated'
+    task_removed = 'task:removed'
     actor_restarted = 'actor:restarted'
     diagnostics_log = 'diagnostics:log'
 
@@ -447,6 +449,50 @@ class StepDecision(str, Enum):
     retry = 'retry'
     skip = 'skip'
     abort = 'abort'
+
+
+class TaskStatus(str, Enum):
+    todo = 'todo'
+    in_progress = 'in_progress'
+    done = 'done'
+
+
+class CreateTaskRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    title: str
+    session_id: str | None = None
+    run_id: str | None = None
+    status: TaskStatus | None = None
+
+
+class PatchTaskRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    title: str | None = None
+    status: TaskStatus | None = None
+
+
+class TaskDeleted(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    deleted: bool
+
+
+class RunTaskRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    definition: str | None = None
+    path: str | None = None
+    inputs: dict[str, str] = {}
 
 
 class ProviderCapabilities(BaseModel):
@@ -775,6 +821,28 @@ class StepDecisionRequest(BaseModel):
     ] = None
 
 
+class TaskView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[
+        str,
+        Field(
+            description='`k_` and 12 hex digits; also written in its line of the file.'
+        ),
+    ]
+    title: str
+    status: TaskStatus
+    session_id: Annotated[
+        str, Field(description="The session whose worktree's docs/TASKS.md holds it.")
+    ]
+    run_id: Annotated[
+        str | None, Field(description='The workflow run started for it, if one was.')
+    ] = None
+    created_at: str
+    updated_at: str
+
+
 class ProviderView(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -959,6 +1027,13 @@ class StepView(BaseModel):
             description='Shown no output for its `stall` time (cleared by the next output).'
         ),
     ]
+
+
+class TaskList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    tasks: list[TaskView]
 
 
 class ProviderList(BaseModel):

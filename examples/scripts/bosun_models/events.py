@@ -485,6 +485,21 @@ class WorkflowCompleted(BaseModel):
     ]
 
 
+class TaskStatus(str, Enum):
+    todo = 'todo'
+    in_progress = 'in_progress'
+    done = 'done'
+
+
+class TaskRemoved(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    session_id: Annotated[str, Field(description='A session: `s_` and 12 hex digits.')]
+    by: str
+
+
 class ActorRestarted(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -751,6 +766,25 @@ class BosunEventWorkflowCompleted(BaseModel):
     data: WorkflowCompleted
 
 
+class BosunEventTaskRemoved(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['task:removed']
+    data: TaskRemoved
+
+
 class BosunEventActorRestarted(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1012,6 +1046,28 @@ class WorkflowEvent(BaseModel):
     ] = None
     cost: float | None = None
     budget: BudgetView | None = None
+
+
+class TaskView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[
+        str,
+        Field(
+            description='`k_` and 12 hex digits; also written in its line of the file.'
+        ),
+    ]
+    title: str
+    status: TaskStatus
+    session_id: Annotated[
+        str, Field(description="The session whose worktree's docs/TASKS.md holds it.")
+    ]
+    run_id: Annotated[
+        str | None, Field(description='The workflow run started for it, if one was.')
+    ] = None
+    created_at: str
+    updated_at: str
 
 
 class DiagnosticsLog(BaseModel):
@@ -1311,6 +1367,19 @@ class WorkflowStep(BaseModel):
     step: StepView
 
 
+class TaskUpdated(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    task: TaskView
+    by: Annotated[
+        str,
+        Field(
+            description='What changed it: `api` or `file` (an edit of docs/TASKS.md) or `run`.'
+        ),
+    ]
+
+
 class BosunEventApprovalResolved(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1404,6 +1473,25 @@ class BosunEventWorkflowStep(BaseModel):
     ]
     type: Literal['workflow:step']
     data: WorkflowStep
+
+
+class BosunEventTaskUpdated(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['task:updated']
+    data: TaskUpdated
 
 
 class ApprovalRequested(BaseModel):
@@ -1515,6 +1603,8 @@ class BosunEvent(
         | BosunEventWorkflowError
         | BosunEventWorkflowPaused
         | BosunEventWorkflowCompleted
+        | BosunEventTaskUpdated
+        | BosunEventTaskRemoved
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog
     ]
@@ -1547,6 +1637,8 @@ class BosunEvent(
         | BosunEventWorkflowError
         | BosunEventWorkflowPaused
         | BosunEventWorkflowCompleted
+        | BosunEventTaskUpdated
+        | BosunEventTaskRemoved
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog,
         Field(
