@@ -380,6 +380,41 @@ prompt = "SAY: after"
     assert_eq!(status, 409);
 }
 
+/// A fan-out whose items cannot be read fails before anything runs; a retry
+/// tries again (and fails again, being the same), it does not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_that_cannot_be_expanded_fails_and_a_retry_tries_it_again() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let definition = r#"
+name = "bad-items"
+[[steps]]
+id = "plan"
+prompt = "SAY: only one"
+[[steps]]
+id = "build"
+needs = ["plan"]
+for_each = "{{ steps.plan.lines[5] }}"
+prompt = "SAY: {{ item }}"
+"#;
+    let run = start(&d, definition, &[]).await;
+    let run = wait_run(&d, run.id.as_str(), "the pause", |r| r.state == RunState::Paused).await;
+    let build = step(&run, "build");
+    assert_eq!((build.state, build.index), (StepState::Failed, None), "{run:#?}");
+    assert!(build.error.as_deref().unwrap_or("").starts_with("for_each:"), "{build:?}");
+    let req = StepDecisionRequest { decision: StepDecision::Retry, index: None };
+    d.client().decide_step(run.id.as_str(), "build", &req).await.unwrap();
+    let again = wait_run(&d, run.id.as_str(), "the second failure", |r| {
+        r.state == RunState::Paused && step(r, "build").attempts == 1 && step(r, "build").state == StepState::Failed
+    })
+    .await;
+    assert_eq!(step(&again, "build").state, StepState::Failed, "{again:#?}");
+    let req = StepDecisionRequest { decision: StepDecision::Abort, index: None };
+    d.client().decide_step(run.id.as_str(), "build", &req).await.unwrap();
+    let ended = wait_run(&d, run.id.as_str(), "the end", |r| r.state.is_final()).await;
+    assert_eq!(ended.state, RunState::Failed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_with_no_output_for_its_stall_time_is_reported_stalled() {
     let dir = tempdir();

@@ -60,7 +60,11 @@ pub async fn run(args: &BenchArgs, base: &Path) -> anyhow::Result<Report> {
     without.sort_unstable();
     let (a, b) = (percentile(&with_runs, 50.0), percentile(&without, 50.0));
     rows.push(Row::info(
-        format!("restart to ready, {} stored runs (median of {})", thousands(args.workflow_runs as u64), with_runs.len()),
+        format!(
+            "restart to ready, {} stored runs (median of {})",
+            thousands(args.workflow_runs as u64),
+            with_runs.len()
+        ),
         format!("{} (empty store {}; ratio {:.2})", ms(a), ms(b), a as f64 / b.max(1) as f64),
     ));
     data.insert("restart_ns".into(), json!({"runs": args.workflow_runs, "with_runs": with_runs, "empty": without}));
@@ -139,7 +143,10 @@ async fn finish(client: &bosun_client::Client, toml: &str) -> anyhow::Result<Run
     loop {
         let run = client.run(run.id.as_str()).await?;
         if run.state.is_final() {
-            anyhow::ensure!(run.steps.iter().all(|s| s.state == StepState::Completed), "the run did not complete: {run:?}");
+            anyhow::ensure!(
+                run.steps.iter().all(|s| s.state == StepState::Completed),
+                "the run did not complete: {run:?}"
+            );
             return Ok(run);
         }
         anyhow::ensure!(Instant::now() < deadline, "the run did not end in time");

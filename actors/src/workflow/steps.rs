@@ -199,7 +199,7 @@ impl RunState {
                 let step = &mut self.record.steps[i];
                 step.state = StepState::Running;
                 step.session_id = Some(session_id.clone());
-                step.attempts = 1;
+                step.attempts = step.attempts.max(1);
                 step.turn_number = 1;
                 step.started_at = Some(now.clone());
                 step.attempt_started_at = Some(now);
@@ -630,6 +630,12 @@ impl RunState {
         if s.kind == Kind::Merge {
             s.approval_id = None;
             s.merge = None;
+        }
+        // It failed before it had a session (its template, its fan-out's
+        // items): it starts over from the beginning.
+        let unstarted = matches!(s.kind, Kind::Agent | Kind::Shell) && s.session_id.is_none();
+        if unstarted || (s.fan_out && s.index.is_none()) {
+            s.state = StepState::Pending;
         }
         Ok(())
     }

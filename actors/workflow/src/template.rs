@@ -103,6 +103,11 @@ impl Templates {
     pub fn items(&self, expr: &str, ctx: &TemplateContext) -> Result<Vec<String>, RenderError> {
         let compiled = self.env.compile_expression(expr).map_err(|e| RenderError(describe(&e)))?;
         let value = compiled.eval(ctx).map_err(|e| RenderError(describe(&e)))?;
+        // An expression reading past what is there gives undefined, which
+        // would iterate as nothing: a fan-out of no items by mistake.
+        if value.is_undefined() || value.is_none() {
+            return Err(RenderError(format!("{expr} is undefined")));
+        }
         if let Some(s) = value.as_str() {
             return Ok(lines_of(s));
         }
@@ -149,6 +154,8 @@ mod tests {
         assert_eq!(out, "add a flag: one #0 of 2");
         assert_eq!(t.items("steps.plan.lines", &ctx).unwrap(), vec!["one", "two"]);
         assert_eq!(t.items("steps.plan.output", &ctx).unwrap(), vec!["one", "two"]);
+        let err = t.items("steps.plan.lines[5]", &ctx).unwrap_err();
+        assert!(err.to_string().contains("undefined"), "{err}");
     }
 
     #[test]
