@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The feature workflow of the issue, on demo agents: each build item sleeps
-/// a second before writing its part, so the items' turns overlap.
+/// three seconds before writing its part, so the items' turns overlap even
+/// on a loaded machine.
 const FEATURE: &str = r#"
 name = "feature"
 [inputs]
@@ -39,7 +40,7 @@ needs = ["plan"]
 for_each = "{{ steps.plan.lines }}"
 provider = "demo"
 on_interrupt = "retry"
-prompt = "RUN: sleep 1; echo '{{ item }}' > part-{{ index }}.txt"
+prompt = "RUN: sleep 3; echo '{{ item }}' > part-{{ index }}.txt"
 workspace = { from = "plan" }
 [[steps]]
 id = "review"

@@ -69,9 +69,10 @@ prompt = "review {{{{ steps.draft.output }}}}"
     assert_eq!(step(&run, "draft").usage.input_tokens, 100, "{run:#?}");
 }
 
-/// Three runs of the same workflow cut by one kill -9 while their real
-/// agents stream: each step becomes interrupted, and is then retried,
-/// skipped and aborted.
+/// A step on a real agent cut by a kill -9 while it streams becomes
+/// interrupted; each way on from there works: retry (a second turn, which
+/// completes), skip (the next step goes on), abort (the run fails). One run
+/// per way, each cut on its own, so no turn can end before its kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_agent_step_cut_by_a_crash_is_interrupted_then_retried_skipped_or_aborted() {
     let mut rig = Rig::start(CODEX);
@@ -88,31 +89,26 @@ needs = ["long"]
 prompt = "SAY: after"
 "#
     );
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(start(rig.daemon(), &definition).await.id);
-    }
-    // Every run's agent is streaming: each step's turn has begun.
-    for id in &ids {
+    let mut ended = Vec::new();
+    for decision in [StepDecision::Retry, StepDecision::Skip, StepDecision::Abort] {
+        let id = start(rig.daemon(), &definition).await.id;
+        // Its agent is streaming: the turn has begun and sent a chunk.
         let run =
             wait_run(rig.daemon(), id.as_str(), "the turn to start", |r| !step(r, "long").turn_ids.is_empty()).await;
         let session = step(&run, "long").session_id.clone().unwrap();
-        let d = rig.daemon();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let events = d.events(Some(session.as_str()), 0).await;
+            let events = rig.daemon().events(Some(session.as_str()), 0).await;
             if events.iter().any(|e| e.kind == EventType::StreamChunk) {
                 break;
             }
             assert!(Instant::now() < deadline, "the agent never streamed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
 
-    rig.restart_daemon();
+        rig.restart_daemon();
 
-    let d = rig.daemon();
-    for id in &ids {
+        let d = rig.daemon();
         let run = wait_run(d, id.as_str(), "the pause", |r| r.state == RunState::Paused).await;
         assert_eq!(run.pause.as_ref().unwrap().reason, PauseReason::Interrupted, "{run:#?}");
         let long = step(&run, "long");
@@ -121,29 +117,33 @@ prompt = "SAY: after"
         // Resuming without a decision names what is waiting.
         let err = d.client().resume_run(id.as_str()).await.unwrap_err().to_string();
         assert!(err.contains("long"), "{err}");
+        d.client().decide_step(id.as_str(), "long", &StepDecisionRequest { decision, index: None }).await.unwrap();
+        ended.push((decision, wait_run(d, id.as_str(), "the run's end", |r| r.state.is_final()).await));
     }
-    let decide = |decision| StepDecisionRequest { decision, index: None };
-    d.client().decide_step(ids[0].as_str(), "long", &decide(StepDecision::Retry)).await.unwrap();
-    d.client().decide_step(ids[1].as_str(), "long", &decide(StepDecision::Skip)).await.unwrap();
-    d.client().decide_step(ids[2].as_str(), "long", &decide(StepDecision::Abort)).await.unwrap();
-
-    let retried = wait_run(d, ids[0].as_str(), "the retried run's end", |r| r.state.is_final()).await;
-    assert_eq!(retried.state, RunState::Completed, "{retried:#?}");
-    let long = step(&retried, "long");
-    assert_eq!((long.state, long.attempts, long.turn_ids.len()), (StepState::Completed, 2, 2), "{long:?}");
-    let turns = d.client().turns(long.session_id.as_ref().unwrap().as_str()).await.unwrap().turns;
-    assert_eq!(turns.iter().map(|t| t.status).collect::<Vec<_>>(), vec![TurnStatus::Failed, TurnStatus::Completed]);
-    assert_eq!(step(&retried, "after").state, StepState::Completed);
-
-    let skipped = wait_run(d, ids[1].as_str(), "the skipped run's end", |r| r.state.is_final()).await;
-    assert_eq!(skipped.state, RunState::Completed, "{skipped:#?}");
-    assert_eq!(step(&skipped, "long").state, StepState::Skipped);
-    assert_eq!(step(&skipped, "after").output.as_deref(), Some("after\n"));
-    let turns = d.client().turns(step(&skipped, "long").session_id.as_ref().unwrap().as_str()).await.unwrap().turns;
-    assert_eq!(turns.len(), 1, "a skipped step ran again");
-
-    let aborted = wait_run(d, ids[2].as_str(), "the aborted run's end", |r| r.state.is_final()).await;
-    assert_eq!(aborted.state, RunState::Failed, "{aborted:#?}");
-    assert_eq!(step(&aborted, "long").state, StepState::Failed);
-    assert_eq!(step(&aborted, "after").state, StepState::Pending);
+    let d = rig.daemon();
+    for (decision, run) in ended {
+        let long = step(&run, "long");
+        let turns = d.client().turns(long.session_id.as_ref().unwrap().as_str()).await.unwrap().turns;
+        match decision {
+            StepDecision::Retry => {
+                assert_eq!(run.state, RunState::Completed, "{run:#?}");
+                assert_eq!((long.state, long.attempts, long.turn_ids.len()), (StepState::Completed, 2, 2), "{long:?}");
+                let statuses: Vec<TurnStatus> = turns.iter().map(|t| t.status).collect();
+                assert_eq!(statuses, vec![TurnStatus::Failed, TurnStatus::Completed]);
+                assert_eq!(step(&run, "after").state, StepState::Completed);
+            }
+            StepDecision::Skip => {
+                assert_eq!(run.state, RunState::Completed, "{run:#?}");
+                assert_eq!(long.state, StepState::Skipped);
+                assert_eq!(step(&run, "after").output.as_deref(), Some("after\n"));
+                assert_eq!(turns.len(), 1, "a skipped step ran again");
+            }
+            StepDecision::Abort => {
+                assert_eq!(run.state, RunState::Failed, "{run:#?}");
+                assert_eq!(long.state, StepState::Failed);
+                assert_eq!(step(&run, "after").state, StepState::Pending);
+                assert_eq!(turns.len(), 1, "an aborted step ran again");
+            }
+        }
+    }
 }
