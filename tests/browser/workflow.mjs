@@ -182,14 +182,23 @@ run('workflow', async (t) => {
     await t.waitText('the build step\'s command in its transcript', "echo 'one' > part-0.txt");
     await t.page.getByRole('button', { name: 'Back to the workflow run' }).click({ timeout: WAIT_MS });
     await until(`the URL to be #/w/${runId} again`, async () => new URL(t.page.url()).hash === `#/w/${runId}`);
-    check((await t.page.locator('[data-testid="run-state"]').textContent()) === 'completed', 'the run view lost its state');
+    await until('the run view to say completed again', async () => (await t.page.locator('[data-testid="run-state"]').textContent()) === 'completed');
   });
 
   await t.step('the list says completed, 5/5 steps', async () => {
     await t.page.getByRole('button', { name: 'All workflow runs' }).click({ timeout: WAIT_MS });
     const li = t.page.locator(`#runs li[data-run="${runId}"]`);
     await li.waitFor({ timeout: WAIT_MS });
-    const text = (await li.textContent()) ?? '';
-    check(text.includes('completed') && text.includes('5/5 steps'), `the list item says ${JSON.stringify(text)}`);
+    // The list drawn at the start is still in the page until the next frame
+    // redraws it: wait for the redraw rather than read the old one.
+    let text = '';
+    try {
+      await until('the list item to say completed, 5/5 steps', async () => {
+        text = (await li.textContent()) ?? '';
+        return text.includes('completed') && text.includes('5/5 steps');
+      });
+    } catch (_) {
+      check(false, `the list item says ${JSON.stringify(text)}`);
+    }
   });
 });
