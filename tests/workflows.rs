@@ -447,6 +447,46 @@ prompt = "RUN: sleep 4"
     assert_eq!(stalls[0].step_id.as_deref(), Some("quiet"));
 }
 
+/// A run's actor, and then the workflows supervisor, panic mid-run: each is
+/// restarted, the run goes on from its record, and no step runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_on_after_its_actor_and_its_supervisor_crash() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options { fault_injection: true, ..Options::default() });
+    let definition = r#"
+name = "crashy"
+[defaults]
+policy = "full-access"
+[[steps]]
+id = "first"
+prompt = "RUN: sleep 2"
+[[steps]]
+id = "second"
+needs = ["first"]
+prompt = "RUN: sleep 2"
+[[steps]]
+id = "third"
+needs = ["second"]
+prompt = "SAY: done"
+"#;
+    let run = start(&d, definition, &[]).await;
+    let id = run.id.to_string();
+    wait_run(&d, &id, "the first step to run", |r| step(r, "first").state == StepState::Running).await;
+    let (status, body) = d.post("/api/v1/debug/crash", json!({"target": format!("workflow:{id}")})).await;
+    assert_eq!(status, 202, "{body}");
+    wait_run(&d, &id, "the second step to run", |r| step(r, "second").state == StepState::Running).await;
+    let (status, body) = d.post("/api/v1/debug/crash", json!({"target": "workflows"})).await;
+    assert_eq!(status, 202, "{body}");
+    let run = wait_run(&d, &id, "the end", |r| r.state.is_final()).await;
+    assert_eq!(run.state, RunState::Completed, "{run:#?}");
+    for (label, turns) in turns_per_session(&d, &run).await {
+        assert_eq!(turns, 1, "{label} ran {turns} turns");
+    }
+    let health = d.client().health().await.unwrap();
+    assert!(health.actors["workflow"].restarts >= 1, "{health:?}");
+    assert!(health.actors["workflows"].restarts >= 1, "{health:?}");
+}
+
 /// Two build items write the same file: the second conflicts with the first.
 const CONFLICT: &str = r#"
 name = "conflict"

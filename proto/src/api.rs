@@ -340,7 +340,8 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrashRequest {
-    /// `session:ID`, `turn:ID`, `provider:ID` (a session id) or `front`.
+    /// `session:ID`, `turn:ID`, `provider:ID` (a session id), `workflow:ID` (a
+    /// run), `front`, `sessions`, `workflows`, `tasks`, `providers` or `diagnostics`.
     pub target: String,
 }
 

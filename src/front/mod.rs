@@ -24,7 +24,10 @@ use bosun_actors::provider::ProviderMsg;
 use bosun_actors::providers::ProvidersMsg;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
+use bosun_actors::tasks::TasksMsg;
 use bosun_actors::turn::TurnMsg;
+use bosun_actors::workflow::RunMsg;
+use bosun_actors::workflows::WorkflowsMsg;
 use bosun_actors::{names, route, Context};
 use bosun_proto::{WireFormat, MSGPACK_SUBPROTOCOL};
 use bosun_state::SessionRecord;
@@ -164,6 +167,19 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
             send_later::<ProvidersMsg>(names::PROVIDERS, later, || ProvidersMsg::Crash)?;
             names::PROVIDERS.to_string()
         }
+        ("workflows", "") => {
+            send_later::<WorkflowsMsg>(names::WORKFLOWS, later, || WorkflowsMsg::Crash)?;
+            names::WORKFLOWS.to_string()
+        }
+        ("tasks", "") => {
+            send_later::<TasksMsg>(names::TASKS, later, || TasksMsg::Crash)?;
+            names::TASKS.to_string()
+        }
+        ("workflow", id) if !id.is_empty() => {
+            let name = names::workflow(id);
+            send_later::<RunMsg>(&name, later, || RunMsg::Crash)?;
+            name
+        }
         ("session", id) if !id.is_empty() => {
             let name = names::session(id);
             send_later::<SessionMsg>(&name, later, || SessionMsg::Crash)?;
@@ -187,7 +203,7 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, front, sessions, providers or diagnostics"
+            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, workflow:RUN_ID, front, sessions, workflows, tasks, providers or diagnostics"
         )))
         }
     };

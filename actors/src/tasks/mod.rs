@@ -46,6 +46,7 @@ pub enum TasksMsg {
     /// Starts a workflow run for the task.
     Run(String, RunTaskRequest, RpcReplyPort<DaemonResult<TaskView>>),
     Tick,
+    Crash,
 }
 
 pub struct TasksState {
@@ -119,6 +120,11 @@ impl Actor for TasksActor {
                     let _ = reply.send(r);
                 }
                 TasksMsg::Tick => state.tick().await?,
+                TasksMsg::Crash => {
+                    if state.ctx.settings.fault_injection {
+                        panic!("injected fault: tasks");
+                    }
+                }
             }
             // Changes are written as soon as they are made, when the worktree is free.
             state.write_dirty().await;

@@ -528,7 +528,7 @@ class CrashRequest(BaseModel):
     target: Annotated[
         str,
         Field(
-            description='`session:ID`, `turn:ID`, `provider:ID` (a session id) or `front`.'
+            description='`session:ID`, `turn:ID`, `provider:ID` (a session id), `workflow:ID` (a\nrun), `front`, `sessions`, `workflows`, `tasks`, `providers` or `diagnostics`.'
         ),
     ]
 

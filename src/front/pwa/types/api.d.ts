@@ -902,7 +902,8 @@ export interface ProviderCapabilities {
 }
 export interface CrashRequest {
   /**
-   * `session:ID`, `turn:ID`, `provider:ID` (a session id) or `front`.
+   * `session:ID`, `turn:ID`, `provider:ID` (a session id), `workflow:ID` (a
+   * run), `front`, `sessions`, `workflows`, `tasks`, `providers` or `diagnostics`.
    */
   target: string;
 }
