@@ -266,8 +266,9 @@ impl TasksState {
 
     /// Takes in the files' changes, and moves tasks on after their runs.
     async fn tick(&mut self) -> Result<(), ActorProcessingErr> {
-        let full = self.ticks % FULL_SCAN_EVERY == 0;
-        self.ticks = self.ticks.wrapping_add(1);
+        // Counts down to the next full look.
+        let full = self.ticks == 0;
+        self.ticks = if full { FULL_SCAN_EVERY - 1 } else { self.ticks - 1 };
         let sessions: Vec<SessionRecord> = if full {
             self.ctx.store.scan::<SessionRecord>()?
         } else {
