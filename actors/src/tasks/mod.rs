@@ -53,6 +53,9 @@ pub struct TasksState {
     ctx: Context,
     /// Per session: the file as last read or written, so only a change is taken in.
     seen: HashMap<String, Option<String>>,
+    /// Per session: a change read once, taken in only when the next read
+    /// agrees: an editor's save caught half-way must not remove tasks.
+    settling: HashMap<String, Option<String>>,
     /// Sessions whose file is behind their tasks.
     dirty: HashSet<String>,
     /// Sessions known to have a list (tasks, or a file): read every tick.
@@ -71,7 +74,7 @@ impl Actor for TasksActor {
         let tasks = ctx.store.scan::<TaskRecord>()?;
         let dirty = tasks.iter().filter(|t| !t.in_file).map(|t| t.session_id.clone()).collect();
         let lists = tasks.into_iter().map(|t| t.session_id).collect();
-        Ok(TasksState { ctx, seen: HashMap::new(), dirty, lists, ticks: 0, ticker: None })
+        Ok(TasksState { ctx, seen: HashMap::new(), settling: HashMap::new(), dirty, lists, ticks: 0, ticker: None })
     }
 
     async fn post_start(&self, myself: ActorRef<TasksMsg>, state: &mut TasksState) -> Result<(), ActorProcessingErr> {
@@ -282,8 +285,15 @@ impl TasksState {
             let Some(ws) = &session.workspace else { continue };
             let text = read(Path::new(&ws.worktree)).await;
             if self.seen.get(&session.id) == Some(&text) {
+                self.settling.remove(&session.id);
                 continue;
             }
+            // Known before (not a first read at start), and not read the same twice yet.
+            if self.seen.contains_key(&session.id) && self.settling.get(&session.id) != Some(&text) {
+                self.settling.insert(session.id.clone(), text);
+                continue;
+            }
+            self.settling.remove(&session.id);
             if let Some(text) = &text {
                 self.lists.insert(session.id.clone());
                 self.take_in(&session.id, text).await?;
@@ -479,6 +489,7 @@ impl TasksState {
             self.ctx.store.commit(batch).await?;
         }
         self.seen.insert(session.to_string(), Some(content));
+        self.settling.remove(session);
         Ok(true)
     }
 }
