@@ -12,7 +12,6 @@ use bosun_proto::query::EventsQuery;
 use bosun_proto::*;
 use common::{git, repo_with, tempdir, Daemon, Options};
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The feature workflow of the issue, on demo agents: each build item sleeps
@@ -695,5 +694,4 @@ async fn the_cli_runs_a_workflow_file_and_follows_it() {
     let out = common::bosun(&d, &home, &["workflow", "run", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inputs.nope"), "{}", String::from_utf8_lossy(&out.stderr));
-    let _ = Path::new("");
 }

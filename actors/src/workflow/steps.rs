@@ -165,37 +165,13 @@ impl RunState {
         let ctx = self.template_context(record.item.as_deref().zip(record.index));
         let now = bosun_proto::now_ts();
         match &def.kind {
-            StepKind::Agent(spec) | StepKind::Shell(spec) => {
-                let text = match self.templates.render(&spec.text, &ctx) {
-                    Ok(t) if !t.trim().is_empty() => t,
-                    Ok(_) => return Ok(self.step_failed(i, "its prompt renders empty".into(), false).await?),
-                    Err(e) => return Ok(self.step_failed(i, format!("template: {e}"), false).await?),
-                };
-                let workspace = match &spec.workspace {
-                    None => None,
-                    Some(WorkspaceSpec::Repo { repo, branch }) => {
-                        let render = |t: &str| self.templates.render(t, &ctx);
-                        match (render(repo), render(branch)) {
-                            (Ok(repo), Ok(branch)) => Some(WorkspaceRequest { repo, branch }),
-                            (Err(e), _) | (_, Err(e)) => {
-                                return Ok(self.step_failed(i, format!("workspace template: {e}"), false).await?)
-                            }
-                        }
-                    }
-                    Some(WorkspaceSpec::From(from)) => match self.branch_of(from) {
-                        Ok(ws) => Some(ws),
-                        Err(why) => return Ok(self.step_failed(i, why, false).await?),
-                    },
+            StepKind::Agent(_) | StepKind::Shell(_) => {
+                // The same request a relaunch after a crash renders again.
+                let (req, text) = match self.session_request(i) {
+                    Ok(start) => start,
+                    Err(why) => return Ok(self.step_failed(i, why, false).await?),
                 };
                 let session_id = self.session_id_for(&record);
-                let req = CreateSessionRequest {
-                    provider: spec.provider.clone(),
-                    cwd: None,
-                    title: Some(format!("{} · {}", self.record.name, record.label())),
-                    policy: Some(spec.policy),
-                    workspace,
-                    ..CreateSessionRequest::default()
-                };
                 let step = &mut self.record.steps[i];
                 step.state = StepState::Running;
                 step.session_id = Some(session_id.clone());
@@ -297,11 +273,14 @@ impl RunState {
         let mut ctx = self.template_context(record.item.as_deref().zip(record.index));
         ctx.conflict = record.conflict.clone();
         let text = self.templates.render(&spec.text, &ctx).map_err(|e| format!("template: {e}"))?;
+        if text.trim().is_empty() {
+            return Err("its prompt renders empty".into());
+        }
         let workspace = match &spec.workspace {
             None => None,
             Some(WorkspaceSpec::Repo { repo, branch }) => Some(WorkspaceRequest {
-                repo: self.templates.render(repo, &ctx).map_err(|e| e.to_string())?,
-                branch: self.templates.render(branch, &ctx).map_err(|e| e.to_string())?,
+                repo: self.templates.render(repo, &ctx).map_err(|e| format!("workspace template: {e}"))?,
+                branch: self.templates.render(branch, &ctx).map_err(|e| format!("workspace template: {e}"))?,
             }),
             Some(WorkspaceSpec::From(from)) => Some(self.branch_of(from)?),
         };
@@ -380,7 +359,7 @@ impl RunState {
             TurnStatus::Failed if turn.cut => {
                 self.attempt_ended(i, &session, &turn);
                 let why = turn.reason.clone().unwrap_or_else(|| "cut by a crash".into());
-                self.step_interrupted(i, why, &session).await?;
+                self.step_interrupted(i, why).await?;
             }
             TurnStatus::Interrupted if step.timed_out => {
                 self.attempt_ended(i, &session, &turn);
@@ -390,7 +369,7 @@ impl RunState {
             TurnStatus::Interrupted => {
                 self.attempt_ended(i, &session, &turn);
                 let why = turn.reason.clone().unwrap_or_else(|| "its turn was interrupted".into());
-                self.step_interrupted(i, why, &session).await?;
+                self.step_interrupted(i, why).await?;
             }
             _ => {
                 self.attempt_ended(i, &session, &turn);
@@ -583,7 +562,7 @@ impl RunState {
             .await
     }
 
-    async fn step_interrupted(&mut self, i: usize, why: String, _session: &SessionRecord) -> DaemonResult<()> {
+    async fn step_interrupted(&mut self, i: usize, why: String) -> DaemonResult<()> {
         let step = self.record.steps[i].clone();
         let auto = self.workflow.step(&step.step_id).is_some_and(|d| d.on_interrupt == OnInterrupt::Retry);
         if auto && step.attempts <= MAX_AUTOMATIC_RETRIES {
