@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// `[prices.NAME]`: cost per million tokens, for workflow budgets.
     #[serde(default)]
     pub prices: bosun_actors::Prices,
+    /// `[termbridge]`: terminal control (docs/TERMINALS.md).
+    #[serde(default)]
+    pub termbridge: bosun_actors::TermBridgeSettings,
 }
 
 /// `[auth]`: who needs a token (docs/SECURITY.md).
@@ -144,6 +147,7 @@ pub struct DaemonConfig {
     pub docker: Option<DockerConfig>,
     pub git: GitSettings,
     pub prices: bosun_actors::Prices,
+    pub termbridge: bosun_actors::TermBridgeSettings,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.

@@ -67,6 +67,7 @@ pub async fn run(
             loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
             git: config.git.clone(),
             prices: config.prices.clone(),
+            termbridge: config.termbridge.clone(),
         },
     );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed
@@ -89,6 +90,7 @@ pub async fn run(
         sessions_spec(&ctx),
         workflows_spec(&ctx),
         tasks_spec(&ctx),
+        terminals_spec(&ctx),
         auth_spec(auth.records()),
         front_spec(&ctx, listener, auth, connections),
     ];
@@ -148,6 +150,13 @@ fn workflows_spec(ctx: &Context) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::WORKFLOWS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(15)), move || {
         (bosun_actors::workflows::WorkflowsSupervisor, ctx.clone())
+    })
+}
+
+fn terminals_spec(ctx: &Context) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::for_actor(names::TERMINALS, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(10)), move || {
+        (bosun_actors::terminals::TerminalsSupervisor, ctx.clone())
     })
 }
 

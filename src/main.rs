@@ -102,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         docker: file.docker,
         git: file.git,
         prices: file.prices,
+        termbridge: file.termbridge,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

@@ -15,6 +15,9 @@ pub struct Context {
     pub providers: Arc<ProviderRegistry>,
     pub settings: Settings,
     pub health: Arc<HealthCounters>,
+    /// The `pty` terminals running now: their processes outlive a restart
+    /// of their binding's actor, which finds them here again.
+    pub terminals: Arc<crate::terminals::LiveTerminals>,
 }
 
 /// Daemon-wide settings the actors need.
@@ -36,6 +39,35 @@ pub struct Settings {
     pub git: GitSettings,
     /// What a provider's tokens cost (`[prices.NAME]`), for workflow budgets.
     pub prices: Prices,
+    /// `[termbridge]`: terminals.
+    pub termbridge: TermBridgeSettings,
+}
+
+/// `[termbridge]` in the daemon's config (docs/TERMINALS.md).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TermBridgeSettings {
+    /// What a binding with no session may do unasked: `plan-only` (the
+    /// default) asks before a command is started or text that would run
+    /// something is sent.
+    pub policy: bosun_proto::Policy,
+    /// How long one call to a terminal's IPC may take, in milliseconds.
+    pub ipc_timeout_ms: u64,
+    /// How often a call that timed out is tried again.
+    pub retries: u32,
+    /// How much of each `pty` terminal's output is kept, in KiB.
+    pub scrollback_kb: u64,
+}
+
+impl Default for TermBridgeSettings {
+    fn default() -> Self {
+        TermBridgeSettings {
+            policy: bosun_proto::Policy::PlanOnly,
+            ipc_timeout_ms: 3000,
+            retries: 2,
+            scrollback_kb: 8 * 1024,
+        }
+    }
 }
 
 /// `[prices.NAME]`: a provider's price per million tokens, in whatever
@@ -84,7 +116,13 @@ impl GitSettings {
 
 impl Context {
     pub fn new(store: Store, providers: ProviderRegistry, settings: Settings) -> Context {
-        Context { store, providers: Arc::new(providers), settings, health: Arc::new(HealthCounters::new()) }
+        Context {
+            store,
+            providers: Arc::new(providers),
+            settings,
+            health: Arc::new(HealthCounters::new()),
+            terminals: Arc::default(),
+        }
     }
 
     /// The hook every supervisor calls when it restarts a child: counts the
@@ -119,6 +157,8 @@ impl HealthCounters {
             "workflows",
             "workflow",
             "tasks",
+            "terminals",
+            "binding",
         ];
         HealthCounters {
             started: Instant::now(),

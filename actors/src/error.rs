@@ -20,6 +20,9 @@ pub enum DaemonError {
     /// An actor is restarting or did not answer in time; retrying is safe.
     #[error("{0}")]
     Unavailable(String),
+    /// The terminal (or its CLI) is not there, or cannot do this (501).
+    #[error("{0}")]
+    NotSupported(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -34,6 +37,7 @@ impl DaemonError {
             DaemonError::Conflict(_) => "conflict",
             DaemonError::PolicyUnenforceable(_) => "policy_unenforceable",
             DaemonError::Unavailable(_) => "unavailable",
+            DaemonError::NotSupported(_) => "not_supported",
             DaemonError::Internal(_) => "internal",
         }
     }

@@ -18,9 +18,10 @@ pub mod route;
 pub mod session;
 pub mod sessions;
 pub mod tasks;
+pub mod terminals;
 pub mod turn;
 pub mod workflow;
 pub mod workflows;
 
-pub use context::{Context, GitSettings, HealthCounters, Price, Prices, Settings};
+pub use context::{Context, GitSettings, HealthCounters, Price, Prices, Settings, TermBridgeSettings};
 pub use error::{DaemonError, DaemonResult};

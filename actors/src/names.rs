@@ -10,6 +10,12 @@ pub const PROVIDERS: &str = "bosun.providers";
 pub const AUTH: &str = "bosun.auth";
 pub const WORKFLOWS: &str = "bosun.workflows";
 pub const TASKS: &str = "bosun.tasks";
+pub const TERMINALS: &str = "bosun.terminals";
+
+/// One terminal binding's actor.
+pub fn binding(binding_id: &str) -> String {
+    format!("bosun.binding.{binding_id}")
+}
 
 /// One workflow run's actor.
 pub fn workflow(run_id: &str) -> String {
@@ -40,6 +46,8 @@ pub fn kind_of(name: &str) -> &str {
         AUTH => "auth",
         WORKFLOWS => "workflows",
         TASKS => "tasks",
+        TERMINALS => "terminals",
+        _ if name.starts_with("bosun.binding.") => "binding",
         _ if name.starts_with("bosun.session.") => "session",
         _ if name.starts_with("bosun.turn.") => "turn",
         _ if name.starts_with("bosun.provider.") => "provider",

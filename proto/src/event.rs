@@ -74,6 +74,16 @@ pub enum EventType {
     TaskUpdated,
     #[serde(rename = "task:removed")]
     TaskRemoved,
+    #[serde(rename = "termbridge:binding")]
+    TerminalBinding,
+    #[serde(rename = "termbridge:binding_lost")]
+    BindingLost,
+    #[serde(rename = "termbridge:action")]
+    TerminalAction,
+    #[serde(rename = "termbridge:denied")]
+    TerminalDenied,
+    #[serde(rename = "termbridge:capability_update")]
+    CapabilityUpdate,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -114,6 +124,11 @@ impl EventType {
             EventType::WorkflowCompleted => "workflow:completed",
             EventType::TaskUpdated => "task:updated",
             EventType::TaskRemoved => "task:removed",
+            EventType::TerminalBinding => "termbridge:binding",
+            EventType::BindingLost => "termbridge:binding_lost",
+            EventType::TerminalAction => "termbridge:action",
+            EventType::TerminalDenied => "termbridge:denied",
+            EventType::CapabilityUpdate => "termbridge:capability_update",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,

@@ -85,6 +85,17 @@ pub enum EventData {
     TaskUpdated(crate::task::TaskUpdated),
     #[serde(rename = "task:removed")]
     TaskRemoved(crate::task::TaskRemoved),
+    /// A terminal binding was made, or its state changed.
+    #[serde(rename = "termbridge:binding")]
+    TerminalBinding(crate::terminal::TerminalBinding),
+    #[serde(rename = "termbridge:binding_lost")]
+    BindingLost(crate::terminal::BindingLost),
+    #[serde(rename = "termbridge:action")]
+    TerminalAction(crate::terminal::TerminalAction),
+    #[serde(rename = "termbridge:denied")]
+    TerminalDenied(crate::terminal::TerminalDenied),
+    #[serde(rename = "termbridge:capability_update")]
+    CapabilityUpdate(crate::terminal::CapabilityUpdate),
     #[serde(rename = "actor:restarted")]
     ActorRestarted(ActorRestarted),
     #[serde(rename = "diagnostics:log")]
@@ -124,6 +135,11 @@ impl EventData {
             EventData::WorkflowCompleted(_) => EventType::WorkflowCompleted,
             EventData::TaskUpdated(_) => EventType::TaskUpdated,
             EventData::TaskRemoved(_) => EventType::TaskRemoved,
+            EventData::TerminalBinding(_) => EventType::TerminalBinding,
+            EventData::BindingLost(_) => EventType::BindingLost,
+            EventData::TerminalAction(_) => EventType::TerminalAction,
+            EventData::TerminalDenied(_) => EventType::TerminalDenied,
+            EventData::CapabilityUpdate(_) => EventType::CapabilityUpdate,
             EventData::ActorRestarted(_) => EventType::ActorRestarted,
             EventData::DiagnosticsLog(_) => EventType::DiagnosticsLog,
         }
@@ -179,7 +195,12 @@ impl EventData {
             | EventData::WorkflowPaused(_)
             | EventData::WorkflowCompleted(_)
             | EventData::TaskUpdated(_)
-            | EventData::TaskRemoved(_) => None,
+            | EventData::TaskRemoved(_)
+            | EventData::TerminalBinding(_)
+            | EventData::BindingLost(_)
+            | EventData::TerminalAction(_)
+            | EventData::TerminalDenied(_)
+            | EventData::CapabilityUpdate(_) => None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod query;
 pub mod schema;
 pub mod task;
+pub mod terminal;
 pub mod workflow;
 pub mod ws;
 
@@ -25,5 +26,6 @@ pub use ids::{ApprovalId, DeviceId, SessionId, TurnId, WorkflowRunId};
 pub use model::*;
 pub use query::*;
 pub use task::*;
+pub use terminal::*;
 pub use workflow::*;
 pub use ws::{ClientOp, Control, ServerFrame, TopicFilter};

@@ -350,6 +350,7 @@ where
         docker: None,
         git: Default::default(),
         prices: Default::default(),
+        termbridge: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

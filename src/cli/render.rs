@@ -200,6 +200,33 @@ fn summary(env: &Envelope) -> String {
             format!("{} {} {} (by {})", e.task.id, e.task.status, quote(&e.task.title, 60), e.by)
         }
         EventData::TaskRemoved(e) => format!("{} removed (by {})", e.id, e.by),
+        EventData::TerminalBinding(e) => {
+            let b = &e.binding;
+            let how = match (&b.exit, &b.reason) {
+                (Some(x), _) => match (&x.code, &x.signal) {
+                    (_, Some(sig)) => format!(" ({sig})"),
+                    (Some(code), None) => format!(" (exit {code})"),
+                    (None, None) => String::new(),
+                },
+                (None, Some(r)) => format!(" ({r})"),
+                (None, None) => String::new(),
+            };
+            format!("{} {} {} {}{how}", b.binding_id, b.terminal, b.ipc_endpoint, b.state)
+        }
+        EventData::BindingLost(e) => format!("{} {} lost: {}", e.binding_id, e.terminal, e.reason),
+        EventData::TerminalAction(e) => {
+            format!(
+                "{} {} {} ({}, {:.1} ms) {}",
+                e.binding_id, e.terminal, e.action, e.decision, e.latency_ms, e.detail
+            )
+        }
+        EventData::TerminalDenied(e) => {
+            format!("{} {} {} denied: {}", e.binding_id.as_deref().unwrap_or("-"), e.terminal, e.action, e.reason)
+        }
+        EventData::CapabilityUpdate(e) => {
+            let t = &e.terminal;
+            format!("{} installed={} running={} reachable={}", t.terminal, t.installed, t.running, t.reachable)
+        }
         EventData::WorkflowStarted(e) => format!("{} {:?} started, {} steps", e.run.id, e.run.name, e.run.steps.len()),
         EventData::WorkflowStep(e) => {
             let s = e.step;

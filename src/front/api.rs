@@ -186,6 +186,7 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["approvals", _], _) => Err(not_allowed(req, "GET, POST")),
             (["workflows", "runs", more @ ..], _) => super::workflows::route(ctx, req, more).await,
             (["tasks", more @ ..], _) => super::tasks::route(ctx, req, more).await,
+            (["terminals", more @ ..], _) => super::terminals::route(ctx, req, more).await,
             (["events"], Method::GET) => events(ctx, req),
             (["events"], _) => Err(not_allowed(req, "GET")),
             (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),

@@ -55,6 +55,7 @@ impl ApiError {
                     StatusCode::CONFLICT
                 }
                 DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DaemonError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
                 DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -13,6 +13,8 @@ pub mod openapi;
 mod pwa;
 mod server;
 mod tasks;
+mod terminal_ws;
+mod terminals;
 mod workflows;
 mod ws;
 
@@ -25,6 +27,8 @@ use bosun_actors::providers::ProvidersMsg;
 use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::tasks::TasksMsg;
+use bosun_actors::terminals::binding::BindingMsg;
+use bosun_actors::terminals::TerminalsMsg;
 use bosun_actors::turn::TurnMsg;
 use bosun_actors::workflow::RunMsg;
 use bosun_actors::workflows::WorkflowsMsg;
@@ -95,6 +99,48 @@ pub fn routes(
                 }
             },
         );
+    let term_ctx = ctx.clone();
+    let term_auth = auth.clone();
+    let terminal = warp::path!("ws" / "terminal" / String)
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(boundary)
+        .map(
+            move |id: String,
+                  ws: warp::ws::Ws,
+                  headers: HeaderMap,
+                  query: String,
+                  conn: server::ConnInfo,
+                  authority: authority::RequestAuthority| {
+                let ctx = term_ctx.clone();
+                let auth = term_auth.clone();
+                let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
+                let access = match ws::admit(&auth, &headers, &query, peer, &authority.text) {
+                    Ok(access) => access,
+                    Err(refused) => return auth::error_response(&refused),
+                };
+                if access.is_none() {
+                    conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
+                }
+                let from = match terminal_ws::from_offset(&query) {
+                    Ok(from) => from,
+                    Err(e) => return ApiError::BadRequest(e).into_response(),
+                };
+                // Who may not see it is not told it exists.
+                if access.is_some() && !terminal_ws::exists(&ctx, &id) {
+                    return ApiError::NotFound(format!("terminal binding {id:?} not found")).into_response();
+                }
+                let slot = conn.slot.clone();
+                ws.max_message_size(MAX_WS_FRAME)
+                    .max_frame_size(MAX_WS_FRAME)
+                    .on_upgrade(move |socket| async move {
+                        slot.budget.lift();
+                        terminal_ws::serve(socket, ctx, access, auth, peer, id, from).await
+                    })
+                    .into_response()
+            },
+        );
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -129,6 +175,8 @@ pub fn routes(
             },
         );
     websocket
+        .or(terminal)
+        .unify()
         .or(api)
         .unify()
         .recover(|rejection: warp::Rejection| async move {
@@ -175,6 +223,15 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
             send_later::<TasksMsg>(names::TASKS, later, || TasksMsg::Crash)?;
             names::TASKS.to_string()
         }
+        ("terminals", "") => {
+            send_later::<TerminalsMsg>(names::TERMINALS, later, || TerminalsMsg::Crash)?;
+            names::TERMINALS.to_string()
+        }
+        ("binding", id) if !id.is_empty() => {
+            let name = names::binding(id);
+            send_later::<BindingMsg>(&name, later, || BindingMsg::Crash)?;
+            name
+        }
         ("workflow", id) if !id.is_empty() => {
             let name = names::workflow(id);
             send_later::<RunMsg>(&name, later, || RunMsg::Crash)?;
@@ -203,7 +260,7 @@ pub fn crash_target(ctx: &Context, target: &str) -> Result<String, ApiError> {
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, workflow:RUN_ID, front, sessions, workflows, tasks, providers or diagnostics"
+            "unknown target {target:?}; use session:ID, turn:ID, provider:SESSION_ID, workflow:RUN_ID, binding:ID, front, sessions, workflows, tasks, terminals, providers or diagnostics"
         )))
         }
     };

@@ -26,7 +26,7 @@ use warp::ws::{Message, WebSocket};
 /// How long one frame may take to go out before the client is deemed gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keep-alive pings, so idle connections survive proxies and NATs.
-const PING_EVERY: Duration = Duration::from_secs(25);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(25);
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 512;
 /// Live events written to the socket before one flush.
@@ -34,7 +34,7 @@ const LIVE_BATCH: usize = 64;
 /// Replayed events written to the socket before one flush.
 const REPLAY_FLUSH_EVERY: usize = 64;
 /// How long a connection that must authenticate by its first message may take to send it.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much a connection that must authenticate by its first message may
 /// send before it has: the `auth` message is under 200 bytes. Past this
 /// nothing more is read from it (front/connections.rs, `ReadBudget`), so an
@@ -44,7 +44,7 @@ pub const PRE_AUTH_BYTES: usize = 4 * 1024;
 /// and every live event is matched against each of them.
 pub const MAX_TOPICS: usize = 1024;
 /// The close code for a refused token, after HTTP's 401.
-const CLOSE_UNAUTHORIZED: u16 = 4401;
+pub(super) const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// `{"op":"auth","token":"..."}`, which is not a [`ClientOp`]: it is read
 /// before the connection is let in, or answered on its own afterwards.
@@ -54,7 +54,7 @@ struct AuthOp {
     token: String,
 }
 
-fn auth_token(msg: &Message) -> Option<String> {
+pub(super) fn auth_token(msg: &Message) -> Option<String> {
     let op: AuthOp = if msg.is_text() {
         serde_json::from_slice(msg.as_bytes()).ok()?
     } else if msg.is_binary() {

@@ -24,6 +24,7 @@ mod pending;
 pub mod records;
 mod store;
 pub mod task;
+pub mod terminal;
 pub mod workflow;
 mod writer;
 
@@ -36,6 +37,7 @@ pub use owner::Owner;
 pub use records::*;
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
 pub use task::TaskRecord;
+pub use terminal::{BindingRecord, ScrollbackChunk, TerminalRecord};
 pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,10 @@ pub enum Owner {
     Workflow,
     /// The tasks actor: every task.
     Tasks,
+    /// The terminals actor: the capability map and the consents.
+    Terminals,
+    /// A terminal binding's actor: its binding and its scrollback.
+    Binding,
     /// The daemon's start, before any actor runs: the sweep of agent
     /// processes a killed run left behind.
     Startup,
@@ -54,6 +58,8 @@ impl Owner {
             Owner::Auth => "auth",
             Owner::Workflow => "workflow",
             Owner::Tasks => "tasks",
+            Owner::Terminals => "terminals",
+            Owner::Binding => "binding",
             Owner::Startup => "startup",
         }
     }

@@ -390,6 +390,42 @@ impl Store {
         decode_all(tree.scan_prefix(prefix.as_bytes()))
     }
 
+    /// Records whose key starts with `prefix`, from the last one keyed at
+    /// or before `from_key` (or the first after it, if none is), in key
+    /// order, at most `limit`: the chunk holding an offset and those after.
+    pub fn scan_prefix_from<R: Record>(
+        &self,
+        prefix: &str,
+        from_key: &str,
+        limit: usize,
+    ) -> Result<Vec<R>, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        let start = match tree.range(prefix.as_bytes()..=from_key.as_bytes()).next_back() {
+            Some(item) => item?.0.to_vec(),
+            None => prefix.as_bytes().to_vec(),
+        };
+        let prefix = prefix.as_bytes();
+        decode_all(
+            tree.range(start..)
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+                .take(limit),
+        )
+    }
+
+    /// The first and the last record whose key starts with `prefix`, read
+    /// without walking the ones between.
+    pub fn first_and_last<R: Record>(&self, prefix: &str) -> Result<Option<(R, R)>, StoreError> {
+        let tree = self.inner.shared.tree(R::TREE)?;
+        let mut iter = tree.scan_prefix(prefix.as_bytes());
+        let Some(first) = iter.next() else { return Ok(None) };
+        let (_, first) = first?;
+        let last = match iter.next_back() {
+            Some(item) => item?.1,
+            None => first.clone(),
+        };
+        Ok(Some((codec::decode_record(&first)?, codec::decode_record(&last)?)))
+    }
+
     /// How many records of a kind are stored (walks the tree; 0 if it cannot
     /// be read).
     pub fn count<R: Record>(&self) -> usize {
@@ -486,7 +522,9 @@ fn is_lock_contention(err: &sled::Error) -> bool {
     matches!(err, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
-fn decode_all<R: Record>(iter: sled::Iter) -> Result<Vec<R>, StoreError> {
+fn decode_all<R: Record>(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<Vec<R>, StoreError> {
     let mut out = Vec::new();
     for item in iter {
         let (_, value) = item?;

@@ -151,6 +151,32 @@ impl Jail {
         cmd
     }
 
+    /// The command line that runs `program` inside the jail on a terminal
+    /// of its own (a PTY terminal of the session): bwrap, its options, `--`,
+    /// the program. Unlike [`Jail::command`] it keeps the terminal as the
+    /// jailed tree's controlling terminal (no `--new-session`): the PTY is
+    /// the jail's own, so a keystroke pushed into it (TIOCSTI) lands where
+    /// its own output goes, nowhere else, and job control keeps working.
+    /// The environment is the caller's to set ([`BASIC_ENV`] is what a
+    /// shell in the jail should see); rlimits are not applied.
+    pub fn terminal_command(&self, program: impl AsRef<OsStr>, cwd: &Path) -> Vec<std::ffi::OsString> {
+        let mut argv: Vec<std::ffi::OsString> = vec![self.bwrap.clone().into_os_string()];
+        argv.extend(self.args(cwd).into_iter().filter(|a| *a != OsStr::new("--new-session")).map(OsStr::to_os_string));
+        argv.push("--".into());
+        argv.push(program.as_ref().to_os_string());
+        argv
+    }
+
+    /// The environment a jailed shell is given ([`JailEnv::Basic`]).
+    pub fn basic_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        std::env::vars_os()
+            .filter(|(name, _)| {
+                let name = name.to_string_lossy();
+                BASIC_ENV.contains(&name.as_ref()) || name.starts_with("LC_")
+            })
+            .collect()
+    }
+
     /// The bwrap options, in mount order: later mounts cover earlier ones.
     fn args<'a>(&'a self, cwd: &'a Path) -> Vec<&'a OsStr> {
         let mut args: Vec<&'a OsStr> = Vec::new();

@@ -32,3 +32,13 @@ pub enum PtyError {
     #[error("invalid terminal size {cols}x{rows}: both must be between 1 and 1000")]
     InvalidSize { cols: u16, rows: u16 },
 }
+
+/// Hangs up the process group led by `pid`, as closing its terminal would:
+/// for a terminal's child left behind by a daemon that was killed (the
+/// caller has checked that `pid` is still that child).
+pub fn hang_up_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGHUP);
+    }
+}

@@ -251,6 +251,64 @@ impl Client {
         self.post(&["api", "v1", "tasks", id, "run"]).json(req).send().await
     }
 
+    pub async fn terminals(&self) -> Result<TerminalList> {
+        self.get(&["api", "v1", "terminals"]).send().await
+    }
+
+    pub async fn discover_terminals(&self) -> Result<TerminalList> {
+        self.post(&["api", "v1", "terminals", "discover"]).send().await
+    }
+
+    /// Grants (or with `grant: false` revokes) consent to control `terminal`.
+    pub async fn consent(&self, terminal: TerminalKind, grant: bool) -> Result<TerminalView> {
+        let segments = ["api", "v1", "terminals", terminal.as_str(), "consent"];
+        if grant {
+            self.post(&segments).send().await
+        } else {
+            self.delete(&segments).send().await
+        }
+    }
+
+    pub async fn bindings(&self) -> Result<BindingList> {
+        self.get(&["api", "v1", "terminals", "bindings"]).send().await
+    }
+
+    pub async fn spawn_terminal(&self, req: &SpawnTerminalRequest) -> Result<BindingView> {
+        self.post(&["api", "v1", "terminals", "bindings"]).json(req).send().await
+    }
+
+    pub async fn binding(&self, id: &str) -> Result<BindingView> {
+        self.get(&["api", "v1", "terminals", "bindings", id]).send().await
+    }
+
+    pub async fn close_binding(&self, id: &str) -> Result<BindingView> {
+        self.delete(&["api", "v1", "terminals", "bindings", id]).within(Duration::from_secs(30)).send().await
+    }
+
+    pub async fn send_text(&self, id: &str, req: &SendTextRequest) -> Result<ActionDone> {
+        self.post(&["api", "v1", "terminals", "bindings", id, "send"]).json(req).send().await
+    }
+
+    pub async fn read_text(&self, id: &str) -> Result<TerminalText> {
+        self.get(&["api", "v1", "terminals", "bindings", id, "text"]).send().await
+    }
+
+    pub async fn resize_terminal(&self, id: &str, req: &ResizeRequest) -> Result<BindingView> {
+        self.post(&["api", "v1", "terminals", "bindings", id, "resize"]).json(req).send().await
+    }
+
+    /// The socket of a `pty` terminal, from byte `from` of its output.
+    pub async fn attach_terminal(&self, id: &str, from: u64) -> Result<crate::TerminalStream> {
+        let mut url = self.endpoint(&["ws", "terminal", id]);
+        url.set_scheme("ws")
+            .map_err(|()| ClientError::BadUrl { url: url.to_string(), why: "not convertible to ws://".into() })?;
+        url.query_pairs_mut().append_pair("from", &from.to_string());
+        if let Some(token) = &self.token {
+            url.query_pairs_mut().append_pair("token", token);
+        }
+        crate::TerminalStream::connect(self, url).await
+    }
+
     pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
         self.get(&["api", "v1", "events"]).query(query).send().await
     }

@@ -10,9 +10,11 @@
 mod error;
 mod follow;
 mod http;
+mod terminal;
 
 pub use error::ClientError;
 pub use follow::{Followed, Follower, FollowerConfig, Notices};
 pub use http::Client;
+pub use terminal::{TerminalEvent, TerminalStream};
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

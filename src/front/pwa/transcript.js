@@ -225,6 +225,20 @@ export const renderers = {
     }),
   'task:removed': (d) => el('div', { class: 'row event', text: 'Task removed (by ' + d.by + ')' }),
 
+  // A session's terminals: the Terminal tab (terminal.js) shows them live;
+  // the transcript says when one starts, ends or is acted on.
+  'termbridge:binding': (d) => {
+    const b = d.binding;
+    const how = b.exit ? (b.exit.signal ? ' (' + b.exit.signal + ')' : ' (exit ' + b.exit.code + ')') : '';
+    const what = b.command.length ? b.command.join(' ') : 'shell';
+    return el('div', { class: 'row event', text: 'Terminal ' + b.terminal + ' ' + what + ': ' + b.state + how });
+  },
+  'termbridge:binding_lost': (d) => el('div', { class: 'row event', text: 'Terminal ' + d.terminal + ' lost: ' + d.reason }),
+  'termbridge:action': (d) =>
+    el('div', { class: 'row event', text: 'Terminal ' + d.action + ' (' + d.decision + ', ' + d.latency_ms.toFixed(1) + ' ms) ' + d.detail }),
+  'termbridge:denied': (d) => el('div', { class: 'row event', text: 'Terminal ' + d.action + ' denied: ' + d.reason }),
+  'termbridge:capability_update': notInTranscript,
+
   'diagnostics:log': (d) => el('div', { class: 'row event', text: (d.level || 'log') + ': ' + (d.message || '') }),
 };
 

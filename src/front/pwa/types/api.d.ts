@@ -99,6 +99,11 @@ export type EventType =
       | 'workflow:completed'
       | 'task:updated'
       | 'task:removed'
+      | 'termbridge:binding'
+      | 'termbridge:binding_lost'
+      | 'termbridge:action'
+      | 'termbridge:denied'
+      | 'termbridge:capability_update'
       | 'actor:restarted'
       | 'diagnostics:log'
     )

@@ -136,6 +136,26 @@ export type BosunEvent = {
       data: TaskRemoved;
     }
   | {
+      type: 'termbridge:binding';
+      data: TerminalBinding;
+    }
+  | {
+      type: 'termbridge:binding_lost';
+      data: BindingLost;
+    }
+  | {
+      type: 'termbridge:action';
+      data: TerminalAction;
+    }
+  | {
+      type: 'termbridge:denied';
+      data: TerminalDenied;
+    }
+  | {
+      type: 'termbridge:capability_update';
+      data: CapabilityUpdate;
+    }
+  | {
       type: 'actor:restarted';
       data: ActorRestarted;
     }
@@ -332,6 +352,11 @@ export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipp
  */
 export type WorkflowEventKind = 'progress' | 'stalled' | 'budget' | 'resumed';
 export type TaskStatus = 'todo' | 'in_progress' | 'done';
+/**
+ * A kind of terminal the daemon can drive.
+ */
+export type TerminalKind = ('tmux' | 'kitty' | 'wezterm' | 'konsole' | 'tilix' | 'alacritty') | 'pty';
+export type BindingState = 'open' | 'exited' | 'lost' | 'closed';
 /**
  * How serious a `diagnostics:log` line is.
  */
@@ -875,6 +900,167 @@ export interface TaskRemoved {
   id: string;
   session_id: SessionId;
   by: string;
+}
+/**
+ * `termbridge:binding`: a binding was made, or its state changed.
+ */
+export interface TerminalBinding {
+  binding: BindingView;
+}
+export interface BindingView {
+  /**
+   * `b_` and 12 hex digits.
+   */
+  binding_id: string;
+  terminal: TerminalKind;
+  session_id?: SessionId | null;
+  /**
+   * Where it is: `pty://b_…`, `tmux://%3`, `kitty://window/7`.
+   */
+  ipc_endpoint: string;
+  pid?: number | null;
+  labels: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * What was started in it (empty: the user's shell).
+   */
+  command: string[];
+  cwd: string;
+  state: BindingState;
+  /**
+   * Set once it has `exited`.
+   */
+  exit?: ExitView | null;
+  /**
+   * Why it is `lost` or `closed`.
+   */
+  reason?: string | null;
+  /**
+   * Whether it runs inside its session's jail.
+   */
+  jailed: boolean;
+  /**
+   * `pty` only.
+   */
+  size?: TerminalSize | null;
+  /**
+   * `pty` only.
+   */
+  output?: OutputRange | null;
+  created_at: string;
+  updated_at: string;
+}
+/**
+ * How a process ended: its exit code, or the signal that ended it.
+ */
+export interface ExitView {
+  code?: number | null;
+  signal?: string | null;
+}
+export interface TerminalSize {
+  cols: number;
+  rows: number;
+}
+/**
+ * A `pty` terminal's output, as byte offsets in its stream: `start` is the
+ * oldest byte still kept in the scrollback, `end` the next to come.
+ */
+export interface OutputRange {
+  start: number;
+  end: number;
+}
+/**
+ * `termbridge:binding_lost`: its pane is gone, or is not provably the same.
+ */
+export interface BindingLost {
+  binding_id: string;
+  terminal: TerminalKind;
+  session_id?: SessionId | null;
+  reason: string;
+}
+/**
+ * `termbridge:action`: an action carried out on a binding.
+ */
+export interface TerminalAction {
+  binding_id: string;
+  terminal: TerminalKind;
+  session_id?: SessionId | null;
+  /**
+   * `spawn`, `send_text`, `read_text`, `focus`, `resize`, `close`, …
+   */
+  action: string;
+  /**
+   * What allowed it: `allowed` (nothing to ask), `approved`, `full-access`.
+   */
+  decision: string;
+  latency_ms: number;
+  /**
+   * Sanitized: no escape sequence reaches the log.
+   */
+  detail: string;
+}
+/**
+ * `termbridge:denied`: an action refused, and why.
+ */
+export interface TerminalDenied {
+  binding_id?: string | null;
+  terminal: TerminalKind;
+  session_id?: SessionId | null;
+  action: string;
+  reason: string;
+}
+/**
+ * `termbridge:capability_update`: a terminal's entry in the map changed.
+ */
+export interface CapabilityUpdate {
+  terminal: TerminalView;
+}
+/**
+ * One entry of the capability map (`GET /api/v1/terminals`).
+ */
+export interface TerminalView {
+  terminal: TerminalKind;
+  /**
+   * Its program is on the daemon's PATH.
+   */
+  installed: boolean;
+  /**
+   * An instance is running that the daemon can find.
+   */
+  running: boolean;
+  /**
+   * Its control socket or bus answered.
+   */
+  reachable: boolean;
+  version?: string | null;
+  capabilities: TerminalCapabilities;
+  /**
+   * It cannot be controlled until a user grants consent.
+   */
+  requires_opt_in: boolean;
+  consent_granted_at?: string | null;
+  notes: string[];
+  risk_flags: string[];
+  discovered_at: string;
+}
+/**
+ * What a terminal lets the daemon do. The UI offers only these.
+ */
+export interface TerminalCapabilities {
+  spawn: boolean;
+  split: boolean;
+  focus: boolean;
+  send_text: boolean;
+  read_text: boolean;
+  clipboard_read: boolean;
+  clipboard_write: boolean;
+  /**
+   * The binding's cwd follows OSC 7 (and 9;9) in the terminal's output.
+   */
+  cwd_sync: boolean;
+  bracketed_paste: boolean;
+  max_clipboard_kb: number;
 }
 export interface ActorRestarted {
   actor: string;

@@ -1,0 +1,333 @@
+//! PTY terminals against the real binary: spawned through the API, read
+//! over `/ws/terminal/{id}` byte-exact to their end, reattached, held back
+//! by flow control, resized, and readable after a kill -9 of the daemon.
+
+mod common;
+
+use bosun_client::{TerminalEvent, TerminalStream};
+use bosun_proto::{BindingState, BindingView, ResizeRequest, SendTextRequest, SpawnTerminalRequest, TerminalKind};
+use common::*;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+fn spawn_req(command: &[&str]) -> SpawnTerminalRequest {
+    SpawnTerminalRequest {
+        terminal: Some(TerminalKind::Pty),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn spawn(d: &Daemon, command: &[&str]) -> BindingView {
+    d.client().spawn_terminal(&spawn_req(command)).await.expect("spawn a terminal")
+}
+
+/// Everything from the stream until its end, acknowledging as it goes; the
+/// offsets must follow on from each other exactly.
+async fn read_to_end(stream: &mut TerminalStream, timeout: Duration) -> (Vec<u8>, bosun_proto::TerminalExit) {
+    let mut out = Vec::new();
+    let mut next = stream.hello.from;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, stream.next()).await.expect("the terminal ended in time").expect("read");
+        match event {
+            TerminalEvent::Output { offset, bytes } => {
+                assert_eq!(offset, next, "output continues exactly where the last frame ended");
+                next += bytes.len() as u64;
+                out.extend_from_slice(&bytes);
+                stream.writer().ack(next).await.expect("ack");
+            }
+            TerminalEvent::Exit(exit) => {
+                assert_eq!(exit.end, next, "the end frame comes after every byte");
+                return (out, exit);
+            }
+            TerminalEvent::Closed => panic!("the socket closed without the terminal's end"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_byte_of_a_thousand_short_lived_commands_arrives_before_their_exit() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let client = d.client();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Four at a time: attaching races the exit in every possible order.
+    let per_worker = 250;
+    for worker in 0..4 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for i in 0..per_worker {
+                let code = (worker * per_worker + i) % 7;
+                let script = format!("echo ready; exit {code}");
+                let req = spawn_req(&["sh", "-c", &script]);
+                let b = client.spawn_terminal(&req).await.expect("spawn");
+                let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+                let (out, exit) = read_to_end(&mut stream, Duration::from_secs(30)).await;
+                assert_eq!(out, b"ready\r\n", "command {i} of worker {worker}");
+                assert_eq!(exit.state, BindingState::Exited);
+                assert_eq!(exit.exit.and_then(|e| e.code), Some(code));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a worker");
+    }
+    let bindings = client.bindings().await.expect("bindings").bindings;
+    assert_eq!(bindings.len(), 1000);
+    assert!(bindings.iter().all(|b| b.state == BindingState::Exited && b.output.is_some_and(|o| o.end == 7)));
+}
+
+#[tokio::test]
+async fn a_200_mb_stream_arrives_byte_exact_and_the_scrollback_keeps_its_tail() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    // Random bytes through a PTY with output processing off (no CR added).
+    let file = dir.path().join("big");
+    let status = std::process::Command::new("head")
+        .args(["-c", "200000000", "/dev/urandom"])
+        .stdout(std::fs::File::create(&file).expect("create"))
+        .status()
+        .expect("head");
+    assert!(status.success());
+    let data = std::fs::read(&file).expect("read");
+    let expected = Sha256::digest(&data);
+    let script = format!("stty -opost; cat {}", file.display());
+    let b = spawn(&d, &["sh", "-c", &script]).await;
+    let mut stream = d.client().attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut hasher = Sha256::new();
+    let mut next = 0u64;
+    let exit = loop {
+        match tokio::time::timeout(Duration::from_secs(120), stream.next()).await.expect("in time").expect("read") {
+            TerminalEvent::Output { offset, bytes } => {
+                assert_eq!(offset, next);
+                next += bytes.len() as u64;
+                hasher.update(&bytes);
+                stream.writer().ack(next).await.expect("ack");
+            }
+            TerminalEvent::Exit(exit) => break exit,
+            TerminalEvent::Closed => panic!("closed without an end"),
+        }
+    };
+    assert_eq!(next, data.len() as u64, "every byte, none extra");
+    assert_eq!(hasher.finalize(), expected, "the same bytes, in the same order");
+    assert_eq!(exit.end, next);
+    // The retention (8 MiB by default) keeps the tail, byte-exact too.
+    let text = d.client().binding(&b.binding_id).await.expect("binding");
+    let range = text.output.expect("a pty has an output range");
+    assert_eq!(range.end, data.len() as u64);
+    assert!(range.end - range.start >= 8 * 1024 * 1024, "{range:?}");
+    let mut tail = d.client().attach_terminal(&b.binding_id, range.end - 1000).await.expect("attach again");
+    let (bytes, _) = read_to_end(&mut tail, Duration::from_secs(30)).await;
+    assert_eq!(bytes, data[data.len() - 1000..]);
+}
+
+#[tokio::test]
+async fn a_reattach_from_the_rendered_offset_loses_and_repeats_nothing() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.005; done"]).await;
+    let client = d.client();
+    let mut seen = Vec::new();
+    let mut rendered = 0u64;
+    let mut reconnects = 0;
+    let exit = 'outer: loop {
+        let mut stream = client.attach_terminal(&b.binding_id, rendered).await.expect("attach");
+        assert_eq!(stream.hello.from, rendered);
+        // Drop the socket after a few frames, as a reload or a network change would.
+        for _ in 0..5 {
+            match stream.next().await.expect("read") {
+                TerminalEvent::Output { offset, bytes } => {
+                    assert_eq!(offset, rendered, "resumed exactly at the rendered offset");
+                    rendered += bytes.len() as u64;
+                    seen.extend_from_slice(&bytes);
+                }
+                TerminalEvent::Exit(exit) => break 'outer exit,
+                TerminalEvent::Closed => panic!("closed"),
+            }
+        }
+        reconnects += 1;
+    };
+    assert!(reconnects > 3, "the test dropped the socket mid-stream ({reconnects} times)");
+    let expected: String = (0..400).map(|i| format!("line {i}\r\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&seen), expected);
+    assert_eq!(exit.end, rendered);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_pauses_the_terminal_and_memory_stays_bounded() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let before = rss_kib(d.pid());
+    // Endless output.
+    let b = spawn(&d, &["sh", "-c", "stty -opost; yes 0123456789abcdefghijklmnopqrstuvwxyz"]).await;
+    let client = d.client();
+    // Attached, reading nothing and acknowledging nothing.
+    let stuck = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The terminal stops growing: its reader waits for the client.
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let end = client.binding(&b.binding_id).await.expect("binding").output.expect("range").end;
+        if end != last {
+            last = end;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the terminal never paused (at {end} bytes)");
+    }
+    assert!(last > 0 && last < 64 * 1024 * 1024, "paused near the high watermark, at {last} bytes");
+    let rss = rss_kib(d.pid());
+    assert!(rss < before + 200 * 1024, "the daemon's memory stays bounded: {before} KiB → {rss} KiB");
+    // Once the client reads and acknowledges, the terminal goes on.
+    let mut stuck = stuck;
+    let mut next = stuck.hello.from;
+    while next < last + 32 * 1024 * 1024 {
+        match stuck.next().await.expect("read") {
+            TerminalEvent::Output { offset, bytes } => {
+                assert_eq!(offset, next);
+                next += bytes.len() as u64;
+                stuck.writer().ack(next).await.expect("ack");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    client.close_binding(&b.binding_id).await.expect("close");
+    let closed = client.binding(&b.binding_id).await.expect("binding");
+    assert_eq!(closed.state, BindingState::Closed);
+}
+
+#[tokio::test]
+async fn resize_reaches_the_program_and_input_is_typed_into_it() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let b = spawn(&d, &["sh"]).await;
+    let client = d.client();
+    let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    stream.writer().resize(101, 37).await.expect("resize");
+    // The size is recorded once the actor has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.binding(&b.binding_id).await.expect("binding").size.map(|s| (s.cols, s.rows)) != Some((101, 37)) {
+        assert!(Instant::now() < deadline, "the size was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.writer().input(b"stty size; exit 5\r").await.expect("input");
+    let (out, exit) = read_to_end(&mut stream, Duration::from_secs(20)).await;
+    assert!(String::from_utf8_lossy(&out).contains("37 101"), "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(exit.exit.and_then(|e| e.code), Some(5));
+    // And through the API, the same.
+    let b = spawn(&d, &["sh"]).await;
+    client.resize_terminal(&b.binding_id, &ResizeRequest { cols: 90, rows: 20 }).await.expect("resize");
+    client
+        .send_text(&b.binding_id, &SendTextRequest { text: "stty size; exit".into(), paste: false, enter: true })
+        .await
+        .expect("send");
+    let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let (out, _) = read_to_end(&mut stream, Duration::from_secs(20)).await;
+    assert!(String::from_utf8_lossy(&out).contains("20 90"), "{:?}", String::from_utf8_lossy(&out));
+    let text = client.read_text(&b.binding_id).await.expect("read");
+    assert_eq!(text.text.as_bytes(), &out[..], "read gives the whole scrollback");
+}
+
+#[tokio::test]
+async fn after_a_kill_9_the_scrollback_is_readable_and_the_process_is_reported_ended() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(&data, Options::default());
+    let marker = format!("bosun-term-marker-{}", std::process::id());
+    let script = format!("echo before the kill; exec -a {marker} sleep 300");
+    let b = spawn(&d, &["bash", "-c", &script]).await;
+    let mut stream = d.client().attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("before the kill") {
+        match stream.next().await.expect("read") {
+            TerminalEvent::Output { bytes, .. } => seen.extend_from_slice(&bytes),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    wait_process_running(&marker).await;
+    d.kill9();
+    let d = d.restart();
+    let lost = d.client().binding(&b.binding_id).await.expect("binding");
+    assert_eq!(lost.state, BindingState::Lost);
+    assert!(lost.reason.as_deref().is_some_and(|r| r.contains("restarted")), "{:?}", lost.reason);
+    wait_process_gone(&marker).await;
+    let text = d.client().read_text(&b.binding_id).await.expect("read");
+    assert!(text.text.contains("before the kill"), "{:?}", text.text);
+    // Over the socket: everything stored, then the end.
+    let mut stream = d.client().attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let (out, exit) = read_to_end(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(out, text.text.as_bytes());
+    assert_eq!(exit.state, BindingState::Lost);
+    let events = d.events(None, 0).await;
+    assert!(events.iter().any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id)));
+}
+
+#[tokio::test]
+async fn a_crashed_binding_actor_is_restarted_and_the_stream_goes_on_without_a_gap() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options { fault_injection: true, ..Default::default() });
+    let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo n$i; i=$((i+1)); sleep 0.01; done"]).await;
+    let client = d.client();
+    let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.crash(&format!("binding:{}", b.binding_id)).await.expect("crash");
+    }
+    let (out, exit) = read_to_end(&mut stream, Duration::from_secs(60)).await;
+    let expected: String = (0..300).map(|i| format!("n{i}\r\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+    assert_eq!(exit.state, BindingState::Exited);
+    let health = d.client().health().await.expect("health");
+    let restarts = health.actors.get("binding").map_or(0, |a| a.restarts);
+    assert!(restarts >= 3, "{:?}", health.actors);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let cases = [
+        (json!({"terminal": "pty", "command": ["/nonexistent/program"]}), 400, "bad_request"),
+        (json!({"terminal": "pty", "cols": 0, "rows": 10}), 400, "bad_request"),
+        (json!({"terminal": "pty", "cwd": "relative/dir"}), 400, "bad_request"),
+        (json!({"terminal": "pty", "cwd": "/nonexistent-dir"}), 400, "bad_request"),
+        (json!({"terminal": "pty", "env": {"A=B": "x"}}), 400, "bad_request"),
+        (json!({"terminal": "pty", "session_id": "s_000000000000"}), 404, "not_found"),
+        (json!({"terminal": "pty", "placement": "split"}), 501, "not_supported"),
+        (json!({"terminal": "pty", "bogus": 1}), 400, "bad_request"),
+        (json!({"terminal": "xterm"}), 400, "bad_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = d.post("/api/v1/terminals/bindings", body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+    }
+    assert!(d.client().bindings().await.expect("bindings").bindings.is_empty());
+    let (status, answer) = d.get("/api/v1/terminals/bindings/b_nothere").await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")));
+    let b = spawn(&d, &["true"]).await;
+    let mut stream = d.client().attach_terminal(&b.binding_id, 0).await.expect("attach");
+    read_to_end(&mut stream, Duration::from_secs(10)).await;
+    let (status, answer) =
+        d.post(&format!("/api/v1/terminals/bindings/{}/send", b.binding_id), json!({"text": "x"})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
+    let map = d.client().terminals().await.expect("terminals").terminals;
+    let pty = map.iter().find(|t| t.terminal == TerminalKind::Pty).expect("pty in the map");
+    assert!(pty.installed && pty.capabilities.spawn && pty.capabilities.read_text && !pty.requires_opt_in);
+}
