@@ -3,5 +3,5 @@
 function __bosun_osc7 --on-event fish_prompt
     # string escape --style=url percent-encodes all but the URL-safe bytes,
     # and keeps the slashes.
-    printf '\e]7;file://%s%s\e\\' (prompt_hostname | string collect) (string escape --style=url -- $PWD)
+    printf '\e]7;file://%s%s\e\\' $hostname (string escape --style=url -- $PWD)
 end

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod osc;
 pub mod paste_guard;
+pub mod process;
 pub mod runner;
 pub mod sanitize;
 

@@ -194,7 +194,10 @@ async fn output_stream_carries_the_panes_output() {
     let tmux = server.adapter();
     tmux.connect().await.unwrap();
     let mut output = tmux.subscribe();
-    let pane = tmux.spawn(window(vec!["sh".into(), "-c".into(), "sleep 0.2; printf 'mark\\033]0;t\\007er\\n'; sleep 60".into()])).await.unwrap();
+    let pane = tmux
+        .spawn(window(vec!["sh".into(), "-c".into(), "sleep 0.2; printf 'mark\\033]0;t\\007er\\n'; sleep 60".into()]))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !bosun_termbridge::sanitize::sanitize(&seen).contains("marker") {
@@ -260,7 +263,11 @@ async fn a_spawn_with_no_server_starts_one() {
         }
     }
     let _kill = Kill(socket.clone());
-    let tmux = Tmux::new(TmuxConfig { socket: TmuxSocket::Name(socket), config_file: Some("/dev/null".into()), ..TmuxConfig::default() });
+    let tmux = Tmux::new(TmuxConfig {
+        socket: TmuxSocket::Name(socket),
+        config_file: Some("/dev/null".into()),
+        ..TmuxConfig::default()
+    });
     assert!(!tmux.discover().await.running);
     assert_eq!(tmux.describe(&PaneId::new("%0")).await, Err(TermError::PaneGone));
     let pane = tmux.spawn(window(vec!["sleep".into(), "60".into()])).await.unwrap();
@@ -304,11 +311,17 @@ async fn the_bash_hook_reports_the_cwd_through_osc7_in_the_output_stream() {
     let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("a b%c é");
     std::fs::create_dir(&odd).unwrap();
-    tmux.send_text(&shell.id, &format!("cd '{}'", odd.display()), SendMode { paste: false, enter: true }).await.unwrap();
+    tmux.send_text(&shell.id, &format!("cd '{}'", odd.display()), SendMode { paste: false, enter: true })
+        .await
+        .unwrap();
     loop {
-        let chunk = tokio::time::timeout_at(deadline.into(), output.recv()).await.expect("an OSC 7 for the odd dir").unwrap();
+        let chunk =
+            tokio::time::timeout_at(deadline.into(), output.recv()).await.expect("an OSC 7 for the odd dir").unwrap();
         if chunk.pane == shell.id
-            && parser.feed(&chunk.bytes).iter().any(|e| matches!(e, TerminalEvent::Cwd { path, .. } if *path == odd.to_string_lossy()))
+            && parser
+                .feed(&chunk.bytes)
+                .iter()
+                .any(|e| matches!(e, TerminalEvent::Cwd { path, .. } if *path == odd.to_string_lossy()))
         {
             break;
         }

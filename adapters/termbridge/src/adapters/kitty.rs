@@ -15,6 +15,7 @@ use crate::control::{
     SpawnRequest, TerminalControl, TerminalKind,
 };
 use crate::error::{Result, TermError};
+use crate::process::process_alive;
 use crate::runner::{find_on_path, CommandRunner, Invocation, IpcConfig};
 
 const KIND: TerminalKind = TerminalKind::Kitty;
@@ -87,21 +88,36 @@ impl Kitty {
             .strip_prefix("unix:")
             .ok_or_else(|| KIND.not_supported(&format!("the address {address:?} (only unix: sockets)")))?
             .to_string();
-        let connect = async move {
+        let connect = |target: String| async move {
             if let Some(name) = target.strip_prefix('@') {
                 connect_abstract(name)
             } else {
                 UnixStream::connect(&target).await
             }
         };
-        match tokio::time::timeout(self.config.ipc.timeout, connect).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(TermError::Ipc(format!("connecting to kitty at {address}: {e}"))),
-            Err(_) => Err(TermError::Timeout {
-                what: format!("connecting to kitty at {address}"),
-                after: self.config.ipc.timeout,
-                attempts: 1,
-            }),
+        // Nothing is sent before the connection is made, so a refused or
+        // busy socket (kitty accepts slowly under load) is tried again.
+        let attempts = self.config.ipc.attempts();
+        let mut attempt = 1;
+        loop {
+            let result = tokio::time::timeout(self.config.ipc.timeout, connect(target.clone())).await;
+            let error = match result {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(TermError::Ipc(format!("connecting to kitty at {address}: {e}")))
+                }
+                Ok(Err(e)) => TermError::Ipc(format!("connecting to kitty at {address}: {e}")),
+                Err(_) => TermError::Timeout {
+                    what: format!("connecting to kitty at {address}"),
+                    after: self.config.ipc.timeout,
+                    attempts: attempt,
+                },
+            };
+            if attempt >= attempts {
+                return Err(error);
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -125,6 +141,11 @@ impl Kitty {
             // Half-close: kitty reads to EOF before it answers.
             stream.shutdown().await?;
             if !expect_response {
+                // Wait for kitty to hang up: it has then taken the command,
+                // and the next connection does not race a half-read one
+                // (which kitty answered with a reset).
+                let mut sink = [0u8; 512];
+                while stream.read(&mut sink).await? > 0 {}
                 return Ok(None);
             }
             let mut reply = Vec::new();
@@ -153,8 +174,24 @@ impl Kitty {
         parse_reply(&reply)
     }
 
+    /// A read-only command, asked again when kitty closes the connection
+    /// without a reply (seen under load) or times out.
+    async fn query(&self, cmd: &str, payload: Value) -> Result<Value> {
+        let mut attempt = 1;
+        loop {
+            match self.call(cmd, payload.clone(), true).await {
+                Err(TermError::Ipc(message))
+                    if (message.contains("(0 bytes") || message.starts_with(&format!("kitty {cmd}:")))
+                        && attempt < self.config.ipc.attempts() => {}
+                Err(TermError::Timeout { .. }) if attempt < self.config.ipc.attempts() => {}
+                other => return other,
+            }
+            attempt += 1;
+        }
+    }
+
     async fn windows(&self) -> Result<Vec<WindowEntry>> {
-        let data = self.call("ls", json!({}), true).await?;
+        let data = self.query("ls", json!({})).await?;
         // kitty sends the listing as a JSON document inside a string.
         let listing: Value = match data {
             Value::String(text) => serde_json::from_str(&text).map_err(|e| TermError::Ipc(format!("kitty ls: {e}")))?,
@@ -163,9 +200,15 @@ impl Kitty {
         Ok(flatten_listing(&listing))
     }
 
+    /// The window, unless kitty no longer lists it or its process has
+    /// ended (kitty keeps listing a closing window for a moment).
     async fn window(&self, pane: &PaneId) -> Result<WindowEntry> {
         let id = window_id(pane)?;
-        self.windows().await?.into_iter().find(|w| w.id == id).ok_or(TermError::PaneGone)
+        let window = self.windows().await?.into_iter().find(|w| w.id == id).ok_or(TermError::PaneGone)?;
+        match window.pid {
+            Some(pid) if !process_alive(pid) => Err(TermError::PaneGone),
+            _ => Ok(window),
+        }
     }
 
     fn endpoint(pane: &PaneId) -> String {
@@ -190,10 +233,10 @@ fn connect_abstract(name: &str) -> std::io::Result<UnixStream> {
 }
 
 fn parse_reply(reply: &[u8]) -> Result<Value> {
-    let body = reply
-        .strip_prefix(PREFIX)
-        .and_then(|r| r.strip_suffix(SUFFIX))
-        .ok_or_else(|| TermError::Ipc("kitty's reply is not a kitty-cmd frame".into()))?;
+    let body = reply.strip_prefix(PREFIX).and_then(|r| r.strip_suffix(SUFFIX)).ok_or_else(|| {
+        let start = String::from_utf8_lossy(&reply[..reply.len().min(80)]).into_owned();
+        TermError::Ipc(format!("kitty's reply is not a kitty-cmd frame ({} bytes: {start:?})", reply.len()))
+    })?;
     let value: Value = serde_json::from_slice(body).map_err(|e| TermError::Ipc(format!("kitty's reply: {e}")))?;
     if value.get("ok").and_then(Value::as_bool) == Some(true) {
         return Ok(value.get("data").cloned().unwrap_or(Value::Null));
@@ -208,8 +251,12 @@ fn parse_reply(reply: &[u8]) -> Result<Value> {
 
 fn flatten_listing(listing: &Value) -> Vec<WindowEntry> {
     let mut windows = Vec::new();
+    let flag = |v: &Value, name: &str| v.get(name).and_then(Value::as_bool).unwrap_or(false);
+    // Without a window manager no OS window may have the focus; kitty's
+    // last focused one is then the one input would go to.
+    let any_os_focused = listing.as_array().into_iter().flatten().any(|os| flag(os, "is_focused"));
     for os_window in listing.as_array().into_iter().flatten() {
-        let os_focused = os_window.get("is_focused").and_then(Value::as_bool).unwrap_or(false);
+        let os_focused = if any_os_focused { flag(os_window, "is_focused") } else { flag(os_window, "last_focused") };
         for tab in os_window.get("tabs").and_then(Value::as_array).into_iter().flatten() {
             let tab_id = tab.get("id").and_then(Value::as_u64).unwrap_or(0);
             let tab_focused = tab.get("is_focused").and_then(Value::as_bool).unwrap_or(false);
@@ -221,7 +268,8 @@ fn flatten_listing(listing: &Value) -> Vec<WindowEntry> {
                     pid: window.get("pid").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok()),
                     title: window.get("title").and_then(Value::as_str).map(str::to_string),
                     cwd: window.get("cwd").and_then(Value::as_str).map(PathBuf::from),
-                    focused: focused && (tab_focused || os_focused),
+                    // kitty marks the active window of every tab focused.
+                    focused: focused && tab_focused && os_focused,
                     tab_id,
                 });
             }
@@ -366,7 +414,7 @@ impl TerminalControl for Kitty {
     fn read_text<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let payload = json!({ "match": match_window(pane)?, "extent": "screen", "ansi": false });
-            match self.call("get-text", payload, true).await? {
+            match self.query("get-text", payload).await? {
                 Value::String(text) => Ok(text),
                 other => Err(TermError::Ipc(format!("kitty get-text answered {other}"))),
             }

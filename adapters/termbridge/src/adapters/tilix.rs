@@ -14,12 +14,13 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::Value;
 
-use super::dbus::{hang_up, process_alive, shell_quote, Bus};
+use super::dbus::{shell_quote, Bus};
 use crate::control::{
     check_spawn_request, Capabilities, Direction, Discovery, Pane, PaneId, PaneInfo, Placement, SendMode, SpawnRequest,
     TerminalControl, TerminalKind,
 };
 use crate::error::{Result, TermError};
+use crate::process::{hang_up, process_alive};
 use crate::runner::{find_on_path, CommandRunner, Invocation, IpcConfig};
 
 const KIND: TerminalKind = TerminalKind::Tilix;

@@ -111,7 +111,14 @@ impl Xvfb {
                 continue;
             }
             let mut processes = Processes::default();
-            processes.spawn(Command::new("Xvfb").args([&format!(":{n}"), "-screen", "0", "1280x800x24", "-nolisten", "tcp"]));
+            processes.spawn(Command::new("Xvfb").args([
+                &format!(":{n}"),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ]));
             let deadline = Instant::now() + Duration::from_secs(10);
             while !socket.exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
