@@ -170,3 +170,104 @@ pub fn kill9(pid: u32) {
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A GUI terminal of ours on a private X server and session bus, with a
+/// home of its own so no user config is read or written. Dropped in order:
+/// the terminal, then the bus and X.
+pub struct Desktop {
+    pub processes: Processes,
+    pub bus: SessionBus,
+    pub xvfb: Xvfb,
+    pub home: tempfile::TempDir,
+}
+
+impl Desktop {
+    pub fn start() -> Desktop {
+        let xvfb = Xvfb::start();
+        let bus = SessionBus::start();
+        Desktop { processes: Processes::default(), bus, xvfb, home: tempfile::tempdir().unwrap() }
+    }
+
+    /// A command with this desktop's display, bus and home.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("DISPLAY", &self.xvfb.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus.address)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("XDG_DATA_HOME", self.home.path().join(".local/share"))
+            .env("XDG_CACHE_HOME", self.home.path().join(".cache"))
+            .env("XDG_RUNTIME_DIR", self.home.path())
+            .env("GSETTINGS_BACKEND", "memory")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("SHELL", "/bin/bash")
+            .env_remove("KITTY_LISTEN_ON")
+            .env_remove("TMUX")
+            .current_dir(self.home.path());
+        command
+    }
+
+    /// Whether `name` is on this desktop's bus.
+    pub fn bus_has(&self, name: &str) -> bool {
+        Command::new("busctl")
+            .args(["--address", &self.bus.address, "status", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn wait_for_bus_name(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.bus_has(name) {
+            assert!(Instant::now() < deadline, "{name} did not appear on the bus in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Waits for a file a pane's command writes, and returns its text.
+pub async fn file_text(path: &Path, timeout: Duration) -> String {
+    let what = format!("{}", path.display());
+    wait_for(&what, timeout, || async {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.ends_with('\n').then_some(text)
+    })
+    .await
+}
+
+impl Desktop {
+    /// Gives the X input focus to the largest window of `class`, as a
+    /// window manager would on a click: Xvfb has none, and Qt and GTK move
+    /// their focus between views only inside a focused window.
+    pub fn focus_x_window(&self, class: &str) -> String {
+        require("xdotool");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.command("xdotool").args(["search", "--onlyvisible", "--class", class]).output().unwrap();
+            let windows: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+            let biggest = windows
+                .iter()
+                .filter_map(|w| {
+                    let geometry = self.command("xdotool").args(["getwindowgeometry", "--shell", w]).output().ok()?;
+                    let text = String::from_utf8_lossy(&geometry.stdout).into_owned();
+                    let value = |key: &str| -> u64 {
+                        text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.parse().ok()).unwrap_or(0)
+                    };
+                    Some((value("WIDTH=") * value("HEIGHT="), w.clone()))
+                })
+                .max();
+            if let Some((area, window)) = biggest {
+                if area > 10_000 {
+                    let status = self.command("xdotool").args(["windowfocus", "--sync", &window]).status().unwrap();
+                    assert!(status.success(), "xdotool windowfocus {window}");
+                    return window;
+                }
+            }
+            assert!(Instant::now() < deadline, "no visible {class} window appeared");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
