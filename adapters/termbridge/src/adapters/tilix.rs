@@ -230,11 +230,15 @@ impl TerminalControl for Tilix {
                 }
             };
             let report = self.report_path();
+            // `-w` is not honoured for a new window, so the wrapper changes
+            // directory itself.
+            let cwd = request.cwd.as_ref().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
             let mut words: Vec<String> = vec![
                 "sh".into(),
                 "-c".into(),
-                "printf '%s %s\\n' \"$TILIX_ID\" \"$$\" > \"$0\"; exec \"$@\"".into(),
+                "printf '%s %s\\n' \"$TILIX_ID\" \"$$\" > \"$0\"; if [ -n \"$1\" ]; then cd -- \"$1\" || exit 1; fi; shift; exec \"$@\"".into(),
                 report.to_string_lossy().into_owned(),
+                cwd,
             ];
             if !request.env.is_empty() {
                 words.push("env".into());
