@@ -19,7 +19,7 @@ struct KonsoleInstance {
 impl KonsoleInstance {
     fn start() -> KonsoleInstance {
         require("konsole");
-        require("busctl");
+        require("dbus-send");
         let mut desktop = Desktop::start();
         let mut command = desktop.command("konsole");
         command.args(["--nofork", "--separate"]).env("QT_QPA_PLATFORM", "xcb");

@@ -18,7 +18,7 @@ struct TilixInstance {
 impl TilixInstance {
     fn start() -> TilixInstance {
         require("tilix");
-        require("busctl");
+        require("dbus-send");
         let mut desktop = Desktop::start();
         let mut command = desktop.command("tilix");
         command.args(["-e", "sleep 600"]);

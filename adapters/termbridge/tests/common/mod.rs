@@ -210,13 +210,13 @@ impl Desktop {
 
     /// Whether `name` is on this desktop's bus.
     pub fn bus_has(&self, name: &str) -> bool {
-        Command::new("busctl")
-            .args(["--address", &self.bus.address, "status", name])
-            .stdout(Stdio::null())
+        let out = Command::new("dbus-send")
+            .arg(format!("--bus={}", self.bus.address))
+            .args(["--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args(["org.freedesktop.DBus.NameHasOwner", &format!("string:{name}")])
             .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true")).unwrap_or(false)
     }
 
     pub fn wait_for_bus_name(&self, name: &str, timeout: Duration) {
