@@ -73,8 +73,8 @@ impl TerminalControl for Alacritty {
 
     fn discover(&self) -> BoxFuture<'_, Discovery> {
         Box::pin(async move {
-            let mut discovery = Discovery::default();
-            discovery.installed = find_on_path(&self.config.program).is_some();
+            let mut discovery =
+                Discovery { installed: find_on_path(&self.config.program).is_some(), ..Discovery::default() };
             if !discovery.installed {
                 discovery.notes.push(format!("{} is not on PATH", self.config.program.display()));
                 return discovery;

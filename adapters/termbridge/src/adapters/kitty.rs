@@ -328,8 +328,8 @@ impl TerminalControl for Kitty {
 
     fn discover(&self) -> BoxFuture<'_, Discovery> {
         Box::pin(async move {
-            let mut discovery = Discovery::default();
-            discovery.installed = find_on_path(&self.config.program).is_some();
+            let mut discovery =
+                Discovery { installed: find_on_path(&self.config.program).is_some(), ..Discovery::default() };
             if self.address().is_err() {
                 discovery.notes.push("no kitty socket configured and KITTY_LISTEN_ON is not set".into());
             } else {

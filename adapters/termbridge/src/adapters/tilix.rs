@@ -182,8 +182,8 @@ impl TerminalControl for Tilix {
 
     fn discover(&self) -> BoxFuture<'_, Discovery> {
         Box::pin(async move {
-            let mut discovery = Discovery::default();
-            discovery.installed = find_on_path(&self.config.program).is_some();
+            let mut discovery =
+                Discovery { installed: find_on_path(&self.config.program).is_some(), ..Discovery::default() };
             match self.running().await {
                 Ok(()) => {
                     discovery.running = true;
