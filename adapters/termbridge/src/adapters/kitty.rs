@@ -392,9 +392,11 @@ impl TerminalControl for Kitty {
     }
 
     fn focus<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<()>> {
-        Box::pin(
-            async move { self.call("focus-window", json!({ "match": match_window(pane)? }), true).await.map(drop) },
-        )
+        Box::pin(async move {
+            // kitty still focuses a closing window whose process is gone.
+            self.window(pane).await?;
+            self.call("focus-window", json!({ "match": match_window(pane)? }), true).await.map(drop)
+        })
     }
 
     fn send_text<'a>(&'a self, pane: &'a PaneId, text: &'a str, mode: SendMode) -> BoxFuture<'a, Result<()>> {
@@ -422,9 +424,24 @@ impl TerminalControl for Kitty {
     }
 
     fn close<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<()>> {
-        Box::pin(
-            async move { self.call("close-window", json!({ "match": match_window(pane)? }), true).await.map(drop) },
-        )
+        Box::pin(async move {
+            self.window(pane).await?;
+            self.call("close-window", json!({ "match": match_window(pane)? }), true).await?;
+            // kitty answers before the window is gone (it goes on a later
+            // turn of its loop): wait, so the caller's next look agrees.
+            let deadline = tokio::time::Instant::now() + self.config.ipc.timeout;
+            while self.window(pane).await.is_ok() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(TermError::Timeout {
+                        what: "kitty closing a window".into(),
+                        after: self.config.ipc.timeout,
+                        attempts: 1,
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
     }
 
     fn describe<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<PaneInfo>> {
