@@ -97,7 +97,17 @@ pub fn wait_for_path(path: &Path, timeout: Duration) {
 /// A private X server.
 pub struct Xvfb {
     pub display: String,
+    number: u32,
     _processes: Processes,
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        // Killed (below, by the guard), Xvfb leaves its socket and lock
+        // behind; later runs would take the display for taken.
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{}", self.number));
+        let _ = std::fs::remove_file(format!("/tmp/.X{}-lock", self.number));
+    }
 }
 
 impl Xvfb {
@@ -124,7 +134,7 @@ impl Xvfb {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if socket.exists() {
-                return Xvfb { display: format!(":{n}"), _processes: processes };
+                return Xvfb { display: format!(":{n}"), number: n, _processes: processes };
             }
         }
         panic!("no free X display for Xvfb");
