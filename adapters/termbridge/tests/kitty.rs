@@ -267,3 +267,16 @@ async fn calls_take_a_few_milliseconds() {
         assert!(took < Duration::from_millis(50), "{what} took {took:?} a call");
     }
 }
+
+#[tokio::test]
+async fn the_socket_comes_from_kitty_listen_on_when_not_configured() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let instance = KittyInstance::start();
+    // Only this test sets it; the others name their socket in the config.
+    std::env::set_var("KITTY_LISTEN_ON", format!("unix:{}", instance.socket.display()));
+    let kitty = Kitty::new(KittyConfig::default());
+    let focused = kitty.focused_pane().await;
+    std::env::remove_var("KITTY_LISTEN_ON");
+    assert!(focused.unwrap().is_some());
+    assert!(matches!(Kitty::new(KittyConfig::default()).focused_pane().await, Err(TermError::NotSupported { .. })));
+}

@@ -24,13 +24,22 @@ impl Server {
         server.start_again();
         server
     }
+    /// Starts the server; again after a kill-server, which returns before
+    /// the old server has let go of its socket.
     fn start_again(&self) {
-        let status = self
-            .tmux()
-            .args(["-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "120", "-y", "40", "sh"])
-            .status()
-            .expect("tmux runs");
-        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self
+                .tmux()
+                .args(["-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "120", "-y", "40", "sh"])
+                .status()
+                .expect("tmux runs");
+            if status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "tmux new-session kept failing");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     fn tmux(&self) -> Command {
         let mut command = Command::new("tmux");
@@ -353,4 +362,33 @@ async fn calls_take_well_under_ten_milliseconds() {
     for (what, took) in [("describe", describe), ("send_text", send), ("read_text", read)] {
         assert!(took < Duration::from_millis(10), "{what} took {took:?} a call");
     }
+}
+
+#[tokio::test]
+async fn a_server_named_by_its_socket_path() {
+    require("tmux");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tmux.sock");
+    struct Kill(std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").arg("-S").arg(&self.0).arg("kill-server").status();
+        }
+    }
+    let _kill = Kill(socket.clone());
+    let tmux = Tmux::new(TmuxConfig {
+        socket: TmuxSocket::Path(socket.clone()),
+        config_file: Some("/dev/null".into()),
+        ..TmuxConfig::default()
+    });
+    let pane = tmux.spawn(window(vec!["sleep".into(), "60".into()])).await.unwrap();
+    assert!(socket.exists(), "the server listens on the path asked for");
+    assert!(
+        pane.endpoint.starts_with("tmux://%2F") && pane.endpoint.ends_with(&format!("/{}", pane.id)),
+        "{}",
+        pane.endpoint
+    );
+    let listed =
+        Command::new("tmux").arg("-S").arg(&socket).args(["list-panes", "-a", "-F", "#{pane_id}"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == pane.id.as_str()));
 }

@@ -149,7 +149,23 @@ impl Tmux {
         let invocation = invocation
             .args(["new-session", "-d", "-s", &self.config.session, "-x", "200", "-y", "50"])
             .not_idempotent();
-        self.runner.run_checked(&invocation).await.map(drop)
+        let mut attempt = 1;
+        loop {
+            let output = self.runner.run(&invocation).await?;
+            let stderr = output.stderr_text();
+            if output.success() || stderr.contains("duplicate session") {
+                return Ok(());
+            }
+            // Our failed attach started a server that exits for want of a
+            // session; a new-session that meets it as it goes creates
+            // nothing, so asking again is safe.
+            let met_a_dying_server = stderr.contains("server exited unexpectedly");
+            if !met_a_dying_server || attempt >= 5 {
+                return Err(TermError::Ipc(format!("tmux new-session failed: {stderr}")));
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs one tmux command line; its output lines, or `%error`'s text as
