@@ -392,3 +392,24 @@ async fn a_server_named_by_its_socket_path() {
         Command::new("tmux").arg("-S").arg(&socket).args(["list-panes", "-a", "-F", "#{pane_id}"]).output().unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == pane.id.as_str()));
 }
+
+#[tokio::test]
+async fn osc52_we_encode_is_taken_by_tmux_with_set_clipboard_on() {
+    let server = Server::start();
+    assert!(server.tmux().args(["set", "-s", "set-clipboard", "on"]).status().unwrap().success());
+    let tmux = server.adapter();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("osc52");
+    let text = "to the clipboard ✓ via tmux";
+    std::fs::write(&file, bosun_termbridge::clipboard::osc52_sequences("c", text.as_bytes()).concat()).unwrap();
+    tmux.spawn(window(vec!["sh".into(), "-c".into(), format!("cat '{}'; exec sleep 60", file.display())]))
+        .await
+        .unwrap();
+    let buffer = wait_for("tmux to keep the OSC 52 text in a buffer", Duration::from_secs(10), || async {
+        let out = server.tmux().arg("show-buffer").output().ok()?;
+        let buffer = String::from_utf8_lossy(&out.stdout).into_owned();
+        (buffer == text).then_some(buffer)
+    })
+    .await;
+    assert_eq!(buffer, text);
+}
