@@ -80,10 +80,12 @@ impl Tmux {
         Tmux { config, runner, connection: Mutex::new(None), output, buffer_counter: AtomicU64::new(0) }
     }
 
-    /// Every pane's output while a control client is connected (it is, from
-    /// the first call on, and again after tmux restarts on the next call;
-    /// [`Tmux::connect`] makes sure). A subscriber that lags loses the
-    /// oldest chunks (`RecvError::Lagged`), never slows tmux.
+    /// The output of every pane in the session the control client is
+    /// attached to (tmux sends `%output` for that session's panes only),
+    /// while it is connected: from the first call on, and again after tmux
+    /// restarts on the next call; [`Tmux::connect`] makes sure. A subscriber
+    /// that lags loses the oldest chunks (`RecvError::Lagged`), never slows
+    /// tmux.
     pub fn subscribe(&self) -> broadcast::Receiver<PaneOutput> {
         self.output.subscribe()
     }
