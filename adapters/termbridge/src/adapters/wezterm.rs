@@ -35,8 +35,6 @@ pub struct Wezterm {
 struct ListedPane {
     pane_id: u64,
     #[serde(default)]
-    tab_id: u64,
-    #[serde(default)]
     title: Option<String>,
     /// A `file://host/path` URL, or empty.
     #[serde(default)]
@@ -237,7 +235,6 @@ impl TerminalControl for Wezterm {
         Box::pin(async move {
             let n = pane_number(pane)?;
             let listed = self.list().await?.into_iter().find(|p| p.pane_id == n).ok_or(TermError::PaneGone)?;
-            let _ = listed.tab_id;
             Ok(PaneInfo {
                 id: pane.clone(),
                 endpoint: Self::endpoint(pane),
