@@ -391,6 +391,58 @@ struct Block {
     lines: Vec<String>,
 }
 
+/// One thing the control stream said, as far as we act on it.
+#[derive(Debug, PartialEq, Eq)]
+enum ControlEvent {
+    /// A command's reply: `ours` for commands this client wrote (flag 1),
+    /// otherwise the attach command's own; `Err` carries `%error`'s text.
+    Reply {
+        ours: bool,
+        result: Reply,
+    },
+    Output(PaneOutput),
+    Exit(String),
+}
+
+/// The control-mode stream, a line at a time. Inside a `%begin` block every
+/// line is reply text until the `%end`/`%error` with the block's number
+/// (tmux sends no notifications inside a block), so a reply line that
+/// looks like a guard or a notification is not taken for one.
+#[derive(Default)]
+struct ControlParser {
+    block: Option<Block>,
+}
+
+impl ControlParser {
+    fn line(&mut self, raw: &[u8]) -> Option<ControlEvent> {
+        if let Some(current) = self.block.as_mut() {
+            let (end_number, is_error) = match guard_line(raw, "%end ") {
+                Some((number, _)) => (Some(number), false),
+                None => (guard_line(raw, "%error ").map(|(number, _)| number), true),
+            };
+            if end_number.as_deref() != Some(current.number.as_str()) {
+                current.lines.push(String::from_utf8_lossy(raw).into_owned());
+                return None;
+            }
+            let finished = self.block.take()?;
+            let result = if is_error { Err(finished.lines.join("\n")) } else { Ok(finished.lines) };
+            return Some(ControlEvent::Reply { ours: finished.ours, result });
+        }
+        if let Some((number, flags)) = guard_line(raw, "%begin ") {
+            self.block = Some(Block { number, ours: flags == "1", lines: Vec::new() });
+            None
+        } else if let Some(rest) = raw.strip_prefix(b"%output ") {
+            let space = rest.iter().position(|&b| b == b' ')?;
+            let pane = PaneId::new(String::from_utf8_lossy(&rest[..space]).into_owned());
+            Some(ControlEvent::Output(PaneOutput { pane, bytes: unescape_output(&rest[space + 1..]) }))
+        } else if raw == b"%exit" || raw.starts_with(b"%exit ") {
+            Some(ControlEvent::Exit(String::from_utf8_lossy(raw).into_owned()))
+        } else {
+            None
+        }
+    }
+}
+
 async fn read_control_stream(
     mut reader: BufReader<tokio::process::ChildStdout>,
     pending: Arc<StdMutex<Pending>>,
@@ -399,7 +451,7 @@ async fn read_control_stream(
     ready: oneshot::Sender<std::result::Result<(), String>>,
 ) {
     let mut ready = Some(ready);
-    let mut block: Option<Block> = None;
+    let mut parser = ControlParser::default();
     let mut raw = Vec::new();
     loop {
         raw.clear();
@@ -410,43 +462,31 @@ async fn read_control_stream(
         if raw.last() == Some(&b'\n') {
             raw.pop();
         }
-        if let Some(current) = block.as_mut() {
-            let (end_number, is_error) = match guard_line(&raw, "%end ") {
-                Some((number, _)) => (Some(number), false),
-                None => (guard_line(&raw, "%error ").map(|(number, _)| number), true),
-            };
-            if end_number.as_deref() == Some(current.number.as_str()) {
-                let finished = block.take();
-                let Some(finished) = finished else { continue };
-                let result = if is_error { Err(finished.lines.join("\n")) } else { Ok(finished.lines) };
-                if finished.ours {
-                    let slot = pending.lock().ok().and_then(|mut p| p.waiting.pop_front());
-                    if let Some(slot) = slot {
-                        let _ = slot.send(result);
-                    }
-                } else if let Some(ready) = ready.take() {
-                    // The attach command's own block: attached or not.
+        match parser.line(&raw) {
+            Some(ControlEvent::Reply { ours: true, result }) => {
+                let slot = pending.lock().ok().and_then(|mut p| p.waiting.pop_front());
+                if let Some(slot) = slot {
+                    // A waiter that timed out has gone; its reply with it.
+                    let _ = slot.send(result);
+                }
+            }
+            Some(ControlEvent::Reply { ours: false, result }) => {
+                // The attach command's own block: attached or not.
+                if let Some(ready) = ready.take() {
                     let _ = ready.send(result.map(drop));
                 }
-            } else {
-                current.lines.push(String::from_utf8_lossy(&raw).into_owned());
             }
-            continue;
-        }
-        if let Some((number, flags)) = guard_line(&raw, "%begin ") {
-            block = Some(Block { number, ours: flags == "1", lines: Vec::new() });
-        } else if let Some(rest) = raw.strip_prefix(b"%output ") {
-            if let Some(space) = rest.iter().position(|&b| b == b' ') {
-                let pane = PaneId::new(String::from_utf8_lossy(&rest[..space]).into_owned());
+            Some(ControlEvent::Output(chunk)) => {
                 // No subscriber is fine: the output is not ours to keep.
-                let _ = output.send(PaneOutput { pane, bytes: unescape_output(&rest[space + 1..]) });
+                let _ = output.send(chunk);
             }
-        } else if raw.starts_with(b"%exit") {
-            if let Some(ready) = ready.take() {
-                let reason = String::from_utf8_lossy(&raw).into_owned();
-                let _ = ready.send(Err(reason));
+            Some(ControlEvent::Exit(reason)) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(reason));
+                }
+                break;
             }
-            break;
+            None => {}
         }
     }
     alive.store(false, Ordering::Release);
@@ -647,6 +687,57 @@ mod tests {
         assert!(check_pane_id(&PaneId::new("%12")).is_ok());
         for bad in ["", "%", "12", "%1;kill-server", "%1 ", "main:0"] {
             assert!(check_pane_id(&PaneId::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_stream_blocks_output_and_exit() {
+        let mut parser = ControlParser::default();
+        let mut feed = |line: &[u8]| parser.line(line);
+        assert_eq!(feed(b"%begin 1 264 0"), None);
+        assert_eq!(feed(b"%end 1 264 0"), Some(ControlEvent::Reply { ours: false, result: Ok(vec![]) }));
+        assert_eq!(feed(b"%session-changed $0 main"), None);
+        assert_eq!(feed(b"%begin 1 270 1"), None);
+        // Reply text that looks like protocol lines is still reply text.
+        assert_eq!(feed(b"%output %1 not output"), None);
+        assert_eq!(feed(b"%end 1 999 1"), None);
+        assert_eq!(feed(b"%exit"), None);
+        assert_eq!(
+            feed(b"%end 1 270 1"),
+            Some(ControlEvent::Reply {
+                ours: true,
+                result: Ok(vec!["%output %1 not output".into(), "%end 1 999 1".into(), "%exit".into()])
+            })
+        );
+        assert_eq!(feed(b"%begin 1 271 1"), None);
+        assert_eq!(feed(b"can't find pane: %9"), None);
+        assert_eq!(
+            feed(b"%error 1 271 1"),
+            Some(ControlEvent::Reply { ours: true, result: Err("can't find pane: %9".into()) })
+        );
+        assert_eq!(
+            feed(b"%output %3 a\\033[0m\\015\\012"),
+            Some(ControlEvent::Output(PaneOutput { pane: PaneId::new("%3"), bytes: b"a\x1b[0m\r\n".to_vec() }))
+        );
+        assert_eq!(feed(b"%output %3"), None, "no data field");
+        assert_eq!(feed(b"%exiting"), None);
+        assert_eq!(feed(b"%exit detached"), Some(ControlEvent::Exit("%exit detached".into())));
+    }
+
+    #[test]
+    fn control_stream_never_panics_on_short_lines() {
+        let alphabet: &[&[u8]] =
+            &[b"%begin ", b"%end ", b"%error ", b"%output ", b"%exit", b"1 ", b"2", b" ", b"\\", b"7", b"\xff"];
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    let mut parser = ControlParser::default();
+                    let line = [*a, *b, *c].concat();
+                    parser.line(&line);
+                    parser.line(b"%begin 1 2 1");
+                    parser.line(&line);
+                }
+            }
         }
     }
 
