@@ -12,18 +12,21 @@ use crate::runner::{find_on_path, CommandRunner, Invocation, IpcConfig};
 /// The largest base64 payload put in one OSC 52 sequence: several terminals
 /// (and tmux) drop longer ones.
 pub const OSC52_MAX_PAYLOAD: usize = 75 * 1024;
+/// The most data one OSC 52 sequence carries (its base64 is
+/// [`OSC52_MAX_PAYLOAD`]).
+pub const OSC52_MAX_RAW: usize = OSC52_MAX_PAYLOAD / 4 * 3;
 
 /// OSC 52 sequences that set `selection` (`c` clipboard, `p` primary) to
 /// `data`. Data whose base64 is over [`OSC52_MAX_PAYLOAD`] is cut into
 /// several sequences; each chunk is whole base64 (cut at a multiple of 3
-/// bytes), so a terminal that appends consecutive writes (kitty) gets the
-/// whole text, and one that replaces keeps a valid last chunk. Selection
-/// characters other than `cpqs0-7` are dropped, so `selection` cannot end the
-/// sequence early.
+/// bytes), so a terminal that appends consecutive writes gets the whole
+/// text and one that replaces keeps a valid last chunk. kitty 0.26 replaces
+/// (tests/kitty.rs): callers should keep to one sequence, i.e. at most
+/// [`OSC52_MAX_RAW`] bytes, for it. Selection characters other than
+/// `cpqs0-7` are dropped, so `selection` cannot end the sequence early.
 pub fn osc52_sequences(selection: &str, data: &[u8]) -> Vec<Vec<u8>> {
     let selection: String = selection.chars().filter(|c| matches!(c, 'c' | 'p' | 'q' | 's' | '0'..='7')).collect();
     let selection = if selection.is_empty() { "c".to_string() } else { selection };
-    let raw_chunk = OSC52_MAX_PAYLOAD / 4 * 3;
     let encode = |chunk: &[u8]| {
         let mut sequence = format!("\x1b]52;{selection};").into_bytes();
         sequence.extend(base64::engine::general_purpose::STANDARD.encode(chunk).into_bytes());
@@ -33,7 +36,7 @@ pub fn osc52_sequences(selection: &str, data: &[u8]) -> Vec<Vec<u8>> {
     if data.is_empty() {
         return vec![encode(data)];
     }
-    data.chunks(raw_chunk).map(encode).collect()
+    data.chunks(OSC52_MAX_RAW).map(encode).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

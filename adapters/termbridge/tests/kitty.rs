@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosun_termbridge::adapters::kitty::{Kitty, KittyConfig};
-use bosun_termbridge::clipboard::osc52_sequences;
+use bosun_termbridge::clipboard::{osc52_sequences, OSC52_MAX_RAW};
 use bosun_termbridge::{Direction, PaneId, Placement, SendMode, SpawnRequest, TermError, TerminalControl};
 use common::{require, wait_for, Processes, Xvfb};
 use serde_json::Value;
@@ -237,6 +237,27 @@ async fn osc52_from_a_window_reaches_the_x_clipboard() {
     })
     .await;
     assert_eq!(got, text);
+
+    // A batched write: kitty 0.26 replaces the clipboard with each sequence
+    // rather than appending, so only the last chunk stays. (If a kitty
+    // starts appending, this fails, and the capability can say so.)
+    let big: Vec<u8> = (0..OSC52_MAX_RAW + 1000).map(|i| b'a' + (i % 26) as u8).collect();
+    let sequences = osc52_sequences("c", &big);
+    assert_eq!(sequences.len(), 2);
+    let file = dir.path().join("osc52-big");
+    std::fs::write(&file, sequences.concat()).unwrap();
+    let printer = format!("cat '{}'; exec sleep 60", file.display());
+    kitty.spawn(request(&["sh", "-c", &printer], Placement::Tab)).await.unwrap();
+    let last_chunk = &big[OSC52_MAX_RAW..];
+    wait_for("the clipboard to hold the last chunk", Duration::from_secs(10), || {
+        let display = display.clone();
+        async move {
+            let out =
+                Command::new("xclip").args(["-o", "-selection", "clipboard"]).env("DISPLAY", display).output().ok()?;
+            (out.stdout == last_chunk).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
