@@ -173,7 +173,8 @@ impl TerminalControl for Konsole {
             max_clipboard_kb: 0,
             requires_opt_in: false,
             notes: "D-Bus. Tabs and splits only (no D-Bus call opens a window); the command and its environment \
-                    are typed into the new session's shell; close hangs up the session's shell; no read-back."
+                    are typed into the new session's shell; close hangs up the session's shell; no read-back. \
+                    Paste markers are written by us, whether or not the program enabled bracketed paste."
                 .into(),
             risk_flags: vec![RiskFlag::InjectsKeystrokes, RiskFlag::UnconfirmedDelivery],
         }

@@ -615,7 +615,7 @@ impl TerminalControl for Tmux {
     fn send_text<'a>(&'a self, pane: &'a PaneId, text: &'a str, mode: SendMode) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             check_pane_id(pane)?;
-            if mode.paste {
+            if mode.paste && !text.is_empty() {
                 // paste-buffer -p adds the markers only if the program asked
                 // for bracketed paste, which is the point: a shell that did
                 // not gets plain text, as a terminal would give it.
