@@ -19,8 +19,21 @@ fn spawn_req(command: &[&str]) -> SpawnTerminalRequest {
     }
 }
 
+/// A daemon whose terminals run what they are told (`full-access`): these
+/// tests are about the stream; tests/termbridge.rs holds the policy.
+fn daemon(dir: &std::path::Path, fault_injection: bool) -> Daemon {
+    let config = "[termbridge]\npolicy = \"full-access\"\n".to_string();
+    Daemon::start(&dir.join("data"), Options { fault_injection, config: Some(config), ..Default::default() })
+}
+
+async fn spawn_with(client: &bosun_client::Client, req: &SpawnTerminalRequest) -> BindingView {
+    let outcome = client.spawn_terminal(req).await.expect("spawn a terminal");
+    let shown = format!("{outcome:?}");
+    outcome.binding.unwrap_or_else(|| panic!("bound at once: {shown}"))
+}
+
 async fn spawn(d: &Daemon, command: &[&str]) -> BindingView {
-    d.client().spawn_terminal(&spawn_req(command)).await.expect("spawn a terminal")
+    spawn_with(&d.client(), &spawn_req(command)).await
 }
 
 /// Everything from the stream until its end, acknowledging as it goes; the
@@ -51,7 +64,7 @@ async fn read_to_end(stream: &mut TerminalStream, timeout: Duration) -> (Vec<u8>
 #[tokio::test]
 async fn every_byte_of_a_thousand_short_lived_commands_arrives_before_their_exit() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     let client = d.client();
     let mut tasks = tokio::task::JoinSet::new();
     // Four at a time: attaching races the exit in every possible order.
@@ -63,7 +76,7 @@ async fn every_byte_of_a_thousand_short_lived_commands_arrives_before_their_exit
                 let code = (worker * per_worker + i) % 7;
                 let script = format!("echo ready; exit {code}");
                 let req = spawn_req(&["sh", "-c", &script]);
-                let b = client.spawn_terminal(&req).await.expect("spawn");
+                let b = spawn_with(&client, &req).await;
                 let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
                 let (out, exit) = read_to_end(&mut stream, Duration::from_secs(30)).await;
                 assert_eq!(out, b"ready\r\n", "command {i} of worker {worker}");
@@ -83,7 +96,7 @@ async fn every_byte_of_a_thousand_short_lived_commands_arrives_before_their_exit
 #[tokio::test]
 async fn a_200_mb_stream_arrives_byte_exact_and_the_scrollback_keeps_its_tail() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     // Random bytes through a PTY with output processing off (no CR added).
     let file = dir.path().join("big");
     let status = std::process::Command::new("head")
@@ -127,7 +140,7 @@ async fn a_200_mb_stream_arrives_byte_exact_and_the_scrollback_keeps_its_tail() 
 #[tokio::test]
 async fn a_reattach_from_the_rendered_offset_loses_and_repeats_nothing() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.005; done"]).await;
     let client = d.client();
     let mut seen = Vec::new();
@@ -169,7 +182,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn a_client_that_stops_reading_pauses_the_terminal_and_memory_stays_bounded() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     let before = rss_kib(d.pid());
     // Endless output.
     let b = spawn(&d, &["sh", "-c", "stty -opost; yes 0123456789abcdefghijklmnopqrstuvwxyz"]).await;
@@ -207,7 +220,8 @@ async fn a_client_that_stops_reading_pauses_the_terminal_and_memory_stays_bounde
             other => panic!("unexpected {other:?}"),
         }
     }
-    client.close_binding(&b.binding_id).await.expect("close");
+    let closed = client.close_binding(&b.binding_id).await.expect("close");
+    assert_eq!(closed.binding.state, BindingState::Closed, "answered once the terminal has ended");
     let closed = client.binding(&b.binding_id).await.expect("binding");
     assert_eq!(closed.state, BindingState::Closed);
 }
@@ -215,7 +229,7 @@ async fn a_client_that_stops_reading_pauses_the_terminal_and_memory_stays_bounde
 #[tokio::test]
 async fn resize_reaches_the_program_and_input_is_typed_into_it() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     let b = spawn(&d, &["sh"]).await;
     let client = d.client();
     let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
@@ -247,8 +261,7 @@ async fn resize_reaches_the_program_and_input_is_typed_into_it() {
 #[tokio::test]
 async fn after_a_kill_9_the_scrollback_is_readable_and_the_process_is_reported_ended() {
     let dir = tempdir();
-    let data = dir.path().join("data");
-    let mut d = Daemon::start(&data, Options::default());
+    let mut d = daemon(dir.path(), false);
     let marker = format!("bosun-term-marker-{}", std::process::id());
     let script = format!("echo before the kill; exec -a {marker} sleep 300");
     let b = spawn(&d, &["bash", "-c", &script]).await;
@@ -281,7 +294,7 @@ async fn after_a_kill_9_the_scrollback_is_readable_and_the_process_is_reported_e
 #[tokio::test]
 async fn a_crashed_binding_actor_is_restarted_and_the_stream_goes_on_without_a_gap() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options { fault_injection: true, ..Default::default() });
+    let d = daemon(dir.path(), true);
     let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo n$i; i=$((i+1)); sleep 0.01; done"]).await;
     let client = d.client();
     let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
@@ -301,7 +314,7 @@ async fn a_crashed_binding_actor_is_restarted_and_the_stream_goes_on_without_a_g
 #[tokio::test]
 async fn bad_requests_are_refused_and_change_nothing() {
     let dir = tempdir();
-    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let d = daemon(dir.path(), false);
     let cases = [
         (json!({"terminal": "pty", "command": ["/nonexistent/program"]}), 400, "bad_request"),
         (json!({"terminal": "pty", "cols": 0, "rows": 10}), 400, "bad_request"),

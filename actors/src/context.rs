@@ -18,6 +18,8 @@ pub struct Context {
     /// The `pty` terminals running now: their processes outlive a restart
     /// of their binding's actor, which finds them here again.
     pub terminals: Arc<crate::terminals::LiveTerminals>,
+    /// Every terminal emulator's adapter, built once from `[termbridge]`.
+    pub bridge: Arc<bosun_termbridge::TermBridge>,
 }
 
 /// Daemon-wide settings the actors need.
@@ -51,21 +53,58 @@ pub struct TermBridgeSettings {
     /// default) asks before a command is started or text that would run
     /// something is sent.
     pub policy: bosun_proto::Policy,
-    /// How long one call to a terminal's IPC may take, in milliseconds.
-    pub ipc_timeout_ms: u64,
-    /// How often a call that timed out is tried again.
-    pub retries: u32,
     /// How much of each `pty` terminal's output is kept, in KiB.
     pub scrollback_kb: u64,
+    /// The largest clipboard payload read or written, in KiB.
+    pub max_clipboard_kb: u32,
+    /// Terminals that need a user's consent before they are controlled,
+    /// besides those that always do (kitty: its socket grants everything).
+    pub opt_in: Vec<bosun_proto::TerminalKind>,
+    /// Whether clients may read the OS clipboard (`GET
+    /// /api/v1/terminals/clipboard`): off unless turned on, since what a
+    /// person copied (a password, say) is not an agent's to read.
+    pub clipboard_read: bool,
+    /// `[termbridge.ipc]`: `timeout` (ms, 3000) and `retries` (at most 2)
+    /// for every call to a terminal.
+    pub ipc: bosun_termbridge::IpcConfig,
+    pub tmux: bosun_termbridge::adapters::tmux::TmuxConfig,
+    pub kitty: bosun_termbridge::adapters::kitty::KittyConfig,
+    pub wezterm: bosun_termbridge::adapters::wezterm::WeztermConfig,
+    pub alacritty: bosun_termbridge::adapters::alacritty::AlacrittyConfig,
+    pub konsole: bosun_termbridge::adapters::konsole::KonsoleConfig,
+    pub tilix: bosun_termbridge::adapters::tilix::TilixConfig,
+}
+
+impl TermBridgeSettings {
+    /// What the adapters are built from.
+    pub fn bridge_config(&self) -> bosun_termbridge::TermBridgeConfig {
+        bosun_termbridge::TermBridgeConfig {
+            ipc: self.ipc,
+            tmux: self.tmux.clone(),
+            kitty: self.kitty.clone(),
+            wezterm: self.wezterm.clone(),
+            alacritty: self.alacritty.clone(),
+            konsole: self.konsole.clone(),
+            tilix: self.tilix.clone(),
+        }
+    }
 }
 
 impl Default for TermBridgeSettings {
     fn default() -> Self {
         TermBridgeSettings {
             policy: bosun_proto::Policy::PlanOnly,
-            ipc_timeout_ms: 3000,
-            retries: 2,
             scrollback_kb: 8 * 1024,
+            max_clipboard_kb: 1024,
+            opt_in: Vec::new(),
+            clipboard_read: false,
+            ipc: Default::default(),
+            tmux: Default::default(),
+            kitty: Default::default(),
+            wezterm: Default::default(),
+            alacritty: Default::default(),
+            konsole: Default::default(),
+            tilix: Default::default(),
         }
     }
 }
@@ -116,12 +155,14 @@ impl GitSettings {
 
 impl Context {
     pub fn new(store: Store, providers: ProviderRegistry, settings: Settings) -> Context {
+        let settings_bridge = settings.termbridge.bridge_config();
         Context {
             store,
             providers: Arc::new(providers),
             settings,
             health: Arc::new(HealthCounters::new()),
             terminals: Arc::default(),
+            bridge: Arc::new(bosun_termbridge::build_all(&settings_bridge)),
         }
     }
 

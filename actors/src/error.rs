@@ -20,6 +20,10 @@ pub enum DaemonError {
     /// An actor is restarting or did not answer in time; retrying is safe.
     #[error("{0}")]
     Unavailable(String),
+    /// Refused until someone with the right grants it (403): a terminal
+    /// that needs consent.
+    #[error("{0}")]
+    Forbidden(String),
     /// The terminal (or its CLI) is not there, or cannot do this (501).
     #[error("{0}")]
     NotSupported(String),
@@ -38,6 +42,7 @@ impl DaemonError {
             DaemonError::PolicyUnenforceable(_) => "policy_unenforceable",
             DaemonError::Unavailable(_) => "unavailable",
             DaemonError::NotSupported(_) => "not_supported",
+            DaemonError::Forbidden(_) => "consent_required",
             DaemonError::Internal(_) => "internal",
         }
     }

@@ -208,6 +208,18 @@ pub enum Action {
     Other { tool: String, title: String },
     /// A workflow's gate: a person decides whether the run goes on.
     Gate { run_id: crate::ids::WorkflowRunId, step_id: String, message: String },
+    /// An action on a terminal that policy or the paste guard holds for a
+    /// person: `action` is `spawn` or `send_text`; `text` is the command or
+    /// the text with every invisible, control and line-break character made
+    /// visible; `concerns` says why it is asked (`runs_command`,
+    /// `multi_line`, `invisible_characters`, `escape_sequences`).
+    Terminal {
+        binding_id: Option<String>,
+        terminal: crate::terminal::TerminalKind,
+        action: String,
+        text: String,
+        concerns: Vec<String>,
+    },
 }
 
 impl Action {
@@ -217,6 +229,7 @@ impl Action {
             Action::FileChange { path, summary } => format!("change {path}: {summary}"),
             Action::Other { tool, title } => format!("{tool}: {title}"),
             Action::Gate { step_id, message, .. } => format!("gate {step_id}: {message}"),
+            Action::Terminal { terminal, action, text, .. } => format!("{terminal} {action}: {text}"),
         }
     }
 }

@@ -205,6 +205,60 @@ pub struct TerminalText {
     pub output: Option<OutputRange>,
 }
 
+/// `POST /api/v1/terminals/bindings/{id}/cwd`: the binding's working
+/// directory, as a shell hook would report it (absolute, at most 4096
+/// bytes, no control characters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CwdRequest {
+    pub path: String,
+}
+
+/// `POST /api/v1/terminals/clipboard`: text for the clipboard, through the
+/// OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`, as
+/// OSC 52 to that binding's terminal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClipboardWrite {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+}
+
+/// The clipboard's text (`GET /api/v1/terminals/clipboard`), or what was
+/// written to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClipboardContent {
+    pub text: String,
+    /// `wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.
+    pub via: String,
+    /// How many OSC 52 sequences carried it (payloads over 75 KB are cut).
+    pub sequences: Option<usize>,
+}
+
+/// `GET /api/v1/terminals/bindings`: absent filters match everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BindingState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<TerminalKind>,
+}
+
+/// What `POST /api/v1/terminals/bindings` came to: 201 with the binding,
+/// or 202 with the approval it waits for (a command in a plan-only
+/// session); once the approval is accepted, the binding is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SpawnOutcome {
+    /// `bound` or `awaiting_approval`.
+    pub outcome: String,
+    pub binding: Option<BindingView>,
+    pub approval: Option<crate::ApprovalView>,
+}
+
 /// What an action on a binding came to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ActionDone {

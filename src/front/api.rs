@@ -11,7 +11,7 @@ use bosun_actors::session::SessionMsg;
 use bosun_actors::sessions::SessionsMsg;
 use bosun_actors::{route, Context};
 use bosun_proto::*;
-use bosun_state::{ApprovalRecord, GateRecord, SessionRecord, TurnRecord};
+use bosun_state::{ApprovalRecord, GateRecord, SessionRecord, TerminalApprovalRecord, TurnRecord};
 use bosun_workspace::{self as workspace, WorkspaceError};
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
@@ -423,6 +423,14 @@ fn list_approvals(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
         let gates = ctx.store.scan::<GateRecord>()?;
         approvals.extend(gates.iter().filter(|g| status.is_none_or(|s| g.status == s)).map(GateRecord::view));
     }
+    // And what a terminal action waits for.
+    let held = ctx.store.scan::<TerminalApprovalRecord>()?;
+    approvals.extend(
+        held.iter()
+            .filter(|a| status.is_none_or(|s| a.status == s))
+            .filter(|a| q.session.as_deref().is_none_or(|s| a.session_id.as_deref() == Some(s)))
+            .map(TerminalApprovalRecord::view),
+    );
     approvals.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
     Ok(json_reply(StatusCode::OK, &ApprovalList { approvals }))
 }
@@ -440,6 +448,9 @@ fn get_approval(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiE
         if let Some(gate) = ctx.store.get::<GateRecord>(id)? {
             return Ok(json_reply(StatusCode::OK, &gate.view()));
         }
+        if let Some(held) = ctx.store.get::<TerminalApprovalRecord>(id)? {
+            return Ok(json_reply(StatusCode::OK, &held.view()));
+        }
     }
     Ok(json_reply(StatusCode::OK, &load_approval(ctx, id)?.view()))
 }
@@ -450,6 +461,17 @@ async fn decide(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiE
     if valid_id(id) {
         if let Some(gate) = ctx.store.get::<GateRecord>(id)? {
             return super::workflows::decide_gate(ctx, gate, body.decision).await;
+        }
+        if ctx.store.get::<TerminalApprovalRecord>(id)?.is_some() {
+            let approval_id = id.to_string();
+            let decision = body.decision;
+            let view = route::call_within::<bosun_actors::terminals::TerminalsMsg, _, _>(
+                names::TERMINALS,
+                std::time::Duration::from_secs(40),
+                |reply| bosun_actors::terminals::TerminalsMsg::Decide { approval_id, decision, reply },
+            )
+            .await??;
+            return Ok(json_reply(StatusCode::OK, &view));
         }
     }
     let approval = load_approval(ctx, id)?;

@@ -56,6 +56,7 @@ impl ApiError {
                 }
                 DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DaemonError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+                DaemonError::Forbidden(_) => StatusCode::FORBIDDEN,
                 DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

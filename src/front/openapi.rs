@@ -21,6 +21,9 @@ struct Op {
     body: Option<Value>,
     /// The success status and its body's schema (`None`: no JSON body).
     ok: (u16, Option<Value>),
+    /// Another success status with the same body (202 for an action held
+    /// for a person's approval).
+    also: Option<u16>,
 }
 
 /// Builds the operations with one schema generator, so shared types are
@@ -97,6 +100,7 @@ impl Builder {
                 }
                 None => json!({"description": "success"}),
             };
+            let also = op.also.map(|s| (s.to_string(), ok.clone()));
             operation["responses"] = json!({
                 status.to_string(): ok,
                 "default": {
@@ -104,6 +108,9 @@ impl Builder {
                     "content": {"application/json": {"schema": error}}
                 }
             });
+            if let Some((status, ok)) = also {
+                operation["responses"][status] = ok;
+            }
             let entry = paths.entry(op.path.to_string()).or_insert_with(|| json!({}));
             entry[op.method] = operation;
         }
@@ -161,6 +168,7 @@ pub fn document() -> Value {
                 query: Some(query),
                 body: Some(body),
                 ok: ($status, Some(resp)),
+                also: None,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, query: $q:ty, $status:literal => $resp:ty) => {{
@@ -173,6 +181,7 @@ pub fn document() -> Value {
                 query: Some(query),
                 body: None,
                 ok: ($status, Some(resp)),
+                also: None,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, body: $body:ty, $status:literal => $resp:ty) => {{
@@ -185,6 +194,7 @@ pub fn document() -> Value {
                 query: None,
                 body: Some(body),
                 ok: ($status, Some(resp)),
+                also: None,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, $status:literal => $resp:ty) => {{
@@ -196,6 +206,7 @@ pub fn document() -> Value {
                 query: None,
                 body: None,
                 ok: ($status, Some(resp)),
+                also: None,
             });
         }};
     }
@@ -233,6 +244,45 @@ pub fn document() -> Value {
     op!("patch", "/api/v1/tasks/{id}", "Change a task's title or status", body: PatchTaskRequest, 200 => TaskView);
     op!("delete", "/api/v1/tasks/{id}", "Remove a task (and its line)", 200 => TaskDeleted);
     op!("post", "/api/v1/tasks/{id}/run", "Start a workflow run for a task; the task follows the run", body: RunTaskRequest, 200 => TaskView);
+    op!("get", "/api/v1/terminals", "The capability map: each kind of terminal, what it can do, whether it is there", 200 => TerminalList);
+    op!("post", "/api/v1/terminals/discover", "Look for every terminal again", 200 => TerminalList);
+    op!("post", "/api/v1/terminals/{terminal}/consent", "Grant consent to control a terminal that needs it", 200 => TerminalView);
+    op!("delete", "/api/v1/terminals/{terminal}/consent", "Revoke that consent", 200 => TerminalView);
+    op!("get", "/api/v1/terminals/bindings", "Terminal bindings, newest first", query: BindingsQuery, 200 => BindingList);
+    {
+        let body = b.schema::<SpawnTerminalRequest>();
+        let resp = b.schema::<SpawnOutcome>();
+        b.op(Op {
+            method: "post",
+            path: "/api/v1/terminals/bindings",
+            summary: "Start something in a terminal and bind it (202: a command waits for approval)",
+            query: None,
+            body: Some(body),
+            ok: (201, Some(resp)),
+            also: Some(202),
+        });
+    }
+    op!("get", "/api/v1/terminals/bindings/{id}", "One binding", 200 => BindingView);
+    op!("delete", "/api/v1/terminals/bindings/{id}", "Close a binding's window or pane (a pty: hang it up)", 200 => ActionDone);
+    op!("get", "/api/v1/terminals/bindings/{id}/text", "What the terminal shows (a pty: its whole retained scrollback)", 200 => TerminalText);
+    {
+        let body = b.schema::<SendTextRequest>();
+        let resp = b.schema::<ActionDone>();
+        b.op(Op {
+            method: "post",
+            path: "/api/v1/terminals/bindings/{id}/send",
+            summary: "Send text to a terminal (202: it waits for approval)",
+            query: None,
+            body: Some(body),
+            ok: (200, Some(resp)),
+            also: Some(202),
+        });
+    }
+    op!("post", "/api/v1/terminals/bindings/{id}/focus", "Focus a binding's window or pane", 200 => ActionDone);
+    op!("post", "/api/v1/terminals/bindings/{id}/resize", "Resize a pty terminal", body: ResizeRequest, 200 => BindingView);
+    op!("post", "/api/v1/terminals/bindings/{id}/cwd", "Set a binding's working directory", body: CwdRequest, 200 => ActionDone);
+    op!("get", "/api/v1/terminals/clipboard", "Read the OS clipboard (when [termbridge] clipboard_read is on)", 200 => ClipboardContent);
+    op!("post", "/api/v1/terminals/clipboard", "Write the OS clipboard", body: ClipboardWrite, 200 => ClipboardContent);
     op!("get", "/api/v1/events", "Stored events after a seq", query: EventsQuery, 200 => EventsPage);
     op!("get", "/api/v1/providers", "The providers and where each stands", 200 => ProviderList);
     op!("post", "/api/v1/debug/crash", "Make an actor panic (only with --enable-fault-injection)", body: CrashRequest, 202 => CrashScheduled);
@@ -243,6 +293,7 @@ pub fn document() -> Value {
         query: None,
         body: None,
         ok: (200, Some(json!({"type": "object"}))),
+        also: None,
     });
     b.op(Op {
         method: "get",
@@ -251,6 +302,7 @@ pub fn document() -> Value {
         query: None,
         body: None,
         ok: (200, Some(json!({"type": "object"}))),
+        also: None,
     });
     op!("post", "/auth/token", "Exchange a pairing code for a device token", body: TokenRequest, 200 => TokenResponse);
     op!("post", "/auth/pairing", "A single-use pairing code (admin)", 201 => Pairing);

@@ -4,9 +4,9 @@
 
 use super::api::{json_body, json_reply, no_query, not_allowed, query, valid_id, Request};
 use super::error::ApiError;
-use bosun_actors::terminals::binding::BindingMsg;
+use bosun_actors::terminals::binding::{Acted, BindingMsg, TerminalOp};
 use bosun_actors::terminals::scrollback;
-use bosun_actors::terminals::TerminalsMsg;
+use bosun_actors::terminals::{Outcome, Spawned, TerminalsMsg};
 use bosun_actors::{names, route, Context, DaemonError};
 use bosun_proto::*;
 use bosun_state::{BindingRecord, ScrollbackChunk, TerminalRecord};
@@ -16,15 +16,6 @@ use warp::reply::Response;
 /// The most of a scrollback `GET …/text` returns (the retention is the
 /// real bound; this one keeps an answer's size sane if it is raised).
 const MAX_TEXT: usize = 64 * 1024 * 1024;
-
-/// `GET /api/v1/terminals/bindings?…`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListBindingsQuery {
-    session_id: Option<String>,
-    state: Option<BindingState>,
-    terminal: Option<TerminalKind>,
-}
 
 /// `rest` is the path after `/api/v1/terminals`.
 pub(super) async fn route(ctx: &Context, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
@@ -45,8 +36,20 @@ pub(super) async fn route(ctx: &Context, req: &Request, rest: &[&str]) -> Result
         (["bindings"], Method::POST) => {
             no_query(req)?;
             let body: SpawnTerminalRequest = json_body(req)?;
-            let view = route::call::<TerminalsMsg, _, _>(names::TERMINALS, |r| TerminalsMsg::Spawn(body, r)).await??;
-            Ok(json_reply(StatusCode::CREATED, &view))
+            let spawned = route::call_within::<TerminalsMsg, _, _>(names::TERMINALS, ACTION_TIMEOUT, |r| {
+                TerminalsMsg::Spawn(body, r)
+            })
+            .await??;
+            Ok(match spawned {
+                Spawned::Bound(binding) => json_reply(
+                    StatusCode::CREATED,
+                    &SpawnOutcome { outcome: "bound".into(), binding: Some(binding), approval: None },
+                ),
+                Spawned::Held(approval) => json_reply(
+                    StatusCode::ACCEPTED,
+                    &SpawnOutcome { outcome: "awaiting_approval".into(), binding: None, approval: Some(approval) },
+                ),
+            })
         }
         (["bindings"], _) => Err(not_allowed(req, "GET, POST")),
         (["bindings", id], Method::GET) => {
@@ -57,37 +60,86 @@ pub(super) async fn route(ctx: &Context, req: &Request, rest: &[&str]) -> Result
             no_query(req)?;
             let record = load(ctx, id)?;
             if record.state != BindingState::Open {
-                return Ok(json_reply(StatusCode::OK, &view(ctx, &record)?));
+                let binding = view(ctx, &record)?;
+                return Ok(json_reply(
+                    StatusCode::OK,
+                    &ActionDone { binding, outcome: "done".into(), approval_id: None },
+                ));
             }
-            let view = call(id, BindingMsg::Close).await?;
-            Ok(json_reply(StatusCode::OK, &view))
+            done(ctx, act(id, TerminalOp::Close).await?)
         }
         (["bindings", _], _) => Err(not_allowed(req, "GET, DELETE")),
         (["bindings", id, "text"], Method::GET) => {
             no_query(req)?;
-            text(ctx, &load(ctx, id)?)
+            let record = load(ctx, id)?;
+            if record.terminal == TerminalKind::Pty {
+                return text(ctx, &record);
+            }
+            match act(id, TerminalOp::Read).await? {
+                Outcome::Acted(Acted::Text(text)) => Ok(json_reply(StatusCode::OK, &text)),
+                _ => Err(ApiError::Daemon(DaemonError::Internal("a read answered no text".into()))),
+            }
         }
         (["bindings", _, "text"], _) => Err(not_allowed(req, "GET")),
         (["bindings", id, "send"], Method::POST) => {
             no_query(req)?;
             let body: SendTextRequest = json_body(req)?;
-            let record = open(ctx, id)?;
-            let bytes = send_bytes(&body);
-            call(id, |reply| BindingMsg::Input(bytes, reply)).await?;
-            Ok(json_reply(
-                StatusCode::OK,
-                &ActionDone { binding: view(ctx, &record)?, outcome: "done".into(), approval_id: None },
-            ))
+            load(ctx, id)?;
+            if body.text.len() > MAX_SEND {
+                return Err(ApiError::BadRequest(format!("text: at most {MAX_SEND} bytes at a time")));
+            }
+            done(ctx, act(id, TerminalOp::Send(body)).await?)
         }
         (["bindings", _, "send"], _) => Err(not_allowed(req, "POST")),
+        (["bindings", id, "focus"], Method::POST) => {
+            no_query(req)?;
+            load(ctx, id)?;
+            done(ctx, act(id, TerminalOp::Focus).await?)
+        }
+        (["bindings", _, "focus"], _) => Err(not_allowed(req, "POST")),
+        (["bindings", id, "cwd"], Method::POST) => {
+            no_query(req)?;
+            let body: CwdRequest = json_body(req)?;
+            load(ctx, id)?;
+            bosun_termbridge::cwd::validate_cwd(body.path.as_bytes())
+                .map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
+            done(ctx, act(id, TerminalOp::SetCwd(body.path)).await?)
+        }
+        (["bindings", _, "cwd"], _) => Err(not_allowed(req, "POST")),
         (["bindings", id, "resize"], Method::POST) => {
             no_query(req)?;
             let body: ResizeRequest = json_body(req)?;
-            open(ctx, id)?;
-            let view = call(id, |reply| BindingMsg::Resize(body, reply)).await?;
+            let record = open(ctx, id)?;
+            if record.terminal != TerminalKind::Pty {
+                return Err(DaemonError::NotSupported(format!("{} sizes its own panes", record.terminal)).into());
+            }
+            let view =
+                route::call::<BindingMsg, _, _>(&names::binding(id), |reply| BindingMsg::Resize(body, reply)).await??;
             Ok(json_reply(StatusCode::OK, &view))
         }
         (["bindings", _, "resize"], _) => Err(not_allowed(req, "POST")),
+        (["clipboard"], Method::GET | Method::POST) => {
+            no_query(req)?;
+            let write = if req.method == Method::POST {
+                let body: ClipboardWrite = json_body(req)?;
+                if body.binding_id.is_some() {
+                    return Err(DaemonError::NotSupported(
+                        "OSC 52 to a binding is not supported yet; without binding_id the OS clipboard is written"
+                            .into(),
+                    )
+                    .into());
+                }
+                Some(body.text)
+            } else {
+                None
+            };
+            let content = route::call_within::<TerminalsMsg, _, _>(names::TERMINALS, ACTION_TIMEOUT, |reply| {
+                TerminalsMsg::Clipboard { write, reply }
+            })
+            .await??;
+            Ok(json_reply(StatusCode::OK, &content))
+        }
+        (["clipboard"], _) => Err(not_allowed(req, "GET, POST")),
         ([terminal, "consent"], Method::POST | Method::DELETE) => {
             no_query(req)?;
             let terminal: TerminalKind = terminal.parse().map_err(ApiError::NotFound)?;
@@ -114,7 +166,7 @@ fn map(ctx: &Context) -> Result<Vec<TerminalView>, ApiError> {
 }
 
 fn list(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
-    let q: ListBindingsQuery = query(req)?;
+    let q: BindingsQuery = query(req)?;
     let mut bindings = Vec::new();
     for record in ctx.store.scan::<BindingRecord>()? {
         if q.session_id.as_deref().is_some_and(|s| record.session_id.as_deref() != Some(s))
@@ -179,27 +231,37 @@ fn text(ctx: &Context, record: &BindingRecord) -> Result<Response, ApiError> {
     ))
 }
 
-/// The bytes `send` writes: the text, as a bracketed paste when asked, and
-/// Enter (a carriage return, what the key sends) when asked.
-fn send_bytes(req: &SendTextRequest) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(req.text.len() + 16);
-    if req.paste {
-        bytes.extend_from_slice(b"\x1b[200~");
-        bytes.extend_from_slice(req.text.as_bytes());
-        bytes.extend_from_slice(b"\x1b[201~");
-    } else {
-        bytes.extend_from_slice(req.text.as_bytes());
-    }
-    if req.enter {
-        bytes.push(b'\r');
-    }
-    bytes
+/// The most text one `send` takes (a bigger paste is sent in pieces).
+const MAX_SEND: usize = 256 * 1024;
+/// How long a client waits for a terminal action (each IPC call has its
+/// own timeout and retries under this).
+const ACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// Asks the terminals actor to judge and carry out `op` on a binding.
+async fn act(id: &str, op: TerminalOp) -> Result<Outcome, ApiError> {
+    let binding_id = id.to_string();
+    Ok(route::call_within::<TerminalsMsg, _, _>(names::TERMINALS, ACTION_TIMEOUT, |reply| TerminalsMsg::Act {
+        binding_id,
+        op,
+        reply,
+    })
+    .await??)
 }
 
-async fn call<R, F>(id: &str, build: F) -> Result<R, ApiError>
-where
-    R: Send + 'static,
-    F: FnOnce(ractor::RpcReplyPort<Result<R, DaemonError>>) -> BindingMsg,
-{
-    Ok(route::call::<BindingMsg, _, _>(&names::binding(id), build).await??)
+/// 200 with what was done; 202 when it waits for a person (`held` ops only).
+fn done(ctx: &Context, outcome: Outcome) -> Result<Response, ApiError> {
+    match outcome {
+        Outcome::Acted(Acted::Done(binding)) => {
+            let binding = match ctx.store.get::<BindingRecord>(&binding.binding_id)? {
+                Some(record) => view(ctx, &record)?,
+                None => binding,
+            };
+            Ok(json_reply(StatusCode::OK, &ActionDone { binding, outcome: "done".into(), approval_id: None }))
+        }
+        Outcome::Acted(Acted::Text(_)) => Err(ApiError::Daemon(DaemonError::Internal("unexpected text".into()))),
+        Outcome::Held(approval, binding) => Ok(json_reply(
+            StatusCode::ACCEPTED,
+            &ActionDone { binding, outcome: "awaiting_approval".into(), approval_id: Some(approval.id.to_string()) },
+        )),
+    }
 }

@@ -37,7 +37,7 @@ pub use owner::Owner;
 pub use records::*;
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};
 pub use task::TaskRecord;
-pub use terminal::{BindingRecord, ScrollbackChunk, TerminalRecord};
+pub use terminal::{BindingRecord, HeldTerminalAction, ScrollbackChunk, TerminalApprovalRecord, TerminalRecord};
 pub use workflow::{GateRecord, StepRecord, WorkflowRunRecord};
 
 #[derive(Debug, thiserror::Error)]

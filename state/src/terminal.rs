@@ -153,3 +153,69 @@ impl ScrollbackChunk {
         self.offset + self.bytes.len() as u64
     }
 }
+
+/// What a terminal approval holds back until it is decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HeldTerminalAction {
+    Spawn(bosun_proto::SpawnTerminalRequest),
+    Send(bosun_proto::SendTextRequest),
+}
+
+/// An action on a terminal waiting for a person, or decided. Written by the
+/// terminals actor alone: it asks, and it carries the action out once
+/// accepted (through the binding's actor for a send).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TerminalApprovalRecord {
+    pub id: String,
+    pub binding_id: Option<String>,
+    pub terminal: TerminalKind,
+    pub session_id: Option<String>,
+    pub held: HeldTerminalAction,
+    pub concerns: Vec<String>,
+    /// The command or text as the person is shown it.
+    pub revealed: String,
+    pub status: bosun_proto::ApprovalStatus,
+    pub decided_by: Option<bosun_proto::DecidedBy>,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+    /// What carrying it out came to (`done`, or the error).
+    pub outcome: Option<String>,
+}
+
+impl Record for TerminalApprovalRecord {
+    const TREE: &'static str = "terminal_approvals";
+    const OWNER: Owner = Owner::Terminals;
+    const SCHEMA: u16 = 1;
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl TerminalApprovalRecord {
+    pub fn action_name(&self) -> &'static str {
+        match self.held {
+            HeldTerminalAction::Spawn(_) => "spawn",
+            HeldTerminalAction::Send(_) => "send_text",
+        }
+    }
+
+    pub fn view(&self) -> bosun_proto::ApprovalView {
+        bosun_proto::ApprovalView {
+            id: self.id.clone().into(),
+            session_id: self.session_id.clone().map(Into::into),
+            turn_id: None,
+            action: bosun_proto::Action::Terminal {
+                binding_id: self.binding_id.clone(),
+                terminal: self.terminal,
+                action: self.action_name().to_string(),
+                text: self.revealed.clone(),
+                concerns: self.concerns.clone(),
+            },
+            status: self.status,
+            decided_by: self.decided_by,
+            requested_at: self.requested_at.clone(),
+            decided_at: self.decided_at.clone(),
+        }
+    }
+}

@@ -3,10 +3,13 @@
 //! hands it, then publishes it; commits the terminal's end after the last
 //! byte; and carries out what clients ask of the terminal.
 //!
-//! Its child process lives in the shared [`LiveTerminals`], not in this
-//! actor: a restarted actor finds it there by id and proves it is the same
-//! one (its pid) before acting on it; when it is not there (the daemon was
-//! restarted, and the child ended with it) the binding is `lost`.
+//! A `pty` child lives in the shared [`LiveTerminals`], not in this actor:
+//! a restarted actor finds it there by id and proves it is the same one (its
+//! pid) before acting on it; when it is not there (the daemon was restarted,
+//! and the child ended with it) the binding is `lost`. A pane of a terminal
+//! emulator is proven the same by asking the terminal for it, and its
+//! process, before every action and every few seconds: a pane that is gone
+//! or shows another process is never acted on, and the binding is `lost`.
 
 use super::live::{LiveTerminal, LiveTerminals, OutputChunk};
 use super::scrollback::Scrollback;
@@ -15,15 +18,22 @@ use crate::context::Context;
 use crate::error::{DaemonError, DaemonResult};
 use crate::names;
 use bosun_proto::{
-    BindingLost, BindingState, BindingView, EventData, ExitView, ResizeRequest, TerminalBinding, TerminalExit,
-    TerminalKind, TerminalSize,
+    BindingLost, BindingState, BindingView, EventData, ExitView, OutputRange, ResizeRequest, SendTextRequest,
+    TerminalAction, TerminalBinding, TerminalExit, TerminalKind, TerminalSize, TerminalText,
 };
 use bosun_pty::{PtyEvent, PtySize};
 use bosun_state::{Batch, BindingRecord, Owner};
+use bosun_termbridge::osc::{OscParser, TerminalEvent as OscEvent};
+use bosun_termbridge::{PaneId, SendMode, TerminalControl};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// How often an emulator's pane is looked for while nothing is done to it.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The longest OSC sequence looked at for a cwd (a path is at most 4 KiB).
+const MAX_OSC: usize = 8 * 1024;
 
 /// The most output the pump hands over in one call: what came while the
 /// previous commit was being flushed shares the next one.
@@ -31,11 +41,40 @@ const BATCH_MAX: usize = 1024 * 1024;
 
 pub struct BindingActor;
 
-/// A binding not stored yet: its record, and its terminal already running.
+/// A binding not stored yet: its record, and its terminal already running
+/// (for `pty`, the child and its output; for an emulator, the pane).
 pub struct NewBinding {
     pub record: BindingRecord,
-    pub live: Arc<LiveTerminal>,
-    pub output: mpsc::Receiver<PtyEvent>,
+    pub pty: Option<(Arc<LiveTerminal>, mpsc::Receiver<PtyEvent>)>,
+}
+
+/// What a client asks of a binding, once the terminals actor has judged it.
+#[derive(Debug, Clone)]
+pub enum TerminalOp {
+    Send(SendTextRequest),
+    Focus,
+    Read,
+    Close,
+    SetCwd(String),
+}
+
+impl TerminalOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TerminalOp::Send(_) => "send_text",
+            TerminalOp::Focus => "focus",
+            TerminalOp::Read => "read_text",
+            TerminalOp::Close => "close",
+            TerminalOp::SetCwd(_) => "cwd",
+        }
+    }
+}
+
+/// What an action came to.
+#[derive(Debug, Clone)]
+pub enum Acted {
+    Done(BindingView),
+    Text(TerminalText),
 }
 
 pub struct BindingArgs {
@@ -59,10 +98,17 @@ pub enum BindingMsg {
         reply: RpcReplyPort<()>,
     },
     Resize(ResizeRequest, RpcReplyPort<DaemonResult<BindingView>>),
-    /// Input for the terminal, as typed or sent (policy is the caller's).
+    /// Keys typed at a `pty` terminal by the person at it (its socket).
     Input(Vec<u8>, RpcReplyPort<DaemonResult<()>>),
-    /// Hang up; answered once the terminal's end is committed.
-    Close(RpcReplyPort<DaemonResult<BindingView>>),
+    /// An action the terminals actor has allowed; `decision` is what
+    /// allowed it (`allowed`, `approved`, `full-access`), for the record.
+    Act {
+        op: TerminalOp,
+        decision: String,
+        reply: RpcReplyPort<DaemonResult<Acted>>,
+    },
+    /// Is the emulator's pane still there, with the same process?
+    Check,
     Crash,
 }
 
@@ -71,9 +117,15 @@ pub struct Binding {
     record: BindingRecord,
     live: Option<Arc<LiveTerminal>>,
     scrollback: Scrollback,
-    closing: Vec<RpcReplyPort<DaemonResult<BindingView>>>,
+    /// Close asks answered once a `pty` terminal's end is committed.
+    closing: Vec<RpcReplyPort<DaemonResult<Acted>>>,
     /// Whether the app in the terminal has turned bracketed paste on.
-    pub(super) bracketed_paste: bool,
+    bracketed_paste: bool,
+    /// An emulator's adapter, for a binding of one.
+    control: Option<Arc<dyn TerminalControl>>,
+    /// OSC 7 and 9;9 in a `pty` terminal's output move its cwd.
+    osc: OscParser,
+    checker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for BindingActor {
@@ -85,25 +137,35 @@ impl Actor for BindingActor {
         let ctx = args.ctx;
         let retention = ctx.settings.termbridge.scrollback_kb.saturating_mul(1024);
         let new = args.new.and_then(|n| n.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(NewBinding { record, live, output }) = new {
+        if let Some(NewBinding { record, pty }) = new {
             let mut batch = Batch::by(Owner::Binding);
             batch.put(&record)?;
-            let view = record.view(Some(bosun_proto::OutputRange { start: 0, end: 0 }));
+            let output = pty.is_some().then_some(OutputRange { start: 0, end: 0 });
             batch.event(
-                EventData::TerminalBinding(TerminalBinding { binding: view })
+                EventData::TerminalBinding(TerminalBinding { binding: record.view(output) })
                     .into_event(topic_of(record.session_id.as_deref())),
             );
             // Nothing of the terminal is shown before its binding is stored.
             ctx.store.commit(batch).await?;
-            ctx.terminals.insert(&record.id, live.clone());
-            tokio::spawn(pump(ctx.terminals.clone(), record.id.clone(), output, 0));
+            let live = match pty {
+                Some((live, output)) => {
+                    ctx.terminals.insert(&record.id, live.clone());
+                    tokio::spawn(pump(ctx.terminals.clone(), record.id.clone(), output, 0));
+                    Some(live)
+                }
+                None => None,
+            };
+            let control = super::bridge::control(&ctx, record.terminal);
             return Ok(Binding {
                 scrollback: Scrollback::empty(&record.id, retention),
                 ctx,
                 record,
-                live: Some(live),
+                live,
                 closing: Vec::new(),
                 bracketed_paste: false,
+                control,
+                osc: OscParser::new(MAX_OSC),
+                checker: None,
             });
         }
         let record = ctx
@@ -114,12 +176,27 @@ impl Actor for BindingActor {
         // The same child only if the same process: a pid is all a PTY child
         // has to prove itself by.
         let live = ctx.terminals.get(&record.id).filter(|l| l.pty.pid() == record.pid);
-        let mut state = Binding { ctx, record, live, scrollback, closing: Vec::new(), bracketed_paste: false };
-        if state.record.state == BindingState::Open
-            && state.record.terminal == TerminalKind::Pty
-            && state.live.is_none()
-        {
-            state.lose("the daemon restarted, and the terminal's process ended with it").await?;
+        let control = super::bridge::control(&ctx, record.terminal);
+        let mut state = Binding {
+            ctx,
+            record,
+            live,
+            scrollback,
+            closing: Vec::new(),
+            bracketed_paste: false,
+            control,
+            osc: OscParser::new(MAX_OSC),
+            checker: None,
+        };
+        if state.record.state == BindingState::Open {
+            if state.record.terminal == TerminalKind::Pty && state.live.is_none() {
+                state.lose("the daemon restarted, and the terminal's process ended with it").await?;
+            } else if state.control.is_some() {
+                // Restarted: the pane is acted on again only once it is proven the same.
+                if let Err(why) = state.prove_pane().await {
+                    state.lose(&why).await?;
+                }
+            }
         }
         Ok(state)
     }
@@ -127,6 +204,15 @@ impl Actor for BindingActor {
     async fn post_start(&self, myself: ActorRef<BindingMsg>, state: &mut Binding) -> Result<(), ActorProcessingErr> {
         if state.record.state != BindingState::Open {
             myself.stop(None);
+        } else if state.control.is_some() {
+            state.checker = Some(myself.send_interval(CHECK_EVERY, || BindingMsg::Check));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<BindingMsg>, state: &mut Binding) -> Result<(), ActorProcessingErr> {
+        if let Some(checker) = state.checker.take() {
+            checker.abort();
         }
         Ok(())
     }
@@ -159,15 +245,33 @@ impl Actor for BindingActor {
                 };
                 let _ = reply.send(r);
             }
-            BindingMsg::Close(reply) => match state.live.clone() {
-                Some(live) => {
-                    live.pty.hang_up();
-                    state.closing.push(reply);
+            BindingMsg::Act { op, decision, reply } => {
+                let started = Instant::now();
+                let name = op.name();
+                let detail = op_detail(&op);
+                match state.act(op, reply).await {
+                    // A pty's close is answered once its end is committed.
+                    Ok(None) => {}
+                    Ok(Some((reply, acted))) => {
+                        state.record_action(name, &decision, started, &detail).await;
+                        let _ = reply.send(Ok(acted));
+                    }
+                    Err((reply, e)) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                None => {
-                    let _ = reply.send(Ok(state.view()));
+                if state.record.state != BindingState::Open && state.live.is_none() {
+                    myself.stop(None);
                 }
-            },
+            }
+            BindingMsg::Check => {
+                if state.record.state == BindingState::Open && state.control.is_some() {
+                    if let Err(why) = state.prove_pane().await {
+                        state.lose(&why).await?;
+                        myself.stop(None);
+                    }
+                }
+            }
             BindingMsg::Crash => {
                 if state.ctx.settings.fault_injection {
                     panic!("injected fault: binding {}", state.record.id);
@@ -192,10 +296,188 @@ impl Binding {
         self.ctx.store.commit(batch).await?;
         self.scrollback.committed(&mut appended);
         self.bracketed_paste = paste_mode_after(self.bracketed_paste, &appended.bytes);
+        let cwd = self.osc.feed(&appended.bytes).into_iter().rev().find_map(|e| match e {
+            OscEvent::Cwd { path, .. } => Some(path),
+            _ => None,
+        });
         if let Some(live) = &self.live {
             live.publish(OutputChunk { offset: appended.offset, bytes: Arc::new(appended.bytes) });
         }
+        if let Some(path) = cwd {
+            if let Err(e) = self.set_cwd(&path).await {
+                tracing::debug!(binding = %self.record.id, error = %e, "a cwd the terminal reported was not taken");
+            }
+        }
         Ok(())
+    }
+
+    /// The binding's cwd, as its shell reported it (OSC 7) or a client set it.
+    pub(super) async fn set_cwd(&mut self, path: &str) -> DaemonResult<()> {
+        let path = bosun_termbridge::cwd::validate_cwd(path.as_bytes())
+            .map_err(|e| DaemonError::BadRequest(format!("cwd: {e}")))?;
+        let path = path.display().to_string();
+        if path == self.record.cwd {
+            return Ok(());
+        }
+        self.record.cwd = path;
+        self.record.updated_at = bosun_proto::now_ts();
+        let mut batch = Batch::by(Owner::Binding);
+        batch.put(&self.record)?;
+        batch.event(
+            EventData::TerminalBinding(TerminalBinding { binding: self.view() })
+                .into_event(topic_of(self.record.session_id.as_deref())),
+        );
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Proves the emulator's pane is still the one bound: there, with the
+    /// process it had. The reason it is not, otherwise.
+    async fn prove_pane(&self) -> Result<(), String> {
+        let Some(control) = &self.control else { return Ok(()) };
+        let pane = PaneId::new(self.record.pane.clone());
+        match control.describe(&pane).await {
+            Ok(info) => match (self.record.pid, info.pid) {
+                (Some(bound), Some(now)) if bound != now => {
+                    Err(format!("pane {} now runs another process (pid {now}, bound to {bound})", self.record.pane))
+                }
+                _ => Ok(()),
+            },
+            Err(bosun_termbridge::TermError::PaneGone) => Err(format!("pane {} is gone", self.record.pane)),
+            // The terminal did not answer: nothing is proven either way, and
+            // nothing is done to the pane until it does.
+            Err(e) => {
+                tracing::debug!(binding = %self.record.id, error = %e, "the terminal did not answer about its pane");
+                Ok(())
+            }
+        }
+    }
+
+    /// Carries out `op`. `Ok(None)`: the reply is kept (a pty's close).
+    #[allow(clippy::type_complexity)]
+    async fn act(
+        &mut self,
+        op: TerminalOp,
+        reply: RpcReplyPort<DaemonResult<Acted>>,
+    ) -> Result<Option<(RpcReplyPort<DaemonResult<Acted>>, Acted)>, (RpcReplyPort<DaemonResult<Acted>>, DaemonError)>
+    {
+        if self.record.state != BindingState::Open && !matches!(op, TerminalOp::Read) {
+            if matches!(op, TerminalOp::Close) {
+                return Ok(Some((reply, Acted::Done(self.view()))));
+            }
+            let e = DaemonError::Conflict(format!("terminal binding {} is {}", self.record.id, self.record.state));
+            return Err((reply, e));
+        }
+        if let Some(control) = self.control.clone() {
+            if self.record.state == BindingState::Open {
+                if let Err(why) = self.prove_pane().await {
+                    if let Err(e) = self.lose(&why).await {
+                        return Err((reply, DaemonError::Internal(e.to_string())));
+                    }
+                    return Err((reply, DaemonError::Conflict(format!("terminal binding lost: {why}"))));
+                }
+            }
+            return match self.act_on_pane(control, op).await {
+                Ok(acted) => Ok(Some((reply, acted))),
+                Err(e) => Err((reply, e)),
+            };
+        }
+        match op {
+            TerminalOp::Close => match self.live.clone() {
+                Some(live) => {
+                    live.pty.hang_up();
+                    self.closing.push(reply);
+                    Ok(None)
+                }
+                None => Ok(Some((reply, Acted::Done(self.view())))),
+            },
+            other => match self.act_on_pty(other).await {
+                Ok(acted) => Ok(Some((reply, acted))),
+                Err(e) => Err((reply, e)),
+            },
+        }
+    }
+
+    async fn act_on_pty(&mut self, op: TerminalOp) -> DaemonResult<Acted> {
+        match op {
+            TerminalOp::Send(req) => {
+                let live = self.live.clone().ok_or_else(|| DaemonError::Conflict("the terminal has ended".into()))?;
+                let bytes = send_bytes(&req, self.bracketed_paste);
+                live.pty.write(bytes).await.map_err(|e| DaemonError::Conflict(e.to_string()))?;
+                Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::Read => Err(DaemonError::Internal("a pty's text is read from the store".into())),
+            TerminalOp::Focus => {
+                Err(DaemonError::NotSupported("a pty terminal has no window to focus; open it in the browser".into()))
+            }
+            TerminalOp::SetCwd(path) => {
+                self.set_cwd(&path).await?;
+                Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::Close => unreachable_close(),
+        }
+    }
+
+    async fn act_on_pane(&mut self, control: Arc<dyn TerminalControl>, op: TerminalOp) -> DaemonResult<Acted> {
+        let kind = self.record.terminal;
+        let pane = PaneId::new(self.record.pane.clone());
+        let failed = |e| super::bridge::error(kind, e);
+        match op {
+            TerminalOp::Send(req) => {
+                control
+                    .send_text(&pane, &req.text, SendMode { paste: req.paste, enter: req.enter })
+                    .await
+                    .map_err(failed)?;
+                Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::Focus => {
+                control.focus(&pane).await.map_err(failed)?;
+                Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::Read => {
+                let text = control.read_text(&pane).await.map_err(failed)?;
+                Ok(Acted::Text(TerminalText { binding_id: self.record.id.clone(), text, output: None }))
+            }
+            TerminalOp::Close => {
+                match control.close(&pane).await {
+                    Ok(()) | Err(bosun_termbridge::TermError::PaneGone) => {}
+                    Err(e) => return Err(failed(e)),
+                }
+                self.record.state = BindingState::Closed;
+                self.record.reason = Some("closed through the API".into());
+                self.record.updated_at = bosun_proto::now_ts();
+                let mut batch = Batch::by(Owner::Binding);
+                batch.put(&self.record)?;
+                batch.event(
+                    EventData::TerminalBinding(TerminalBinding { binding: self.view() })
+                        .into_event(topic_of(self.record.session_id.as_deref())),
+                );
+                self.ctx.store.commit(batch).await?;
+                Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::SetCwd(path) => {
+                self.set_cwd(&path).await?;
+                Ok(Acted::Done(self.view()))
+            }
+        }
+    }
+
+    /// `termbridge:action`: what was done, what allowed it, how long it took.
+    async fn record_action(&self, action: &str, decision: &str, started: Instant, detail: &str) {
+        let event = EventData::TerminalAction(TerminalAction {
+            binding_id: self.record.id.clone(),
+            terminal: self.record.terminal,
+            session_id: self.record.session_id.clone().map(Into::into),
+            action: action.to_string(),
+            decision: decision.to_string(),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            detail: detail.to_string(),
+        });
+        let mut batch = Batch::new();
+        batch.event(event.into_event(topic_of(self.record.session_id.as_deref())));
+        if let Err(e) = self.ctx.store.commit(batch).await {
+            tracing::warn!(binding = %self.record.id, error = %e, "a terminal action could not be recorded");
+        }
     }
 
     async fn exited(&mut self, status: bosun_pty::ExitStatus, end: u64) -> Result<(), ActorProcessingErr> {
@@ -229,8 +511,10 @@ impl Binding {
         }
         self.ctx.terminals.remove(&self.record.id);
         let view = self.view();
-        for reply in self.closing.drain(..) {
-            let _ = reply.send(Ok(view.clone()));
+        let detail = format!("exit {:?}", self.record.exit);
+        for reply in std::mem::take(&mut self.closing) {
+            self.record_action("close", "allowed", Instant::now(), &detail).await;
+            let _ = reply.send(Ok(Acted::Done(view.clone())));
         }
         Ok(())
     }
@@ -278,6 +562,48 @@ impl Binding {
         self.ctx.store.commit(batch).await?;
         Ok(())
     }
+}
+
+/// What `send` writes to a pty: the text, wrapped in bracketed-paste
+/// markers when asked to paste and the app has turned the mode on (an app
+/// that has not would take the markers as keys), then Enter (a carriage
+/// return, what the key sends) when asked.
+fn send_bytes(req: &SendTextRequest, bracketed_paste: bool) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(req.text.len() + 16);
+    let wrap = req.paste && bracketed_paste;
+    if wrap {
+        bytes.extend_from_slice(b"\x1b[200~");
+    }
+    bytes.extend_from_slice(req.text.as_bytes());
+    if wrap {
+        bytes.extend_from_slice(b"\x1b[201~");
+    }
+    if req.enter {
+        bytes.push(b'\r');
+    }
+    bytes
+}
+
+/// What an action's record says of it: sanitized, so no escape sequence a
+/// client sent reaches the log, and short.
+fn op_detail(op: &TerminalOp) -> String {
+    let text = match op {
+        TerminalOp::Send(req) => {
+            format!("{}{}", req.text, if req.enter { " ⏎" } else { "" })
+        }
+        TerminalOp::SetCwd(path) => path.clone(),
+        _ => String::new(),
+    };
+    let clean = bosun_termbridge::sanitize::sanitize(text.as_bytes());
+    let mut short: String = clean.chars().take(200).collect();
+    if short.len() < clean.len() {
+        short.push('…');
+    }
+    short
+}
+
+fn unreachable_close() -> DaemonResult<Acted> {
+    Err(DaemonError::Internal("close is handled before this".into()))
 }
 
 /// Whether bracketed paste is on after `bytes`: the last of `CSI ?2004h`

@@ -549,7 +549,7 @@ impl Turn {
         let covered = match &action {
             Action::FileChange { path, .. } => self.sink.with(|ledger| ledger.covering_write(path)),
             Action::Command { command, .. } => self.sink.with(|ledger| ledger.covering_command(command)),
-            Action::Other { .. } | Action::Gate { .. } => None,
+            Action::Other { .. } | Action::Gate { .. } | Action::Terminal { .. } => None,
         };
         if let Some(asked) = covered {
             self.carry_out(act, asked);

@@ -273,7 +273,8 @@ impl Client {
         self.get(&["api", "v1", "terminals", "bindings"]).send().await
     }
 
-    pub async fn spawn_terminal(&self, req: &SpawnTerminalRequest) -> Result<BindingView> {
+    /// The binding, or (`outcome: awaiting_approval`) the approval it waits for.
+    pub async fn spawn_terminal(&self, req: &SpawnTerminalRequest) -> Result<SpawnOutcome> {
         self.post(&["api", "v1", "terminals", "bindings"]).json(req).send().await
     }
 
@@ -281,7 +282,7 @@ impl Client {
         self.get(&["api", "v1", "terminals", "bindings", id]).send().await
     }
 
-    pub async fn close_binding(&self, id: &str) -> Result<BindingView> {
+    pub async fn close_binding(&self, id: &str) -> Result<ActionDone> {
         self.delete(&["api", "v1", "terminals", "bindings", id]).within(Duration::from_secs(30)).send().await
     }
 
@@ -291,6 +292,22 @@ impl Client {
 
     pub async fn read_text(&self, id: &str) -> Result<TerminalText> {
         self.get(&["api", "v1", "terminals", "bindings", id, "text"]).send().await
+    }
+
+    pub async fn focus(&self, id: &str) -> Result<ActionDone> {
+        self.post(&["api", "v1", "terminals", "bindings", id, "focus"]).send().await
+    }
+
+    pub async fn set_cwd(&self, id: &str, req: &CwdRequest) -> Result<ActionDone> {
+        self.post(&["api", "v1", "terminals", "bindings", id, "cwd"]).json(req).send().await
+    }
+
+    pub async fn write_clipboard(&self, req: &ClipboardWrite) -> Result<ClipboardContent> {
+        self.post(&["api", "v1", "terminals", "clipboard"]).json(req).send().await
+    }
+
+    pub async fn read_clipboard(&self) -> Result<ClipboardContent> {
+        self.get(&["api", "v1", "terminals", "clipboard"]).send().await
     }
 
     pub async fn resize_terminal(&self, id: &str, req: &ResizeRequest) -> Result<BindingView> {
