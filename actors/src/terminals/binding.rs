@@ -71,6 +71,8 @@ impl TerminalOp {
 }
 
 /// What an action came to.
+// One per request, moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Acted {
     Done(BindingView),

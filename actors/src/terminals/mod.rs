@@ -102,6 +102,8 @@ pub enum Spawned {
 }
 
 /// What an action came to: done, or held for a person.
+// One per request, moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Acted(Acted),
@@ -818,6 +820,7 @@ impl TerminalsState {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Judged {
     Go(String),
     Held(bosun_proto::ApprovalView, BindingView),

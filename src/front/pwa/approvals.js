@@ -113,6 +113,12 @@ function openApproval(a) {
       el('pre', { class: 'gate-message', 'data-testid': 'gate-message', tabindex: 0, 'aria-label': 'Gate message', text: act.message }),
       el('p', { class: 'hint', text: 'Approve lets the run go on; Decline fails it.' }),
     );
+  } else if (act.kind === 'terminal') {
+    // What would be typed or started, every hidden character made visible
+    // by the daemon; the concerns say why it was held.
+    $('approval-heading').textContent = act.action === 'spawn' ? 'Approval requested: start in a terminal' : 'Approval requested: send to a terminal';
+    rows.push(['Terminal', act.terminal + (act.binding_id ? ' (' + act.binding_id + ')' : '')], ['Why', act.concerns.join(', ')]);
+    more.push(el('pre', { class: 'gate-message', 'data-testid': 'terminal-text', tabindex: 0, 'aria-label': 'Text', text: act.text }));
   } else {
     $('approval-heading').textContent = 'Approval requested';
     rows.push(['Tool', act.tool], ['Action', act.title || JSON.stringify(act)]);

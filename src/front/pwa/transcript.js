@@ -285,6 +285,7 @@ function actionText(action) {
   if (action.kind === 'command') return action.command + (action.cwd ? '  (in ' + action.cwd + ')' : '');
   if (action.kind === 'file_change') return action.path + (action.summary ? ': ' + action.summary : '');
   if (action.kind === 'gate') return 'workflow gate ' + action.step_id + ': ' + action.message;
+  if (action.kind === 'terminal') return action.terminal + ' ' + action.action + ': ' + action.text + ' (' + action.concerns.join(', ') + ')';
   return (action.tool ? action.tool + ': ' : '') + (action.title || JSON.stringify(action));
 }
 

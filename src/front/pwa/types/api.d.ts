@@ -53,11 +53,23 @@ export type Action =
       run_id: WorkflowRunId;
       step_id: string;
       message: string;
+    }
+  | {
+      kind: 'terminal';
+      binding_id?: string | null;
+      terminal: TerminalKind;
+      action: string;
+      text: string;
+      concerns: string[];
     };
 /**
  * A workflow run: `w_` and 12 hex digits.
  */
 export type WorkflowRunId = string;
+/**
+ * A kind of terminal the daemon can drive.
+ */
+export type TerminalKind = ('tmux' | 'kitty' | 'wezterm' | 'konsole' | 'tilix' | 'alacritty') | 'pty';
 export type ApprovalStatus = 'pending' | 'accepted' | 'declined' | 'cancelled';
 /**
  * Who took a decision: a person through the API, or the daemon under `full-access`.
@@ -139,6 +151,8 @@ export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipp
  */
 export type StepDecision = 'retry' | 'skip' | 'abort';
 export type TaskStatus = 'todo' | 'in_progress' | 'done';
+export type BindingState = 'open' | 'exited' | 'lost' | 'closed';
+export type Placement = 'window' | 'tab' | 'split';
 /**
  * How a provider's agent is held to the session's policy
  * (`GET /api/v1/providers`, docs/SECURITY.md).
@@ -175,6 +189,7 @@ export interface ApiSchemas {
   ApprovalId: ApprovalId;
   Action: Action;
   WorkflowRunId: WorkflowRunId;
+  TerminalKind: TerminalKind;
   ApprovalStatus: ApprovalStatus;
   DecidedBy: DecidedBy;
   PatchSessionRequest: PatchSessionRequest;
@@ -226,6 +241,25 @@ export interface ApiSchemas {
   PatchTaskRequest: PatchTaskRequest;
   TaskDeleted: TaskDeleted;
   RunTaskRequest: RunTaskRequest;
+  TerminalList: TerminalList;
+  TerminalView: TerminalView;
+  TerminalCapabilities: TerminalCapabilities;
+  BindingState: BindingState;
+  BindingList: BindingList;
+  BindingView: BindingView;
+  ExitView: ExitView;
+  TerminalSize: TerminalSize;
+  OutputRange: OutputRange;
+  SpawnTerminalRequest: SpawnTerminalRequest;
+  Placement: Placement;
+  SpawnOutcome: SpawnOutcome;
+  ActionDone: ActionDone;
+  TerminalText: TerminalText;
+  SendTextRequest: SendTextRequest;
+  ResizeRequest: ResizeRequest;
+  CwdRequest: CwdRequest;
+  ClipboardContent: ClipboardContent;
+  ClipboardWrite: ClipboardWrite;
   ProviderList: ProviderList;
   ProviderView: ProviderView;
   ProviderCapabilities: ProviderCapabilities;
@@ -845,6 +879,248 @@ export interface RunTaskRequest {
     [k: string]: string | undefined;
   };
 }
+export interface TerminalList {
+  terminals: TerminalView[];
+}
+/**
+ * One entry of the capability map (`GET /api/v1/terminals`).
+ */
+export interface TerminalView {
+  terminal: TerminalKind;
+  /**
+   * Its program is on the daemon's PATH.
+   */
+  installed: boolean;
+  /**
+   * An instance is running that the daemon can find.
+   */
+  running: boolean;
+  /**
+   * Its control socket or bus answered.
+   */
+  reachable: boolean;
+  version?: string | null;
+  capabilities: TerminalCapabilities;
+  /**
+   * It cannot be controlled until a user grants consent.
+   */
+  requires_opt_in: boolean;
+  consent_granted_at?: string | null;
+  notes: string[];
+  risk_flags: string[];
+  discovered_at: string;
+}
+/**
+ * What a terminal lets the daemon do. The UI offers only these.
+ */
+export interface TerminalCapabilities {
+  spawn: boolean;
+  split: boolean;
+  focus: boolean;
+  send_text: boolean;
+  read_text: boolean;
+  clipboard_read: boolean;
+  clipboard_write: boolean;
+  /**
+   * The binding's cwd follows OSC 7 (and 9;9) in the terminal's output.
+   */
+  cwd_sync: boolean;
+  bracketed_paste: boolean;
+  max_clipboard_kb: number;
+}
+export interface BindingList {
+  bindings: BindingView[];
+}
+export interface BindingView {
+  /**
+   * `b_` and 12 hex digits.
+   */
+  binding_id: string;
+  terminal: TerminalKind;
+  session_id?: SessionId | null;
+  /**
+   * Where it is: `pty://b_…`, `tmux://%3`, `kitty://window/7`.
+   */
+  ipc_endpoint: string;
+  pid?: number | null;
+  labels: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * What was started in it (empty: the user's shell).
+   */
+  command: string[];
+  cwd: string;
+  state: BindingState;
+  /**
+   * Set once it has `exited`.
+   */
+  exit?: ExitView | null;
+  /**
+   * Why it is `lost` or `closed`.
+   */
+  reason?: string | null;
+  /**
+   * Whether it runs inside its session's jail.
+   */
+  jailed: boolean;
+  /**
+   * `pty` only.
+   */
+  size?: TerminalSize | null;
+  /**
+   * `pty` only.
+   */
+  output?: OutputRange | null;
+  created_at: string;
+  updated_at: string;
+}
+/**
+ * How a process ended: its exit code, or the signal that ended it.
+ */
+export interface ExitView {
+  code?: number | null;
+  signal?: string | null;
+}
+export interface TerminalSize {
+  cols: number;
+  rows: number;
+}
+/**
+ * A `pty` terminal's output, as byte offsets in its stream: `start` is the
+ * oldest byte still kept in the scrollback, `end` the next to come.
+ */
+export interface OutputRange {
+  start: number;
+  end: number;
+}
+/**
+ * `POST /api/v1/terminals/bindings`: start something in a terminal and
+ * bind it.
+ */
+export interface SpawnTerminalRequest {
+  terminal?: TerminalKind | null;
+  /**
+   * Bind it to this session: it starts in the session's cwd (and jail).
+   */
+  session_id?: SessionId | null;
+  /**
+   * Absolute; defaults to the session's cwd, or the daemon's default.
+   */
+  cwd?: string | null;
+  /**
+   * Program and arguments; empty starts the user's shell.
+   */
+  command?: string[];
+  env?: {
+    [k: string]: string | undefined;
+  };
+  placement?: Placement | null;
+  /**
+   * For `placement: split`: the binding whose pane is split.
+   */
+  split_of?: string | null;
+  labels?: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * `pty` only: the size it starts at (80x24 when not given).
+   */
+  cols?: number | null;
+  rows?: number | null;
+}
+/**
+ * What `POST /api/v1/terminals/bindings` came to: 201 with the binding,
+ * or 202 with the approval it waits for (a command in a plan-only
+ * session); once the approval is accepted, the binding is made.
+ */
+export interface SpawnOutcome {
+  /**
+   * `bound` or `awaiting_approval`.
+   */
+  outcome: string;
+  binding?: BindingView | null;
+  approval?: ApprovalView | null;
+}
+/**
+ * What an action on a binding came to.
+ */
+export interface ActionDone {
+  binding: BindingView;
+  /**
+   * `done`, or `awaiting_approval` with the approval that waits.
+   */
+  outcome: string;
+  approval_id?: string | null;
+}
+/**
+ * `GET /api/v1/terminals/bindings/{id}/text`: what the terminal shows, or
+ * for `pty` its whole retained scrollback.
+ */
+export interface TerminalText {
+  binding_id: string;
+  /**
+   * As UTF-8, invalid bytes replaced.
+   */
+  text: string;
+  /**
+   * `pty` only: the offsets the text covers.
+   */
+  output?: OutputRange | null;
+}
+/**
+ * `POST /api/v1/terminals/bindings/{id}/send`.
+ */
+export interface SendTextRequest {
+  text: string;
+  /**
+   * Send it as a paste (bracketed where the app enabled it).
+   */
+  paste?: boolean;
+  /**
+   * Press Enter after it.
+   */
+  enter?: boolean;
+}
+/**
+ * `POST /api/v1/terminals/bindings/{id}/resize` (`pty` only).
+ */
+export interface ResizeRequest {
+  cols: number;
+  rows: number;
+}
+/**
+ * `POST /api/v1/terminals/bindings/{id}/cwd`: the binding's working
+ * directory, as a shell hook would report it (absolute, at most 4096
+ * bytes, no control characters).
+ */
+export interface CwdRequest {
+  path: string;
+}
+/**
+ * The clipboard's text (`GET /api/v1/terminals/clipboard`), or what was
+ * written to it.
+ */
+export interface ClipboardContent {
+  text: string;
+  /**
+   * `wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.
+   */
+  via: string;
+  /**
+   * How many OSC 52 sequences carried it (payloads over 75 KB are cut).
+   */
+  sequences?: number | null;
+}
+/**
+ * `POST /api/v1/terminals/clipboard`: text for the clipboard, through the
+ * OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`, as
+ * OSC 52 to that binding's terminal.
+ */
+export interface ClipboardWrite {
+  text: string;
+  binding_id?: string | null;
+}
 export interface ProviderList {
   providers: ProviderView[];
 }
@@ -1033,6 +1309,21 @@ export interface ApiOperations {
   'PATCH /api/v1/tasks/{id}': { request: PatchTaskRequest; response: TaskView };
   'DELETE /api/v1/tasks/{id}': { request: undefined; response: TaskDeleted };
   'POST /api/v1/tasks/{id}/run': { request: RunTaskRequest; response: TaskView };
+  'GET /api/v1/terminals': { request: undefined; response: TerminalList };
+  'POST /api/v1/terminals/discover': { request: undefined; response: TerminalList };
+  'POST /api/v1/terminals/{terminal}/consent': { request: undefined; response: TerminalView };
+  'DELETE /api/v1/terminals/{terminal}/consent': { request: undefined; response: TerminalView };
+  'GET /api/v1/terminals/bindings': { request: undefined; response: BindingList };
+  'POST /api/v1/terminals/bindings': { request: SpawnTerminalRequest; response: SpawnOutcome };
+  'GET /api/v1/terminals/bindings/{id}': { request: undefined; response: BindingView };
+  'DELETE /api/v1/terminals/bindings/{id}': { request: undefined; response: ActionDone };
+  'GET /api/v1/terminals/bindings/{id}/text': { request: undefined; response: TerminalText };
+  'POST /api/v1/terminals/bindings/{id}/send': { request: SendTextRequest; response: ActionDone };
+  'POST /api/v1/terminals/bindings/{id}/focus': { request: undefined; response: ActionDone };
+  'POST /api/v1/terminals/bindings/{id}/resize': { request: ResizeRequest; response: BindingView };
+  'POST /api/v1/terminals/bindings/{id}/cwd': { request: CwdRequest; response: ActionDone };
+  'GET /api/v1/terminals/clipboard': { request: undefined; response: ClipboardContent };
+  'POST /api/v1/terminals/clipboard': { request: ClipboardWrite; response: ClipboardContent };
   'GET /api/v1/events': { request: undefined; response: EventsPage };
   'GET /api/v1/providers': { request: undefined; response: ProviderList };
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };

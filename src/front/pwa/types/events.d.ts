@@ -222,11 +222,23 @@ export type Action =
       run_id: WorkflowRunId;
       step_id: string;
       message: string;
+    }
+  | {
+      kind: 'terminal';
+      binding_id?: string | null;
+      terminal: TerminalKind;
+      action: string;
+      text: string;
+      concerns: string[];
     };
 /**
  * A workflow run: `w_` and 12 hex digits.
  */
 export type WorkflowRunId = string;
+/**
+ * A kind of terminal the daemon can drive.
+ */
+export type TerminalKind = ('tmux' | 'kitty' | 'wezterm' | 'konsole' | 'tilix' | 'alacritty') | 'pty';
 export type ApprovalStatus = 'pending' | 'accepted' | 'declined' | 'cancelled';
 /**
  * Who took a decision: a person through the API, or the daemon under `full-access`.
@@ -352,10 +364,6 @@ export type StepState = ('pending' | 'running' | 'completed' | 'failed' | 'skipp
  */
 export type WorkflowEventKind = 'progress' | 'stalled' | 'budget' | 'resumed';
 export type TaskStatus = 'todo' | 'in_progress' | 'done';
-/**
- * A kind of terminal the daemon can drive.
- */
-export type TerminalKind = ('tmux' | 'kitty' | 'wezterm' | 'konsole' | 'tilix' | 'alacritty') | 'pty';
 export type BindingState = 'open' | 'exited' | 'lost' | 'closed';
 /**
  * How serious a `diagnostics:log` line is.

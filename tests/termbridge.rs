@@ -1,0 +1,461 @@
+//! Terminal control through the daemon, against the real binary: tmux (a
+//! private server) and WezTerm (a recording stand-in for its CLI, as WezTerm
+//! cannot be installed here) as bindings; consent; plan-only and the paste
+//! guard as approvals; OSC 7 cwd sync through a real shell with the shipped
+//! hook; the OS clipboard through xclip under Xvfb. Each adapter's every
+//! capability is tested against the real terminal in adapters/termbridge.
+
+mod common;
+
+use bosun_client::TerminalEvent;
+use bosun_proto::{
+    BindingState, BindingView, ClipboardWrite, CwdRequest, SendTextRequest, SpawnOutcome, SpawnTerminalRequest,
+    TerminalKind,
+};
+use common::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of the test's own, killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux { socket: format!("bosun-tb-{}-{}", std::process::id(), rand_suffix()) }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn config(&self, extra: &str) -> String {
+        format!("[termbridge]\n{extra}\n[termbridge.tmux]\nsocket = {{ name = \"{}\" }}\n", self.socket)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
+    }
+}
+
+fn rand_suffix() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{nanos:x}")
+}
+
+fn req(terminal: TerminalKind, command: &[&str]) -> SpawnTerminalRequest {
+    SpawnTerminalRequest {
+        terminal: Some(terminal),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn bound(outcome: SpawnOutcome) -> BindingView {
+    let shown = format!("{outcome:?}");
+    outcome.binding.unwrap_or_else(|| panic!("bound at once: {shown}"))
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `%3` from `tmux://SOCKET/%3`.
+fn pane_of(b: &BindingView) -> String {
+    b.ipc_endpoint.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+fn actions(events: &[bosun_proto::Envelope]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            EventData::TerminalAction(a) => {
+                assert!(a.latency_ms >= 0.0);
+                Some((a.action, a.decision))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tmux_panes_are_spawned_split_focused_typed_into_read_back_and_closed() {
+    let tmux = Tmux::new();
+    let dir = tempdir();
+    let config = tmux.config("policy = \"full-access\"");
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let c = d.client();
+    let map = c.terminals().await.expect("map").terminals;
+    let entry = map.iter().find(|t| t.terminal == TerminalKind::Tmux).expect("tmux in the map");
+    assert!(entry.installed && entry.capabilities.read_text && entry.capabilities.split);
+    let cwd = dir.path().display().to_string();
+    let first = bound(
+        c.spawn_terminal(&SpawnTerminalRequest { cwd: Some(cwd.clone()), ..req(TerminalKind::Tmux, &["sh"]) })
+            .await
+            .expect("spawn"),
+    );
+    assert!(first.ipc_endpoint.starts_with("tmux://") && first.ipc_endpoint.contains("/%"), "{}", first.ipc_endpoint);
+    let pane = pane_of(&first);
+    let second = bound(
+        c.spawn_terminal(&SpawnTerminalRequest {
+            split_of: Some(first.binding_id.clone()),
+            ..req(TerminalKind::Tmux, &["sh"])
+        })
+        .await
+        .expect("split"),
+    );
+    let other = pane_of(&second);
+    // The split is in the first pane's window, and is focused.
+    let active = |t: &Tmux| t.run(&["list-panes", "-a", "-F", "#{pane_id} #{pane_active}"]);
+    assert!(active(&tmux).contains(&format!("{other} 1")), "{}", active(&tmux));
+    c.focus(&first.binding_id).await.expect("focus");
+    assert!(active(&tmux).contains(&format!("{pane} 1")), "focused: {}", active(&tmux));
+    c.send_text(&first.binding_id, &SendTextRequest { text: "echo typed-by-bosun".into(), paste: false, enter: true })
+        .await
+        .expect("send");
+    let text = wait_for("the echo", Duration::from_secs(10), async || {
+        let t = c.read_text(&first.binding_id).await.expect("read").text;
+        (t.matches("typed-by-bosun").count() >= 2).then_some(t)
+    })
+    .await;
+    assert!(text.lines().any(|l| l.trim() == "typed-by-bosun"), "{text}");
+    let closed = c.close_binding(&second.binding_id).await.expect("close");
+    assert_eq!(closed.binding.state, BindingState::Closed);
+    assert!(!tmux.run(&["list-panes", "-a", "-F", "#{pane_id}"]).contains(&other));
+    let events = d.events(None, 0).await;
+    let done = actions(&events);
+    for action in ["spawn", "focus", "send_text", "read_text", "close"] {
+        assert!(done.iter().any(|(a, d)| a == action && d == "full-access"), "{action} in {done:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_pane_killed_by_hand_is_reported_lost_and_never_acted_on() {
+    let tmux = Tmux::new();
+    let dir = tempdir();
+    let config = tmux.config("policy = \"full-access\"");
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let c = d.client();
+    let b = bound(c.spawn_terminal(&req(TerminalKind::Tmux, &["sh"])).await.expect("spawn"));
+    let pane = pane_of(&b);
+    // A second pane, so the server (and the pane id space) stays.
+    bound(c.spawn_terminal(&req(TerminalKind::Tmux, &["sh"])).await.expect("spawn"));
+    tmux.run(&["kill-pane", "-t", &pane]);
+    let lost = wait_for("binding_lost", Duration::from_secs(15), async || {
+        let b = c.binding(&b.binding_id).await.expect("binding");
+        (b.state == BindingState::Lost).then_some(b)
+    })
+    .await;
+    assert!(lost.reason.as_deref().is_some_and(|r| r.contains("gone")), "{:?}", lost.reason);
+    let events = d.events(None, 0).await;
+    assert!(events.iter().any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id)));
+    let (status, answer) =
+        d.post(&format!("/api/v1/terminals/bindings/{}/send", b.binding_id), json!({"text": "x"})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
+}
+
+#[tokio::test]
+async fn a_terminal_that_needs_consent_is_refused_until_it_is_granted_and_again_once_revoked() {
+    let tmux = Tmux::new();
+    let dir = tempdir();
+    let config = tmux.config("policy = \"full-access\"\nopt_in = [\"tmux\"]");
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let c = d.client();
+    let entry = c.terminals().await.expect("map").terminals.into_iter().find(|t| t.terminal == TerminalKind::Tmux);
+    assert!(entry.is_some_and(|t| t.requires_opt_in && t.consent_granted_at.is_none()));
+    let (status, answer) = d.post("/api/v1/terminals/bindings", json!({"terminal": "tmux", "command": ["sh"]})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("consent_required")), "{answer}");
+    assert!(tmux.run(&["list-panes", "-a"]).is_empty(), "nothing was started");
+    let granted = c.consent(TerminalKind::Tmux, true).await.expect("grant");
+    assert!(granted.consent_granted_at.is_some());
+    let b = bound(c.spawn_terminal(&req(TerminalKind::Tmux, &["sh"])).await.expect("spawn once granted"));
+    c.consent(TerminalKind::Tmux, false).await.expect("revoke");
+    let (status, _) = d.post(&format!("/api/v1/terminals/bindings/{}/focus", b.binding_id), json!({})).await;
+    assert_eq!(status, 403);
+    let events = d.events(None, 0).await;
+    let denied: Vec<String> = events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            EventData::TerminalDenied(x) => Some(x.action),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denied, vec!["spawn".to_string(), "focus".to_string()]);
+    let updates = events
+        .iter()
+        .filter(|e| matches!(payload(e), EventData::CapabilityUpdate(u) if u.terminal.terminal == TerminalKind::Tmux))
+        .count();
+    assert!(updates >= 3, "discovery, grant and revoke each emit termbridge:capability_update ({updates})");
+}
+
+async fn held(d: &Daemon, binding: &str, text: &str, enter: bool) -> bosun_proto::ApprovalView {
+    let (status, answer) =
+        d.post(&format!("/api/v1/terminals/bindings/{binding}/send"), json!({"text": text, "enter": enter})).await;
+    assert_eq!(status, 202, "{text:?} is held: {answer}");
+    let id = answer["approval_id"].as_str().expect("an approval id").to_string();
+    d.client().approval(&id).await.expect("the approval")
+}
+
+fn concerns(a: &bosun_proto::ApprovalView) -> (Vec<String>, String) {
+    match &a.action {
+        Action::Terminal { concerns, text, action, .. } => {
+            assert!(action == "send_text" || action == "spawn");
+            (concerns.clone(), text.clone())
+        }
+        other => panic!("not a terminal approval: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn plan_only_holds_what_would_run_and_the_paste_guard_shows_what_is_hidden() {
+    let dir = tempdir();
+    // The default policy of a binding with no session: plan-only.
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let c = d.client();
+    // A command to start is held; its approval shows it.
+    let outcome =
+        c.spawn_terminal(&req(TerminalKind::Pty, &["sh", "-c", "echo started; exec sh"])).await.expect("spawn");
+    assert_eq!(outcome.outcome, "awaiting_approval");
+    let approval = outcome.approval.expect("an approval");
+    assert_eq!(concerns(&approval), (vec!["runs_command".to_string()], "sh -c 'echo started; exec sh'".to_string()));
+    assert!(c.bindings().await.expect("bindings").bindings.is_empty(), "nothing started before the decision");
+    c.decide(approval.id.as_ref(), Decision::Accept).await.expect("accept");
+    let b = wait_for("the approved terminal", Duration::from_secs(10), async || {
+        c.bindings().await.expect("bindings").bindings.into_iter().next()
+    })
+    .await;
+    let mut stream = c.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        if let TerminalEvent::Output { bytes, .. } = stream.next().await.expect("read") {
+            seen.extend_from_slice(&bytes);
+        }
+    }
+    // Typing without Enter runs nothing: sent at once.
+    let typed =
+        c.send_text(&b.binding_id, &SendTextRequest { text: "echo one".into(), paste: false, enter: false }).await;
+    assert_eq!(typed.expect("send").outcome, "done");
+    // Enter would run it: held, and declined, nothing is sent.
+    let a = held(&d, &b.binding_id, "; echo declined-text", true).await;
+    assert_eq!(concerns(&a).0, vec!["runs_command".to_string()]);
+    c.decide(a.id.as_ref(), Decision::Decline).await.expect("decline");
+    // Accepted, it is sent.
+    let a = held(&d, &b.binding_id, "; echo accepted-text", true).await;
+    c.decide(a.id.as_ref(), Decision::Accept).await.expect("accept");
+    let text = wait_for("the accepted text's output", Duration::from_secs(10), async || {
+        let t = c.read_text(&b.binding_id).await.expect("read").text;
+        t.contains("\r\none\r\naccepted-text\r\n").then_some(t)
+    })
+    .await;
+    assert!(!text.contains("declined-text"), "{text:?}");
+    // The paste guard, on each kind of hidden text.
+    let cases: [(&str, &str, &str); 4] = [
+        ("echo a\necho b", "multi_line", "⏎"),
+        ("echo safe\u{200B}", "invisible_characters", "U+200B"),
+        ("cat \u{202E}txt.sh", "invisible_characters", "U+202E"),
+        ("x\x1b]52;c;AAAA\x07", "escape_sequences", "␛"),
+    ];
+    for (text, concern, shown) in cases {
+        let a = held(&d, &b.binding_id, text, false).await;
+        let (found, revealed) = concerns(&a);
+        assert!(found.contains(&concern.to_string()), "{text:?}: {found:?}");
+        assert!(revealed.contains(shown), "{text:?} is shown as {revealed:?}");
+        assert!(!revealed.contains('\x1b') && !revealed.contains('\u{200B}'));
+        c.decide(a.id.as_ref(), Decision::Decline).await.expect("decline");
+    }
+    let denied = d
+        .events(None, 0)
+        .await
+        .iter()
+        .filter(|e| matches!(payload(e), EventData::TerminalDenied(x) if x.reason.contains("declined")))
+        .count();
+    assert_eq!(denied, 5);
+}
+
+#[tokio::test]
+async fn the_paste_guard_holds_hidden_text_even_under_full_access() {
+    let dir = tempdir();
+    let config = "[termbridge]\npolicy = \"full-access\"\n".to_string();
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let b = bound(d.client().spawn_terminal(&req(TerminalKind::Pty, &["cat"])).await.expect("spawn"));
+    let a = held(&d, &b.binding_id, "rm -rf /\u{2066}", false).await;
+    assert_eq!(concerns(&a).0, vec!["invisible_characters".to_string()]);
+    let line = SendTextRequest { text: "ls\n".into(), paste: false, enter: false };
+    let done = d.client().send_text(&b.binding_id, &line).await.expect("send");
+    assert_eq!(done.outcome, "done", "one line and its newline are not a paste");
+}
+
+const WEZTERM_STAND_IN: &str = r#"#!/bin/sh
+log="$(dirname "$0")/calls.log"
+{ printf 'ARGV'; for a in "$@"; do printf ' [%s]' "$a"; done; printf '\n'; } >> "$log"
+case "$1 $2" in
+  "cli send-text") printf 'STDIN [%s]\n' "$(cat)" >> "$log" ;;
+  "cli spawn"|"cli split-pane") echo 7 ;;
+  "cli list") echo '[{"window_id":0,"tab_id":1,"pane_id":7,"workspace":"default","title":"sh","cwd":"file://box/tmp","is_active":true,"tty_name":"/dev/pts/3"}]' ;;
+  "cli list-clients") echo '[{"username":"me","hostname":"box","pid":1,"focused_pane_id":7}]' ;;
+  "cli get-text") printf 'on the screen\n' ;;
+  "--version ") echo "wezterm 20240203-110809-5046fc22" ;;
+esac
+"#;
+
+fn stand_in(dir: &Path) -> PathBuf {
+    let script = dir.join("wezterm");
+    std::fs::write(&script, WEZTERM_STAND_IN).expect("write the stand-in");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
+#[tokio::test]
+async fn wezterm_is_driven_through_its_cli_and_a_missing_cli_is_501() {
+    let dir = tempdir();
+    let fake = stand_in(dir.path());
+    let config = "[termbridge]\npolicy = \"full-access\"\n".to_string();
+    let options = Options {
+        config: Some(config.clone()),
+        env: vec![("BOSUN_WEZTERM_CLI".into(), fake.display().to_string())],
+        ..Default::default()
+    };
+    let d = Daemon::start(&dir.path().join("data"), options);
+    let c = d.client();
+    let entry = c.terminals().await.expect("map").terminals.into_iter().find(|t| t.terminal == TerminalKind::Wezterm);
+    assert!(entry.is_some_and(|t| t.installed && t.version.is_some_and(|v| v.contains("20240203"))));
+    let b = bound(c.spawn_terminal(&req(TerminalKind::Wezterm, &["sh"])).await.expect("spawn"));
+    assert_eq!(b.ipc_endpoint, "wezterm://pane/7");
+    c.focus(&b.binding_id).await.expect("focus");
+    c.send_text(&b.binding_id, &SendTextRequest { text: "echo hi".into(), paste: false, enter: false })
+        .await
+        .expect("send");
+    let text = c.read_text(&b.binding_id).await.expect("read");
+    assert_eq!(text.text.trim(), "on the screen");
+    let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("calls");
+    assert!(calls.contains("ARGV [cli] [activate-pane] [--pane-id] [7]"), "{calls}");
+    assert!(calls.lines().any(|l| l.contains("[send-text]") && l.contains("[--no-paste]")), "{calls}");
+    assert!(calls.contains("STDIN [echo hi]"), "{calls}");
+    drop(d);
+
+    let gone = tempdir();
+    let options = Options {
+        config: Some(config),
+        env: vec![("BOSUN_WEZTERM_CLI".into(), "/nonexistent/wezterm".into())],
+        ..Default::default()
+    };
+    let d = Daemon::start(&gone.path().join("data"), options);
+    let (status, answer) =
+        d.post("/api/v1/terminals/bindings", json!({"terminal": "wezterm", "command": ["sh"]})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (501, Some("not_supported")), "{answer}");
+    let entry =
+        d.client().terminals().await.expect("map").terminals.into_iter().find(|t| t.terminal == TerminalKind::Wezterm);
+    assert!(entry.is_some_and(|t| !t.installed));
+}
+
+#[tokio::test]
+async fn osc_7_from_the_shipped_bash_hook_moves_the_bindings_cwd_and_a_set_cwd_is_checked() {
+    let dir = tempdir();
+    let config = "[termbridge]\npolicy = \"full-access\"\n".to_string();
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let c = d.client();
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/termbridge/shell-hooks/bosun-cwd.bash");
+    let hook = hook.display().to_string();
+    let b = bound(
+        c.spawn_terminal(&req(TerminalKind::Pty, &["bash", "--noprofile", "--rcfile", &hook, "-i"]))
+            .await
+            .expect("spawn"),
+    );
+    let target = dir.path().join("a dir");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    let cd = format!("cd '{}'", target.display());
+    c.send_text(&b.binding_id, &SendTextRequest { text: cd, paste: false, enter: true }).await.expect("cd");
+    let moved = wait_for("the cwd from OSC 7", Duration::from_secs(15), async || {
+        let b = c.binding(&b.binding_id).await.expect("binding");
+        (b.cwd == target.display().to_string()).then_some(b)
+    })
+    .await;
+    assert_eq!(moved.state, BindingState::Open);
+    for bad in [
+        json!({"path": "relative/dir"}),
+        json!({"path": "/tmp/a\u{7}b"}),
+        json!({"path": format!("/{}", "x".repeat(5000))}),
+    ] {
+        let (status, answer) = d.post(&format!("/api/v1/terminals/bindings/{}/cwd", b.binding_id), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    c.set_cwd(&b.binding_id, &CwdRequest { path: "/srv/elsewhere".into() }).await.expect("set cwd");
+    assert_eq!(c.binding(&b.binding_id).await.expect("binding").cwd, "/srv/elsewhere");
+}
+
+/// A private X server for the clipboard.
+struct Xvfb {
+    display: String,
+    child: std::process::Child,
+    number: u32,
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{}", self.number));
+        let _ = std::fs::remove_file(format!("/tmp/.X{}-lock", self.number));
+    }
+}
+
+fn xvfb() -> Xvfb {
+    let base = 600 + (std::process::id() % 100) * 3;
+    for n in base..base + 300 {
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+        if socket.exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+            continue;
+        }
+        let child = Command::new("Xvfb")
+            .args([&format!(":{n}"), "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Xvfb (tests/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Xvfb { display: format!(":{n}"), child, number: n };
+    }
+    panic!("no free X display");
+}
+
+#[tokio::test]
+async fn the_os_clipboard_is_written_through_xclip_and_read_only_when_turned_on() {
+    let x = xvfb();
+    let dir = tempdir();
+    let env = vec![("DISPLAY".to_string(), x.display.clone())];
+    let d = Daemon::start(&dir.path().join("data"), Options { env: env.clone(), ..Default::default() });
+    let wrote = d.client().write_clipboard(&ClipboardWrite { text: "copied by bosun".into(), binding_id: None }).await;
+    assert_eq!(wrote.expect("write").via, "xclip");
+    let out = Command::new("xclip")
+        .args(["-selection", "clipboard", "-o"])
+        .env("DISPLAY", &x.display)
+        .output()
+        .expect("xclip");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "copied by bosun");
+    let (status, answer) = d.get("/api/v1/terminals/clipboard").await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("consent_required")), "{answer}");
+    drop(d);
+    let config = "[termbridge]\nclipboard_read = true\nmax_clipboard_kb = 1\n".to_string();
+    let d = Daemon::start(&dir.path().join("data2"), Options { env, config: Some(config), ..Default::default() });
+    assert_eq!(d.client().read_clipboard().await.expect("read").text, "copied by bosun");
+    let (status, _) = d.post("/api/v1/terminals/clipboard", json!({"text": "x".repeat(2000)})).await;
+    assert_eq!(status, 400, "over max_clipboard_kb");
+}
