@@ -322,7 +322,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
         (json!({"terminal": "pty", "cwd": "/nonexistent-dir"}), 400, "bad_request"),
         (json!({"terminal": "pty", "env": {"A=B": "x"}}), 400, "bad_request"),
         (json!({"terminal": "pty", "session_id": "s_000000000000"}), 404, "not_found"),
-        (json!({"terminal": "pty", "placement": "split"}), 501, "not_supported"),
+        (json!({"terminal": "pty", "placement": "split"}), 400, "bad_request"),
         (json!({"terminal": "pty", "bogus": 1}), 400, "bad_request"),
         (json!({"terminal": "xterm"}), 400, "bad_request"),
     ];

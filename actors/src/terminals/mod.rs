@@ -839,7 +839,7 @@ impl PtyPlan {
             .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
         check_env(&req.env)?;
         if req.placement.is_some() || req.split_of.is_some() {
-            return Err(DaemonError::NotSupported(
+            return Err(DaemonError::BadRequest(
                 "a pty terminal has no windows to place it in; placement and split_of are for terminal emulators"
                     .into(),
             ));
