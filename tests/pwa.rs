@@ -220,6 +220,16 @@ fn reload_mid_stream_renders_each_chunk_once() {
     with_daemon(Options::default(), "reload", &[]);
 }
 
+/// The Terminal tab at phone size: a shell from "New terminal" with the key
+/// row (Tab completion, arrows, Esc, sticky Ctrl), a RESIZE on a viewport
+/// change, the exit status and Close; then a dropped socket and a reload in
+/// the middle of a slow terminal's output: every line rendered once, in
+/// order, each socket resumed from the offset rendered, no CSP violation.
+#[test]
+fn terminal_tab_resumes_byte_exact_after_a_reload() {
+    with_daemon(Options::default(), "terminal", &[]);
+}
+
 /// A dropped connection goes to reconnecting/offline and back to live, and the
 /// transcript ends with each stored chunk exactly once.
 #[test]
