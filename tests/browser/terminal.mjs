@@ -1,9 +1,11 @@
 // The Terminal tab of a session, at phone size: "New terminal" starts a
 // shell shown in xterm.js; the key row sends Tab (bash completes `ech`), the
 // arrows (history, the cursor), Esc and a sticky Ctrl as the right bytes; a
-// change of viewport sends a RESIZE frame; `exit 3` shows "exited 3"; Close
-// closes one. Then a terminal printing 1500 numbered lines slowly, with a
-// dropped socket and a reload mid-stream: what xterm rendered (read back
+// change of viewport sends a RESIZE frame; a 40 KB paste goes in INPUT
+// frames of at most 16 KiB and `wc -c` counts every byte; `exit 3` shows
+// "exited 3"; Close closes one. Then a terminal printing 1500 numbered lines
+// slowly, with a dropped socket, offline/online and a reload mid-stream:
+// what xterm rendered (read back
 // from its rows, paging through its scrollback) is every line once, in
 // order; each socket resumed from the offset the page had rendered (`?from=`),
 // and the app acknowledged up to the end. No CSP violation throughout.
@@ -148,6 +150,30 @@ run('terminal', async (t) => {
     });
   });
 
+  await t.step('a 40 KB paste goes in INPUT frames of at most 16 KiB, every byte', async () => {
+    await focus();
+    await t.page.keyboard.type('wc -c');
+    await t.page.keyboard.press('Enter');
+    await sleep(300);
+    const before = (await inputs()).length;
+    const text = ('x'.repeat(99) + '\n').repeat(400);
+    await t.page.evaluate((data) => {
+      const area = document.querySelector('[data-testid="terminal"] textarea');
+      const clip = new DataTransfer();
+      clip.setData('text/plain', data);
+      area.dispatchEvent(new ClipboardEvent('paste', { clipboardData: clip, bubbles: true, cancelable: true }));
+    }, text);
+    await until('the paste sent', async () => (await inputs()).slice(before).reduce((n, h) => n + h.length / 2, 0) >= text.length);
+    const sizes = (await inputs()).slice(before).map((h) => h.length / 2);
+    t.report.info.paste_frames = sizes;
+    check(sizes.length >= 3 && Math.max(...sizes) <= 16 * 1024, `INPUT frames of ${JSON.stringify(sizes)} bytes`);
+    // The text, inside bracketed-paste marks (ESC [200~ … ESC [201~) when the shell asked for them.
+    const total = sizes.reduce((a, b) => a + b, 0);
+    check(total === text.length || total === text.length + 12, `the frames carry ${total} bytes for ${text.length}`);
+    await t.page.keyboard.press('Control+d');
+    await until(`wc to count the ${total} bytes sent`, async () => (await rows()).includes(String(total)), 30_000);
+  });
+
   await t.step('`exit 3`: the state says "exited 3"', async () => {
     await focus();
     await t.page.keyboard.type('exit 3');
@@ -194,6 +220,24 @@ run('terminal', async (t) => {
     const end = got.length ? got[got.length - 1].offset + got[got.length - 1].len : 0;
     const from = Number(new URL(b.url).searchParams.get('from'));
     check(from === end && from > 0, `the second socket resumes from ${from}; the first one's bytes ended at ${end}`);
+  });
+
+  await t.step('offline, then online: the socket comes back within 5 s, from the offset rendered', async () => {
+    const mine = async () => (await t.terminalSockets()).filter((s) => s.url.includes(slow.binding_id));
+    const n = (await mine()).length;
+    await t.context.setOffline(true);
+    await t.dropConnection(); // Chromium's offline emulation leaves open sockets open
+    await sleep(1500);
+    await t.context.setOffline(false);
+    const back = await until('a socket that opens after "online"', async () => {
+      const all = await mine();
+      const s = all.slice(n).find((x) => x.got.length > 0);
+      return s && { s, before: all[all.indexOf(s) - 1] };
+    }, 5000);
+    const got = back.before.got.filter((f) => f.type === 1);
+    const end = got.length ? got[got.length - 1].offset + got[got.length - 1].len : Number(new URL(back.before.url).searchParams.get('from'));
+    const from = Number(new URL(back.s.url).searchParams.get('from'));
+    check(from === end, `after "online" the socket resumes from ${from}; the bytes before ended at ${end}`);
   });
 
   let savedFrom;
