@@ -131,6 +131,9 @@ export function saveSeq() {
 
 /** @param {string} id */
 const termKey = (id) => 'bosun.term.' + id;
+/** The terminals kept, least recently saved first; only the last TERMS_KEPT are. */
+const TERMS_KEY = 'bosun.terms';
+const TERMS_KEPT = 8;
 
 /**
  * The bytes of a terminal this tab (else this device) last showed, and the
@@ -154,8 +157,9 @@ export function savedTerminal(id) {
 
 /**
  * Keeps a terminal's offset with the bytes that end there, in one value (so
- * the two always match), in both stores; where it does not fit, the entry is
- * removed, and a reload replays the terminal from the start instead.
+ * the two always match), in both stores, for the last TERMS_KEPT terminals;
+ * where it does not fit, the entry is removed, and a reload replays the
+ * terminal from the daemon's scrollback instead.
  * @param {string} id
  * @param {number} offset
  * @param {Uint8Array} bytes the last bytes shown, ending at `offset`
@@ -166,6 +170,11 @@ export function saveTerminal(id, offset, bytes) {
   const value = JSON.stringify({ offset, data });
   for (const store of [sessionStorage, localStorage]) {
     try {
+      const kept = JSON.parse(store.getItem(TERMS_KEY) || '[]');
+      const ids = (Array.isArray(kept) ? kept : []).filter((x) => typeof x === 'string' && x !== id);
+      ids.push(id);
+      for (const old of ids.splice(0, Math.max(0, ids.length - TERMS_KEPT))) store.removeItem(termKey(old));
+      store.setItem(TERMS_KEY, JSON.stringify(ids));
       store.setItem(termKey(id), value);
     } catch (_) {
       store.removeItem(termKey(id));
