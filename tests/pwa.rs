@@ -234,7 +234,8 @@ fn terminal_tab_resumes_byte_exact_after_a_reload() {
     let dir = tempdir();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let env = vec![("HOME".to_string(), home.to_string_lossy().into_owned()), ("SHELL".to_string(), "/bin/bash".to_string())];
+    let env =
+        vec![("HOME".to_string(), home.to_string_lossy().into_owned()), ("SHELL".to_string(), "/bin/bash".to_string())];
     let daemon = Daemon::start(&dir.path().join("data"), Options { env, ..Options::default() });
     expect_pass(&daemon, "terminal", &dir.path().join("out"), &[]);
 }

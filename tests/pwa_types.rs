@@ -200,7 +200,8 @@ async fn a_schema_change_the_app_does_not_follow_fails_the_type_check() {
 #[test]
 fn the_vendored_xterm_is_the_pinned_npm_release() {
     let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(browser().join("package.json")).expect("package.json")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(browser().join("package.json")).expect("package.json"))
+            .expect("JSON");
     // (vendored file, package, file in the package)
     let files = [
         ("xterm.mjs", "@xterm/xterm", "lib/xterm.mjs"),
