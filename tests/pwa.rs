@@ -220,6 +220,26 @@ fn reload_mid_stream_renders_each_chunk_once() {
     with_daemon(Options::default(), "reload", &[]);
 }
 
+/// The Terminal tab at phone size: a shell from "New terminal" with the key
+/// row (Tab completion, arrows, Esc, sticky Ctrl), a RESIZE on a viewport
+/// change, the exit status and Close; then a dropped socket and a reload in
+/// the middle of a slow terminal's output: every line rendered once, in
+/// order, each socket resumed from the offset rendered, no CSP violation.
+///
+/// The shells start with an empty HOME (so no rc file of the machine's user
+/// runs, or waits, in them) and bash.
+#[test]
+fn terminal_tab_resumes_byte_exact_after_a_reload() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let env =
+        vec![("HOME".to_string(), home.to_string_lossy().into_owned()), ("SHELL".to_string(), "/bin/bash".to_string())];
+    let daemon = Daemon::start(&dir.path().join("data"), Options { env, ..Options::default() });
+    expect_pass(&daemon, "terminal", &dir.path().join("out"), &[]);
+}
+
 /// A dropped connection goes to reconnecting/offline and back to live, and the
 /// transcript ends with each stored chunk exactly once.
 #[test]

@@ -132,6 +132,12 @@ fn tsc_with_schema(dir: &Path, openapi: &Path, events: &Value) -> (bool, String)
             std::fs::copy(&path, app.join(&name)).expect("copy");
         }
     }
+    // The vendored xterm.js and its declarations, which terminal.js imports.
+    std::fs::create_dir_all(app.join("vendor")).expect("mkdir vendor");
+    for entry in std::fs::read_dir(pwa().join("vendor")).expect("src/front/pwa/vendor") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, app.join("vendor").join(path.file_name().expect("name"))).expect("copy");
+    }
     let schema = dir.join("events.schema.json");
     std::fs::write(&schema, serde_json::to_string_pretty(events).expect("JSON")).expect("write");
     generate(&schema, openapi, &app.join("types"));
@@ -184,4 +190,46 @@ async fn a_schema_change_the_app_does_not_follow_fails_the_type_check() {
         said.contains("Property 'text' does not exist on type 'TurnStarted'"),
         "tsc failed, but not for the renamed field:\n{said}"
     );
+}
+
+/// The xterm.js the binary serves (src/front/pwa/vendor/) is the npm release
+/// tests/browser/package.json pins, byte for byte: `npm ci` checks
+/// node_modules against the lock's integrity hashes, and this checks the
+/// vendored files against node_modules. After a version bump in
+/// package.json: `npm install` there, copy the files named here, rerun.
+#[test]
+fn the_vendored_xterm_is_the_pinned_npm_release() {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(browser().join("package.json")).expect("package.json"))
+            .expect("JSON");
+    // (vendored file, package, file in the package)
+    let files = [
+        ("xterm.mjs", "@xterm/xterm", "lib/xterm.mjs"),
+        ("xterm.css", "@xterm/xterm", "css/xterm.css"),
+        ("xterm.d.ts", "@xterm/xterm", "typings/xterm.d.ts"),
+        ("xterm.LICENSE", "@xterm/xterm", "LICENSE"),
+        ("addon-fit.mjs", "@xterm/addon-fit", "lib/addon-fit.mjs"),
+        ("addon-fit.LICENSE", "@xterm/addon-fit", "LICENSE"),
+    ];
+    for (package, want) in [("@xterm/xterm", "6.0.0"), ("@xterm/addon-fit", "0.11.0")] {
+        assert_eq!(manifest["dependencies"][package], want, "tests/browser/package.json pins {package} exactly");
+        let installed = browser().join("node_modules").join(package).join("package.json");
+        let text = std::fs::read_to_string(&installed)
+            .unwrap_or_else(|e| panic!("{}: {e}: run tests/run (npm ci in tests/browser)", installed.display()));
+        let installed: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(installed["version"], want, "{package} in node_modules is not the pinned version: run tests/run");
+    }
+    for (name, package, file) in files {
+        let vendored = std::fs::read(pwa().join("vendor").join(name)).expect("vendored file");
+        let published = std::fs::read(browser().join("node_modules").join(package).join(file)).expect("npm file");
+        assert!(vendored == published, "src/front/pwa/vendor/{name} differs from {package}'s {file}");
+    }
+    // Nothing else is vendored but these and their type declarations.
+    for entry in std::fs::read_dir(pwa().join("vendor")).expect("vendor") {
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        assert!(
+            files.iter().any(|(f, _, _)| *f == name) || name.ends_with(".d.mts"),
+            "src/front/pwa/vendor/{name} is not from a pinned package"
+        );
+    }
 }

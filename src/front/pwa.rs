@@ -7,10 +7,14 @@
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
-/// The policy every page carries: nothing inline, nothing from elsewhere, never framed.
+/// The policy every page carries: no inline script, nothing from elsewhere, never framed.
 /// `ws:`/`wss:` are listed because some browsers do not match `'self'` against WebSocket URLs.
+/// `style-src-elem 'unsafe-inline'` is for xterm.js alone, which writes its theme, cell
+/// size and scrollbar colours into `<style>` elements it makes at run time (no nonce or
+/// hash can name that text); style *attributes* stay refused (`style-src-attr` falls back
+/// to `style-src 'self'`) and so does every inline script (docs/SECURITY.md).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
-     style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+     style-src 'self'; style-src-elem 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
 
 /// How long a browser may keep an asset without asking again.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -57,6 +61,29 @@ const ASSETS: &[Asset] = &[
     module("/store.js", include_str!("pwa/store.js")),
     module("/transcript.js", include_str!("pwa/transcript.js")),
     module("/workflows.js", include_str!("pwa/workflows.js")),
+    module("/terminal.js", include_str!("pwa/terminal.js")),
+    // xterm.js at the version tests/browser/package.json pins, byte for byte
+    // (tests/pwa_types.rs checks them against the npm packages).
+    module("/vendor/xterm.mjs", include_str!("pwa/vendor/xterm.mjs")),
+    module("/vendor/addon-fit.mjs", include_str!("pwa/vendor/addon-fit.mjs")),
+    Asset {
+        path: "/vendor/xterm.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("pwa/vendor/xterm.css").as_bytes(),
+        caching: Caching::Revalidate,
+    },
+    Asset {
+        path: "/vendor/xterm.LICENSE",
+        content_type: "text/plain; charset=utf-8",
+        body: include_str!("pwa/vendor/xterm.LICENSE").as_bytes(),
+        caching: Caching::Day,
+    },
+    Asset {
+        path: "/vendor/addon-fit.LICENSE",
+        content_type: "text/plain; charset=utf-8",
+        body: include_str!("pwa/vendor/addon-fit.LICENSE").as_bytes(),
+        caching: Caching::Day,
+    },
     Asset {
         path: "/app.css",
         content_type: "text/css; charset=utf-8",
@@ -142,6 +169,12 @@ mod tests {
             ("/store.js", "text/javascript; charset=utf-8"),
             ("/transcript.js", "text/javascript; charset=utf-8"),
             ("/workflows.js", "text/javascript; charset=utf-8"),
+            ("/terminal.js", "text/javascript; charset=utf-8"),
+            ("/vendor/xterm.mjs", "text/javascript; charset=utf-8"),
+            ("/vendor/addon-fit.mjs", "text/javascript; charset=utf-8"),
+            ("/vendor/xterm.css", "text/css; charset=utf-8"),
+            ("/vendor/xterm.LICENSE", "text/plain; charset=utf-8"),
+            ("/vendor/addon-fit.LICENSE", "text/plain; charset=utf-8"),
             ("/app.css", "text/css; charset=utf-8"),
             ("/sw.js", "text/javascript; charset=utf-8"),
             ("/manifest.webmanifest", "application/manifest+json"),
@@ -157,6 +190,8 @@ mod tests {
             assert_eq!(header(&response, "content-type"), content_type, "{path}");
             assert_eq!(header(&response, "content-security-policy"), CONTENT_SECURITY_POLICY, "{path}");
             assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+            assert!(CONTENT_SECURITY_POLICY.contains("script-src 'self';"), "no inline script, ever");
+            assert!(CONTENT_SECURITY_POLICY.contains("style-src 'self';"), "no style attribute");
             assert_eq!(header(&response, "x-content-type-options"), "nosniff", "{path}");
         }
         for path in ["/", "/index.html", "/sw.js", "/main.js", "/store.js"] {
@@ -166,6 +201,7 @@ mod tests {
         assert!(asset("/nope.js").is_none());
         assert!(asset("/app.js").is_none(), "the old single script is gone");
         assert!(asset("/types/events.d.ts").is_none() && asset("/tsconfig.json").is_none());
+        assert!(asset("/vendor/xterm.d.ts").is_none() && asset("/vendor/xterm.d.mts").is_none());
     }
 
     #[test]
@@ -200,7 +236,7 @@ mod tests {
     }
 
     fn modules() -> impl Iterator<Item = &'static Asset> {
-        ASSETS.iter().filter(|a| a.path.ends_with(".js") && a.path != "/sw.js")
+        ASSETS.iter().filter(|a| (a.path.ends_with(".js") || a.path.ends_with(".mjs")) && a.path != "/sw.js")
     }
 
     /// The paths a module imports (`import { a } from './x.js'`, the last
@@ -234,6 +270,11 @@ mod tests {
                 "{path} is not in sw.js's shell list: offline reloads would fail"
             );
             let source = std::str::from_utf8(module.body).expect("UTF-8");
+            if path.starts_with("/vendor/") {
+                // Vendored as published (its types: vendor/*.d.mts); it imports nothing of ours.
+                assert!(imports(source).is_empty(), "{path} imports {:?}", imports(source));
+                continue;
+            }
             assert!(source.starts_with("// @ts-check\n"), "{path} does not start with // @ts-check");
             assert!(!source.contains("window.bosun"), "{path} carries a test hook");
             reached.extend(imports(source));

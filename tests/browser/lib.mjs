@@ -60,17 +60,54 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /// and can point `/ws` at a closed port so the upgrade fails
 /// (`t.refuseWebSocket()`): `page.routeWebSocket()` cannot refuse a socket, as
 /// a route that does not connect to the server is a mock the page sees as open.
+///
+/// A terminal socket (`/ws/terminal/…`) is also recorded in `terminals`: its
+/// URL, the frames the app sent (type and bytes, as hex) and the frames it
+/// got (type, and an OUTPUT's offset and length), so `t.terminalSockets()`
+/// tells what went over it (this page load only).
 function watchWebSockets() {
   const Native = window.WebSocket;
-  const watch = { attempts: 0, refused: false, open: new Set() };
+  const watch = { attempts: 0, refused: false, open: new Set(), terminals: [] };
   Object.defineProperty(window, '__bosunSockets', { value: watch });
+  const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
   window.WebSocket = class extends Native {
     constructor(url, protocols) {
       watch.attempts += 1;
-      const refused = watch.refused && new URL(url, location.href).pathname === '/ws';
+      const path = new URL(url, location.href).pathname;
+      const refused = watch.refused && path === '/ws';
       super(refused ? 'ws://127.0.0.1:9/ws' : url, protocols);
       watch.open.add(this);
-      this.addEventListener('close', () => watch.open.delete(this));
+      this.addEventListener('close', (ev) => {
+        watch.open.delete(this);
+        if (this.__record) this.__record.closed = ev.code;
+      });
+      if (path.startsWith('/ws/terminal/')) {
+        const record = { url: String(url), sent: [], got: [], closed: null };
+        this.__record = record;
+        watch.terminals.push(record);
+        this.addEventListener('message', (msg) => {
+          if (!(msg.data instanceof ArrayBuffer)) return record.got.push({ type: 'text' });
+          const f = new Uint8Array(msg.data);
+          const entry = { type: f[0] };
+          if (f[0] === 1) {
+            entry.offset = Number(new DataView(msg.data).getBigUint64(1));
+            entry.len = f.length - 9;
+          } else {
+            entry.json = JSON.parse(new TextDecoder().decode(f.subarray(1)));
+          }
+          record.got.push(entry);
+        });
+      }
+    }
+    send(data) {
+      if (this.__record) {
+        if (typeof data === 'string') this.__record.sent.push({ type: 'text' });
+        else {
+          const f = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          this.__record.sent.push({ type: f[0], hex: hex(f.subarray(1)) });
+        }
+      }
+      return super.send(data);
     }
   };
 }
@@ -315,6 +352,11 @@ class Test {
     await this.page.evaluate(() => {
       window.__bosunSockets.refused = false;
     });
+  }
+
+  /// What went over each terminal socket of this page load (see watchWebSockets).
+  async terminalSockets() {
+    return this.page.evaluate(() => JSON.parse(JSON.stringify(window.__bosunSockets.terminals)));
   }
 
   /// How many WebSockets the page has tried to open.

@@ -64,12 +64,24 @@ export async function call(operation, parts = {}) {
   const params = parts.params || {};
   let path = template.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(params[name]));
   if (parts.query) path += '?' + new URLSearchParams(Object.entries(parts.query).map(([k, v]) => [k, String(v)]));
+  return request(method, path, parts.body);
+}
+
+/**
+ * A request to a route the OpenAPI document does not describe yet (the
+ * terminal bindings): the same headers, auth and reachability as `call`, an
+ * untyped answer the caller narrows.
+ * @param {string} method
+ * @param {string} path with its query
+ * @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
+export async function request(method, path, body) {
   // X-Bosun-Client: the daemon refuses state-changing requests that lack it
   // (or a JSON body), which is how it tells us from a cross-site form.
   /** @type {Record<string, string>} */
   const headers = { 'X-Bosun-Client': 'bosun-web' };
   if (state.token) headers.Authorization = 'Bearer ' + state.token;
-  const body = parts.body;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {

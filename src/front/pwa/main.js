@@ -15,6 +15,7 @@ import { flushDecisions, decide, renderApproval, closeApproval, putAside, review
 import { renderList, renderSessionHead, openSession, sendMessage, steer, stop, openNewSession, createSession } from './sessions.js';
 import { renderRuns, renderRun, openRun, ensureRun, refreshRuns, resumeRun, cancelRun, setBudget } from './workflows.js';
 import { showPairing, submitPair, pairFromLink } from './pairing.js';
+import { showTab, detach, renderTerminals, wireTerminal, reconnectTerminal, dropTerminalSocket, saveOpenTerminal } from './terminal.js';
 import { $, show } from './dom.js';
 
 /** @typedef {import('./store.js').BosunEvent} BosunEvent */
@@ -45,7 +46,8 @@ function receive(events) {
 }
 
 /**
- * Shows what the hash names: `#/s/<id>` a session, `#/w/<id>` a workflow run,
+ * Shows what the hash names: `#/s/<id>` a session (`/t` its terminals,
+ * `/t/<binding>` one of them open), `#/w/<id>` a workflow run,
  * `#/w` the runs, anything else the sessions. The back button goes where the
  * page came from (a session opened from a run goes back to the run).
  */
@@ -54,7 +56,7 @@ function route() {
   const hash = location.hash;
   const from = state.screen;
   const fromRun = state.run;
-  let m = hash.match(/^#\/s\/([^/]+)$/);
+  let m = hash.match(/^#\/s\/([^/]+)(\/t(?:\/([^/]+))?)?$/);
   if (m) {
     const id = decodeURIComponent(m[1]);
     state.screen = 'session';
@@ -68,8 +70,11 @@ function route() {
       closeApproval();
       openSession(id);
     }
+    showTab(m[2] ? 'terminal' : 'transcript', m[3] ? decodeURIComponent(m[3]) : null);
     return;
   }
+  detach();
+  state.sessionTab = null;
   m = hash.match(/^#\/w\/([^/]+)$/);
   if (m) {
     const id = decodeURIComponent(m[1]);
@@ -175,19 +180,32 @@ function wire() {
   $('run-cancel').addEventListener('click', cancelRun);
   $('budget-form').addEventListener('submit', setBudget);
   window.addEventListener('hashchange', route);
-  window.addEventListener('online', reconnectNow);
+  window.addEventListener('online', () => {
+    reconnectNow();
+    reconnectTerminal();
+  });
   window.addEventListener('offline', () => {
     // The socket may linger for a while after the network went; do not trust it. The
     // reconnect after 'online' resumes from lastSeq, so nothing is lost.
     closeSocket();
+    dropTerminalSocket();
     updateIndicator();
   });
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') reconnectNow();
+    if (document.visibilityState === 'visible') {
+      reconnectNow();
+      reconnectTerminal();
+    } else saveOpenTerminal();
   });
   window.addEventListener('pageshow', (ev) => {
-    if (ev.persisted) reconnectNow();
+    if (ev.persisted) {
+      reconnectNow();
+      reconnectTerminal();
+    }
   });
+  // A reload (or the back/forward cache) finds what the terminal showed, with its offset.
+  window.addEventListener('pagehide', saveOpenTerminal);
+  wireTerminal();
 }
 
 listen({ unauthorized: showPairing, reachability: updateIndicator });
@@ -199,6 +217,7 @@ onChange(() => {
   renderRuns();
   renderRun();
   renderApproval();
+  renderTerminals();
 });
 
 if ('serviceWorker' in navigator) {

@@ -24,6 +24,7 @@
 /** @typedef {import('./types/api').RunView} RunView */
 /** @typedef {import('./types/api').StepView} StepView */
 /** @typedef {import('./types/api').WorkflowRunId} WorkflowRunId */
+/** @typedef {import('./types/events').BindingView} BindingView */
 /** @typedef {'list' | 'workflows' | 'session' | 'run'} Screen */
 
 /**
@@ -86,6 +87,10 @@ export const state = {
     /** The wait before the next attempt, in ms. */
     backoff: 0,
   },
+  /** @type {Map<string, BindingView>} the PTY terminals seen (by binding id), as their events left them */
+  terminals: new Map(),
+  /** @type {{ session: SessionId, binding: string | null } | null} the open session's Terminal tab (`#/s/<id>/t[/<binding>]`), with the terminal open in it */
+  sessionTab: null,
   /** @type {ApprovalView | null} the approval the dialog shows */
   shownApproval: null,
   /** @type {ApprovalId | null} closed with Escape, so it does not pop up again at once */
@@ -120,6 +125,61 @@ export function saveSeq() {
   const value = String(state.lastSeq);
   sessionStorage.setItem(SEQ_KEY, value);
   localStorage.setItem(SEQ_KEY, value);
+}
+
+// ---- what a terminal showed, so a reload puts it back and resumes after it ----
+
+/** @param {string} id */
+const termKey = (id) => 'bosun.term.' + id;
+/** The terminals kept, least recently saved first; only the last TERMS_KEPT are. */
+const TERMS_KEY = 'bosun.terms';
+const TERMS_KEPT = 8;
+
+/**
+ * The bytes of a terminal this tab (else this device) last showed, and the
+ * offset in its stream after them; null when it has none kept.
+ * @param {string} id
+ * @returns {{ offset: number, bytes: Uint8Array } | null}
+ */
+export function savedTerminal(id) {
+  for (const store of [sessionStorage, localStorage]) {
+    try {
+      const saved = JSON.parse(store.getItem(termKey(id)) || 'null');
+      if (saved && Number.isSafeInteger(saved.offset) && saved.offset >= 0 && typeof saved.data === 'string') {
+        return { offset: saved.offset, bytes: Uint8Array.from(saved.data, (c) => c.charCodeAt(0) & 0xff) };
+      }
+    } catch (_) {
+      // unreadable: try the other store
+    }
+  }
+  return null;
+}
+
+/**
+ * Keeps a terminal's offset with the bytes that end there, in one value (so
+ * the two always match), in both stores, for the last TERMS_KEPT terminals;
+ * where it does not fit, the entry is removed, and a reload replays the
+ * terminal from the daemon's scrollback instead.
+ * @param {string} id
+ * @param {number} offset
+ * @param {Uint8Array} bytes the last bytes shown, ending at `offset`
+ */
+export function saveTerminal(id, offset, bytes) {
+  let data = '';
+  for (let at = 0; at < bytes.length; at += 8192) data += String.fromCharCode(...bytes.subarray(at, at + 8192));
+  const value = JSON.stringify({ offset, data });
+  for (const store of [sessionStorage, localStorage]) {
+    try {
+      const kept = JSON.parse(store.getItem(TERMS_KEY) || '[]');
+      const ids = (Array.isArray(kept) ? kept : []).filter((x) => typeof x === 'string' && x !== id);
+      ids.push(id);
+      for (const old of ids.splice(0, Math.max(0, ids.length - TERMS_KEPT))) store.removeItem(termKey(old));
+      store.setItem(TERMS_KEY, JSON.stringify(ids));
+      store.setItem(termKey(id), value);
+    } catch (_) {
+      store.removeItem(termKey(id));
+    }
+  }
 }
 
 // ---- decisions taken while offline, kept until the daemon has them ----
@@ -260,6 +320,13 @@ const reducers = {
       state.sessions.set(sid, Object.assign({}, s, { active_turn: null, status: /** @type {const} */ ('idle') }));
     }
     for (const [id, a] of state.pending) if (a.turn_id === d.turn_id) state.pending.delete(id);
+  },
+  'termbridge:binding'(d) {
+    if (d.binding.terminal === 'pty') state.terminals.set(d.binding.binding_id, d.binding);
+  },
+  'termbridge:binding_lost'(d) {
+    const b = state.terminals.get(d.binding_id);
+    if (b) state.terminals.set(d.binding_id, Object.assign({}, b, { state: /** @type {const} */ ('lost'), reason: d.reason }));
   },
   // Workflow runs (topic `workflow:<id>`). Their gates come as approval:requested /
   // approval:resolved on the same topic, and are kept in `pending` as above.

@@ -4,7 +4,8 @@
 'use strict';
 
 // v2: the app became ES modules; the old cache (with /app.js) is dropped on activation.
-const CACHE = 'bosun-shell-v2';
+// v3: the terminal (terminal.js and the vendored xterm.js).
+const CACHE = 'bosun-shell-v3';
 // Every module main.js imports must be here, or an offline reload fails to load the app.
 const MODULES = [
   '/main.js',
@@ -16,9 +17,13 @@ const MODULES = [
   '/sessions.js',
   '/store.js',
   '/transcript.js',
+  '/terminal.js',
   '/workflows.js',
+  // xterm.js, vendored at a pinned version (src/front/pwa/vendor/)
+  '/vendor/xterm.mjs',
+  '/vendor/addon-fit.mjs',
 ];
-const SHELL = ['/', ...MODULES, '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
+const SHELL = ['/', ...MODULES, '/vendor/xterm.css', '/app.css', '/manifest.webmanifest', '/icon.svg', '/icon-192.png', '/icon-512.png'];
 const LIVE = ['/api/', '/ws', '/auth/', '/health'];
 
 self.addEventListener('install', (event) => {
