@@ -203,7 +203,15 @@ run('terminal', async (t) => {
   let slow;
   await t.step('a terminal printing numbered lines slowly, opened from the list', async () => {
     const script = `i=1; while [ $i -le ${LINES} ]; do echo "line $i"; i=$((i+1)); sleep 0.004; done`;
-    slow = await t.apiOk('POST', '/api/v1/terminals/bindings', { terminal: 'pty', session_id: session.id, command: ['sh', '-c', script], cols: 40, rows: 20 }, 201);
+    // A command in a plan-only session waits for a person: approved here
+    // through the approvals API, it starts.
+    const held = await t.apiOk('POST', '/api/v1/terminals/bindings', { terminal: 'pty', session_id: session.id, command: ['sh', '-c', script], cols: 40, rows: 20 }, 202);
+    check(held.outcome === 'awaiting_approval' && held.approval.action.kind === 'terminal', `held: ${JSON.stringify(held)}`);
+    await t.apiOk('POST', `/api/v1/approvals/${held.approval.id}`, { decision: 'accept' });
+    slow = await until('the approved terminal', async () => {
+      const list = await t.apiOk('GET', `/api/v1/terminals/bindings?session_id=${session.id}`);
+      return list.bindings.find((b) => b.command.length > 0);
+    });
     t.report.info.slow = slow.binding_id;
     await t.page.getByRole('link', { name: 'Terminal', exact: true }).click();
     const link = t.page.locator(`li[data-binding="${slow.binding_id}"] a`);

@@ -68,9 +68,7 @@ export async function call(operation, parts = {}) {
 }
 
 /**
- * A request to a route the OpenAPI document does not describe yet (the
- * terminal bindings): the same headers, auth and reachability as `call`, an
- * untyped answer the caller narrows.
+ * One request, untyped: what `call` sends once it has filled in the path.
  * @param {string} method
  * @param {string} path with its query
  * @param {unknown} [body]

@@ -16,7 +16,7 @@
 // screen and resumes from that offset. What xterm has rendered (its write
 // callback) is acknowledged, which is the daemon's flow control.
 import { state, changed, savedTerminal, saveTerminal } from './store.js';
-import { request, errorText } from './api.js';
+import { call, errorText } from './api.js';
 import { Terminal } from './vendor/xterm.mjs';
 import { FitAddon } from './vendor/addon-fit.mjs';
 import { $, el } from './dom.js';
@@ -78,9 +78,7 @@ const encoder = new TextEncoder();
 /** @param {SessionId} session */
 export async function loadTerminals(session) {
   try {
-    const list = /** @type {{ bindings: BindingView[] }} */ (
-      await request('GET', '/api/v1/terminals/bindings?' + new URLSearchParams({ session_id: session }))
-    );
+    const list = await call('GET /api/v1/terminals/bindings', { query: { session_id: session } });
     for (const b of list.bindings) if (b.terminal === 'pty') state.terminals.set(b.binding_id, b);
     changed();
   } catch (e) {
@@ -138,9 +136,13 @@ export async function newTerminal() {
   $('term-error').textContent = '';
   const size = guessSize();
   try {
-    const b = /** @type {BindingView} */ (
-      await request('POST', '/api/v1/terminals/bindings', { terminal: 'pty', session_id: view.id, command: [], cols: size.cols, rows: size.rows })
-    );
+    // A shell with no command runs nothing by itself: it is never held for
+    // an approval, so the answer has the binding.
+    const started = await call('POST /api/v1/terminals/bindings', {
+      body: { terminal: 'pty', session_id: view.id, command: [], cols: size.cols, rows: size.rows },
+    });
+    const b = started.binding;
+    if (!b) throw new Error('the terminal waits for approval ' + (started.approval ? started.approval.id : ''));
     state.terminals.set(b.binding_id, b);
     location.hash = '#/s/' + encodeURIComponent(view.id) + '/t/' + encodeURIComponent(b.binding_id);
   } catch (e) {
@@ -153,7 +155,7 @@ export async function closeTerminal() {
   const id = open.id;
   $('term-error').textContent = '';
   try {
-    await request('DELETE', '/api/v1/terminals/bindings/' + encodeURIComponent(id));
+    await call('DELETE /api/v1/terminals/bindings/{id}', { params: { id } });
   } catch (e) {
     $('term-error').textContent = 'Could not close the terminal: ' + errorText(e);
   }
