@@ -182,7 +182,7 @@ fn osc_event(body: &[u8]) -> Option<TerminalEvent> {
             let path = rest.strip_prefix(b"9;")?;
             let text = String::from_utf8_lossy(path);
             let path = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(&text);
-            (!path.is_empty()).then(|| TerminalEvent::Cwd { host: None, path: path.to_string() })
+            cwd_event(None, path.to_string())
         }
         b"52" => {
             let (selection, payload) = split_once(rest, b';')?;
@@ -205,6 +205,18 @@ fn parse_osc7(uri: &[u8]) -> Option<TerminalEvent> {
     let (host, path) = rest.split_at(slash);
     let host = (!host.is_empty()).then(|| String::from_utf8_lossy(host).into_owned());
     let path = percent_encoding::percent_decode(path).decode_utf8_lossy().into_owned();
+    cwd_event(host, path)
+}
+
+/// A reported cwd, unless it is empty or holds a control character (raw,
+/// or percent-encoded in OSC 7): such a path would carry escapes into
+/// whatever shows it, and no shell reports one. Found by the `osc` fuzz
+/// target (a SUB byte inside an OSC 9;9 path).
+fn cwd_event(host: Option<String>, path: String) -> Option<TerminalEvent> {
+    let control = |s: &str| s.chars().any(char::is_control);
+    if path.is_empty() || control(&path) || host.as_deref().is_some_and(control) {
+        return None;
+    }
     Some(TerminalEvent::Cwd { host, path })
 }
 
@@ -220,6 +232,16 @@ mod tests {
 
     fn cwd(host: Option<&str>, path: &str) -> TerminalEvent {
         Cwd { host: host.map(str::to_string), path: path.to_string() }
+    }
+
+    #[test]
+    fn a_cwd_holding_a_control_character_is_dropped() {
+        // The fuzz target's crash, kept: SUB inside an OSC 9;9 path.
+        let input = b"\x1bb\x1b\\\x1b]9;9;\"\x1a/srv\"\x07\x1b\x01\x00\xff~]52;]52;cile://\xe80h";
+        let events = OscParser::default().feed(input);
+        assert!(!events.iter().any(|e| matches!(e, Cwd { .. })), "{events:?}");
+        assert!(OscParser::default().feed(b"\x1b]7;file://h/tmp/a%0Ab\x07").is_empty());
+        assert_eq!(OscParser::default().feed(b"\x1b]9;9;\"/srv\"\x07"), vec![cwd(None, "/srv")]);
     }
 
     #[test]
