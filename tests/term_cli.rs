@@ -270,3 +270,23 @@ async fn attach_detaches_on_ctrl_bracket_q_and_leaves_the_terminal_running() {
     again.type_bytes(b"exit 0\r");
     assert_eq!(again.exit_code().await, 0, "{:?}", again.text());
 }
+
+#[tokio::test]
+async fn attach_reconnects_when_the_daemon_restarts_and_ends_with_the_terminal() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let out = term(&d, &["spawn", "--", "sh", "-c", "echo before-restart; sleep 600"]);
+    let id = stdout(&out).trim().to_string();
+
+    let mut attached = Attached::start(&d, &id);
+    attached.wait_for("before-restart\r\n").await;
+    // kill -9 and a new daemon on the same port: the child went with the
+    // first one, so the binding comes back lost, its scrollback kept.
+    let _d = d.restart_in_place();
+    attached.wait_for("reconnected").await;
+    assert_eq!(attached.exit_code().await, 1, "{:?}", attached.text());
+    let text = attached.text();
+    assert!(text.contains("reconnecting"), "{text:?}");
+    assert!(text.contains(&format!("{id} is lost")), "{text:?}");
+    assert_eq!(text.matches("before-restart").count(), 1, "nothing shown twice: {text:?}");
+}
