@@ -53,7 +53,10 @@ async fn spawn_ls_send_read_close_with_and_without_json() {
     let cwd = dir.path().to_str().unwrap();
 
     // The id alone on stdout.
-    let out = term(&d, &["spawn", "--terminal", "pty", "--cwd", cwd, "--env", "GREETING=hello", "--label", "role=test", "--", "sh"]);
+    let out = term(
+        &d,
+        &["spawn", "--terminal", "pty", "--cwd", cwd, "--env", "GREETING=hello", "--label", "role=test", "--", "sh"],
+    );
     assert!(out.status.success(), "{out:?}");
     let id = stdout(&out).trim().to_string();
     assert!(id.starts_with("b_") && !id.contains(char::is_whitespace), "{id:?}");

@@ -187,7 +187,11 @@ fn report(size: u64, runs: usize, bosun: &Side, wetty: Result<&Side, &String>, b
     ));
     rows.push(Row::info(
         "  ratio p50 / p99 Bosun/bare",
-        format!("{} / {}", ratio(Some(e(bosun, 50.0)), Some(e(bare, 50.0))), ratio(Some(e(bosun, 99.0)), Some(e(bare, 99.0)))),
+        format!(
+            "{} / {}",
+            ratio(Some(e(bosun, 50.0)), Some(e(bare, 50.0))),
+            ratio(Some(e(bosun, 99.0)), Some(e(bare, 99.0)))
+        ),
     ));
 
     let side_json = |s: &Side| {
@@ -445,7 +449,9 @@ fn wetty_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     }
     let cache = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?).join(".cache"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?).join(".cache")
+        }
     };
     Ok(cache.join("bosun").join("bench").join("wetty"))
 }
@@ -593,7 +599,8 @@ impl Sio {
                 return Ok(SioEvent::Closed);
             }
             let Some(body) = packet.strip_prefix("42") else { continue };
-            let event: Vec<Value> = serde_json::from_str(body).with_context(|| format!("a socket.io event {body:?}"))?;
+            let event: Vec<Value> =
+                serde_json::from_str(body).with_context(|| format!("a socket.io event {body:?}"))?;
             match (event.first().and_then(Value::as_str), event.get(1)) {
                 (Some("data"), Some(Value::String(s))) => return Ok(SioEvent::Data(s.clone())),
                 (Some("login"), _) => return Ok(SioEvent::Login),
@@ -604,7 +611,10 @@ impl Sio {
     }
 
     async fn emit(&mut self, name: &str, arg: Value) -> anyhow::Result<()> {
-        self.ws.send(Message::text(format!("42{}", json!([name, arg])))).await.with_context(|| format!("sending {name}"))
+        self.ws
+            .send(Message::text(format!("42{}", json!([name, arg]))))
+            .await
+            .with_context(|| format!("sending {name}"))
     }
 
     async fn close(mut self) {

@@ -153,7 +153,12 @@ pub(super) async fn term(args: TermArgs) -> anyhow::Result<i32> {
                 client.print_json(&done)?;
             } else if let Some(approval) = &done.approval_id {
                 // The daemon asks before typing into some terminals: say what waits.
-                outln!("{}: {} (approve with: bosun approve {approval} accept{})", id, done.outcome, client.server_hint)?;
+                outln!(
+                    "{}: {} (approve with: bosun approve {approval} accept{})",
+                    id,
+                    done.outcome,
+                    client.server_hint
+                )?;
             } else {
                 note(&format!("sent to {id}: {}", done.outcome));
             }
@@ -262,7 +267,11 @@ async fn spawn(client: &Client, args: SpawnArgs) -> anyhow::Result<i32> {
     let cwd = match cwd {
         Some(dir) => {
             let abs = std::path::absolute(&dir).with_context(|| format!("making {} absolute", dir.display()))?;
-            Some(abs.to_str().with_context(|| format!("the directory {} is not valid UTF-8", abs.display()))?.to_string())
+            Some(
+                abs.to_str()
+                    .with_context(|| format!("the directory {} is not valid UTF-8", abs.display()))?
+                    .to_string(),
+            )
         }
         None => None,
     };
@@ -434,7 +443,11 @@ async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
     }
     let binding = client.api.binding(&args.id).await?;
     if binding.terminal != TerminalKind::Pty {
-        bail!("{} is a {} terminal; attach works on pty terminals only (use that terminal's own window)", args.id, binding.terminal);
+        bail!(
+            "{} is a {} terminal; attach works on pty terminals only (use that terminal's own window)",
+            args.id,
+            binding.terminal
+        );
     }
     let stream = client.api.attach_terminal(&args.id, args.from).await?;
 
@@ -453,7 +466,10 @@ async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
     let id = &args.id;
     match outcome? {
         (Ended::Detached, offset) => {
-            eprintln!("detached from {id}; reattach with: bosun term attach {id} --from {offset}{}", client.server_hint);
+            eprintln!(
+                "detached from {id}; reattach with: bosun term attach {id} --from {offset}{}",
+                client.server_hint
+            );
             Ok(0)
         }
         (Ended::Signalled(name), _) => {
