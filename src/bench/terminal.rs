@@ -393,17 +393,15 @@ async fn bosun_side(
         let b = client.spawn_terminal(&req("echo ready")).await.context("spawning echo ready")?;
         let mut stream = client.attach_terminal(&b.binding_id, 0).await.context("attaching")?;
         let mut out = Vec::new();
-        loop {
-            match tokio::time::timeout(RUN_TIMEOUT, stream.next()).await.context("echo ready took too long")?? {
-                TerminalEvent::Output { bytes, .. } => {
-                    if out.is_empty() {
-                        side.first_byte.push(started.elapsed().as_nanos() as u64);
-                    }
-                    out.extend_from_slice(&bytes);
-                    stream.writer().ack(out.len() as u64).await?;
-                }
-                TerminalEvent::Exit(_) | TerminalEvent::Closed => break,
+        // Until the EXIT frame (or a close, which leaves the run short).
+        while let TerminalEvent::Output { bytes, .. } =
+            tokio::time::timeout(RUN_TIMEOUT, stream.next()).await.context("echo ready took too long")??
+        {
+            if out.is_empty() {
+                side.first_byte.push(started.elapsed().as_nanos() as u64);
             }
+            out.extend_from_slice(&bytes);
+            stream.writer().ack(out.len() as u64).await?;
         }
         if out != READY {
             side.short_runs += 1;
