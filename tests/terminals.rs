@@ -295,15 +295,18 @@ async fn after_a_kill_9_the_scrollback_is_readable_and_the_process_is_reported_e
 async fn a_crashed_binding_actor_is_restarted_and_the_stream_goes_on_without_a_gap() {
     let dir = tempdir();
     let d = daemon(dir.path(), true);
-    let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo n$i; i=$((i+1)); sleep 0.01; done"]).await;
+    let b = spawn(&d, &["sh", "-c", "i=0; while [ $i -lt 500 ]; do echo n$i; i=$((i+1)); sleep 0.01; done"]).await;
     let client = d.client();
     let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each crash once the restart before it is counted, so a crash never
+    // lands on an actor that is still restarting, however loaded the machine.
+    for crashed in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         client.crash(&format!("binding:{}", b.binding_id)).await.expect("crash");
+        d.wait_health(|h| h.actors.get("binding").map_or(0, |a| a.restarts) >= crashed).await;
     }
     let (out, exit) = read_to_end(&mut stream, Duration::from_secs(60)).await;
-    let expected: String = (0..300).map(|i| format!("n{i}\r\n")).collect();
+    let expected: String = (0..500).map(|i| format!("n{i}\r\n")).collect();
     assert_eq!(String::from_utf8_lossy(&out), expected);
     assert_eq!(exit.state, BindingState::Exited);
     let health = d.client().health().await.expect("health");

@@ -14,6 +14,7 @@ pub mod bench_agent;
 mod fanout;
 mod restart;
 mod shell;
+mod terminal;
 mod workflow;
 
 use crate::config::{DaemonConfig, LogFormat};
@@ -107,6 +108,23 @@ pub struct BenchArgs {
     /// workflow: ended runs in the store for the restart measure.
     #[arg(long, default_value_t = 1000)]
     workflow_runs: usize,
+
+    /// terminal: megabytes (10^6) of printable text `cat` writes for the throughput measure.
+    #[arg(long, default_value_t = 200)]
+    term_mb: u64,
+    /// terminal: runs of `echo ready` (time to first byte, output lost at exit), on each side.
+    #[arg(long, default_value_t = 200)]
+    term_runs: usize,
+    /// terminal: keystrokes echoed through `stty raw -echo; cat`, on each side.
+    #[arg(long, default_value_t = 1000)]
+    term_keys: usize,
+    /// terminal: where WeTTY is installed with `npm install --prefix` the first time
+    /// (default: $XDG_CACHE_HOME/bosun/bench/wetty, or ~/.cache/bosun/bench/wetty).
+    #[arg(long, value_name = "DIR")]
+    wetty_dir: Option<PathBuf>,
+    /// terminal: leave WeTTY out (Bosun is still measured against the bare PTY).
+    #[arg(long)]
+    no_wetty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,11 +143,21 @@ pub enum Part {
     Shell,
     /// Workflow hand-offs, fan-out, and restart with stored runs.
     Workflow,
+    /// PTY terminals to a WebSocket client: throughput, first byte, echo, output at exit; against WeTTY and a bare PTY.
+    Terminal,
 }
 
 impl Part {
-    const ALL: [Part; 7] =
-        [Part::Append, Part::Fanout, Part::Restart, Part::Memory, Part::Agent, Part::Shell, Part::Workflow];
+    const ALL: [Part; 8] = [
+        Part::Append,
+        Part::Fanout,
+        Part::Restart,
+        Part::Memory,
+        Part::Agent,
+        Part::Shell,
+        Part::Workflow,
+        Part::Terminal,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -140,6 +168,7 @@ impl Part {
             Part::Agent => "agent",
             Part::Shell => "shell",
             Part::Workflow => "workflow",
+            Part::Terminal => "terminal",
         }
     }
 }
@@ -198,6 +227,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Agent => agent::run(&args, &base).await,
             Part::Shell => shell::run(&args, &base).await,
             Part::Workflow => workflow::run(&args, &base).await,
+            Part::Terminal => terminal::run(&args, &base).await,
         }
         .with_context(|| format!("bench part {}", part.name()))?;
         progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));
@@ -350,7 +380,8 @@ where
         docker: None,
         git: Default::default(),
         prices: Default::default(),
-        termbridge: Default::default(),
+        // The bench starts its own commands in its terminals: nothing to ask.
+        termbridge: bosun_actors::TermBridgeSettings { policy: bosun_proto::Policy::FullAccess, ..Default::default() },
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

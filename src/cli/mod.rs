@@ -1,4 +1,4 @@
-//! The command-line client: `bosun session|send|approve|interrupt|events|status`.
+//! The command-line client: `bosun session|send|approve|interrupt|events|status|term`.
 //!
 //! Each subcommand is one function that talks to the daemon at `--server`
 //! (or `BOSUN_URL`) through the typed `bosun-client`: its endpoint calls, and
@@ -14,6 +14,7 @@
 
 mod devices;
 mod render;
+mod term;
 mod workflow;
 
 use anyhow::{bail, Context as _};
@@ -85,6 +86,8 @@ pub enum ClientCommand {
     Totp(devices::TotpArgs),
     /// Run workflows (docs/WORKFLOWS.md): start, list, show, cancel, resume, decide.
     Workflow(workflow::WorkflowArgs),
+    /// Terminals: list, spawn, send to, read, close, and attach to the daemon's PTYs.
+    Term(term::TermArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -342,6 +345,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Devices(args) => devices::devices(&Client::admin(&args.common)?, args).await,
         ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
         ClientCommand::Workflow(args) => workflow::workflow(args).await,
+        ClientCommand::Term(args) => term::term(args).await,
     }
 }
 

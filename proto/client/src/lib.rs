@@ -15,6 +15,6 @@ mod terminal;
 pub use error::ClientError;
 pub use follow::{Followed, Follower, FollowerConfig, Notices};
 pub use http::Client;
-pub use terminal::{TerminalEvent, TerminalStream};
+pub use terminal::{TerminalEvent, TerminalReader, TerminalStream, TerminalWriter};
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -44,7 +44,11 @@ impl TerminalStream {
     pub(crate) async fn connect(client: &Client, url: Url) -> Result<TerminalStream> {
         let mut shown = url.clone();
         shown.set_query(None);
-        let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| match e {
+        // Nagle off: a keystroke or an ack is one small frame, and with
+        // Nagle on it waits for the ACK of the frame before it (the peer's
+        // delayed ACK, some 40 ms) whenever one is still unacknowledged.
+        let connected = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await;
+        let (socket, _) = connected.map_err(|e| match e {
             tungstenite::Error::Io(io) => client.unreachable(&io.to_string()),
             tungstenite::Error::Http(response) => ClientError::WebSocketRefused {
                 base: client.base().to_string(),
