@@ -11,6 +11,7 @@
 mod agent;
 mod append;
 pub mod bench_agent;
+mod control;
 mod fanout;
 mod restart;
 mod shell;
@@ -118,6 +119,9 @@ pub struct BenchArgs {
     /// terminal: keystrokes echoed through `stty raw -echo; cat`, on each side.
     #[arg(long, default_value_t = 1000)]
     term_keys: usize,
+    /// control: calls of each terminal-control action, per adapter.
+    #[arg(long, default_value_t = 200)]
+    control_calls: usize,
     /// terminal: where WeTTY is installed with `npm install --prefix` the first time
     /// (default: $XDG_CACHE_HOME/bosun/bench/wetty, or ~/.cache/bosun/bench/wetty).
     #[arg(long, value_name = "DIR")]
@@ -145,10 +149,12 @@ pub enum Part {
     Workflow,
     /// PTY terminals to a WebSocket client: throughput, first byte, echo, output at exit; against WeTTY and a bare PTY.
     Terminal,
+    /// Terminal control: each action's latency per adapter (tmux, kitty).
+    Control,
 }
 
 impl Part {
-    const ALL: [Part; 8] = [
+    const ALL: [Part; 9] = [
         Part::Append,
         Part::Fanout,
         Part::Restart,
@@ -157,6 +163,7 @@ impl Part {
         Part::Shell,
         Part::Workflow,
         Part::Terminal,
+        Part::Control,
     ];
 
     fn name(self) -> &'static str {
@@ -169,6 +176,7 @@ impl Part {
             Part::Shell => "shell",
             Part::Workflow => "workflow",
             Part::Terminal => "terminal",
+            Part::Control => "control",
         }
     }
 }
@@ -228,6 +236,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Shell => shell::run(&args, &base).await,
             Part::Workflow => workflow::run(&args, &base).await,
             Part::Terminal => terminal::run(&args, &base).await,
+            Part::Control => control::run(&args, &base).await,
         }
         .with_context(|| format!("bench part {}", part.name()))?;
         progress(&format!("   {} done in {:.1} s", part.name(), started.elapsed().as_secs_f64()));

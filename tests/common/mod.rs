@@ -78,6 +78,11 @@ impl Daemon {
             cmd.arg("--config").arg(path);
         }
         cmd.env("BOSUN_LOG", options.log.clone().unwrap_or_else(|| "info".into()));
+        // A pty terminal with no command starts "the user's shell": in tests,
+        // one that reads no rc file of the machine's user (a .bashrc that
+        // runs `pyenv rehash`, hung up half-way by a test's end, leaves a
+        // lock behind that hangs every later bash). A test sets its own.
+        cmd.env("SHELL", "/bin/sh");
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(data_dir.parent().unwrap_or(data_dir));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
