@@ -155,6 +155,15 @@ class ActionOther(BaseModel):
     title: str
 
 
+class TerminalKind1(str, Enum):
+    tmux = 'tmux'
+    kitty = 'kitty'
+    wezterm = 'wezterm'
+    konsole = 'konsole'
+    tilix = 'tilix'
+    alacritty = 'alacritty'
+
+
 class ApprovalStatus(str, Enum):
     pending = 'pending'
     accepted = 'accepted'
@@ -301,6 +310,11 @@ class EventType1(str, Enum):
     workflow_completed = 'workflow:completed'
     task_updated = 'task:updated'
     task_removed = 'task:removed'
+    termbridge_binding = 'termbridge:binding'
+    termbridge_binding_lost = 'termbridge:binding_lost'
+    termbridge_action = 'termbridge:action'
+    termbridge_denied = 'termbridge:denied'
+    termbridge_capability_update = 'termbridge:capability_update'
     actor_restarted = 'actor:restarted'
     diagnostics_log = 'diagnostics:log'
 
@@ -493,6 +507,133 @@ class RunTaskRequest(BaseModel):
     definition: str | None = None
     path: str | None = None
     inputs: dict[str, str] = {}
+
+
+class TerminalCapabilities(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    spawn: bool
+    split: bool
+    focus: bool
+    send_text: bool
+    read_text: bool
+    clipboard_read: bool
+    clipboard_write: bool
+    cwd_sync: Annotated[
+        bool,
+        Field(
+            description="The binding's cwd follows OSC 7 (and 9;9) in the terminal's output."
+        ),
+    ]
+    bracketed_paste: bool
+    max_clipboard_kb: Annotated[int, Field(ge=0)]
+
+
+class BindingState(str, Enum):
+    open = 'open'
+    exited = 'exited'
+    lost = 'lost'
+    closed = 'closed'
+
+
+class ExitView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    code: int | None = None
+    signal: str | None = None
+
+
+class TerminalSize(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    cols: Annotated[int, Field(ge=0, le=65535)]
+    rows: Annotated[int, Field(ge=0, le=65535)]
+
+
+class OutputRange(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(ge=0)]
+
+
+class Placement(str, Enum):
+    window = 'window'
+    tab = 'tab'
+    split_ = 'split'
+
+
+class TerminalText(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: str
+    text: Annotated[str, Field(description='As UTF-8, invalid bytes replaced.')]
+    output: Annotated[
+        OutputRange | None,
+        Field(description='`pty` only: the offsets the text covers.'),
+    ] = None
+
+
+class SendTextRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    text: str
+    paste: Annotated[
+        bool,
+        Field(description='Send it as a paste (bracketed where the app enabled it).'),
+    ] = False
+    enter: Annotated[bool, Field(description='Press Enter after it.')] = False
+
+
+class ResizeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    cols: Annotated[int, Field(ge=0, le=65535)]
+    rows: Annotated[int, Field(ge=0, le=65535)]
+
+
+class CwdRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    path: str
+
+
+class ClipboardContent(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    text: str
+    via: Annotated[
+        str,
+        Field(description='`wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.'),
+    ]
+    sequences: Annotated[
+        int | None,
+        Field(
+            description='How many OSC 52 sequences carried it (payloads over 75 KB are cut).',
+            ge=0,
+        ),
+    ] = None
+
+
+class ClipboardWrite(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    text: str
+    binding_id: str | None = None
 
 
 class ProviderCapabilities(BaseModel):
@@ -721,6 +862,22 @@ class ActionGate(BaseModel):
     message: str
 
 
+class ActionTerminal(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    kind: Literal['terminal']
+    binding_id: str | None = None
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    action: str
+    text: str
+    concerns: list[str]
+
+
 class FileListing(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -843,6 +1000,123 @@ class TaskView(BaseModel):
     updated_at: str
 
 
+class TerminalView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    installed: Annotated[
+        bool, Field(description="Its program is on the daemon's PATH.")
+    ]
+    running: Annotated[
+        bool, Field(description='An instance is running that the daemon can find.')
+    ]
+    reachable: Annotated[bool, Field(description='Its control socket or bus answered.')]
+    version: str | None = None
+    capabilities: TerminalCapabilities
+    requires_opt_in: Annotated[
+        bool, Field(description='It cannot be controlled until a user grants consent.')
+    ]
+    consent_granted_at: str | None = None
+    notes: list[str]
+    risk_flags: list[str]
+    discovered_at: str
+
+
+class BindingView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: Annotated[str, Field(description='`b_` and 12 hex digits.')]
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    session_id: str | None = None
+    ipc_endpoint: Annotated[
+        str,
+        Field(description='Where it is: `pty://b_…`, `tmux://%3`, `kitty://window/7`.'),
+    ]
+    pid: Annotated[int | None, Field(ge=0)] = None
+    labels: dict[str, str]
+    command: Annotated[
+        list[str],
+        Field(description="What was started in it (empty: the user's shell)."),
+    ]
+    cwd: str
+    state: BindingState
+    exit: Annotated[ExitView | None, Field(description='Set once it has `exited`.')] = (
+        None
+    )
+    reason: Annotated[
+        str | None, Field(description='Why it is `lost` or `closed`.')
+    ] = None
+    jailed: Annotated[
+        bool, Field(description="Whether it runs inside its session's jail.")
+    ]
+    size: Annotated[TerminalSize | None, Field(description='`pty` only.')] = None
+    output: Annotated[OutputRange | None, Field(description='`pty` only.')] = None
+    created_at: str
+    updated_at: str
+
+
+class SpawnTerminalRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    terminal: TerminalKind1 | Literal['pty'] | None = None
+    session_id: Annotated[
+        str | None,
+        Field(
+            description="Bind it to this session: it starts in the session's cwd (and jail)."
+        ),
+    ] = None
+    cwd: Annotated[
+        str | None,
+        Field(
+            description="Absolute; defaults to the session's cwd, or the daemon's default."
+        ),
+    ] = None
+    command: Annotated[
+        list[str] | None,
+        Field(description="Program and arguments; empty starts the user's shell."),
+    ] = None
+    env: dict[str, str] | None = None
+    placement: Placement | None = None
+    split_of: Annotated[
+        str | None,
+        Field(description='For `placement: split`: the binding whose pane is split.'),
+    ] = None
+    labels: dict[str, str] | None = None
+    cols: Annotated[
+        int | None,
+        Field(
+            description='`pty` only: the size it starts at (80x24 when not given).',
+            ge=0,
+            le=65535,
+        ),
+    ] = None
+    rows: Annotated[int | None, Field(ge=0, le=65535)] = None
+
+
+class ActionDone(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding: BindingView
+    outcome: Annotated[
+        str,
+        Field(
+            description='`done`, or `awaiting_approval` with the approval that waits.'
+        ),
+    ]
+    approval_id: str | None = None
+
+
 class ProviderView(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -953,7 +1227,7 @@ class ApprovalView(BaseModel):
     ] = None
     turn_id: str | None = None
     action: Annotated[
-        ActionCommand | ActionFileChange | ActionOther | ActionGate,
+        ActionCommand | ActionFileChange | ActionOther | ActionGate | ActionTerminal,
         Field(
             description='An action an agent asks permission for.', discriminator='kind'
         ),
@@ -1034,6 +1308,29 @@ class TaskList(BaseModel):
         populate_by_name=True,
     )
     tasks: list[TaskView]
+
+
+class TerminalList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    terminals: list[TerminalView]
+
+
+class BindingList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    bindings: list[BindingView]
+
+
+class SpawnOutcome(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    outcome: Annotated[str, Field(description='`bound` or `awaiting_approval`.')]
+    binding: BindingView | None = None
+    approval: ApprovalView | None = None
 
 
 class ProviderList(BaseModel):

@@ -166,6 +166,15 @@ class ActionOther(BaseModel):
     title: str
 
 
+class TerminalKind1(str, Enum):
+    tmux = 'tmux'
+    kitty = 'kitty'
+    wezterm = 'wezterm'
+    konsole = 'konsole'
+    tilix = 'tilix'
+    alacritty = 'alacritty'
+
+
 class ApprovalStatus(str, Enum):
     pending = 'pending'
     accepted = 'accepted'
@@ -500,6 +509,113 @@ class TaskRemoved(BaseModel):
     by: str
 
 
+class BindingState(str, Enum):
+    open = 'open'
+    exited = 'exited'
+    lost = 'lost'
+    closed = 'closed'
+
+
+class ExitView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    code: int | None = None
+    signal: str | None = None
+
+
+class TerminalSize(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    cols: Annotated[int, Field(ge=0, le=65535)]
+    rows: Annotated[int, Field(ge=0, le=65535)]
+
+
+class OutputRange(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(ge=0)]
+
+
+class BindingLost(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: str
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    session_id: str | None = None
+    reason: str
+
+
+class TerminalAction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: str
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    session_id: str | None = None
+    action: Annotated[
+        str,
+        Field(
+            description='`spawn`, `send_text`, `read_text`, `focus`, `resize`, `close`, …'
+        ),
+    ]
+    decision: Annotated[
+        str,
+        Field(
+            description='What allowed it: `allowed` (nothing to ask), `approved`, `full-access`.'
+        ),
+    ]
+    latency_ms: float
+    detail: Annotated[
+        str, Field(description='Sanitized: no escape sequence reaches the log.')
+    ]
+
+
+class TerminalDenied(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: str | None = None
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    session_id: str | None = None
+    action: str
+    reason: str
+
+
+class TerminalCapabilities(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    spawn: bool
+    split: bool
+    focus: bool
+    send_text: bool
+    read_text: bool
+    clipboard_read: bool
+    clipboard_write: bool
+    cwd_sync: Annotated[
+        bool,
+        Field(
+            description="The binding's cwd follows OSC 7 (and 9;9) in the terminal's output."
+        ),
+    ]
+    bracketed_paste: bool
+    max_clipboard_kb: Annotated[int, Field(ge=0)]
+
+
 class ActorRestarted(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -785,6 +901,63 @@ class BosunEventTaskRemoved(BaseModel):
     data: TaskRemoved
 
 
+class BosunEventTermbridgeBindingLost(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['termbridge:binding_lost']
+    data: BindingLost
+
+
+class BosunEventTermbridgeAction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['termbridge:action']
+    data: TerminalAction
+
+
+class BosunEventTermbridgeDenied(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['termbridge:denied']
+    data: TerminalDenied
+
+
 class BosunEventActorRestarted(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -893,6 +1066,22 @@ class ActionGate(BaseModel):
     message: str
 
 
+class ActionTerminal(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    kind: Literal['terminal']
+    binding_id: str | None = None
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    action: str
+    text: str
+    concerns: list[str]
+
+
 class ProviderStatusEventReady(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -997,7 +1186,7 @@ class PolicyViolation(BaseModel):
     turn_id: Annotated[str, Field(description='A turn: `t_` and 12 hex digits.')]
     provider: str
     action: Annotated[
-        ActionCommand | ActionFileChange | ActionOther | ActionGate,
+        ActionCommand | ActionFileChange | ActionOther | ActionGate | ActionTerminal,
         Field(
             description='An action an agent asks permission for.', discriminator='kind'
         ),
@@ -1068,6 +1257,69 @@ class TaskView(BaseModel):
     ] = None
     created_at: str
     updated_at: str
+
+
+class BindingView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding_id: Annotated[str, Field(description='`b_` and 12 hex digits.')]
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    session_id: str | None = None
+    ipc_endpoint: Annotated[
+        str,
+        Field(description='Where it is: `pty://b_…`, `tmux://%3`, `kitty://window/7`.'),
+    ]
+    pid: Annotated[int | None, Field(ge=0)] = None
+    labels: dict[str, str]
+    command: Annotated[
+        list[str],
+        Field(description="What was started in it (empty: the user's shell)."),
+    ]
+    cwd: str
+    state: BindingState
+    exit: Annotated[ExitView | None, Field(description='Set once it has `exited`.')] = (
+        None
+    )
+    reason: Annotated[
+        str | None, Field(description='Why it is `lost` or `closed`.')
+    ] = None
+    jailed: Annotated[
+        bool, Field(description="Whether it runs inside its session's jail.")
+    ]
+    size: Annotated[TerminalSize | None, Field(description='`pty` only.')] = None
+    output: Annotated[OutputRange | None, Field(description='`pty` only.')] = None
+    created_at: str
+    updated_at: str
+
+
+class TerminalView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    terminal: Annotated[
+        TerminalKind1 | Literal['pty'],
+        Field(description='A kind of terminal the daemon can drive.'),
+    ]
+    installed: Annotated[
+        bool, Field(description="Its program is on the daemon's PATH.")
+    ]
+    running: Annotated[
+        bool, Field(description='An instance is running that the daemon can find.')
+    ]
+    reachable: Annotated[bool, Field(description='Its control socket or bus answered.')]
+    version: str | None = None
+    capabilities: TerminalCapabilities
+    requires_opt_in: Annotated[
+        bool, Field(description='It cannot be controlled until a user grants consent.')
+    ]
+    consent_granted_at: str | None = None
+    notes: list[str]
+    risk_flags: list[str]
+    discovered_at: str
 
 
 class DiagnosticsLog(BaseModel):
@@ -1261,7 +1513,7 @@ class ApprovalView(BaseModel):
     ] = None
     turn_id: str | None = None
     action: Annotated[
-        ActionCommand | ActionFileChange | ActionOther | ActionGate,
+        ActionCommand | ActionFileChange | ActionOther | ActionGate | ActionTerminal,
         Field(
             description='An action an agent asks permission for.', discriminator='kind'
         ),
@@ -1380,6 +1632,20 @@ class TaskUpdated(BaseModel):
     ]
 
 
+class TerminalBinding(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    binding: BindingView
+
+
+class CapabilityUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    terminal: TerminalView
+
+
 class BosunEventApprovalResolved(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1494,6 +1760,44 @@ class BosunEventTaskUpdated(BaseModel):
     data: TaskUpdated
 
 
+class BosunEventTermbridgeBinding(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['termbridge:binding']
+    data: TerminalBinding
+
+
+class BosunEventTermbridgeCapabilityUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['termbridge:capability_update']
+    data: CapabilityUpdate
+
+
 class ApprovalRequested(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1605,6 +1909,11 @@ class BosunEvent(
         | BosunEventWorkflowCompleted
         | BosunEventTaskUpdated
         | BosunEventTaskRemoved
+        | BosunEventTermbridgeBinding
+        | BosunEventTermbridgeBindingLost
+        | BosunEventTermbridgeAction
+        | BosunEventTermbridgeDenied
+        | BosunEventTermbridgeCapabilityUpdate
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog
     ]
@@ -1639,6 +1948,11 @@ class BosunEvent(
         | BosunEventWorkflowCompleted
         | BosunEventTaskUpdated
         | BosunEventTaskRemoved
+        | BosunEventTermbridgeBinding
+        | BosunEventTermbridgeBindingLost
+        | BosunEventTermbridgeAction
+        | BosunEventTermbridgeDenied
+        | BosunEventTermbridgeCapabilityUpdate
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog,
         Field(
