@@ -409,8 +409,11 @@ impl Binding {
                 Ok(Acted::Done(self.view()))
             }
             TerminalOp::Read => Err(DaemonError::Internal("a pty's text is read from the store".into())),
+            // A request that makes no sense for this kind of terminal (the
+            // map says `focus: false`), not a missing terminal: 400, as a
+            // pty's placement is.
             TerminalOp::Focus => {
-                Err(DaemonError::NotSupported("a pty terminal has no window to focus; open it in the browser".into()))
+                Err(DaemonError::BadRequest("a pty terminal has no window to focus; open it in the browser".into()))
             }
             TerminalOp::SetCwd(path) => {
                 self.set_cwd(&path).await?;
