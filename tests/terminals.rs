@@ -137,6 +137,46 @@ async fn a_200_mb_stream_arrives_byte_exact_and_the_scrollback_keeps_its_tail() 
     assert_eq!(bytes, data[data.len() - 1000..]);
 }
 
+/// A client still reading (and acknowledging) the replay of an ended
+/// terminal when the daemon has sent its last frame: the daemon waits for the
+/// client's close rather than dropping a socket with unread acks in it, whose
+/// reset would throw away what the client had not read yet.
+#[tokio::test]
+async fn a_slow_reader_of_an_ended_terminal_gets_every_byte_and_the_exit() {
+    let dir = tempdir();
+    let d = daemon(dir.path(), false);
+    let file = dir.path().join("out");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let script = format!("stty -opost; cat {}; exit 7", file.display());
+    let b = spawn(&d, &["sh", "-c", &script]).await;
+    let client = d.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.binding(&b.binding_id).await.expect("binding").state == BindingState::Open {
+        assert!(Instant::now() < deadline, "the terminal ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stream = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut out = Vec::new();
+    let exit = loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("in time").expect("read") {
+            TerminalEvent::Output { offset, bytes } => {
+                assert_eq!(offset, out.len() as u64);
+                out.extend_from_slice(&bytes);
+                stream.writer().ack(out.len() as u64).await.expect("an ack is taken until the client closes");
+                // Slower than the daemon sends: its last frame goes out long
+                // before this loop reads it.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            TerminalEvent::Exit(exit) => break exit,
+            TerminalEvent::Closed => panic!("closed without the exit after {} bytes", out.len()),
+        }
+    };
+    assert!(out == data, "every byte, in order ({} of {})", out.len(), data.len());
+    assert_eq!(exit.end, data.len() as u64);
+    assert_eq!(exit.exit.and_then(|e| e.code), Some(7));
+}
+
 #[tokio::test]
 async fn a_reattach_from_the_rendered_offset_loses_and_repeats_nothing() {
     let dir = tempdir();

@@ -34,6 +34,8 @@ const REPLAY_BYTES: usize = 1024 * 1024;
 /// The close code of an ended terminal is a normal close; its reason says
 /// how it ended.
 const CLOSE_NORMAL: u16 = 1000;
+/// How long a client that was sent the close frame has to answer it.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum TermConnError {
@@ -51,6 +53,9 @@ struct TermConn {
     binding_id: String,
     /// Every byte before it has been sent.
     cursor: u64,
+    /// Our close frame went out: the client's answer is awaited before the
+    /// socket is dropped.
+    sent_close: bool,
 }
 
 impl TermConn {
@@ -103,7 +108,9 @@ impl TermConn {
         self.send(Message::binary(TerminalServerFrame::Exit(exit).encode())).await?;
         // A close reason is at most 123 bytes.
         let reason: String = reason.chars().take(100).collect();
-        let _ = self.send(Message::close_with(CLOSE_NORMAL, reason)).await;
+        if self.send(Message::close_with(CLOSE_NORMAL, reason)).await.is_ok() {
+            self.sent_close = true;
+        }
         Ok(())
     }
 }
@@ -130,7 +137,7 @@ pub async fn serve(
             }
         }
     });
-    let mut conn = TermConn { ctx: ctx.clone(), sink, binding_id: binding_id.clone(), cursor: from };
+    let mut conn = TermConn { ctx: ctx.clone(), sink, binding_id: binding_id.clone(), cursor: from, sent_close: false };
     if access.is_none() && !first_message_auth(&mut conn, &mut frames, &auth, peer).await {
         reader.abort();
         let _ = conn.sink.close().await;
@@ -140,12 +147,31 @@ pub async fn serve(
     if let Err(e) = result {
         tracing::debug!(binding = %binding_id, error = %e, "terminal socket ended");
     }
+    if conn.sent_close {
+        await_close(&mut frames).await;
+    }
     reader.abort();
     let _ = conn.sink.close().await;
 }
 
 /// The first frame must be `{"op":"auth","token":…}` (a browser cannot set
 /// a header on a WebSocket, and a token in the URL ends up in logs).
+/// The closing handshake's second half: what the client still sends (the
+/// acks of frames it has not finished reading) is read and dropped until its
+/// close frame, or [`CLOSE_WAIT`]. Dropping the socket with those frames
+/// unread would make the kernel answer with a reset, and a reset can discard
+/// output and the exit frame the client had not read yet.
+async fn await_close(frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>) {
+    let drained = async {
+        while let Some(Ok(msg)) = frames.recv().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+}
+
 async fn first_message_auth(
     conn: &mut TermConn,
     frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
