@@ -297,11 +297,15 @@ impl Binding {
         };
         self.ctx.store.commit(batch).await?;
         self.scrollback.committed(&mut appended);
-        self.bracketed_paste = paste_mode_after(self.bracketed_paste, &appended.bytes);
-        let cwd = self.osc.feed(&appended.bytes).into_iter().rev().find_map(|e| match e {
-            OscEvent::Cwd { path, .. } => Some(path),
-            _ => None,
-        });
+        // The last switch and the last cwd in the batch are the ones in force.
+        let mut cwd = None;
+        for event in self.osc.feed(&appended.bytes) {
+            match event {
+                OscEvent::BracketedPaste(on) => self.bracketed_paste = on,
+                OscEvent::Cwd { path, .. } => cwd = Some(path),
+                OscEvent::ClipboardWrite { .. } | OscEvent::ClipboardQuery { .. } => {}
+            }
+        }
         if let Some(live) = &self.live {
             live.publish(OutputChunk { offset: appended.offset, bytes: Arc::new(appended.bytes) });
         }
@@ -611,24 +615,6 @@ fn unreachable_close() -> DaemonResult<Acted> {
     Err(DaemonError::Internal("close is handled before this".into()))
 }
 
-/// Whether bracketed paste is on after `bytes`: the last of `CSI ?2004h`
-/// and `CSI ?2004l` in them decides (a sequence split across two commits is
-/// missed, and the next one the app sends puts it right).
-fn paste_mode_after(before: bool, bytes: &[u8]) -> bool {
-    let on = find_last(bytes, b"\x1b[?2004h");
-    let off = find_last(bytes, b"\x1b[?2004l");
-    match (on, off) {
-        (Some(a), Some(b)) => a > b,
-        (Some(_), None) => true,
-        (None, Some(_)) => false,
-        (None, None) => before,
-    }
-}
-
-fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
-}
-
 /// Hands a terminal's output to its binding's actor, one batch in flight at
 /// a time, and its exit after the last byte. It calls the actor by name, so
 /// a restarted actor is found again; a batch is offered again until one
@@ -707,18 +693,5 @@ where
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::paste_mode_after;
-
-    #[test]
-    fn the_last_paste_mode_switch_wins() {
-        assert!(paste_mode_after(false, b"x\x1b[?2004hy"));
-        assert!(!paste_mode_after(true, b"\x1b[?2004h..\x1b[?2004l"));
-        assert!(paste_mode_after(true, b"plain"));
-        assert!(!paste_mode_after(false, b"plain"));
     }
 }
