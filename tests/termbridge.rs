@@ -342,6 +342,11 @@ async fn wezterm_is_driven_through_its_cli_and_a_missing_cli_is_501() {
         .expect("send");
     let text = c.read_text(&b.binding_id).await.expect("read");
     assert_eq!(text.text.trim(), "on the screen");
+    // wezterm cli has no clipboard command (its map says so): 501, not a
+    // silent write to some other clipboard.
+    let (status, answer) =
+        d.post("/api/v1/terminals/clipboard", json!({"text": "x", "binding_id": b.binding_id})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (501, Some("not_supported")), "{answer}");
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("calls");
     assert!(calls.contains("ARGV [cli] [activate-pane] [--pane-id] [7]"), "{calls}");
     assert!(calls.lines().any(|l| l.contains("[send-text]") && l.contains("[--no-paste]")), "{calls}");
@@ -458,4 +463,90 @@ async fn the_os_clipboard_is_written_through_xclip_and_read_only_when_turned_on(
     assert_eq!(d.client().read_clipboard().await.expect("read").text, "copied by bosun");
     let (status, _) = d.post("/api/v1/terminals/clipboard", json!({"text": "x".repeat(2000)})).await;
     assert_eq!(status, 400, "over max_clipboard_kb");
+}
+
+/// A tmux client attached to `session` in a terminal of its own (script(1)
+/// gives it a pty; TERM=xterm-256color gives it tmux's clipboard feature):
+/// what tmux writes to that terminal, as it comes.
+struct OuterClient {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl OuterClient {
+    fn attach(tmux: &Tmux, session: &str) -> OuterClient {
+        let command = format!("tmux -L {} attach -t {}", tmux.socket, session);
+        let mut child = Command::new("script")
+            .args(["-q", "-f", "-e", "-c", &command, "/dev/null"])
+            .env("TERM", "xterm-256color")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("script(1) runs");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+            }
+        });
+        OuterClient { child, seen }
+    }
+
+    fn seen(&self) -> Vec<u8> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for OuterClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_clipboard_write_to_a_tmux_pane_fills_its_buffer_and_reaches_the_attached_terminal_as_osc_52() {
+    let tmux = Tmux::new();
+    let dir = tempdir();
+    let config = tmux.config("policy = \"full-access\"\nclipboard_read = true");
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let c = d.client();
+    let b = bound(c.spawn_terminal(&req(TerminalKind::Tmux, &["sh"])).await.expect("spawn"));
+    let pane = pane_of(&b);
+    let session = tmux.run(&["display-message", "-p", "-t", &pane, "#{session_name}"]).trim().to_string();
+    let outer = OuterClient::attach(&tmux, &session);
+    wait_for("the outer client", Duration::from_secs(10), async || {
+        tmux.run(&["list-clients", "-F", "#{client_control_mode}"]).lines().any(|l| l == "0").then_some(())
+    })
+    .await;
+
+    let text = "from bosun, \"quoted\" $HOME\nline two";
+    let (status, body) = d.post("/api/v1/terminals/clipboard", json!({"text": text, "binding_id": b.binding_id})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["via"].as_str(), body["screens"].as_u64()), (Some("tmux"), Some(1)), "{body}");
+    // tmux's own buffer: what prefix-] pastes, verbatim.
+    assert_eq!(tmux.run(&["show-buffer"]), text);
+    // And OSC 52 to the attached terminal.
+    let sequence = &bosun_termbridge::clipboard::osc52_sequences("c", text.as_bytes())[0];
+    let encoded = String::from_utf8_lossy(&sequence[b"\x1b]52;c;".len()..sequence.len() - 2]).into_owned();
+    wait_for("OSC 52 on the outer terminal", Duration::from_secs(10), async || {
+        let seen = String::from_utf8_lossy(&outer.seen()).into_owned();
+        (seen.contains("\x1b]52;") && seen.contains(&encoded)).then_some(())
+    })
+    .await;
+    let (status, body) = d.get(&format!("/api/v1/terminals/clipboard?binding_id={}", b.binding_id)).await;
+    assert_eq!((status, body["text"].as_str(), body["via"].as_str()), (200, Some(text), Some("tmux")), "{body}");
+    // A tmux pane's clipboard takes what its map says (75 KB).
+    let (status, body) =
+        d.post("/api/v1/terminals/clipboard", json!({"text": "y".repeat(76 * 1024), "binding_id": b.binding_id})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(tmux.run(&["show-buffer"]), text, "nothing written");
 }

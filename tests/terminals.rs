@@ -57,6 +57,7 @@ async fn read_to_end(stream: &mut TerminalStream, timeout: Duration) -> (Vec<u8>
                 return (out, exit);
             }
             TerminalEvent::Closed => panic!("the socket closed without the terminal's end"),
+            TerminalEvent::Clipboard(_) => panic!("no clipboard write was asked for"),
         }
     }
 }
@@ -122,6 +123,7 @@ async fn a_200_mb_stream_arrives_byte_exact_and_the_scrollback_keeps_its_tail() 
             }
             TerminalEvent::Exit(exit) => break exit,
             TerminalEvent::Closed => panic!("closed without an end"),
+            TerminalEvent::Clipboard(_) => panic!("no clipboard write was asked for"),
         }
     };
     assert_eq!(next, data.len() as u64, "every byte, none extra");
@@ -170,6 +172,7 @@ async fn a_slow_reader_of_an_ended_terminal_gets_every_byte_and_the_exit() {
             }
             TerminalEvent::Exit(exit) => break exit,
             TerminalEvent::Closed => panic!("closed without the exit after {} bytes", out.len()),
+            TerminalEvent::Clipboard(_) => panic!("no clipboard write was asked for"),
         }
     };
     assert!(out == data, "every byte, in order ({} of {})", out.len(), data.len());
@@ -199,6 +202,7 @@ async fn a_reattach_from_the_rendered_offset_loses_and_repeats_nothing() {
                 }
                 TerminalEvent::Exit(exit) => break 'outer exit,
                 TerminalEvent::Closed => panic!("closed"),
+                TerminalEvent::Clipboard(_) => panic!("no clipboard write was asked for"),
             }
         }
         reconnects += 1;
@@ -386,4 +390,89 @@ async fn bad_requests_are_refused_and_change_nothing() {
     let map = d.client().terminals().await.expect("terminals").terminals;
     let pty = map.iter().find(|t| t.terminal == TerminalKind::Pty).expect("pty in the map");
     assert!(pty.installed && pty.capabilities.spawn && pty.capabilities.read_text && !pty.requires_opt_in);
+}
+
+/// The text OSC 52 `sequences` carry, joined (as a clipboard that appends
+/// consecutive writes would keep it).
+fn osc52_text(sequences: &[u8]) -> String {
+    let mut parser = bosun_termbridge::osc::OscParser::default();
+    let mut text = Vec::new();
+    for event in parser.feed(sequences) {
+        match event {
+            bosun_termbridge::osc::TerminalEvent::ClipboardWrite { selection, data } => {
+                assert_eq!(selection, "c");
+                text.extend(data);
+            }
+            other => panic!("only clipboard writes: {other:?}"),
+        }
+    }
+    String::from_utf8(text).expect("UTF-8")
+}
+
+async fn next_clipboard(stream: &mut TerminalStream) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("in time").expect("read") {
+            TerminalEvent::Clipboard(sequences) => return sequences,
+            TerminalEvent::Output { .. } => continue,
+            other => panic!("the terminal ended before the clipboard came: {other:?}"),
+        }
+    }
+}
+
+/// `POST /api/v1/terminals/clipboard` with a pty terminal's binding: OSC 52
+/// to each screen showing it, live and never stored, batched over 75 KB;
+/// refused with nobody to show it to, and unreadable (the viewer's own).
+#[tokio::test]
+async fn a_clipboard_write_to_a_pty_terminal_reaches_each_screen_showing_it_as_osc_52() {
+    let dir = tempdir();
+    let config = "[termbridge]\npolicy = \"full-access\"\nmax_clipboard_kb = 256\nclipboard_read = true\n".to_string();
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Default::default() });
+    let b = spawn(&d, &["sh", "-c", "echo up; sleep 600"]).await;
+    let write = |text: String| json!({ "text": text, "binding_id": b.binding_id });
+    let (status, body) = d.post("/api/v1/terminals/clipboard", write("nobody looks".into())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let since = d.events(None, 0).await.last().map_or(0, |e| e.seq);
+
+    let client = d.client();
+    let mut first = client.attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut second = client.attach_terminal(&b.binding_id, 0).await.expect("attach again");
+    let text = "copied ✓ with \"quotes\"\nand a second line".to_string();
+    let (status, body) = d.post("/api/v1/terminals/clipboard", write(text.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["via"].as_str(), body["sequences"].as_u64(), body["screens"].as_u64()),
+        (Some("osc52"), Some(1), Some(2))
+    );
+    for stream in [&mut first, &mut second] {
+        let sequences = next_clipboard(stream).await;
+        assert!(sequences.starts_with(b"\x1b]52;c;") && sequences.ends_with(b"\x1b\\"), "{sequences:?}");
+        assert_eq!(osc52_text(&sequences), text);
+    }
+
+    // 200 KB: cut into sequences of at most 75 KB of base64 each.
+    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let (status, body) = d.post("/api/v1/terminals/clipboard", write(big.clone())).await;
+    assert_eq!((status, body["sequences"].as_u64()), (200, Some(4)), "{body}");
+    let sequences = next_clipboard(&mut first).await;
+    assert_eq!(osc52_text(&sequences), big);
+
+    // Over [termbridge] max_clipboard_kb: refused, nothing sent.
+    let (status, body) = d.post("/api/v1/terminals/clipboard", write("x".repeat(256 * 1024 + 1))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = d.get(&format!("/api/v1/terminals/clipboard?binding_id={}", b.binding_id)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (501, Some("not_supported")), "{body}");
+
+    // Not part of the output: the stream and its scrollback hold none of it.
+    let range = client.binding(&b.binding_id).await.expect("binding").output.expect("range");
+    assert_eq!(range.end, b"up\r\n".len() as u64);
+    let actions: Vec<_> = d
+        .events(None, since)
+        .await
+        .into_iter()
+        .filter_map(|e| match payload(&e) {
+            bosun_proto::EventData::TerminalAction(a) if a.action == "clipboard_write" => Some(a.detail),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, vec![format!("{} bytes", text.len()), "200000 bytes".to_string()], "the sizes, never the text");
 }

@@ -215,8 +215,10 @@ pub struct CwdRequest {
 }
 
 /// `POST /api/v1/terminals/clipboard`: text for the clipboard, through the
-/// OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`, as
-/// OSC 52 to that binding's terminal.
+/// OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`,
+/// through that binding's terminal: OSC 52 to the screens showing a `pty`
+/// terminal, tmux's paste buffer and OSC 52 to the clients attached to a
+/// tmux pane's session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClipboardWrite {
@@ -230,10 +232,24 @@ pub struct ClipboardWrite {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClipboardContent {
     pub text: String,
-    /// `wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.
+    /// `wl-copy`, `xclip`, `pbcopy`; for a binding `osc52` (a `pty`
+    /// terminal's screens) or `tmux` (its paste buffer).
     pub via: String,
     /// How many OSC 52 sequences carried it (payloads over 75 KB are cut).
     pub sequences: Option<usize>,
+    /// For a binding: how many screens it was sent to (the sockets open on a
+    /// `pty` terminal, the terminals attached to a tmux session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screens: Option<usize>,
+}
+
+/// `GET /api/v1/terminals/clipboard`: the OS clipboard, or with
+/// `binding_id` the one that binding's terminal keeps (tmux's paste buffer).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClipboardQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
 }
 
 /// `GET /api/v1/terminals/bindings`: absent filters match everything.
@@ -348,6 +364,11 @@ pub mod frame {
     pub const HELLO: u8 = 0x02;
     /// Server → client: a [`super::TerminalExit`] as JSON; the close follows.
     pub const EXIT: u8 = 0x03;
+    /// Server → client: OSC 52 sequences (`ESC ] 52 ; c ; base64 ESC \`,
+    /// one or more; text over 75 KB is cut into several, to be joined) for
+    /// the client to put on its own clipboard. Live only: never stored in
+    /// the scrollback, never replayed, and not counted in the offsets.
+    pub const CLIPBOARD: u8 = 0x04;
     /// Client → server: bytes for the terminal's input.
     pub const INPUT: u8 = 0x10;
     /// Client → server: big-endian u16 cols, then u16 rows.
@@ -429,9 +450,14 @@ impl TerminalClientFrame {
 /// A frame the daemon sends on a terminal socket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TerminalServerFrame {
-    Output { offset: u64, bytes: Vec<u8> },
+    Output {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     Hello(TerminalHello),
     Exit(TerminalExit),
+    /// OSC 52 sequences for the client's clipboard ([`frame::CLIPBOARD`]).
+    Clipboard(Vec<u8>),
 }
 
 impl TerminalServerFrame {
@@ -455,6 +481,12 @@ impl TerminalServerFrame {
             TerminalServerFrame::Output { offset, bytes } => TerminalServerFrame::output(*offset, bytes),
             TerminalServerFrame::Hello(h) => json(frame::HELLO, h),
             TerminalServerFrame::Exit(e) => json(frame::EXIT, e),
+            TerminalServerFrame::Clipboard(sequences) => {
+                let mut out = Vec::with_capacity(sequences.len() + 1);
+                out.push(frame::CLIPBOARD);
+                out.extend_from_slice(sequences);
+                out
+            }
         }
     }
 
@@ -472,6 +504,7 @@ impl TerminalServerFrame {
             }
             frame::HELLO => serde_json::from_slice(body).map(TerminalServerFrame::Hello).map_err(bad_json),
             frame::EXIT => serde_json::from_slice(body).map(TerminalServerFrame::Exit).map_err(bad_json),
+            frame::CLIPBOARD => Ok(TerminalServerFrame::Clipboard(body.to_vec())),
             other => Err(FrameError::UnknownType(other)),
         }
     }
@@ -509,5 +542,7 @@ mod tests {
             reason: None,
         });
         assert_eq!(TerminalServerFrame::decode(&exit.encode()), Ok(exit));
+        let clip = TerminalServerFrame::Clipboard(b"\x1b]52;c;aGk=\x1b\\".to_vec());
+        assert_eq!(TerminalServerFrame::decode(&clip.encode()), Ok(clip));
     }
 }

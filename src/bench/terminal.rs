@@ -391,6 +391,7 @@ async fn bosun_side(
                 stream.writer().ack(bytes).await?;
             }
             TerminalEvent::Exit(_) => break,
+            TerminalEvent::Clipboard(_) => {}
             TerminalEvent::Closed => bail!("the socket closed before the cat's end"),
         }
     }

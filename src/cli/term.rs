@@ -343,6 +343,8 @@ async fn read(client: &Client, id: &str) -> anyhow::Result<i32> {
                 next = offset + bytes.len() as u64;
                 writer.ack(next).await?;
             }
+            // Not the terminal's text.
+            TerminalEvent::Clipboard(_) => {}
             TerminalEvent::Exit(_) | TerminalEvent::Closed => break,
         }
     }
@@ -603,6 +605,11 @@ async fn attached(
                             (reader, writer) = reconnect(client, &args.id, &mut next).await?;
                             send_size(&mut writer).await;
                         }
+                    }
+                    // This terminal's clipboard is the one to set, as
+                        // a program's own OSC 52 would.
+                    Ok(TerminalEvent::Clipboard(sequences)) => {
+                        stdout.write_all(&sequences).and_then(|()| stdout.flush()).context("writing to stdout")?;
                     }
                     Ok(TerminalEvent::Exit(exit)) => {
                         writer.close().await;

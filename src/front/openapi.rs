@@ -281,8 +281,8 @@ pub fn document() -> Value {
     op!("post", "/api/v1/terminals/bindings/{id}/focus", "Focus a binding's window or pane", 200 => ActionDone);
     op!("post", "/api/v1/terminals/bindings/{id}/resize", "Resize a pty terminal", body: ResizeRequest, 200 => BindingView);
     op!("post", "/api/v1/terminals/bindings/{id}/cwd", "Set a binding's working directory", body: CwdRequest, 200 => ActionDone);
-    op!("get", "/api/v1/terminals/clipboard", "Read the OS clipboard (when [termbridge] clipboard_read is on)", 200 => ClipboardContent);
-    op!("post", "/api/v1/terminals/clipboard", "Write the OS clipboard", body: ClipboardWrite, 200 => ClipboardContent);
+    op!("get", "/api/v1/terminals/clipboard", "Read the OS clipboard, or a binding's terminal's (when [termbridge] clipboard_read is on)", query: ClipboardQuery, 200 => ClipboardContent);
+    op!("post", "/api/v1/terminals/clipboard", "Write the OS clipboard, or through a binding's terminal (OSC 52)", body: ClipboardWrite, 200 => ClipboardContent);
     op!("get", "/api/v1/events", "Stored events after a seq", query: EventsQuery, 200 => EventsPage);
     op!("get", "/api/v1/providers", "The providers and where each stands", 200 => ProviderList);
     op!("post", "/api/v1/debug/crash", "Make an actor panic (only with --enable-fault-injection)", body: CrashRequest, 202 => CrashScheduled);

@@ -213,6 +213,7 @@ async fn run(
     // then in both, and sent once.
     let live: Option<Arc<LiveTerminal>> = ctx.terminals.get(&record.id).filter(|l| l.pty.pid() == record.pid);
     let mut subscription = live.as_ref().map(|l| l.subscribe());
+    let mut clipboard = live.as_ref().map(|l| l.clipboard());
     let client = live.as_ref().map(|l| l.pty.gate().attach(from));
     let range =
         super::terminals::output_range(&ctx, &record).ok().flatten().unwrap_or(OutputRange { start: 0, end: 0 });
@@ -226,7 +227,9 @@ async fn run(
     };
     let result = async {
         conn.send(Message::binary(TerminalServerFrame::Hello(hello).encode())).await?;
-        let (Some(live), Some((mut chunks, mut exit))) = (live.clone(), subscription.take()) else {
+        let (Some(live), Some((mut chunks, mut exit)), Some(mut clipboard)) =
+            (live.clone(), subscription.take(), clipboard.take())
+        else {
             // Ended (or lost): the stored scrollback, then how it ended.
             conn.catch_up(u64::MAX).await?;
             let end = conn.cursor.max(range.end);
@@ -234,6 +237,7 @@ async fn run(
             return conn.end(exit_of(&record, end)).await;
         };
         conn.catch_up(live.durable_end()).await?;
+        let mut clipboard_open = true;
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -268,6 +272,16 @@ async fn run(
                         return Ok(());
                     }
                 }
+                written = clipboard.recv(), if clipboard_open => match written {
+                    Ok(sequences) => {
+                        let frame = TerminalServerFrame::Clipboard(sequences.to_vec()).encode();
+                        conn.send(Message::binary(frame)).await?;
+                    }
+                    // Only the last write matters to a clipboard; an older
+                    // one missed is as good as overwritten.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => clipboard_open = false,
+                },
                 _ = ping.tick() => conn.send(Message::ping(Vec::new())).await?,
             }
         }

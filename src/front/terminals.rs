@@ -119,20 +119,25 @@ pub(super) async fn route(ctx: &Context, req: &Request, rest: &[&str]) -> Result
         }
         (["bindings", _, "resize"], _) => Err(not_allowed(req, "POST")),
         (["clipboard"], Method::GET | Method::POST) => {
-            no_query(req)?;
-            let write = if req.method == Method::POST {
+            let (write, binding_id) = if req.method == Method::POST {
+                no_query(req)?;
                 let body: ClipboardWrite = json_body(req)?;
-                if body.binding_id.is_some() {
-                    return Err(DaemonError::NotSupported(
-                        "OSC 52 to a binding is not supported yet; without binding_id the OS clipboard is written"
-                            .into(),
-                    )
-                    .into());
-                }
-                Some(body.text)
+                (Some(body.text), body.binding_id)
             } else {
-                None
+                let q: ClipboardQuery = query(req)?;
+                (None, q.binding_id)
             };
+            if let Some(id) = binding_id {
+                load(ctx, &id)?;
+                let op = match write {
+                    Some(text) => TerminalOp::ClipboardWrite(text),
+                    None => TerminalOp::ClipboardRead,
+                };
+                return match act(&id, op).await? {
+                    Outcome::Acted(Acted::Clipboard(content)) => Ok(json_reply(StatusCode::OK, &content)),
+                    _ => Err(ApiError::Daemon(DaemonError::Internal("a clipboard action answered otherwise".into()))),
+                };
+            }
             let content = route::call_within::<TerminalsMsg, _, _>(names::TERMINALS, ACTION_TIMEOUT, |reply| {
                 TerminalsMsg::Clipboard { write, reply }
             })
@@ -258,7 +263,9 @@ fn done(ctx: &Context, outcome: Outcome) -> Result<Response, ApiError> {
             };
             Ok(json_reply(StatusCode::OK, &ActionDone { binding, outcome: "done".into(), approval_id: None }))
         }
-        Outcome::Acted(Acted::Text(_)) => Err(ApiError::Daemon(DaemonError::Internal("unexpected text".into()))),
+        Outcome::Acted(Acted::Text(_) | Acted::Clipboard(_)) => {
+            Err(ApiError::Daemon(DaemonError::Internal("unexpected text".into())))
+        }
         Outcome::Held(approval, binding) => Ok(json_reply(
             StatusCode::ACCEPTED,
             &ActionDone { binding, outcome: "awaiting_approval".into(), approval_id: Some(approval.id.to_string()) },

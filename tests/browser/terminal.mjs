@@ -174,6 +174,22 @@ run('terminal', async (t) => {
     await until(`wc to count the ${total} bytes sent`, async () => (await rows()).includes(String(total)), 30_000);
   });
 
+  await t.step('a clipboard write to the terminal (OSC 52 in a CLIPBOARD frame) lands on the browser clipboard', async () => {
+    await t.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: t.url });
+    await focus();
+    const text = 'from the daemon ✓\nsecond line';
+    const done = await t.apiOk('POST', '/api/v1/terminals/clipboard', { text, binding_id: shell });
+    check(done.via === 'osc52' && done.screens >= 1, `the write: ${JSON.stringify(done)}`);
+    const note = t.page.locator('[data-testid="terminal-clipboard"]');
+    await until('the page to say it copied', async () => (await note.getAttribute('data-state').catch(() => null)) === 'copied');
+    const got = await t.page.evaluate(() => navigator.clipboard.readText());
+    check(got === text, `the clipboard holds ${JSON.stringify(got)}`);
+    const clip = (await t.terminalSockets()).flatMap((s) => s.got.filter((f) => f.type === 0x04));
+    check(clip.length >= 1, 'a CLIPBOARD frame came');
+    const echoed = (await rows()).join('\n');
+    check(!echoed.includes('52;c;'), 'the sequence never reached the screen');
+  });
+
   await t.step('`exit 3`: the state says "exited 3"', async () => {
     await focus();
     await t.page.keyboard.type('exit 3');

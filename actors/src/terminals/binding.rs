@@ -56,6 +56,10 @@ pub enum TerminalOp {
     Read,
     Close,
     SetCwd(String),
+    /// Put the text on the clipboard of whoever looks at the terminal.
+    ClipboardWrite(String),
+    /// The clipboard the terminal keeps (tmux's paste buffer).
+    ClipboardRead,
 }
 
 impl TerminalOp {
@@ -66,6 +70,8 @@ impl TerminalOp {
             TerminalOp::Read => "read_text",
             TerminalOp::Close => "close",
             TerminalOp::SetCwd(_) => "cwd",
+            TerminalOp::ClipboardWrite(_) => "clipboard_write",
+            TerminalOp::ClipboardRead => "clipboard_read",
         }
     }
 }
@@ -77,6 +83,7 @@ impl TerminalOp {
 pub enum Acted {
     Done(BindingView),
     Text(TerminalText),
+    Clipboard(bosun_proto::ClipboardContent),
 }
 
 pub struct BindingArgs {
@@ -423,6 +430,32 @@ impl Binding {
                 self.set_cwd(&path).await?;
                 Ok(Acted::Done(self.view()))
             }
+            TerminalOp::ClipboardWrite(text) => {
+                let live = self.live.clone().ok_or_else(|| DaemonError::Conflict("the terminal has ended".into()))?;
+                let limit = self.ctx.settings.termbridge.max_clipboard_kb as usize * 1024;
+                check_clipboard_size(&text, limit)?;
+                let sequences = bosun_termbridge::clipboard::osc52_sequences("c", text.as_bytes());
+                let count = sequences.len();
+                let screens = live.send_clipboard(sequences.concat());
+                if screens == 0 {
+                    return Err(DaemonError::Conflict(format!(
+                        "no screen shows terminal {} now: OSC 52 goes to the terminal showing it (its Terminal tab \
+                         in the app, `bosun term attach`)",
+                        self.record.id
+                    )));
+                }
+                Ok(Acted::Clipboard(bosun_proto::ClipboardContent {
+                    text,
+                    via: "osc52".into(),
+                    sequences: Some(count),
+                    screens: Some(screens),
+                }))
+            }
+            TerminalOp::ClipboardRead => Err(DaemonError::NotSupported(
+                "a pty terminal's clipboard is its viewer's own, which the daemon cannot read; without binding_id \
+                 the OS clipboard is read"
+                    .into(),
+            )),
             TerminalOp::Close => unreachable_close(),
         }
     }
@@ -467,6 +500,27 @@ impl Binding {
             TerminalOp::SetCwd(path) => {
                 self.set_cwd(&path).await?;
                 Ok(Acted::Done(self.view()))
+            }
+            TerminalOp::ClipboardWrite(text) => {
+                let limit = control.capabilities().max_clipboard_kb as usize * 1024;
+                let limit = limit.min(self.ctx.settings.termbridge.max_clipboard_kb as usize * 1024);
+                check_clipboard_size(&text, limit)?;
+                let screens = control.clipboard_write(&pane, &text).await.map_err(failed)?;
+                Ok(Acted::Clipboard(bosun_proto::ClipboardContent {
+                    text,
+                    via: kind.to_string(),
+                    sequences: None,
+                    screens: Some(screens),
+                }))
+            }
+            TerminalOp::ClipboardRead => {
+                let text = control.clipboard_read(&pane).await.map_err(failed)?;
+                Ok(Acted::Clipboard(bosun_proto::ClipboardContent {
+                    text,
+                    via: kind.to_string(),
+                    sequences: None,
+                    screens: None,
+                }))
             }
         }
     }
@@ -601,6 +655,8 @@ fn op_detail(op: &TerminalOp) -> String {
             format!("{}{}", req.text, if req.enter { " ⏎" } else { "" })
         }
         TerminalOp::SetCwd(path) => path.clone(),
+        // The size only: what goes on a clipboard is nobody's to log.
+        TerminalOp::ClipboardWrite(text) => format!("{} bytes", text.len()),
         _ => String::new(),
     };
     let clean = bosun_termbridge::sanitize::sanitize(text.as_bytes());
@@ -609,6 +665,13 @@ fn op_detail(op: &TerminalOp) -> String {
         short.push('…');
     }
     short
+}
+
+fn check_clipboard_size(text: &str, limit: usize) -> DaemonResult<()> {
+    if text.len() > limit {
+        return Err(DaemonError::BadRequest(format!("text: this clipboard takes at most {limit} bytes")));
+    }
+    Ok(())
 }
 
 fn unreachable_close() -> DaemonResult<Acted> {

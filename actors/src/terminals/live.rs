@@ -18,6 +18,9 @@ use tokio::sync::{broadcast, watch};
 /// Committed output chunks kept for the sockets that follow a terminal live;
 /// one that falls further behind reads the scrollback from the store.
 const LIVE_CHUNKS: usize = 256;
+/// Clipboard writes waiting for a slow socket; a socket further behind
+/// misses the oldest, as a clipboard keeps only its last anyway.
+const CLIPBOARD_WRITES: usize = 4;
 
 /// Bytes of a terminal's output from `offset`, durable.
 #[derive(Debug)]
@@ -33,13 +36,17 @@ pub struct LiveTerminal {
     end: AtomicU64,
     /// Set once the terminal's end is committed: nothing is published after.
     exit: watch::Sender<Option<TerminalExit>>,
+    /// OSC 52 sequences for the screens showing the terminal now: live
+    /// only, never stored (a replay must not set a clipboard again).
+    clipboard: broadcast::Sender<Arc<Vec<u8>>>,
 }
 
 impl LiveTerminal {
     pub fn new(pty: Pty, end: u64) -> LiveTerminal {
         let (output, _) = broadcast::channel(LIVE_CHUNKS);
         let (exit, _) = watch::channel(None);
-        LiveTerminal { pty, output, end: AtomicU64::new(end), exit }
+        let (clipboard, _) = broadcast::channel(CLIPBOARD_WRITES);
+        LiveTerminal { pty, output, end: AtomicU64::new(end), exit, clipboard }
     }
 
     pub fn durable_end(&self) -> u64 {
@@ -56,6 +63,17 @@ impl LiveTerminal {
     pub(crate) fn publish(&self, chunk: OutputChunk) {
         self.end.store(chunk.offset + chunk.bytes.len() as u64, Ordering::Release);
         let _ = self.output.send(Arc::new(chunk));
+    }
+
+    /// The clipboard writes sent to the screens showing this terminal.
+    pub fn clipboard(&self) -> broadcast::Receiver<Arc<Vec<u8>>> {
+        self.clipboard.subscribe()
+    }
+
+    /// Sends OSC 52 `sequences` to every screen showing the terminal now;
+    /// how many that is.
+    pub(crate) fn send_clipboard(&self, sequences: Vec<u8>) -> usize {
+        self.clipboard.send(Arc::new(sequences)).unwrap_or(0)
     }
 
     /// Called by the binding actor only, after the terminal's end is committed.

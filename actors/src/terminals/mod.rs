@@ -270,7 +270,7 @@ pub fn process_started(pid: u32) -> Option<u64> {
 }
 
 /// The daemon's own PTY terminals, as the capability map shows them.
-fn pty_entry() -> TerminalRecord {
+fn pty_entry(max_clipboard_kb: u32) -> TerminalRecord {
     TerminalRecord {
         terminal: TerminalKind::Pty,
         installed: true,
@@ -284,10 +284,12 @@ fn pty_entry() -> TerminalRecord {
             send_text: true,
             read_text: true,
             clipboard_read: false,
-            clipboard_write: false,
-            cwd_sync: false,
+            // OSC 52 to the screens showing the terminal.
+            clipboard_write: true,
+            // OSC 7 and 9;9 in its output move the binding's cwd.
+            cwd_sync: true,
             bracketed_paste: true,
-            max_clipboard_kb: 0,
+            max_clipboard_kb,
         },
         requires_opt_in: false,
         consent_granted_at: None,
@@ -301,7 +303,7 @@ impl TerminalsState {
     /// Writes what discovery found where it differs from the stored map,
     /// each change with its `termbridge:capability_update`.
     async fn discover(&mut self) -> DaemonResult<Vec<TerminalView>> {
-        let mut found = vec![pty_entry()];
+        let mut found = vec![pty_entry(self.ctx.settings.termbridge.max_clipboard_kb)];
         for (kind, discovery) in bosun_termbridge::discover_all(&self.ctx.bridge).await {
             found.push(bridge::record(&self.ctx, kind, discovery));
         }
@@ -585,6 +587,11 @@ impl TerminalsState {
             return Err(DaemonError::Conflict(format!("terminal binding {binding_id} is {}", binding.state)));
         }
         self.check_consent(binding.terminal, Some(binding_id), session.as_deref(), op.name()).await?;
+        if matches!(op, TerminalOp::ClipboardRead) && !self.ctx.settings.termbridge.clipboard_read {
+            let reason = "reading the clipboard is off ([termbridge] clipboard_read = true turns it on)";
+            self.deny(binding.terminal, Some(binding_id), session.as_deref(), "clipboard_read", reason).await;
+            return Err(DaemonError::Forbidden(reason.into()));
+        }
         let policy = self.policy_for(session.as_deref())?;
         let decision = if policy == Policy::FullAccess { "full-access" } else { "allowed" };
         if let TerminalOp::Send(req) = op {
@@ -797,7 +804,7 @@ impl TerminalsState {
                         String::from_utf8_lossy(&bytes).into_owned()
                     }
                 };
-                Ok(bosun_proto::ClipboardContent { text, via: via.into(), sequences: None })
+                Ok(bosun_proto::ClipboardContent { text, via: via.into(), sequences: None, screens: None })
             }
             .await;
             if let Ok(done) = &r {

@@ -198,6 +198,20 @@ pub trait TerminalControl: Send + Sync {
     /// The pane that has the focus, where the terminal can tell.
     fn focused_pane(&self) -> BoxFuture<'_, Result<Option<PaneId>>>;
 
+    /// Puts `text` on the clipboard of whoever looks at `pane` through this
+    /// terminal (its own buffer, and OSC 52 to the screens showing it);
+    /// returns how many screens it was sent to.
+    fn clipboard_write<'a>(&'a self, pane: &'a PaneId, text: &'a str) -> BoxFuture<'a, Result<usize>> {
+        let _ = (pane, text);
+        Box::pin(async move { Err(self.kind().not_supported("clipboard_write")) })
+    }
+
+    /// The clipboard this terminal keeps for `pane`.
+    fn clipboard_read<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<String>> {
+        let _ = pane;
+        Box::pin(async move { Err(self.kind().not_supported("clipboard_read")) })
+    }
+
     fn exists<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             match self.describe(pane).await {

@@ -616,12 +616,21 @@ class ClipboardContent(BaseModel):
     text: str
     via: Annotated[
         str,
-        Field(description='`wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.'),
+        Field(
+            description="`wl-copy`, `xclip`, `pbcopy`; for a binding `osc52` (a `pty`\nterminal's screens) or `tmux` (its paste buffer)."
+        ),
     ]
     sequences: Annotated[
         int | None,
         Field(
             description='How many OSC 52 sequences carried it (payloads over 75 KB are cut).',
+            ge=0,
+        ),
+    ] = None
+    screens: Annotated[
+        int | None,
+        Field(
+            description='For a binding: how many screens it was sent to (the sockets open on a\n`pty` terminal, the terminals attached to a tmux session).',
             ge=0,
         ),
     ] = None

@@ -18,6 +18,11 @@ pub enum TerminalEvent {
     Output { offset: u64, bytes: Vec<u8> },
     /// It ended; every byte before `end` came before this.
     Exit(TerminalExit),
+    /// OSC 52 sequences for this client's own clipboard, sent through the
+    /// API (`POST /api/v1/terminals/clipboard` with the binding): not part
+    /// of the output, for a terminal to interpret (`bosun term attach`
+    /// writes them to its own).
+    Clipboard(Vec<u8>),
     /// The socket closed without an end (the daemon went away).
     Closed,
 }
@@ -101,6 +106,7 @@ impl TerminalReader {
         match self.frame().await? {
             Some(TerminalServerFrame::Output { offset, bytes }) => Ok(TerminalEvent::Output { offset, bytes }),
             Some(TerminalServerFrame::Exit(exit)) => Ok(TerminalEvent::Exit(exit)),
+            Some(TerminalServerFrame::Clipboard(sequences)) => Ok(TerminalEvent::Clipboard(sequences)),
             Some(TerminalServerFrame::Hello(_)) => Err(transport("reading the terminal", "a second hello")),
             None => Ok(TerminalEvent::Closed),
         }

@@ -36,7 +36,7 @@ import { $, el } from './dom.js';
  */
 /** @typedef {import('./types/api').SessionId} SessionId */
 
-const FRAME = { OUTPUT: 0x01, HELLO: 0x02, EXIT: 0x03, INPUT: 0x10, RESIZE: 0x11, ACK: 0x12 };
+const FRAME = { OUTPUT: 0x01, HELLO: 0x02, EXIT: 0x03, CLIPBOARD: 0x04, INPUT: 0x10, RESIZE: 0x11, ACK: 0x12 };
 /** The most one INPUT frame carries (the daemon takes frames up to 64 KiB). */
 export const INPUT_PIECE = 16 * 1024;
 /** How much of a terminal's output a reload puts back on screen. */
@@ -207,6 +207,7 @@ export function detach() {
   if (!open) return;
   const t = open;
   open = null;
+  document.getElementById('term-clipboard')?.remove();
   save(t);
   clearTimeout(t.retry);
   clearTimeout(t.ackTimer);
@@ -338,6 +339,10 @@ function connect(t) {
       updateBinding(t.id, { state: h.state, size: h.size || undefined, output: h.output });
     } else if (frame[0] === FRAME.OUTPUT && frame.length >= 9) {
       output(t, Number(new DataView(frame.buffer, frame.byteOffset + 1, 8).getBigUint64(0)), frame.subarray(9));
+    } else if (frame[0] === FRAME.CLIPBOARD) {
+      // Live only and outside the offsets: it never reaches xterm.
+      const text = osc52Text(frame.subarray(1));
+      if (text !== null) toClipboard(text);
     } else if (frame[0] === FRAME.EXIT) {
       const x = /** @type {TerminalExit} */ (json(frame));
       t.ended = true;
@@ -362,6 +367,70 @@ function connect(t) {
   ws.onerror = () => {
     // onclose follows and schedules the retry.
   };
+}
+
+/**
+ * The text OSC 52 sequences carry (`ESC ] 52 ; sel ; base64 ST`), the
+ * pieces of one batched write joined; null when there is none.
+ * @param {Uint8Array} bytes
+ * @returns {string | null}
+ */
+export function osc52Text(bytes) {
+  const raw = Array.from(bytes, (b) => String.fromCharCode(b)).join('');
+  const pieces = [];
+  for (const m of raw.matchAll(/\x1b\]52;[^;\x07\x1b]*;([A-Za-z0-9+/=]*)(?:\x07|\x1b\\)/g)) {
+    try {
+      pieces.push(Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)));
+    } catch (_) {
+      return null;
+    }
+  }
+  if (!pieces.length) return null;
+  const all = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of pieces) {
+    all.set(p, at);
+    at += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * Puts text the daemon sent for this screen's clipboard there. A browser
+ * may refuse a write the user did not start (no focus, no permission):
+ * then a Copy button does it from the user's own tap.
+ * @param {string} text
+ */
+function toClipboard(text) {
+  const note = clipboardNote();
+  const copied = () => {
+    note.replaceChildren('Copied ' + text.length + ' characters to the clipboard.');
+    note.dataset.state = 'copied';
+  };
+  const offer = () => {
+    const button = el('button', { type: 'button', text: 'Copy' });
+    button.addEventListener('click', () => {
+      navigator.clipboard.writeText(text).then(copied, () => {
+        note.replaceChildren('The browser refused the clipboard.');
+        note.dataset.state = 'refused';
+      });
+    });
+    note.replaceChildren('The terminal sent ' + text.length + ' characters for the clipboard. ', button);
+    note.dataset.state = 'offered';
+  };
+  note.hidden = false;
+  if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(copied, offer);
+  else offer();
+}
+
+/** The line under the terminal that says what became of a clipboard write. */
+function clipboardNote() {
+  let note = document.getElementById('term-clipboard');
+  if (!note) {
+    note = el('p', { id: 'term-clipboard', class: 'meta', role: 'status', 'data-testid': 'terminal-clipboard' });
+    $('term-box').append(note);
+  }
+  return note;
 }
 
 /**

@@ -309,7 +309,7 @@ impl TerminalControl for Kitty {
             send_text: true,
             read_text: true,
             clipboard_read: false,
-            clipboard_write: true,
+            clipboard_write: false,
             cwd_sync: true,
             bracketed_paste: true,
             max_clipboard_kb: 75,

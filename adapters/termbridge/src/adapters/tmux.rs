@@ -523,15 +523,15 @@ impl TerminalControl for Tmux {
             focus: true,
             send_text: true,
             read_text: true,
-            clipboard_read: false,
+            clipboard_read: true,
             clipboard_write: true,
             cwd_sync: true,
             bracketed_paste: true,
             max_clipboard_kb: 75,
             requires_opt_in: false,
             notes: "Control mode (tmux -C) on one client per server; Window and Tab both open a tmux window. \
-                    OSC 7 from the shell is seen in the %output stream. OSC 52 reaches the outer terminal \
-                    only with `set -s set-clipboard on`."
+                    OSC 7 from the shell is seen in the %output stream. The clipboard is tmux's paste buffer; \
+                    a write is also sent as OSC 52 to every terminal attached to the pane's session."
                 .into(),
             risk_flags: vec![RiskFlag::InjectsKeystrokes, RiskFlag::ReadsScreen, RiskFlag::SocketGrantsFullControl],
         }
@@ -649,6 +649,68 @@ impl TerminalControl for Tmux {
 
     fn describe<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<PaneInfo>> {
         Box::pin(self.pane_info(pane))
+    }
+
+    fn clipboard_write<'a>(&'a self, pane: &'a PaneId, text: &'a str) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            check_pane_id(pane)?;
+            // The terminals attached to the pane's session; our own control
+            // client has no terminal to send OSC 52 to.
+            let session = self.command(&format!("display-message -p -t {pane} \"#{{session_id}}\""), false).await?;
+            let session = session.first().cloned().unwrap_or_default();
+            let clients = self
+                .command(
+                    &format!("list-clients -F {}", quote("#{client_name}\t#{client_control_mode}\t#{session_id}")),
+                    false,
+                )
+                .await?;
+            let screens: Vec<String> = clients
+                .iter()
+                .filter_map(|line| {
+                    let mut fields = line.split('\t');
+                    let (name, control, of) = (fields.next()?, fields.next()?, fields.next()?);
+                    (control == "0" && of == session).then(|| name.to_string())
+                })
+                .collect();
+            // One new buffer (what prefix-] pastes); `-w` sends it to the
+            // named client's terminal as OSC 52 too. Each further terminal
+            // needs its own `set-buffer -w`, whose duplicate buffer goes again.
+            match screens.split_first() {
+                None => {
+                    self.command(&format!("set-buffer -- {}", quote(text)), false).await?;
+                }
+                Some((first, rest)) => {
+                    self.command(&format!("set-buffer -w -t {} -- {}", quote(first), quote(text)), false).await?;
+                    for client in rest {
+                        self.command(&format!("set-buffer -w -t {} -- {}", quote(client), quote(text)), false).await?;
+                        self.command("delete-buffer", false).await?;
+                    }
+                }
+            }
+            Ok(screens.len())
+        })
+    }
+
+    fn clipboard_read<'a>(&'a self, pane: &'a PaneId) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            check_pane_id(pane)?;
+            // show-buffer's lines come escaped in control mode; save-buffer
+            // writes the bytes, into a directory only we can read.
+            let dir = tempfile::Builder::new()
+                .prefix("bosun-tmux-buffer")
+                .tempdir()
+                .map_err(|e| TermError::Ipc(format!("a directory for the buffer: {e}")))?;
+            let file = dir.path().join("buffer");
+            let path = file.to_str().ok_or_else(|| TermError::Ipc("the temporary directory is not UTF-8".into()))?;
+            match self.command(&format!("save-buffer -- {}", quote(path)), false).await {
+                Ok(_) => {}
+                Err(TermError::Ipc(message)) if message.contains("no buffers") => return Ok(String::new()),
+                Err(e) => return Err(e),
+            }
+            let bytes =
+                tokio::fs::read(&file).await.map_err(|e| TermError::Ipc(format!("reading the saved buffer: {e}")))?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        })
     }
 
     fn focused_pane(&self) -> BoxFuture<'_, Result<Option<PaneId>>> {

@@ -104,7 +104,7 @@ impl TerminalControl for Wezterm {
             send_text: true,
             read_text: true,
             clipboard_read: false,
-            clipboard_write: true,
+            clipboard_write: false,
             cwd_sync: true,
             bracketed_paste: true,
             max_clipboard_kb: 75,

@@ -1104,18 +1104,26 @@ export interface CwdRequest {
 export interface ClipboardContent {
   text: string;
   /**
-   * `wl-copy`, `xclip`, `pbcopy`, or `osc52` for a binding.
+   * `wl-copy`, `xclip`, `pbcopy`; for a binding `osc52` (a `pty`
+   * terminal's screens) or `tmux` (its paste buffer).
    */
   via: string;
   /**
    * How many OSC 52 sequences carried it (payloads over 75 KB are cut).
    */
   sequences?: number | null;
+  /**
+   * For a binding: how many screens it was sent to (the sockets open on a
+   * `pty` terminal, the terminals attached to a tmux session).
+   */
+  screens?: number | null;
 }
 /**
  * `POST /api/v1/terminals/clipboard`: text for the clipboard, through the
- * OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`, as
- * OSC 52 to that binding's terminal.
+ * OS clipboard (`wl-copy`, `xclip`, `pbcopy`) or, with `binding_id`,
+ * through that binding's terminal: OSC 52 to the screens showing a `pty`
+ * terminal, tmux's paste buffer and OSC 52 to the clients attached to a
+ * tmux pane's session.
  */
 export interface ClipboardWrite {
   text: string;
