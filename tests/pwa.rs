@@ -32,8 +32,10 @@ static BROWSER: Mutex<()> = Mutex::new(());
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The flow script's four screens, each light then dark, the pairing screen,
-/// a jailed shell session (the workspace script), a policy violation and a
-/// workflow run's live view with its gate waiting (the workflow script).
+/// a jailed shell session (the workspace script), a policy violation, a
+/// workflow run's live view with its gate waiting (the workflow script) and
+/// the Terminals screen's map, a held spawn and a tmux binding read back
+/// (the bridge script).
 const SCREENSHOTS: &[&str] = &[
     "session-list.png",
     "session-list-dark.png",
@@ -47,6 +49,9 @@ const SCREENSHOTS: &[&str] = &[
     "shell-session.png",
     "policy-violation.png",
     "workflow-run.png",
+    "terminals-map.png",
+    "terminals-waiting.png",
+    "terminals-binding.png",
 ];
 
 fn root() -> PathBuf {
@@ -238,6 +243,103 @@ fn terminal_tab_resumes_byte_exact_after_a_reload() {
         vec![("HOME".to_string(), home.to_string_lossy().into_owned()), ("SHELL".to_string(), "/bin/bash".to_string())];
     let daemon = Daemon::start(&dir.path().join("data"), Options { env, ..Options::default() });
     expect_pass(&daemon, "terminal", &dir.path().join("out"), &[]);
+}
+
+/// A tmux server of the test's own (`-L NAME`, no config file), with one
+/// session so the daemon finds it running; killed when the test ends.
+struct PrivateTmux {
+    socket: String,
+}
+
+impl PrivateTmux {
+    fn start() -> PrivateTmux {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let socket = format!("bosun-pwa-{}-{nanos:x}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "base", "-x", "120", "-y", "40", "sh"])
+            .status()
+            .expect("run tmux: tests/run installs it");
+        assert!(status.success(), "tmux new-session failed");
+        PrivateTmux { socket }
+    }
+}
+
+impl Drop for PrivateTmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}
+
+/// Writes an executable script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).expect("write a stand-in");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod a stand-in");
+}
+
+/// WezTerm's CLI as the daemon calls it (tests/termbridge.rs has the same):
+/// one pane, 7, and whatever it is told succeeds.
+const WEZTERM_STAND_IN: &str = r#"#!/bin/sh
+case "$1 $2" in
+  "cli send-text") cat >/dev/null ;;
+  "cli spawn"|"cli split-pane") echo 7 ;;
+  "cli list") echo '[{"window_id":0,"tab_id":1,"pane_id":7,"workspace":"default","title":"sh","cwd":"file://box/tmp","is_active":true,"tty_name":"/dev/pts/3"}]' ;;
+  "cli list-clients") echo '[{"username":"me","hostname":"box","pid":1,"focused_pane_id":7}]' ;;
+  "cli get-text") printf 'on the screen\n' ;;
+  "--version ") echo "wezterm 20240203-110809-5046fc22" ;;
+esac
+"#;
+
+/// `alacritty --version` and `alacritty msg --socket S create-window ...`,
+/// which is all its IPC has.
+const ALACRITTY_STAND_IN: &str = r#"#!/bin/sh
+case "$1" in
+  --version) echo "alacritty 0.13.2" ;;
+  msg) exit 0 ;;
+  *) exit 1 ;;
+esac
+"#;
+
+/// The Terminals screen against a private tmux server, a WezTerm stand-in
+/// that needs consent (`opt_in`) and an Alacritty stand-in (no focus, send
+/// or read back), under the default plan-only policy: the map with tmux
+/// running and its capabilities; consent granted and revoked; a tmux window
+/// started from the form (held, approved in the dialog), a held `echo
+/// hi-from-phone` with Enter approved and read back; Focus recorded; only
+/// what each terminal can do offered; Close; a pane killed by hand marked
+/// lost; no CSP violation.
+#[test]
+fn terminals_screen_drives_tmux_and_asks_consent_and_approval() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempdir();
+    let tmux = PrivateTmux::start();
+    let wezterm = dir.path().join("wezterm");
+    script(&wezterm, WEZTERM_STAND_IN);
+    let alacritty = dir.path().join("alacritty");
+    script(&alacritty, ALACRITTY_STAND_IN);
+    // Alacritty counts as running when its socket is there.
+    let alacritty_socket = dir.path().join("alacritty.sock");
+    std::fs::write(&alacritty_socket, b"").expect("the alacritty socket");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let config = format!(
+        "[termbridge]\nopt_in = [\"wezterm\"]\n\
+         [termbridge.tmux]\nsocket = {{ name = \"{}\" }}\n\
+         [termbridge.alacritty]\nprogram = {:?}\nsocket = {:?}\n",
+        tmux.socket,
+        alacritty.display().to_string(),
+        alacritty_socket.display().to_string(),
+    );
+    let env = vec![
+        ("BOSUN_WEZTERM_CLI".to_string(), wezterm.display().to_string()),
+        ("HOME".to_string(), home.to_string_lossy().into_owned()),
+        ("SHELL".to_string(), "/bin/bash".to_string()),
+    ];
+    let daemon = Daemon::start(&dir.path().join("data"), Options { config: Some(config), env, ..Options::default() });
+    let out = dir.path().join("out");
+    expect_pass(&daemon, "bridge", &out, &[("BOSUN_TEST_TMUX_SOCKET", &tmux.socket)]);
+    update_screenshots(&out);
 }
 
 /// A dropped connection goes to reconnecting/offline and back to live, and the

@@ -62,6 +62,7 @@ const ASSETS: &[Asset] = &[
     module("/transcript.js", include_str!("pwa/transcript.js")),
     module("/workflows.js", include_str!("pwa/workflows.js")),
     module("/terminal.js", include_str!("pwa/terminal.js")),
+    module("/bridge.js", include_str!("pwa/bridge.js")),
     // xterm.js at the version tests/browser/package.json pins, byte for byte
     // (tests/pwa_types.rs checks them against the npm packages).
     module("/vendor/xterm.mjs", include_str!("pwa/vendor/xterm.mjs")),
@@ -170,6 +171,7 @@ mod tests {
             ("/transcript.js", "text/javascript; charset=utf-8"),
             ("/workflows.js", "text/javascript; charset=utf-8"),
             ("/terminal.js", "text/javascript; charset=utf-8"),
+            ("/bridge.js", "text/javascript; charset=utf-8"),
             ("/vendor/xterm.mjs", "text/javascript; charset=utf-8"),
             ("/vendor/addon-fit.mjs", "text/javascript; charset=utf-8"),
             ("/vendor/xterm.css", "text/css; charset=utf-8"),

@@ -1,6 +1,8 @@
 // @ts-check
 // Approvals: the dialog that asks about the open session's oldest pending
-// action, or about the open workflow run's gate a person asked to decide, and
+// action, about the open workflow run's gate a person asked to decide, or on
+// the Terminals screen about a held terminal spawn or send a person asked to
+// review (`askApproval`), and
 // decisions queued on the device until the daemon has them, so one taken
 // offline is sent once when the network is back (a gate is an approval too:
 // the same queue and POST /api/v1/approvals/{id} decide it).
@@ -48,13 +50,15 @@ export async function decide(decision) {
 }
 
 /**
- * Whether the open page may show `a`: an approval of the open session, or a
- * gate of the open run (a gate has no session).
+ * Whether the open page may show `a`: an approval of the open session, a
+ * gate of the open run (a gate has no session), or on the Terminals screen
+ * a terminal's.
  * @param {ApprovalView} a
  */
 function ofOpenPage(a) {
   if (state.view) return !!a.session_id && a.session_id === state.view.id;
   if (state.run) return a.action.kind === 'gate' && a.action.run_id === state.run.id;
+  if (state.screen === 'terminals') return a.action.kind === 'terminal';
   return false;
 }
 
@@ -75,6 +79,16 @@ export function renderApproval() {
   if (shown && !candidates.some((a) => a.id === shown.id)) closeApproval();
   if (state.shownApproval || !next || $('new-dialog', HTMLDialogElement).open || $('pair-view').hidden === false) return;
   openApproval(next);
+}
+
+/**
+ * "Decide gate" on a step of the open run, or "Review" of a held terminal
+ * action on the Terminals screen: the dialog asks about that approval (once
+ * the page has it pending).
+ * @param {ApprovalId} id
+ */
+export function askApproval(id) {
+  askGate(id);
 }
 
 /**

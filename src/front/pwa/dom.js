@@ -42,9 +42,10 @@ export function el(tag, attrs, ...children) {
 
 /**
  * Shows one of the page's views: pairing, the session list, one session,
- * the workflow runs or one run. The tabs (Sessions, Workflows) go with the
- * two lists; the back button with the two single views.
- * @param {'pair' | 'list' | 'session' | 'workflows' | 'run'} which
+ * the workflow runs, one run or the terminals. The tabs (Sessions,
+ * Workflows, Terminals) go with the three lists; the back button with the
+ * two single views.
+ * @param {'pair' | 'list' | 'session' | 'workflows' | 'run' | 'terminals'} which
  */
 export function show(which) {
   $('pair-view').hidden = which !== 'pair';
@@ -52,8 +53,9 @@ export function show(which) {
   $('session-view').hidden = which !== 'session';
   $('workflows-view').hidden = which !== 'workflows';
   $('run-view').hidden = which !== 'run';
-  $('tabs').hidden = which !== 'list' && which !== 'workflows';
-  for (const [id, view] of [['tab-sessions', 'list'], ['tab-workflows', 'workflows']]) {
+  $('terminals-view').hidden = which !== 'terminals';
+  $('tabs').hidden = which !== 'list' && which !== 'workflows' && which !== 'terminals';
+  for (const [id, view] of [['tab-sessions', 'list'], ['tab-workflows', 'workflows'], ['tab-terminals', 'terminals']]) {
     const tab = $(id);
     if (view === which) tab.setAttribute('aria-current', 'page');
     else tab.removeAttribute('aria-current');

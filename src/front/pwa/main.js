@@ -6,7 +6,8 @@
 // is processed once, in seq order (`lastSeq` gates it), and the open session's
 // transcript is built from its events, de-duplicated by seq. A reload rebuilds
 // the transcript from the API, then resumes the subscription from a seq it had.
-// Workflow runs come the same way (topic `workflow:<id>`), reduced in the store.
+// Workflow runs come the same way (topic `workflow:<id>`), reduced in the store,
+// and so do the terminals' map and bindings (the Terminals screen, bridge.js).
 import { state, savedSeq, saveSeq, applyEvent, sessionOf, runOf, changed, onChange } from './store.js';
 import { call, errorText, listen } from './api.js';
 import { configure, connect, checkAuth, reconnectNow, closeSocket, updateIndicator } from './connection.js';
@@ -16,6 +17,7 @@ import { renderList, renderSessionHead, openSession, sendMessage, steer, stop, o
 import { renderRuns, renderRun, openRun, ensureRun, refreshRuns, resumeRun, cancelRun, setBudget } from './workflows.js';
 import { showPairing, submitPair, pairFromLink } from './pairing.js';
 import { showTab, detach, renderTerminals, wireTerminal, reconnectTerminal, dropTerminalSocket, saveOpenTerminal } from './terminal.js';
+import { openTerminals, refreshTerminals, renderBridge, rediscover } from './bridge.js';
 import { $, show } from './dom.js';
 
 /** @typedef {import('./store.js').BosunEvent} BosunEvent */
@@ -48,7 +50,7 @@ function receive(events) {
 /**
  * Shows what the hash names: `#/s/<id>` a session (`/t` its terminals,
  * `/t/<binding>` one of them open), `#/w/<id>` a workflow run,
- * `#/w` the runs, anything else the sessions. The back button goes where the
+ * `#/w` the runs, `#/terminals` the terminals, anything else the sessions. The back button goes where the
  * page came from (a session opened from a run goes back to the run).
  */
 function route() {
@@ -94,9 +96,20 @@ function route() {
   state.run = null;
   state.gateAsked = null;
   closeApproval();
+  if (hash === '#/terminals') {
+    state.screen = 'terminals';
+    openTerminals();
+    return;
+  }
   state.screen = hash === '#/w' ? 'workflows' : 'list';
   show(state.screen);
   changed();
+}
+
+/** The socket opened (again): what it may have missed is read again. */
+function reopened() {
+  refreshRuns();
+  if (state.screen === 'terminals') refreshTerminals();
 }
 
 async function loadState() {
@@ -179,6 +192,7 @@ function wire() {
   $('run-resume').addEventListener('click', resumeRun);
   $('run-cancel').addEventListener('click', cancelRun);
   $('budget-form').addEventListener('submit', setBudget);
+  $('rediscover').addEventListener('click', rediscover);
   window.addEventListener('hashchange', route);
   window.addEventListener('online', () => {
     reconnectNow();
@@ -209,8 +223,9 @@ function wire() {
 }
 
 listen({ unauthorized: showPairing, reachability: updateIndicator });
-// After a reconnect the replay from lastSeq brings what was missed; the runs are read again too.
-configure({ receive, unauthorized: showPairing, opened: refreshRuns });
+// After a reconnect the replay from lastSeq brings what was missed; the runs (and the
+// terminals, on their screen) are read again too.
+configure({ receive, unauthorized: showPairing, opened: reopened });
 onChange(() => {
   renderList();
   renderSessionHead();
@@ -218,6 +233,7 @@ onChange(() => {
   renderRun();
   renderApproval();
   renderTerminals();
+  renderBridge();
 });
 
 if ('serviceWorker' in navigator) {

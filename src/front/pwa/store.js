@@ -25,7 +25,9 @@
 /** @typedef {import('./types/api').StepView} StepView */
 /** @typedef {import('./types/api').WorkflowRunId} WorkflowRunId */
 /** @typedef {import('./types/events').BindingView} BindingView */
-/** @typedef {'list' | 'workflows' | 'session' | 'run'} Screen */
+/** @typedef {import('./types/api').TerminalView} TerminalView */
+/** @typedef {import('./types/api').TerminalKind} TerminalKind */
+/** @typedef {'list' | 'workflows' | 'terminals' | 'session' | 'run'} Screen */
 
 /**
  * A tool call's row in the transcript, kept so its updates change it in place.
@@ -67,7 +69,7 @@ export const state = {
   runErrors: new Map(),
   /** The last event processed from the stream (WebSocket or polling). */
   lastSeq: 0,
-  /** What the page shows: the sessions (#/), the runs (#/w), a session (#/s/<id>) or a run (#/w/<id>). */
+  /** What the page shows: the sessions (#/), the runs (#/w), the terminals (#/terminals), a session (#/s/<id>) or a run (#/w/<id>). */
   screen: /** @type {Screen} */ ('list'),
   /** @type {OpenSession | null} */
   view: null,
@@ -87,8 +89,12 @@ export const state = {
     /** The wait before the next attempt, in ms. */
     backoff: 0,
   },
-  /** @type {Map<string, BindingView>} the PTY terminals seen (by binding id), as their events left them */
+  /** @type {Map<string, BindingView>} the terminal bindings seen (by binding id; `pty` and emulators), as their events left them */
   terminals: new Map(),
+  /** @type {Map<TerminalKind, TerminalView>} the capability map, as `termbridge:capability_update` left it */
+  terminalMap: new Map(),
+  /** @type {Map<string, number>} the seq of the last event that changed each binding (its id) or map entry (`map:<kind>`) */
+  terminalSeqs: new Map(),
   /** @type {{ session: SessionId, binding: string | null } | null} the open session's Terminal tab (`#/s/<id>/t[/<binding>]`), with the terminal open in it */
   sessionTab: null,
   /** @type {ApprovalView | null} the approval the dialog shows */
@@ -279,6 +285,25 @@ export function putRun(run, sentAt) {
 }
 
 /**
+ * Puts a binding or a capability map entry as the API gave it, unless an
+ * event newer than the request (seq above `sentAt`) changed it meanwhile
+ * (as `putRun` does for runs).
+ * @param {{ binding?: BindingView, entry?: TerminalView }} answer
+ * @param {number} sentAt `lastSeq` when the request was sent
+ */
+export function putTerminal(answer, sentAt) {
+  const { binding, entry } = answer;
+  if (binding) {
+    const seen = state.terminalSeqs.get(binding.binding_id);
+    if (seen === undefined || seen <= sentAt || !state.terminals.has(binding.binding_id)) state.terminals.set(binding.binding_id, binding);
+  }
+  if (entry) {
+    const seen = state.terminalSeqs.get('map:' + entry.terminal);
+    if (seen === undefined || seen <= sentAt || !state.terminalMap.has(entry.terminal)) state.terminalMap.set(entry.terminal, entry);
+  }
+}
+
+/**
  * Changes a known run; an event of a run not loaded yet changes nothing
  * (workflows.js fetches that run).
  * @param {WorkflowRunId} id
@@ -321,12 +346,20 @@ const reducers = {
     }
     for (const [id, a] of state.pending) if (a.turn_id === d.turn_id) state.pending.delete(id);
   },
-  'termbridge:binding'(d) {
-    if (d.binding.terminal === 'pty') state.terminals.set(d.binding.binding_id, d.binding);
+  // Terminal bindings, of every terminal (the Terminal tab shows a session's
+  // `pty` ones, the Terminals screen all), and the capability map.
+  'termbridge:binding'(d, _sid, ev) {
+    state.terminals.set(d.binding.binding_id, d.binding);
+    state.terminalSeqs.set(d.binding.binding_id, ev.seq);
   },
-  'termbridge:binding_lost'(d) {
+  'termbridge:binding_lost'(d, _sid, ev) {
     const b = state.terminals.get(d.binding_id);
     if (b) state.terminals.set(d.binding_id, Object.assign({}, b, { state: /** @type {const} */ ('lost'), reason: d.reason }));
+    state.terminalSeqs.set(d.binding_id, ev.seq);
+  },
+  'termbridge:capability_update'(d, _sid, ev) {
+    state.terminalMap.set(d.terminal.terminal, d.terminal);
+    state.terminalSeqs.set('map:' + d.terminal.terminal, ev.seq);
   },
   // Workflow runs (topic `workflow:<id>`). Their gates come as approval:requested /
   // approval:resolved on the same topic, and are kept in `pending` as above.

@@ -5,7 +5,8 @@
 
 // v2: the app became ES modules; the old cache (with /app.js) is dropped on activation.
 // v3: the terminal (terminal.js and the vendored xterm.js).
-const CACHE = 'bosun-shell-v3';
+// v4: the Terminals screen (bridge.js).
+const CACHE = 'bosun-shell-v4';
 // Every module main.js imports must be here, or an offline reload fails to load the app.
 const MODULES = [
   '/main.js',
@@ -18,6 +19,7 @@ const MODULES = [
   '/store.js',
   '/transcript.js',
   '/terminal.js',
+  '/bridge.js',
   '/workflows.js',
   // xterm.js, vendored at a pinned version (src/front/pwa/vendor/)
   '/vendor/xterm.mjs',
