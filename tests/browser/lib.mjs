@@ -63,7 +63,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 ///
 /// A terminal socket (`/ws/terminal/…`) is also recorded in `terminals`: its
 /// URL, the frames the app sent (type and bytes, as hex) and the frames it
-/// got (type, and an OUTPUT's offset and length), so `t.terminalSockets()`
+/// got (type, and an OUTPUT's offset and length, a CLIPBOARD's length), so `t.terminalSockets()`
 /// tells what went over it (this page load only).
 function watchWebSockets() {
   const Native = window.WebSocket;
@@ -92,6 +92,8 @@ function watchWebSockets() {
           if (f[0] === 1) {
             entry.offset = Number(new DataView(msg.data).getBigUint64(1));
             entry.len = f.length - 9;
+          } else if (f[0] === 4) {
+            entry.len = f.length - 1; // CLIPBOARD: OSC 52 sequences, not JSON
           } else {
             entry.json = JSON.parse(new TextDecoder().decode(f.subarray(1)));
           }
