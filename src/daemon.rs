@@ -64,6 +64,7 @@ pub async fn run(
             docker: config.docker.clone().map(|docker| {
                 Arc::new(bosun_isolation::container::DockerHost::new(docker)) as Arc<dyn bosun_isolation::ShellHost>
             }),
+            docker_config: config.docker.clone(),
             loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
             git: config.git.clone(),
             prices: config.prices.clone(),

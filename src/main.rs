@@ -32,6 +32,10 @@ enum Command {
     /// A fake ACP agent on stdio, for `bosun bench --only agent`.
     #[command(hide = true)]
     BenchAgent(bench::bench_agent::BenchAgentArgs),
+    /// Runs a docker session's terminal in its container, on this tty (the
+    /// daemon starts it in the terminal's PTY).
+    #[command(hide = true, name = "container-terminal")]
+    ContainerTerminal,
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -58,6 +62,28 @@ struct ServeArgs {
     live_capacity: Option<usize>,
 }
 
+/// `bosun container-terminal`: the spec comes in the environment, from the
+/// daemon; what fails is said on the terminal itself, where its user looks.
+async fn container_terminal() -> anyhow::Result<i32> {
+    use bosun_actors::terminals::CONTAINER_TERMINAL_ENV;
+    let spec = std::env::var(CONTAINER_TERMINAL_ENV)
+        .with_context(|| format!("{CONTAINER_TERMINAL_ENV} is not set: the daemon starts this command itself"))?;
+    let spec: bosun_isolation::container::TerminalContainer =
+        serde_json::from_str(&spec).context("reading the terminal's container spec")?;
+    let host = bosun_isolation::container::DockerHost::new(spec.docker.clone());
+    let code = match host.run_terminal(&spec).await {
+        Ok(code) => code,
+        Err(e) => {
+            // 125, as `docker run` says when the container itself failed.
+            eprint!("bosun: this terminal's container did not start: {e}\r\n");
+            125
+        }
+    };
+    // Now: the runtime would wait on its shutdown for the thread blocked
+    // reading the tty, which no one will type into again.
+    std::process::exit(code)
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -70,6 +96,7 @@ fn main() {
             // Synchronous on purpose: it decides exactly when each line is written.
             Command::BenchAgent(args) => bench::bench_agent::run(args).map(|()| 0),
             Command::Client(cmd) => runtime.block_on(cli::run(cmd)),
+            Command::ContainerTerminal => runtime.block_on(container_terminal()),
         });
     match result {
         Ok(code) => std::process::exit(code),

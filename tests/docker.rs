@@ -509,3 +509,135 @@ async fn the_docker_backend_runs_a_command_and_reports_its_exit_code() {
     assert_eq!(result.stdout, format!("again\n{}\nlo\n", unsafe { libc::getuid() }), "{done:?}");
     assert_eq!(podman.containers_named(&format!("bosun-{s}")).len(), 1);
 }
+
+/// Output of a pty terminal until it ends, acknowledging as it goes.
+async fn terminal_output(d: &Daemon, binding: &str) -> (String, bosun_proto::TerminalExit) {
+    use bosun_client::TerminalEvent;
+    let mut stream = d.client().attach_terminal(binding, 0).await.expect("attach");
+    let mut out = Vec::new();
+    loop {
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await else {
+            panic!("no end within 60 s; the terminal showed {:?}", String::from_utf8_lossy(&out));
+        };
+        let event = event.expect("read");
+        match event {
+            TerminalEvent::Output { bytes, .. } => {
+                out.extend_from_slice(&bytes);
+                stream.writer().ack(out.len() as u64).await.expect("ack");
+            }
+            TerminalEvent::Exit(exit) => return (String::from_utf8_lossy(&out).into_owned(), exit),
+            TerminalEvent::Clipboard(_) => {}
+            TerminalEvent::Closed => panic!("closed without an end: {}", String::from_utf8_lossy(&out)),
+        }
+    }
+}
+
+/// A pty terminal of a docker session runs in a container of its own,
+/// confined as the session's shell is: its PID 1 is the command, no network,
+/// a read-only root, the session's cwd writable; the tty's size and the
+/// exit status come through; closing the terminal removes its container.
+#[tokio::test]
+async fn a_docker_sessions_terminal_runs_confined_in_its_own_container() {
+    use bosun_proto::{BindingState, SpawnTerminalRequest, TerminalKind};
+    let podman = Podman::start();
+    let dir = tempdir();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = format!(
+        "discover_agents = false\n[docker]\nsocket = \"{}\"\nimage = \"{IMAGE}\"\n[termbridge]\npolicy = \"full-access\"\n",
+        podman.socket_url()
+    );
+    let d = Daemon::start(&dir.path().join("data"), Options { config: Some(config), ..Options::default() });
+    let req = CreateSessionRequest {
+        provider: "shell".into(),
+        sandbox: Sandbox::Docker,
+        policy: Some(Policy::FullAccess),
+        cwd: Some(path_string(&work)),
+        ..Default::default()
+    };
+    let session = d.create_session(&req).await;
+    let spawn = |command: &[&str]| SpawnTerminalRequest {
+        terminal: Some(TerminalKind::Pty),
+        session_id: Some(session.id.clone()),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        cols: Some(100),
+        rows: Some(30),
+        ..Default::default()
+    };
+    let script = "echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); echo net=$(ls /sys/class/net); \
+                  stty size; touch from-terminal; touch /etc/nope 2>/dev/null || echo root-read-only; exit 4";
+    let outcome = d.client().spawn_terminal(&spawn(&["sh", "-c", script])).await.expect("spawn");
+    let b = outcome.binding.unwrap_or_else(|| panic!("bound at once"));
+    assert!(b.jailed, "{b:?}");
+    let (out, exit) = terminal_output(&d, &b.binding_id).await;
+    assert!(out.contains("pid1=sh -c "), "the command is the container's first process: {out:?}");
+    assert!(out.contains("net=lo\r\n"), "no network: {out:?}");
+    assert!(out.contains("30 100\r\n"), "the PTY's size is the container tty's: {out:?}");
+    assert!(out.contains("root-read-only"), "{out:?}");
+    assert_eq!(exit.exit.and_then(|e| e.code), Some(4), "{out:?}");
+    assert!(work.join("from-terminal").exists(), "the session's cwd is writable from it");
+    let name = format!("bosun-{}-{}", session.id, b.binding_id);
+    podman.wait_gone(&name).await;
+
+    // A shell, typed into, resized, then closed.
+    let outcome = d.client().spawn_terminal(&spawn(&["sh"])).await.expect("spawn");
+    let b = outcome.binding.unwrap_or_else(|| panic!("bound at once"));
+    let name = format!("bosun-{}-{}", session.id, b.binding_id);
+    let mut stream = d.client().attach_terminal(&b.binding_id, 0).await.expect("attach");
+    let mut seen = Vec::new();
+    let mut until = async |stream: &mut bosun_client::TerminalStream, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.next()).await {
+                Ok(Ok(bosun_client::TerminalEvent::Output { bytes, .. })) => seen.extend_from_slice(&bytes),
+                other => panic!("waiting for {needle:?}: {other:?}; seen {:?}", String::from_utf8_lossy(&seen)),
+            }
+        }
+    };
+    stream.writer().input(b"echo $((6*7))x\r").await.expect("type");
+    until(&mut stream, "42x").await;
+    assert_eq!(podman.containers_named(&name).len(), 1);
+    let (status, body) = d
+        .post(
+            &format!("/api/v1/terminals/bindings/{}/resize", b.binding_id),
+            serde_json::json!({"cols": 132, "rows": 43}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The PTY's SIGWINCH reaches the container's tty, soon after: the
+    // engine resizes it asynchronously, as a real terminal's would be.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'resized: loop {
+        assert!(Instant::now() < deadline, "never resized: {:?}", String::from_utf8_lossy(&seen));
+        stream.writer().input(b"stty size\r").await.expect("type");
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_millis(700) {
+            if let Ok(Ok(bosun_client::TerminalEvent::Output { bytes, .. })) =
+                tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+            {
+                seen.extend_from_slice(&bytes);
+            }
+            if String::from_utf8_lossy(&seen).contains("43 132") {
+                break 'resized;
+            }
+        }
+    }
+    let closed = d.client().close_binding(&b.binding_id).await.expect("close");
+    assert_eq!(closed.binding.state, BindingState::Closed);
+    podman.wait_gone(&name).await;
+
+    // A daemon killed with -9 leaves no terminal container behind: the PTY
+    // it held hangs up its runner, which removes it.
+    let outcome = d.client().spawn_terminal(&spawn(&["sleep", "600"])).await.expect("spawn");
+    let b = outcome.binding.unwrap_or_else(|| panic!("bound at once"));
+    let name = format!("bosun-{}-{}", session.id, b.binding_id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while podman.containers_named(&name).is_empty() {
+        assert!(Instant::now() < deadline, "the terminal's container never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut d = d;
+    d.kill9();
+    podman.wait_gone(&name).await;
+}

@@ -33,6 +33,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The container engine `"sandbox":"docker"` sessions run in.
     pub docker: Option<Arc<dyn bosun_isolation::ShellHost>>,
+    /// Its `[docker]` config, for the containers of those sessions' terminals.
+    pub docker_config: Option<bosun_isolation::container::DockerConfig>,
     /// Whether loopback clients skip authentication (`[auth] require =
     /// "remote"`): a jail that shares the host's network could then drive
     /// the daemon's own API.

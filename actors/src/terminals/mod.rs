@@ -350,8 +350,8 @@ impl TerminalsState {
         if terminal != TerminalKind::Pty {
             return self.spawn_in_emulator(myself, terminal, req).await;
         }
-        let plan = PtyPlan::new(&self.ctx, &req)?;
         let id = new_id("b_");
+        let plan = PtyPlan::new(&self.ctx, &req, &id)?;
         let gate = Arc::new(FlowGate::new(WATERMARKS, 0));
         let (tx, output) = tokio::sync::mpsc::channel(OUTPUT_QUEUE);
         let pty = Pty::spawn(plan.command.clone(), gate, tx).map_err(|e| DaemonError::BadRequest(e.to_string()))?;
@@ -516,7 +516,7 @@ impl TerminalsState {
             // Checked now, so a request that could never run is refused
             // rather than put before a person.
             if terminal == TerminalKind::Pty {
-                PtyPlan::new(&self.ctx, &req)?;
+                PtyPlan::new(&self.ctx, &req, "b_unstarted")?;
             }
             let view = self.hold(terminal, None, session, HeldTerminalAction::Spawn(req), verdict, policy).await?;
             return Ok(Spawned::Held(view));
@@ -833,6 +833,11 @@ enum Judged {
     Held(bosun_proto::ApprovalView, BindingView),
 }
 
+/// The hidden subcommand of the daemon's binary that runs a docker
+/// session's terminal in its container, and the variable its spec is in.
+pub const CONTAINER_TERMINAL_COMMAND: &str = "container-terminal";
+pub const CONTAINER_TERMINAL_ENV: &str = "BOSUN_CONTAINER_TERMINAL";
+
 /// How a `pty` terminal is started: where, in what, with what.
 struct PtyPlan {
     command: PtyCommand,
@@ -841,7 +846,7 @@ struct PtyPlan {
 }
 
 impl PtyPlan {
-    fn new(ctx: &Context, req: &SpawnTerminalRequest) -> DaemonResult<PtyPlan> {
+    fn new(ctx: &Context, req: &SpawnTerminalRequest, binding_id: &str) -> DaemonResult<PtyPlan> {
         let size = PtySize::new(req.cols.unwrap_or(80), req.rows.unwrap_or(24))
             .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
         check_env(&req.env)?;
@@ -918,12 +923,45 @@ impl PtyPlan {
                 PtyCommand { program, args: argv, cwd: cwd.clone(), clear_env: true, env: jailed_env, size }
             }
             Sandbox::Docker => {
-                return Err(DaemonError::NotSupported(
-                    "a pty terminal in a container session is not supported yet (its session runs in Docker)".into(),
-                ))
+                let session =
+                    session.as_ref().ok_or_else(|| DaemonError::Internal("a container without a session".into()))?;
+                let docker = ctx.settings.docker_config.clone().ok_or_else(|| {
+                    DaemonError::NotSupported(format!(
+                        "session {} runs in Docker, and the daemon has no [docker] engine configured",
+                        session.id
+                    ))
+                })?;
+                // The daemon's own binary runs the container (bollard, on the
+                // same engine as the session's shell) with this PTY as its
+                // tty: what the daemon reads stays a local PTY, flow control
+                // and the exit status included.
+                let spec = bosun_isolation::container::TerminalContainer {
+                    docker,
+                    session_id: session.id.to_string(),
+                    binding_id: binding_id.to_string(),
+                    cwd: cwd.clone(),
+                    network: session.network,
+                    command: req.command.clone(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                        .collect(),
+                };
+                let spec = serde_json::to_string(&spec).map_err(|e| DaemonError::Internal(e.to_string()))?;
+                let program = std::env::current_exe().map_err(|e| {
+                    DaemonError::Internal(format!("the daemon's own binary, to run the container: {e}"))
+                })?;
+                PtyCommand {
+                    program: program.into_os_string(),
+                    args: vec![CONTAINER_TERMINAL_COMMAND.into()],
+                    cwd: cwd.clone(),
+                    clear_env: true,
+                    env: vec![(CONTAINER_TERMINAL_ENV.into(), spec.into())],
+                    size,
+                }
             }
         };
-        Ok(PtyPlan { command, cwd, jailed: sandbox == Sandbox::Bwrap })
+        Ok(PtyPlan { command, cwd, jailed: sandbox != Sandbox::None })
     }
 }
 

@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::OnceCell;
 
@@ -51,7 +51,7 @@ const REQUEST_TIMEOUT_SECS: u64 = 60;
 const PIPE_BUFFER: usize = 64 * 1024;
 
 /// `[docker]` in the daemon's config.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
     /// The engine's API: `unix:///run/podman/podman.sock`, a bare socket path,
@@ -468,6 +468,10 @@ impl Drop for ContainerGuard {
         let docker = self.docker.clone();
         let id = std::mem::take(&mut self.id);
         let name = std::mem::take(&mut self.name);
+        if id.is_empty() {
+            // Removed already.
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
@@ -480,6 +484,271 @@ impl Drop for ContainerGuard {
                 container = %name,
                 "no async runtime to remove a session container from; the session's next shell replaces it"
             ),
+        }
+    }
+}
+
+/// A terminal of a docker session: its command in a container of its own,
+/// confined as the session's shell is (the same image, limits, user,
+/// network policy, dropped capabilities and read-only root, the session's
+/// cwd the one place it writes), with a tty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TerminalContainer {
+    pub docker: DockerConfig,
+    pub session_id: String,
+    pub binding_id: String,
+    pub cwd: std::path::PathBuf,
+    pub network: bool,
+    /// Empty: `sh`.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The label a terminal's container carries, valued with its binding id.
+pub const BINDING_LABEL: &str = "bosun.binding";
+
+/// `bosun-<session id>-<binding id>`.
+pub fn terminal_container_name(session_id: &str, binding_id: &str) -> String {
+    let safe: String = binding_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .collect();
+    format!("{}-{safe}", container_name(session_id))
+}
+
+impl DockerHost {
+    /// Runs `spec`'s command in its container, its terminal being the tty
+    /// on this process's stdin and stdout (a PTY the daemon reads, which
+    /// this makes raw: the container's own tty does the line discipline).
+    /// Bytes go both ways untouched, the tty's size follows SIGWINCH, and
+    /// the answer is the command's exit code. A hang-up (SIGHUP: the
+    /// terminal was closed, or the daemon died) or SIGTERM removes the
+    /// container, and with it the command. The container is removed in
+    /// every case.
+    pub async fn run_terminal(&self, spec: &TerminalContainer) -> Result<i32, IsolationError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        // First of all: a hang-up while the container is being made must
+        // still remove it, not kill this process before it can.
+        let signal_error = |e: std::io::Error| IsolationError::Start(format!("listening for signals: {e}"));
+        let mut winch = signal(SignalKind::window_change()).map_err(signal_error)?;
+        let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+        let image = self.config.image()?;
+        let limits = self.config.limits()?;
+        let cwd = container_path(&spec.cwd)?;
+        let docker = self.engine().await?;
+        self.ensure_image(&docker, image).await?;
+        let name = terminal_container_name(&spec.session_id, &spec.binding_id);
+        let user = self.user(&docker).await;
+        let shell = ShellSpec { session_id: &spec.session_id, cwd: &spec.cwd, network: spec.network };
+        let mut body = self.container_body(image, cwd, &shell, user, limits);
+        let command = if spec.command.is_empty() { vec!["sh".to_string()] } else { spec.command.clone() };
+        body.env = Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect());
+        body.tty = Some(true);
+        // Sized from the start: a command that asks at once must not see 0x0.
+        let tty = tty::Tty::take().map_err(|e| IsolationError::Start(format!("the terminal's tty: {e}")))?;
+        body.cmd = Some(match tty.size() {
+            Some((cols, rows)) => {
+                if let Some(host) = body.host_config.as_mut() {
+                    host.console_size = Some(vec![rows.into(), cols.into()]);
+                }
+                // Not every engine takes ConsoleSize (podman does not), and
+                // a resize can only follow the start: the tty is sized from
+                // inside before the command replaces the sh that did it.
+                let mut sized = vec![
+                    "sh".to_string(),
+                    "-c".into(),
+                    "stty rows \"$1\" cols \"$2\" 2>/dev/null; shift 2; exec \"$@\"".into(),
+                    "sh".into(),
+                    rows.to_string(),
+                    cols.to_string(),
+                ];
+                sized.extend(command);
+                sized
+            }
+            None => command,
+        });
+        // Its end is the command's, not our connection's.
+        body.stdin_once = Some(false);
+        if let Some(labels) = body.labels.as_mut() {
+            labels.insert(BINDING_LABEL.to_string(), spec.binding_id.clone());
+        }
+        remove_container(&docker, &name).await.map_err(|err| start_error("removing a stale container", &name, err))?;
+        let created = docker
+            .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
+            .await
+            .map_err(|err| start_error("creating the terminal's container", &name, err))?;
+        let guard = ContainerGuard { docker: docker.clone(), id: created.id.clone(), name: name.clone() };
+        let attach = docker
+            .attach_container(
+                &created.id,
+                Some(AttachContainerOptions {
+                    stream: true,
+                    stdin: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|err| start_error("attaching to the terminal's container", &name, err))?;
+        docker
+            .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|err| start_error("starting the terminal's container", &name, err))?;
+        let resize = |size: Option<(u16, u16)>| {
+            let (docker, id) = (docker.clone(), created.id.clone());
+            async move {
+                if let Some((cols, rows)) = size {
+                    let options =
+                        bollard::query_parameters::ResizeContainerTTYOptions { w: cols.into(), h: rows.into() };
+                    if let Err(err) = docker.resize_container_tty(&id, options).await {
+                        tracing::debug!(error = %err, "resizing the container's tty");
+                    }
+                }
+            }
+        };
+        resize(tty.size()).await;
+
+        let mut input = attach.input;
+        let mut output = attach.output;
+        let (mut keys, mut screen) = tty.split();
+        // Keystrokes, as they come; the engine's end of the pipe going away
+        // ends this half only.
+        let typing = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut keys, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() || input.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        // The engine may keep the attach stream open after the command ends
+        // (podman does, while our stdin is open): its exit ends the loop,
+        // once what it wrote has come through.
+        let exited = docker.wait_container(&created.id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut exited = Box::pin(exited);
+        let mut status = None;
+        let ended = loop {
+            tokio::select! {
+                done = exited.next(), if status.is_none() => {
+                    status = Some(exit_code(&name, done));
+                }
+                _ = tokio::time::sleep(DRAIN_QUIET), if status.is_some() => break Some(()),
+                frame = output.next() => match frame {
+                    Some(Ok(LogOutput::Console { message } | LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
+                        if screen.write_all(&message).await.is_err() || screen.flush().await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(err)) => {
+                        tracing::warn!(container = %name, error = %err, "the terminal's output stream broke");
+                        break Some(());
+                    }
+                    None => break Some(()),
+                },
+                _ = winch.recv() => resize(tty::size_of(0)).await,
+                _ = hangup.recv() => break None,
+                _ = terminate.recv() => break None,
+            }
+        };
+        typing.abort();
+        let code = match (ended, status) {
+            (Some(()), Some(code)) => code,
+            // The output ended: the command did. Its status, from the engine.
+            (Some(()), None) => exit_code(&name, exited.next().await),
+            // Hung up: as a shell killed by SIGHUP.
+            (None, _) => 128 + libc::SIGHUP,
+        };
+        let _ = screen.flush().await;
+        guard_removed(guard).await;
+        Ok(code)
+    }
+}
+
+/// How long a terminal's output may stay quiet after its command exited
+/// before it is taken to be all there (the engine relays it, and may not
+/// end the attach stream).
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+
+fn exit_code(name: &str, wait: Option<Result<bollard::models::ContainerWaitResponse, EngineError>>) -> i32 {
+    match wait {
+        Some(Ok(done)) => i32::try_from(done.status_code).unwrap_or(1),
+        Some(Err(EngineError::DockerContainerWaitError { code, .. })) => i32::try_from(code).unwrap_or(1),
+        Some(Err(err)) => {
+            tracing::warn!(container = %name, error = %err, "the terminal's exit status");
+            1
+        }
+        None => 1,
+    }
+}
+
+/// Removes the container now (the guard's drop would only schedule it, and
+/// this process is about to exit).
+async fn guard_removed(mut guard: ContainerGuard) {
+    let id = std::mem::take(&mut guard.id);
+    if let Err(err) = remove_container(&guard.docker, &id).await {
+        tracing::warn!(container = %guard.name, error = %err, "could not remove a terminal's container");
+    }
+}
+
+/// The tty a terminal's runner is given, as raw async halves.
+mod tty {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    pub struct Tty {
+        keys: tokio::fs::File,
+        screen: tokio::fs::File,
+    }
+
+    impl Tty {
+        /// Stdin and stdout, with stdin's terminal made raw.
+        pub fn take() -> std::io::Result<Tty> {
+            // SAFETY: termios is plain data; tcgetattr fills it or fails.
+            unsafe {
+                let mut mode: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(0, &mut mode) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::cfmakeraw(&mut mode);
+                if libc::tcsetattr(0, libc::TCSANOW, &mode) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let dup = |fd| {
+                // SAFETY: dup of an open descriptor; the copy is ours alone.
+                let copy = unsafe { libc::dup(fd) };
+                if copy < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: `copy` was just opened and is owned by nothing else.
+                Ok(tokio::fs::File::from_std(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(copy) })))
+            };
+            Ok(Tty { keys: dup(0)?, screen: dup(1)? })
+        }
+
+        pub fn size(&self) -> Option<(u16, u16)> {
+            size_of(0)
+        }
+
+        pub fn split(self) -> (tokio::fs::File, tokio::fs::File) {
+            (self.keys, self.screen)
+        }
+    }
+
+    /// The columns and rows of the terminal on `fd`.
+    pub fn size_of(fd: i32) -> Option<(u16, u16)> {
+        // SAFETY: winsize is plain data; TIOCGWINSZ fills it or fails.
+        unsafe {
+            let mut size: libc::winsize = std::mem::zeroed();
+            (libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) == 0 && size.ws_col > 0 && size.ws_row > 0)
+                .then_some((size.ws_col, size.ws_row))
         }
     }
 }
