@@ -224,9 +224,13 @@ async fn a_cross_site_form_cannot_interrupt_a_turn() {
 
 /// An upgrade request, read up to the end of the 101's head and no further.
 async fn upgrade(d: &Daemon) -> TcpStream {
+    upgrade_at(d, "/ws").await
+}
+
+async fn upgrade_at(d: &Daemon, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(authority(d)).await.expect("connect");
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         authority(d)
     );
@@ -383,6 +387,30 @@ async fn unauthenticated_websockets_cannot_make_the_daemon_buffer_frames() {
     ws_send(&mut ws, json!({"op": "auth", "token": d.admin_token()})).await;
     assert_eq!(ws_next(&mut ws, Duration::from_secs(10)).await.expect("auth answer")["op"], "authenticated");
     ws_subscribe(&mut ws, &["*"], 0).await;
+}
+
+/// Both sockets, `/ws` and a terminal's, allow 4 KiB before the first
+/// message authenticates: a frame that would take more is not waited for
+/// (nor read), the socket is closed at once rather than at the 5 s the
+/// first message has.
+#[tokio::test]
+async fn a_socket_sending_more_than_4_kib_before_authenticating_is_closed_at_once() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), options(ALWAYS));
+    d.wait_health(|_| true).await;
+    for path in ["/ws", "/ws/terminal/b_000000000000"] {
+        let mut stream = upgrade_at(&d, path).await;
+        // A 60 KiB text frame of which only 8 KiB ever comes.
+        let mut frame = vec![0x81u8, 0x80 | 126];
+        frame.extend_from_slice(&(60u16 * 1024).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend(std::iter::repeat_n(b' ', 8 * 1024));
+        stream.write_all(&frame).await.expect("write");
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(3)).await,
+            "{path}: closed well before the auth timeout"
+        );
+    }
 }
 
 /// The attack: unauthenticated uploads of the largest body a route takes,

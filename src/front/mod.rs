@@ -47,6 +47,37 @@ use warp::Filter;
 /// Largest WebSocket frame a client may send.
 const MAX_WS_FRAME: usize = 64 * 1024;
 
+/// Who a WebSocket upgrade (`/ws`, `/ws/terminal/{id}`) comes from and
+/// what it may do: refused (the answer to send), or admitted with its
+/// access. `None` access: it must authenticate in its first message, and
+/// until then the connection may send only [`ws::PRE_AUTH_BYTES`], whatever
+/// its frames claim (the socket's handler lifts the limit once it has).
+fn admit_socket(
+    auth: &Arc<crate::auth::Auth>,
+    conn: &server::ConnInfo,
+    headers: &HeaderMap,
+    query: &str,
+    authority: &authority::RequestAuthority,
+) -> Result<Admission, Box<warp::reply::Response>> {
+    let peer = auth.peer(Some(conn.peer.ip()), headers, authority.loopback);
+    let access = ws::admit(auth, headers, query, peer, &authority.text)
+        .map_err(|refused| Box::new(auth::error_response(&refused)))?;
+    if access.is_none() {
+        conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
+    }
+    Ok(Admission { peer, access, auth: auth.clone(), slot: conn.slot.clone() })
+}
+
+/// A WebSocket let in by [`admit_socket`]: who it is, what it may do, and
+/// its connection's slot (whose read budget its handler lifts).
+pub(crate) struct Admission {
+    pub peer: crate::auth::Peer,
+    /// `None`: it must still authenticate, in its first message.
+    pub access: Option<crate::auth::Access>,
+    pub auth: Arc<crate::auth::Auth>,
+    pub slot: Arc<connections::Slot>,
+}
+
 pub fn routes(
     ctx: Context,
     auth: Arc<crate::auth::Auth>,
@@ -72,26 +103,19 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
-                let access = match ws::admit(&auth, &headers, &query, peer, &authority.text) {
-                    Ok(access) => access,
-                    Err(refused) => return auth::error_response(&refused),
+                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                    Ok(admission) => admission,
+                    Err(refused) => return *refused,
                 };
-                if access.is_none() {
-                    // Before it authenticates, the socket may send only this
-                    // much, whatever its frames claim (ws.rs lifts it).
-                    conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
-                }
                 let msgpack =
                     protocols.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == MSGPACK_SUBPROTOCOL));
                 let format = if msgpack { WireFormat::MsgPack } else { WireFormat::Json };
-                let slot = conn.slot.clone();
                 // The frame size too: the message size alone lets one huge
                 // frame be buffered before it is refused.
                 let reply = ws
                     .max_message_size(MAX_WS_FRAME)
                     .max_frame_size(MAX_WS_FRAME)
-                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, access, auth, peer, slot));
+                    .on_upgrade(move |socket| ws::serve(socket, ctx, format, admission));
                 if msgpack {
                     warp::reply::with_header(reply, "sec-websocket-protocol", MSGPACK_SUBPROTOCOL).into_response()
                 } else {
@@ -115,29 +139,21 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = term_ctx.clone();
                 let auth = term_auth.clone();
-                let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
-                let access = match ws::admit(&auth, &headers, &query, peer, &authority.text) {
-                    Ok(access) => access,
-                    Err(refused) => return auth::error_response(&refused),
+                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                    Ok(admission) => admission,
+                    Err(refused) => return *refused,
                 };
-                if access.is_none() {
-                    conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
-                }
                 let from = match terminal_ws::from_offset(&query) {
                     Ok(from) => from,
                     Err(e) => return ApiError::BadRequest(e).into_response(),
                 };
                 // Who may not see it is not told it exists.
-                if access.is_some() && !terminal_ws::exists(&ctx, &id) {
+                if admission.access.is_some() && !terminal_ws::exists(&ctx, &id) {
                     return ApiError::NotFound(format!("terminal binding {id:?} not found")).into_response();
                 }
-                let slot = conn.slot.clone();
                 ws.max_message_size(MAX_WS_FRAME)
                     .max_frame_size(MAX_WS_FRAME)
-                    .on_upgrade(move |socket| async move {
-                        slot.budget.lift();
-                        terminal_ws::serve(socket, ctx, access, auth, peer, id, from).await
-                    })
+                    .on_upgrade(move |socket| terminal_ws::serve(socket, ctx, admission, id, from))
                     .into_response()
             },
         );

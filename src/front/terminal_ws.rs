@@ -10,8 +10,9 @@
 //! falls behind the live chunks catches up from the store. The end frame
 //! goes out only once every byte before the terminal's end has.
 
+use super::connections::Slot;
 use super::ws::{auth_token, AUTH_TIMEOUT, CLOSE_UNAUTHORIZED, PING_EVERY};
-use crate::auth::{Access, Auth, AuthError, Peer};
+use crate::auth::{Auth, AuthError, Peer};
 use bosun_actors::terminals::binding::BindingMsg;
 use bosun_actors::terminals::{scrollback, LiveTerminal, OutputChunk};
 use bosun_actors::{names, route, Context};
@@ -119,15 +120,8 @@ fn exit_of(record: &BindingRecord, end: u64) -> TerminalExit {
     TerminalExit { state: record.state, exit: record.exit.clone(), end, reason: record.reason.clone() }
 }
 
-pub async fn serve(
-    socket: WebSocket,
-    ctx: Context,
-    access: Option<Access>,
-    auth: Arc<Auth>,
-    peer: Peer,
-    binding_id: String,
-    from: u64,
-) {
+pub async fn serve(socket: WebSocket, ctx: Context, admission: super::Admission, binding_id: String, from: u64) {
+    let super::Admission { peer, access, auth, slot } = admission;
     let (sink, mut stream) = socket.split();
     let (frames_tx, mut frames) = tokio::sync::mpsc::channel(16);
     let reader = tokio::spawn(async move {
@@ -138,11 +132,12 @@ pub async fn serve(
         }
     });
     let mut conn = TermConn { ctx: ctx.clone(), sink, binding_id: binding_id.clone(), cursor: from, sent_close: false };
-    if access.is_none() && !first_message_auth(&mut conn, &mut frames, &auth, peer).await {
+    if access.is_none() && !first_message_auth(&mut conn, &mut frames, &auth, peer, &slot).await {
         reader.abort();
         let _ = conn.sink.close().await;
         return;
     }
+    slot.budget.lift();
     let result = run(&mut conn, &mut frames, from).await;
     if let Err(e) = result {
         tracing::debug!(binding = %binding_id, error = %e, "terminal socket ended");
@@ -177,12 +172,22 @@ async fn first_message_auth(
     frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
     auth: &Auth,
     peer: Peer,
+    slot: &Slot,
 ) -> bool {
+    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
     let token = loop {
-        match tokio::time::timeout(AUTH_TIMEOUT, frames.recv()).await {
-            Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
-            Ok(Some(Ok(msg))) => break auth_token(&msg),
-            _ => break None,
+        tokio::select! {
+            // A frame that came in before the budget ran out is read first.
+            biased;
+            frame = tokio::time::timeout_at(deadline, frames.recv()) => match frame {
+                Ok(Some(Ok(msg))) if msg.is_ping() || msg.is_pong() => continue,
+                Ok(Some(Ok(msg))) => break auth_token(&msg),
+                _ => break None,
+            },
+            () = slot.budget.exhausted() => {
+                tracing::debug!(peer = ?peer, "a terminal socket sent too much before authenticating");
+                break None;
+            }
         }
     };
     let outcome = match token {

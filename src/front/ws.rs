@@ -119,15 +119,8 @@ struct Connection {
 /// Serves an upgraded socket. `access` is `None` when it must authenticate
 /// by its first message; its `slot`'s read budget is then limited to
 /// [`PRE_AUTH_BYTES`], and lifted here once it has.
-pub async fn serve(
-    socket: WebSocket,
-    ctx: Context,
-    format: WireFormat,
-    access: Option<Access>,
-    auth: Arc<Auth>,
-    peer: Peer,
-    slot: Arc<Slot>,
-) {
+pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat, admission: super::Admission) {
+    let super::Admission { peer, access, auth, slot } = admission;
     let (sink, mut stream) = socket.split();
     // The socket is read on its own task: polling `stream.next()` afresh in
     // every `select!` pass makes tungstenite zero its 128 KiB read buffer each
