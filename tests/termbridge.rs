@@ -419,26 +419,26 @@ impl Drop for Xvfb {
     }
 }
 
+/// Xvfb picks a free display itself (`-displayfd`, taken with its lock
+/// file): two tests of this binary starting one at once never share it,
+/// which a check for a free socket followed by a start would let them.
 fn xvfb() -> Xvfb {
-    let base = 600 + (std::process::id() % 100) * 3;
-    for n in base..base + 300 {
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-        if socket.exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-            continue;
-        }
-        let child = Command::new("Xvfb")
-            .args([&format!(":{n}"), "-screen", "0", "640x480x24", "-nolisten", "tcp"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Xvfb (tests/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        return Xvfb { display: format!(":{n}"), child, number: n };
-    }
-    panic!("no free X display");
+    use std::io::BufRead as _;
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Xvfb (tests/run installs it)");
+    // Written once it accepts connections; nothing if it fails to start.
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let Ok(number) = line.trim().parse::<u32>() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("Xvfb gave no display number ({line:?})");
+    };
+    Xvfb { display: format!(":{number}"), child, number }
 }
 
 #[tokio::test]
