@@ -185,6 +185,8 @@ struct Attached {
     /// The outer terminal's side, kept to resize it.
     master: Box<dyn portable_pty::MasterPty + Send>,
     output: Arc<Mutex<Vec<u8>>>,
+    /// Set once the reader has had everything the outer terminal got.
+    drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Attached {
@@ -206,9 +208,11 @@ impl Attached {
         let writer = pair.master.take_writer().expect("writer");
         let output = Arc::new(Mutex::new(Vec::new()));
         let sink = output.clone();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = drained.clone();
         let master = pair.master;
         std::thread::spawn(move || {
-            // EIO once the child is gone.
+            // EIO once the child is gone and what it wrote has been read.
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
@@ -216,8 +220,9 @@ impl Attached {
                 }
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        Attached { child, writer, master, output }
+        Attached { child, writer, master, output, drained }
     }
 
     /// Resizes the outer terminal, as a user dragging its window would: the
@@ -252,11 +257,15 @@ impl Attached {
         self.writer.write_all(bytes).and_then(|()| self.writer.flush()).expect("type");
     }
 
+    /// Its exit code, once it has ended and all it wrote has been read (its
+    /// last words may still be in the outer terminal when it exits).
     async fn exit_code(&mut self) -> u32 {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.exit_code();
+                if self.drained.load(std::sync::atomic::Ordering::SeqCst) {
+                    return status.exit_code();
+                }
             }
             assert!(Instant::now() < deadline, "attach did not end: {:?}", self.text());
             tokio::time::sleep(Duration::from_millis(20)).await;
