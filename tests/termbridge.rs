@@ -244,7 +244,13 @@ async fn plan_only_holds_what_would_run_and_the_paste_guard_shows_what_is_hidden
     .await;
     let mut stream = c.attach_terminal(&b.binding_id, 0).await.expect("attach");
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("started") {
+    // The prompt of the shell it execs, not only the line before: text sent
+    // before that shell is up is echoed before its prompt, not after.
+    let prompted = |seen: &[u8]| {
+        let seen = String::from_utf8_lossy(seen);
+        seen.split_once("started\r\n").is_some_and(|(_, rest)| rest.contains("# ") || rest.contains("$ "))
+    };
+    while !prompted(&seen) {
         if let TerminalEvent::Output { bytes, .. } = stream.next().await.expect("read") {
             seen.extend_from_slice(&bytes);
         }
