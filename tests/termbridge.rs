@@ -165,8 +165,16 @@ async fn a_pane_killed_by_hand_is_reported_lost_and_never_acted_on() {
     })
     .await;
     assert!(lost.reason.as_deref().is_some_and(|r| r.contains("gone")), "{:?}", lost.reason);
-    let events = d.events(None, 0).await;
-    assert!(events.iter().any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id)));
+    // The event is readable once flushed, which can be a moment after the
+    // record that says `lost` is.
+    wait_for("termbridge:binding_lost", Duration::from_secs(5), async || {
+        let events = d.events(None, 0).await;
+        events
+            .iter()
+            .any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id))
+            .then_some(())
+    })
+    .await;
     let (status, answer) =
         d.post(&format!("/api/v1/terminals/bindings/{}/send", b.binding_id), json!({"text": "x"})).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
@@ -804,8 +812,19 @@ async fn kitty_needs_consent_then_its_windows_are_spawned_typed_into_read_focuse
             })
             .collect()
     };
-    let events = d.events(None, 0).await;
-    assert_eq!(lost_events(&events), vec![first.binding_id.clone()], "one termbridge:binding_lost, for the closed one");
+    // The event is readable once flushed, which can be a moment after the
+    // record that says `lost` is.
+    let lost_seen = async |want: Vec<String>| {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen != want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = lost_events(&d.events(None, 0).await);
+        }
+        seen
+    };
+    let want = vec![first.binding_id.clone()];
+    assert_eq!(lost_seen(want.clone()).await, want, "one termbridge:binding_lost, for the one closed by hand");
     for (action, body) in [("send", json!({"text": "x"})), ("focus", json!({}))] {
         let (status, answer) = d.post(&format!("/api/v1/terminals/bindings/{}/{action}", first.binding_id), body).await;
         assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{action}: {answer}");
@@ -829,8 +848,9 @@ async fn kitty_needs_consent_then_its_windows_are_spawned_typed_into_read_focuse
 
     // Each action done is recorded with what allowed it; the refused ones
     // are not.
+    let want = vec![first.binding_id.clone(), third.binding_id.clone()];
+    assert_eq!(lost_seen(want.clone()).await, want);
     let events = d.events(None, 0).await;
-    assert_eq!(lost_events(&events), vec![first.binding_id.clone(), third.binding_id.clone()]);
     let done = actions(&events);
     let count = |name: &str| done.iter().filter(|(a, _)| a == name).count();
     assert!(done.iter().all(|(_, d)| d == "full-access"), "{done:?}");
