@@ -182,13 +182,22 @@ async fn bad_input_exits_non_zero_with_a_clear_message() {
 struct Attached {
     child: Box<dyn portable_pty::Child + Send + Sync>,
     writer: Box<dyn std::io::Write + Send>,
+    /// The outer terminal's side, kept to resize it.
+    master: Box<dyn portable_pty::MasterPty + Send>,
     output: Arc<Mutex<Vec<u8>>>,
+    /// Set once the reader has had everything the outer terminal got.
+    drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Attached {
     fn start(d: &Daemon, id: &str) -> Attached {
+        Attached::start_sized(d, id, 100, 30)
+    }
+
+    /// In an outer terminal of `cols` x `rows`.
+    fn start_sized(d: &Daemon, id: &str, cols: u16, rows: u16) -> Attached {
         let pair = NativePtySystem::default()
-            .openpty(PtySize { rows: 30, cols: 100, pixel_width: 0, pixel_height: 0 })
+            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
             .expect("openpty");
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(["term", "attach", id]);
@@ -199,9 +208,11 @@ impl Attached {
         let writer = pair.master.take_writer().expect("writer");
         let output = Arc::new(Mutex::new(Vec::new()));
         let sink = output.clone();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = drained.clone();
+        let master = pair.master;
         std::thread::spawn(move || {
-            // The master is kept alive by the writer; EIO once the child is gone.
-            let _master = pair.master;
+            // EIO once the child is gone and what it wrote has been read.
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
@@ -209,8 +220,15 @@ impl Attached {
                 }
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        Attached { child, writer, output }
+        Attached { child, writer, master, output, drained }
+    }
+
+    /// Resizes the outer terminal, as a user dragging its window would: the
+    /// kernel sends SIGWINCH to attach, its foreground process.
+    fn resize(&self, cols: u16, rows: u16) {
+        self.master.resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("resize the outer pty");
     }
 
     fn text(&self) -> String {
@@ -239,11 +257,15 @@ impl Attached {
         self.writer.write_all(bytes).and_then(|()| self.writer.flush()).expect("type");
     }
 
+    /// Its exit code, once it has ended and all it wrote has been read (its
+    /// last words may still be in the outer terminal when it exits).
     async fn exit_code(&mut self) -> u32 {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.exit_code();
+                if self.drained.load(std::sync::atomic::Ordering::SeqCst) {
+                    return status.exit_code();
+                }
             }
             assert!(Instant::now() < deadline, "attach did not end: {:?}", self.text());
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -320,4 +342,55 @@ async fn attach_reconnects_when_the_daemon_restarts_and_ends_with_the_terminal()
     assert!(text.contains("reconnecting"), "{text:?}");
     assert!(text.contains(&format!("{id} is lost")), "{text:?}");
     assert_eq!(text.matches("before-restart").count(), 1, "nothing shown twice: {text:?}");
+}
+
+/// Waits until the binding reports `cols` x `rows`.
+async fn wait_size(d: &Daemon, id: &str, cols: u16, rows: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = d.client().binding(id).await.expect("binding");
+        if b.size.is_some_and(|s| s.cols == cols && s.rows == rows) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the size never became {cols}x{rows}: {:?}", b.size);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn attach_passes_its_terminals_size_on_at_start_and_on_every_resize() {
+    let dir = tempdir();
+    let d = Daemon::start(&dir.path().join("data"), full_access());
+    let out = term(&d, &["spawn", "--", "sh"]);
+    let id = stdout(&out).trim().to_string();
+    // The daemon's own size for it, before anything is attached.
+    let start = d.client().binding(&id).await.expect("binding").size;
+    assert!(start.is_some_and(|s| (s.cols, s.rows) == (80, 24)), "{start:?}");
+
+    let mut attached = Attached::start_sized(&d, &id, 100, 30);
+    wait_size(&d, &id, 100, 30).await;
+    attached.wait_prompt().await;
+    // What the program in the terminal sees: the PTY's own size.
+    attached.type_bytes(b"stty size\r");
+    attached.wait_for("\n30 100\r\n").await;
+
+    // SIGWINCH: attach reads the new size and sends it on.
+    attached.resize(132, 43);
+    wait_size(&d, &id, 132, 43).await;
+    attached.type_bytes(b"stty size\r");
+    attached.wait_for("\n43 132\r\n").await;
+
+    // And again, smaller: each resize, not only the first.
+    attached.resize(60, 20);
+    wait_size(&d, &id, 60, 20).await;
+    attached.type_bytes(b"stty size\r");
+    attached.wait_for("\n20 60\r\n").await;
+
+    attached.type_bytes(&[0x1d, b'q']);
+    assert_eq!(attached.exit_code().await, 0, "{:?}", attached.text());
+    assert!(attached.text().contains("detached from"), "{:?}", attached.text());
+    // The terminal keeps the last size it was given.
+    let b = d.client().binding(&id).await.expect("binding");
+    assert_eq!(b.state, BindingState::Open);
+    assert!(b.size.is_some_and(|s| (s.cols, s.rows) == (60, 20)), "{:?}", b.size);
 }

@@ -1,9 +1,12 @@
 //! Terminal control through the daemon, against the real binary: tmux (a
-//! private server) and WezTerm (a recording stand-in for its CLI, as WezTerm
-//! cannot be installed here) as bindings; consent; plan-only and the paste
-//! guard as approvals; OSC 7 cwd sync through a real shell with the shipped
-//! hook; the OS clipboard through xclip under Xvfb. Each adapter's every
-//! capability is tested against the real terminal in adapters/termbridge.
+//! private server), kitty (a private instance on its own Xvfb, on its
+//! remote-control socket: consent, spawn with a cwd, split, send, read back,
+//! focus, close, a window closed by hand found lost) and WezTerm (a recording
+//! stand-in for its CLI, as WezTerm cannot be installed here) as bindings;
+//! consent; plan-only and the paste guard as approvals; OSC 7 cwd sync
+//! through a real shell with the shipped hook; the OS clipboard through xclip
+//! under Xvfb. Each adapter's every capability is tested against the real
+//! terminal in adapters/termbridge.
 
 mod common;
 
@@ -162,8 +165,16 @@ async fn a_pane_killed_by_hand_is_reported_lost_and_never_acted_on() {
     })
     .await;
     assert!(lost.reason.as_deref().is_some_and(|r| r.contains("gone")), "{:?}", lost.reason);
-    let events = d.events(None, 0).await;
-    assert!(events.iter().any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id)));
+    // The event is readable once flushed, which can be a moment after the
+    // record that says `lost` is.
+    wait_for("termbridge:binding_lost", Duration::from_secs(5), async || {
+        let events = d.events(None, 0).await;
+        events
+            .iter()
+            .any(|e| matches!(payload(e), EventData::BindingLost(l) if l.binding_id == b.binding_id))
+            .then_some(())
+    })
+    .await;
     let (status, answer) =
         d.post(&format!("/api/v1/terminals/bindings/{}/send", b.binding_id), json!({"text": "x"})).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
@@ -241,7 +252,13 @@ async fn plan_only_holds_what_would_run_and_the_paste_guard_shows_what_is_hidden
     .await;
     let mut stream = c.attach_terminal(&b.binding_id, 0).await.expect("attach");
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("started") {
+    // The prompt of the shell it execs, not only the line before: text sent
+    // before that shell is up is echoed before its prompt, not after.
+    let prompted = |seen: &[u8]| {
+        let seen = String::from_utf8_lossy(seen);
+        seen.split_once("started\r\n").is_some_and(|(_, rest)| rest.contains("# ") || rest.contains("$ "))
+    };
+    while !prompted(&seen) {
         if let TerminalEvent::Output { bytes, .. } = stream.next().await.expect("read") {
             seen.extend_from_slice(&bytes);
         }
@@ -403,7 +420,7 @@ async fn osc_7_from_the_shipped_bash_hook_moves_the_bindings_cwd_and_a_set_cwd_i
     assert_eq!(c.binding(&b.binding_id).await.expect("binding").cwd, "/srv/elsewhere");
 }
 
-/// A private X server for the clipboard.
+/// A private X server (for the clipboard, and for kitty).
 struct Xvfb {
     display: String,
     child: std::process::Child,
@@ -419,26 +436,26 @@ impl Drop for Xvfb {
     }
 }
 
+/// Xvfb picks a free display itself (`-displayfd`, taken with its lock
+/// file): two tests of this binary starting one at once never share it,
+/// which a check for a free socket followed by a start would let them.
 fn xvfb() -> Xvfb {
-    let base = 600 + (std::process::id() % 100) * 3;
-    for n in base..base + 300 {
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-        if socket.exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-            continue;
-        }
-        let child = Command::new("Xvfb")
-            .args([&format!(":{n}"), "-screen", "0", "640x480x24", "-nolisten", "tcp"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Xvfb (tests/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        return Xvfb { display: format!(":{n}"), child, number: n };
-    }
-    panic!("no free X display");
+    use std::io::BufRead as _;
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Xvfb (tests/run installs it)");
+    // Written once it accepts connections; nothing if it fails to start.
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let Ok(number) = line.trim().parse::<u32>() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("Xvfb gave no display number ({line:?})");
+    };
+    Xvfb { display: format!(":{number}"), child, number }
 }
 
 #[tokio::test]
@@ -549,4 +566,304 @@ async fn a_clipboard_write_to_a_tmux_pane_fills_its_buffer_and_reaches_the_attac
         d.post("/api/v1/terminals/clipboard", json!({"text": "y".repeat(76 * 1024), "binding_id": b.binding_id})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
     assert_eq!(tmux.run(&["show-buffer"]), text, "nothing written");
+}
+
+/// A kitty of the test's own on a private X server, with remote control on
+/// a socket of its own (its first window runs `sleep`, so kitty stays when
+/// the test's windows close). Killed, then its X server, when dropped.
+struct KittyInstance {
+    child: std::process::Child,
+    socket: PathBuf,
+    _x: Xvfb,
+    _dir: tempfile::TempDir,
+}
+
+impl KittyInstance {
+    fn start() -> KittyInstance {
+        use std::os::unix::process::CommandExt as _;
+        let x = xvfb();
+        let dir = tempdir();
+        let socket = dir.path().join("kitty.sock");
+        let child = Command::new("kitty")
+            .args(["-o", "allow_remote_control=yes", "--config", "NONE", "-o", "enabled_layouts=splits,stack"])
+            .arg("--listen-on")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["sleep", "600"])
+            .env("DISPLAY", &x.display)
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env_remove("KITTY_LISTEN_ON")
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("kitty (tests/run installs it)");
+        let instance = KittyInstance { child, socket, _x: x, _dir: dir };
+        // Answering, not only listening: the daemon discovers it at start.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while instance.try_ls().is_none() {
+            assert!(Instant::now() < deadline, "kitty never answered on {}", instance.socket.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        instance
+    }
+
+    fn listen_on(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    /// kitty's own `ls`, through a client of the test's own (not the
+    /// daemon's adapter): the listing as kitty has it.
+    fn try_ls(&self) -> Option<serde_json::Value> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        stream.write_all(b"\x1bP@kitty-cmd{\"cmd\":\"ls\",\"version\":[0,26,5]}\x1b\\").ok()?;
+        stream.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).ok()?;
+        let body: serde_json::Value = serde_json::from_slice(reply.get(12..reply.len().checked_sub(2)?)?).ok()?;
+        serde_json::from_str(body["data"].as_str()?).ok()
+    }
+
+    fn ls(&self) -> serde_json::Value {
+        self.try_ls().expect("kitty's ls")
+    }
+
+    /// Every window kitty lists.
+    fn windows(&self) -> Vec<serde_json::Value> {
+        let listing = self.ls();
+        let mut windows = Vec::new();
+        for os in listing.as_array().expect("OS windows") {
+            for tab in os["tabs"].as_array().expect("tabs") {
+                windows.extend(tab["windows"].as_array().expect("windows").iter().cloned());
+            }
+        }
+        windows
+    }
+
+    fn window(&self, id: u64) -> Option<serde_json::Value> {
+        self.windows().into_iter().find(|w| w["id"].as_u64() == Some(id))
+    }
+
+    /// Whether window `id` is where its OS window's keys go: the active
+    /// window of the active tab.
+    fn active_in_its_os_window(&self, id: u64) -> bool {
+        for os in self.ls().as_array().expect("OS windows") {
+            for tab in os["tabs"].as_array().expect("tabs") {
+                for w in tab["windows"].as_array().expect("windows") {
+                    if w["id"].as_u64() == Some(id) {
+                        return tab["is_focused"] == json!(true) && w["is_focused"] == json!(true);
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Drop for KittyInstance {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signals to the process group we made, and to kitty itself.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `42` from `kitty://window/42`.
+fn kitty_window_of(b: &BindingView) -> u64 {
+    let id = b.ipc_endpoint.strip_prefix("kitty://window/").unwrap_or_else(|| panic!("{}", b.ipc_endpoint));
+    id.parse().unwrap_or_else(|_| panic!("a kitty window id: {}", b.ipc_endpoint))
+}
+
+#[tokio::test]
+async fn kitty_needs_consent_then_its_windows_are_spawned_typed_into_read_focused_closed_and_lost() {
+    let kitty = KittyInstance::start();
+    let dir = tempdir();
+    let config =
+        format!("[termbridge]\npolicy = \"full-access\"\n[termbridge.kitty]\nlisten_on = \"{}\"\n", kitty.listen_on());
+    let options =
+        Options { config: Some(config), env: vec![("KITTY_LISTEN_ON".into(), String::new())], ..Default::default() };
+    let d = Daemon::start(&dir.path().join("data"), options);
+    let c = d.client();
+    let entry = c.terminals().await.expect("map").terminals.into_iter().find(|t| t.terminal == TerminalKind::Kitty);
+    let entry = entry.expect("kitty in the map");
+    assert!(entry.installed && entry.running && entry.reachable, "{entry:?}");
+    assert!(entry.version.as_deref().is_some_and(|v| v.starts_with("0.")), "kitty --version: {entry:?}");
+    assert!(entry.requires_opt_in && entry.consent_granted_at.is_none(), "{entry:?}");
+    let before = kitty.windows().len();
+
+    // Before consent: refused, recorded, and nothing started in kitty.
+    let cwd = dir.path().join("work");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let cwd = cwd.display().to_string();
+    let spawn = json!({"terminal": "kitty", "command": ["sh"], "cwd": cwd});
+    let (status, answer) = d.post("/api/v1/terminals/bindings", spawn.clone()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("consent_required")), "{answer}");
+    let events = d.events(None, 0).await;
+    let denied: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            EventData::TerminalDenied(x) if x.terminal == TerminalKind::Kitty => Some((x.action, x.reason)),
+            _ => None,
+        })
+        .collect();
+    assert!(denied.len() == 1 && denied[0].0 == "spawn" && denied[0].1.contains("consent"), "{denied:?}");
+    assert_eq!(kitty.windows().len(), before, "nothing was started: {}", kitty.ls());
+    assert!(c.bindings().await.expect("bindings").bindings.is_empty());
+
+    // POST /api/v1/terminals/kitty/consent
+    let granted = c.consent(TerminalKind::Kitty, true).await.expect("grant");
+    assert!(granted.requires_opt_in && granted.consent_granted_at.is_some(), "{granted:?}");
+
+    // An OS window running sh in `cwd`, and a split of it.
+    let first = bound(
+        c.spawn_terminal(&SpawnTerminalRequest { cwd: Some(cwd.clone()), ..req(TerminalKind::Kitty, &["sh"]) })
+            .await
+            .expect("spawn once granted"),
+    );
+    let first_id = kitty_window_of(&first);
+    assert_eq!((first.state, first.cwd.as_str()), (BindingState::Open, cwd.as_str()));
+    let listed = kitty.window(first_id).unwrap_or_else(|| panic!("kitty lists window {first_id}: {}", kitty.ls()));
+    assert_eq!(listed["pid"].as_u64(), first.pid.map(u64::from), "the binding holds the shell's pid: {listed}");
+    assert_eq!(listed["cwd"].as_str(), Some(cwd.as_str()), "{listed}");
+    let second = bound(
+        c.spawn_terminal(&SpawnTerminalRequest {
+            split_of: Some(first.binding_id.clone()),
+            ..req(TerminalKind::Kitty, &["sh"])
+        })
+        .await
+        .expect("split"),
+    );
+    let second_id = kitty_window_of(&second);
+    assert_ne!(second_id, first_id);
+    assert!(kitty.window(second_id).is_some(), "{}", kitty.ls());
+    // And a tab, whose shell is killed below.
+    let third = bound(
+        c.spawn_terminal(&SpawnTerminalRequest {
+            placement: Some(bosun_proto::Placement::Tab),
+            ..req(TerminalKind::Kitty, &["sh"])
+        })
+        .await
+        .expect("a tab"),
+    );
+    let third_id = kitty_window_of(&third);
+    let third_pid = third.pid.expect("the tab's shell's pid");
+    assert_eq!(kitty.window(third_id).and_then(|w| w["pid"].as_u64()), Some(u64::from(third_pid)), "{}", kitty.ls());
+
+    // Typed into the first, and read back.
+    c.send_text(
+        &first.binding_id,
+        &SendTextRequest { text: "echo typed-into-kitty".into(), paste: false, enter: true },
+    )
+    .await
+    .expect("send");
+    let text = wait_for("the echo in kitty", Duration::from_secs(15), async || {
+        let t = c.read_text(&first.binding_id).await.expect("read").text;
+        t.lines().any(|l| l.trim() == "typed-into-kitty").then_some(t)
+    })
+    .await;
+    assert!(text.contains("echo typed-into-kitty"), "the command line too: {text:?}");
+
+    // Focus moves to each in turn.
+    c.focus(&first.binding_id).await.expect("focus");
+    assert!(kitty.active_in_its_os_window(first_id) && !kitty.active_in_its_os_window(second_id), "{}", kitty.ls());
+    c.focus(&second.binding_id).await.expect("focus");
+    assert!(kitty.active_in_its_os_window(second_id) && !kitty.active_in_its_os_window(first_id), "{}", kitty.ls());
+
+    // Closed through the API: closed, and gone from kitty.
+    let closed = c.close_binding(&second.binding_id).await.expect("close");
+    assert_eq!(closed.binding.state, BindingState::Closed);
+    wait_for("kitty to drop the closed window", Duration::from_secs(10), async || {
+        kitty.window(second_id).is_none().then_some(())
+    })
+    .await;
+    assert_eq!(c.binding(&second.binding_id).await.expect("binding").state, BindingState::Closed);
+
+    // Closed by hand, with kitty's own CLI: the daemon finds out by itself
+    // (its check every 2 s, with no action asked of it) and says so.
+    let out = Command::new("kitty")
+        .args(["@", "--to", &kitty.listen_on(), "close-window", "--match", &format!("id:{first_id}")])
+        .output()
+        .expect("kitty @ close-window");
+    assert!(out.status.success(), "kitty @ close-window: {}", String::from_utf8_lossy(&out.stderr));
+    let closed_at = Instant::now();
+    wait_for("kitty to drop the window closed by hand", Duration::from_secs(5), async || {
+        kitty.window(first_id).is_none().then_some(())
+    })
+    .await;
+    let lost = wait_for("the binding to be lost", Duration::from_secs(6), async || {
+        let b = c.binding(&first.binding_id).await.expect("binding");
+        (b.state == BindingState::Lost).then_some(b)
+    })
+    .await;
+    eprintln!("lost {:?} after the window closed", closed_at.elapsed());
+    assert!(lost.reason.as_deref().is_some_and(|r| r.contains("gone")), "{:?}", lost.reason);
+    let lost_events = |events: &[bosun_proto::Envelope]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match payload(e) {
+                EventData::BindingLost(l) if l.terminal == TerminalKind::Kitty => Some(l.binding_id),
+                _ => None,
+            })
+            .collect()
+    };
+    // The event is readable once flushed, which can be a moment after the
+    // record that says `lost` is.
+    let lost_seen = async |want: Vec<String>| {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen != want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = lost_events(&d.events(None, 0).await);
+        }
+        seen
+    };
+    let want = vec![first.binding_id.clone()];
+    assert_eq!(lost_seen(want.clone()).await, want, "one termbridge:binding_lost, for the one closed by hand");
+    for (action, body) in [("send", json!({"text": "x"})), ("focus", json!({}))] {
+        let (status, answer) = d.post(&format!("/api/v1/terminals/bindings/{}/{action}", first.binding_id), body).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{action}: {answer}");
+    }
+    assert_eq!(c.binding(&third.binding_id).await.expect("binding").state, BindingState::Open, "the tab is untouched");
+
+    // The tab's shell killed: lost the same way.
+    // SAFETY: a signal to the shell kitty started for the test.
+    unsafe { libc::kill(third_pid as i32, libc::SIGKILL) };
+    let killed_at = Instant::now();
+    let lost = wait_for("the killed shell's binding to be lost", Duration::from_secs(6), async || {
+        let b = c.binding(&third.binding_id).await.expect("binding");
+        (b.state == BindingState::Lost).then_some(b)
+    })
+    .await;
+    eprintln!("lost {:?} after the shell was killed", killed_at.elapsed());
+    assert!(lost.reason.as_deref().is_some_and(|r| r.contains("gone")), "{:?}", lost.reason);
+    let (status, answer) =
+        d.post(&format!("/api/v1/terminals/bindings/{}/send", third.binding_id), json!({"text": "x"})).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("conflict")), "{answer}");
+
+    // Each action done is recorded with what allowed it; the refused ones
+    // are not.
+    let want = vec![first.binding_id.clone(), third.binding_id.clone()];
+    assert_eq!(lost_seen(want.clone()).await, want);
+    let events = d.events(None, 0).await;
+    let done = actions(&events);
+    let count = |name: &str| done.iter().filter(|(a, _)| a == name).count();
+    assert!(done.iter().all(|(_, d)| d == "full-access"), "{done:?}");
+    assert_eq!(count("spawn"), 3, "{done:?}");
+    assert_eq!(count("send_text"), 1, "{done:?}");
+    assert_eq!(count("focus"), 2, "{done:?}");
+    assert_eq!(count("close"), 1, "{done:?}");
+    assert!(count("read_text") >= 1, "{done:?}");
+    let spawned_by = |id: &str| {
+        events.iter().any(|e| {
+            matches!(payload(e), EventData::TerminalAction(a)
+                if a.action == "spawn" && a.binding_id == id && a.terminal == TerminalKind::Kitty && a.detail == "sh")
+        })
+    };
+    assert!([&first, &second, &third].iter().all(|b| spawned_by(&b.binding_id)), "{done:?}");
 }
