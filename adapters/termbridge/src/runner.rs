@@ -206,7 +206,8 @@ impl CommandRunner {
         } else {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
-        let mut child = command.spawn().map_err(|error| self.spawn_failure(&invocation.program, error))?;
+        let mut child =
+            spawn_when_not_busy(&mut command).await.map_err(|error| self.spawn_failure(&invocation.program, error))?;
         let group = child.id();
         let stdin_bytes = invocation.stdin.clone();
         let mut stdin = child.stdin.take();
@@ -277,6 +278,25 @@ pub fn find_on_path(program: impl AsRef<OsStr>) -> Option<std::path::PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
+}
+
+/// Spawns `command`, waiting out ETXTBSY: a program just written (a CLI
+/// being installed or updated) is "busy" while any process still holds it
+/// open for writing, which includes every child forked in that moment and
+/// not yet exec'd. That is not the command's failure, and the command has
+/// not run, so a retry does not run it twice.
+async fn spawn_when_not_busy(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+    const TRIES: u32 = 20;
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && tries < TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
