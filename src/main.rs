@@ -9,6 +9,7 @@ mod front;
 mod logging;
 mod providers;
 mod proxy;
+mod service;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -36,6 +37,9 @@ enum Command {
     /// daemon starts it in the terminal's PTY).
     #[command(hide = true, name = "container-terminal")]
     ContainerTerminal,
+    /// Install, remove and inspect the daemon as a per-user service
+    /// (systemd user unit, macOS LaunchAgent).
+    Service(service::ServiceArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -97,6 +101,7 @@ fn main() {
             Command::BenchAgent(args) => bench::bench_agent::run(args).map(|()| 0),
             Command::Client(cmd) => runtime.block_on(cli::run(cmd)),
             Command::ContainerTerminal => runtime.block_on(container_terminal()),
+            Command::Service(args) => service::run_command(args),
         });
     match result {
         Ok(code) => std::process::exit(code),
