@@ -4,7 +4,8 @@
 //! go, and a real install and uninstall into a private HOME. A user systemd
 //! instance cannot run on these machines (no systemd as PID 1, no user bus),
 //! so the install test checks that the unit is written and that bosun says
-//! plainly it is not running; where one can run, it checks it runs.
+//! plainly it is not running; where one can run, it checks it runs. And a
+//! second daemon on a data dir in use is refused.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -179,4 +180,35 @@ fn install_writes_the_unit_and_a_private_environment_file_and_uninstall_removes_
     assert!(out.status.success(), "{said}");
     assert!(!home.unit().exists(), "{said}");
     assert!(said.contains(&format!("removed {}", home.unit().display())), "{said}");
+}
+
+/// A second daemon on a data dir one already runs on is refused at once,
+/// saying why, and the first goes on serving.
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_with_a_clear_message() {
+    use std::io::{BufRead, BufReader};
+    let home = Home::new();
+    let data = home.data();
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_bosun"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("HOME", home.path())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("bosun serve")
+    };
+    let mut first = serve();
+    let mut lines = BufReader::new(first.stderr.take().expect("stderr")).lines();
+    let ready = lines.by_ref().map_while(Result::ok).find(|l| l.contains("ready"));
+    assert!(ready.is_some(), "the first daemon starts");
+    let second = serve().wait_with_output().expect("the second daemon");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "refused: {said}");
+    assert!(said.contains("in use by another process") && said.contains(data.to_str().unwrap()), "{said}");
+    assert!(first.try_wait().expect("the first daemon").is_none(), "the first is still running");
+    let _ = first.kill();
+    let _ = first.wait();
 }
