@@ -24,8 +24,17 @@ use std::time::{Duration, Instant};
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Made private (0700): it holds the admin token, the devices' tokens and
+    // every session. A dir that exists already is left as its owner set it
+    // (`bosun doctor` says when others can get in).
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    }
     let mut store_config =
         StoreConfig { path: config.data_dir.join("store"), flush: FlushPolicy::GroupCommit, ..StoreConfig::default() };
     if let Some(capacity) = config.live_capacity {
@@ -66,6 +75,8 @@ pub async fn run(
             }),
             docker_config: config.docker.clone(),
             loopback_trusted: config.auth.require == crate::config::AuthRequire::Remote,
+            listen: listener.local_addr().ok(),
+            proxied: !config.auth.trusted_proxies.is_empty() || !config.auth.allowed_origins.is_empty(),
             git: config.git.clone(),
             prices: config.prices.clone(),
             termbridge: config.termbridge.clone(),

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod config;
 mod daemon;
+mod doctor;
 mod front;
 mod logging;
 mod providers;

@@ -300,7 +300,7 @@ fn home() -> anyhow::Result<PathBuf> {
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).context("HOME is not set")
 }
 
-fn unit_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn unit_path() -> anyhow::Result<PathBuf> {
     let config = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => home()?.join(".config"),
@@ -308,7 +308,7 @@ fn unit_path() -> anyhow::Result<PathBuf> {
     Ok(config.join("systemd").join("user").join(UNIT_NAME))
 }
 
-fn plist_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn plist_path() -> anyhow::Result<PathBuf> {
     Ok(home()?.join("Library").join("LaunchAgents").join(format!("{LAUNCHD_LABEL}.plist")))
 }
 

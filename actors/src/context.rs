@@ -39,6 +39,11 @@ pub struct Settings {
     /// "remote"`): a jail that shares the host's network could then drive
     /// the daemon's own API.
     pub loopback_trusted: bool,
+    /// The address the daemon listens on, for `bosun doctor`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Whether the config names a proxy in front of the daemon
+    /// (`trusted_proxies` or `allowed_origins`), for `bosun doctor`.
+    pub proxied: bool,
     /// Where a token for pushing over HTTPS comes from (`[git]`).
     pub git: GitSettings,
     /// What a provider's tokens cost (`[prices.NAME]`), for workflow budgets.

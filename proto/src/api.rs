@@ -535,3 +535,35 @@ mod tests {
         assert!(req.policy.is_none());
     }
 }
+
+/// How one `bosun doctor` check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    /// Works, but something will bite later (a missing credential, a file
+    /// others can read).
+    Warn,
+    /// Broken: what depends on it will fail.
+    Fail,
+}
+
+/// One check of `GET /api/v1/doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DoctorCheck {
+    /// `data_dir`, `provider:codex`, `bwrap`, `service`, `exposure`...
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+    /// What to do about a `warn` or `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `GET /api/v1/doctor`: the daemon's checks of itself, made in its own
+/// process, so with the environment (`PATH`, credentials) it really has,
+/// which under a service manager is not the shell's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DoctorReport {
+    pub checks: Vec<DoctorCheck>,
+}

@@ -78,6 +78,11 @@ pub enum ClientCommand {
     Status(StatusArgs),
     /// List the agent providers sessions can run on, with where each stands.
     Providers(StatusArgs),
+    /// Check the setup as the daemon sees it, in its own environment: its
+    /// data dir, each provider's program and credentials, bwrap, the
+    /// container engine, tmux and the terminals, the service file, and
+    /// whether it is exposed. One line a check, with a fix; exit 1 on a failure.
+    Doctor(StatusArgs),
     /// Make a one-time pairing code for a new device: prints its URL and a QR code.
     Pair(devices::PairArgs),
     /// List or revoke paired devices.
@@ -341,6 +346,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Events(args) => events(&Client::new(&args.common)?, args).await,
         ClientCommand::Status(args) => status(&Client::new(&args.common)?).await,
         ClientCommand::Providers(args) => providers(&Client::new(&args.common)?).await,
+        ClientCommand::Doctor(args) => doctor(&Client::new(&args.common)?).await,
         ClientCommand::Pair(args) => devices::pair(&Client::admin(&args.common)?, args).await,
         ClientCommand::Devices(args) => devices::devices(&Client::admin(&args.common)?, args).await,
         ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
@@ -870,6 +876,41 @@ async fn status(client: &Client) -> anyhow::Result<i32> {
         h.actors.iter().map(|(kind, a)| format!("{kind} {} running/{} restarts", a.running, a.restarts)).collect();
     outln!("  actors    {}", if actors.is_empty() { "none".to_string() } else { actors.join(", ") })?;
     Ok(0)
+}
+
+async fn doctor(client: &Client) -> anyhow::Result<i32> {
+    use bosun_proto::{CheckStatus, DoctorCheck, DoctorReport};
+    let report = match client.api.doctor().await {
+        Ok(report) => report,
+        // The checks that matter are the daemon's own: without it, say so.
+        Err(bosun_client::ClientError::Unreachable { base, cause }) => DoctorReport {
+            checks: vec![DoctorCheck {
+                name: "daemon".into(),
+                status: CheckStatus::Fail,
+                detail: format!("not reachable at {base}: {cause}"),
+                hint: Some("start it (bosun serve, or bosun service install), or point --url at it".into()),
+            }],
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let failed = report.checks.iter().any(|c| c.status == CheckStatus::Fail);
+    if client.json {
+        client.print_json(&report)?;
+    } else {
+        let width = report.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &report.checks {
+            let status = match c.status {
+                CheckStatus::Ok => "ok",
+                CheckStatus::Warn => "warn",
+                CheckStatus::Fail => "FAIL",
+            };
+            println!("{status:<4}  {:<width$}  {}", c.name, c.detail);
+            if let Some(hint) = &c.hint {
+                println!("      {:<width$}  fix: {hint}", "");
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 async fn providers(client: &Client) -> anyhow::Result<i32> {

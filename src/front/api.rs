@@ -199,6 +199,11 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             }
             (["schema", "events.json"], _) => Err(not_allowed(req, "GET")),
             (["providers"], _) => Err(not_allowed(req, "GET")),
+            (["doctor"], Method::GET) => {
+                no_query(req)?;
+                Ok(json_reply(StatusCode::OK, &crate::doctor::report(ctx)))
+            }
+            (["doctor"], _) => Err(not_allowed(req, "GET")),
             (["debug", "crash"], Method::POST) => crash(ctx, req).await,
             (["debug", "crash"], _) => Err(not_allowed(req, "POST")),
             _ => Err(ApiError::NotFound(format!("no such endpoint: {}", req.path))),

@@ -670,6 +670,12 @@ class Enforcement(str, Enum):
     unverified = 'unverified'
 
 
+class CheckStatus(str, Enum):
+    ok = 'ok'
+    warn = 'warn'
+    fail = 'fail'
+
+
 class CrashRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
@@ -1182,6 +1188,23 @@ class ProviderView(BaseModel):
     ] = None
 
 
+class DoctorCheck(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: Annotated[
+        str,
+        Field(
+            description='`data_dir`, `provider:codex`, `bwrap`, `service`, `exposure`...'
+        ),
+    ]
+    status: CheckStatus
+    detail: str
+    hint: Annotated[
+        str | None, Field(description='What to do about a `warn` or `fail`.')
+    ] = None
+
+
 class TokenResponse(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1347,6 +1370,13 @@ class ProviderList(BaseModel):
         populate_by_name=True,
     )
     providers: list[ProviderView]
+
+
+class DoctorReport(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    checks: list[DoctorCheck]
 
 
 class SessionDetail(BaseModel):

@@ -354,6 +354,11 @@ impl Client {
         self.get(&["api", "v1", "providers"]).send().await
     }
 
+    /// The daemon's checks of itself (`bosun doctor`).
+    pub async fn doctor(&self) -> Result<DoctorReport> {
+        self.get(&["api", "v1", "doctor"]).send().await
+    }
+
     pub async fn files(&self, session: &str, query: &PathQuery) -> Result<FileListing> {
         self.get(&["api", "v1", "sessions", session, "files"]).query(query).send().await
     }

@@ -159,6 +159,10 @@ export type Placement = 'window' | 'tab' | 'split';
  */
 export type Enforcement = 'unknown' | 'agent-mode' | 'daemon' | 'unverified';
 /**
+ * How one `bosun doctor` check came out.
+ */
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+/**
  * A paired device: `d_` and 16 hex digits.
  */
 export type DeviceId = string;
@@ -264,6 +268,9 @@ export interface ApiSchemas {
   ProviderView: ProviderView;
   ProviderCapabilities: ProviderCapabilities;
   Enforcement: Enforcement;
+  DoctorReport: DoctorReport;
+  DoctorCheck: DoctorCheck;
+  CheckStatus: CheckStatus;
   CrashRequest: CrashRequest;
   CrashScheduled: CrashScheduled;
   TokenRequest: TokenRequest;
@@ -1189,6 +1196,29 @@ export interface ProviderCapabilities {
   interrupt: boolean;
   images: boolean;
 }
+/**
+ * `GET /api/v1/doctor`: the daemon's checks of itself, made in its own
+ * process, so with the environment (`PATH`, credentials) it really has,
+ * which under a service manager is not the shell's.
+ */
+export interface DoctorReport {
+  checks: DoctorCheck[];
+}
+/**
+ * One check of `GET /api/v1/doctor`.
+ */
+export interface DoctorCheck {
+  /**
+   * `data_dir`, `provider:codex`, `bwrap`, `service`, `exposure`...
+   */
+  name: string;
+  status: CheckStatus;
+  detail: string;
+  /**
+   * What to do about a `warn` or `fail`.
+   */
+  hint?: string | null;
+}
 export interface CrashRequest {
   /**
    * `session:ID`, `turn:ID`, `provider:ID` (a session id), `workflow:ID` (a
@@ -1334,6 +1364,7 @@ export interface ApiOperations {
   'POST /api/v1/terminals/clipboard': { request: ClipboardWrite; response: ClipboardContent };
   'GET /api/v1/events': { request: undefined; response: EventsPage };
   'GET /api/v1/providers': { request: undefined; response: ProviderList };
+  'GET /api/v1/doctor': { request: undefined; response: DoctorReport };
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };
   'GET /api/v1/openapi.json': { request: undefined; response: Record<string, unknown> };
   'GET /api/v1/schema/events.json': { request: undefined; response: Record<string, unknown> };
