@@ -327,43 +327,9 @@ impl DockerHost {
         let user = self.user(&docker).await;
         let body = self.container_body(image, cwd, &spec, user, limits);
 
-        // A container of this name is a leftover of a daemon that died
-        // without removing it (or a shell being replaced): never reuse it.
-        remove_container(&docker, &name).await.map_err(|err| start_error("removing a stale container", &name, err))?;
-        let options = || CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let created = match docker.create_container(Some(options()), body.clone()).await {
-            // Another removal of the same name may still be finishing.
-            Err(err) if status_of(&err) == Some(409) => {
-                remove_container(&docker, &name)
-                    .await
-                    .map_err(|err| start_error("removing a stale container", &name, err))?;
-                docker.create_container(Some(options()), body).await
-            }
-            other => other,
-        }
-        .map_err(|err| start_error("creating the container", &name, err))?;
-        let guard = ContainerGuard { docker: docker.clone(), id: created.id.clone(), name: name.clone() };
-
-        // Attached before the start, so nothing the shell writes is missed.
-        let attach = docker
-            .attach_container(
-                &created.id,
-                Some(AttachContainerOptions {
-                    stream: true,
-                    stdin: true,
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|err| start_error("attaching to the container", &name, err))?;
-        docker
-            .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|err| start_error("starting the container", &name, err))?;
+        let (id, guard, attach) = start_attached(&docker, &name, body, "the container").await?;
         let state = docker
-            .inspect_container(&created.id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
             .await
             .map_err(|err| start_error("inspecting the container", &name, err))?
             .state
@@ -573,31 +539,9 @@ impl DockerHost {
         if let Some(labels) = body.labels.as_mut() {
             labels.insert(BINDING_LABEL.to_string(), spec.binding_id.clone());
         }
-        remove_container(&docker, &name).await.map_err(|err| start_error("removing a stale container", &name, err))?;
-        let created = docker
-            .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
-            .await
-            .map_err(|err| start_error("creating the terminal's container", &name, err))?;
-        let guard = ContainerGuard { docker: docker.clone(), id: created.id.clone(), name: name.clone() };
-        let attach = docker
-            .attach_container(
-                &created.id,
-                Some(AttachContainerOptions {
-                    stream: true,
-                    stdin: true,
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|err| start_error("attaching to the terminal's container", &name, err))?;
-        docker
-            .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|err| start_error("starting the terminal's container", &name, err))?;
+        let (id, guard, attach) = start_attached(&docker, &name, body, "the terminal's container").await?;
         let resize = |size: Option<(u16, u16)>| {
-            let (docker, id) = (docker.clone(), created.id.clone());
+            let (docker, id) = (docker.clone(), id.clone());
             async move {
                 if let Some((cols, rows)) = size {
                     let options =
@@ -631,7 +575,7 @@ impl DockerHost {
         // The engine may keep the attach stream open after the command ends
         // (podman does, while our stdin is open): its exit ends the loop,
         // once what it wrote has come through.
-        let exited = docker.wait_container(&created.id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let exited = docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
         let mut exited = Box::pin(exited);
         let mut status = None;
         let ended = loop {
@@ -670,6 +614,48 @@ impl DockerHost {
         guard_removed(guard).await;
         Ok(code)
     }
+}
+
+/// Creates container `name` from `body` (a leftover of that name, from a
+/// daemon that died without removing it or a shell being replaced, is
+/// removed first: never reused), attaches to it before starting it, so
+/// nothing it writes is missed, and starts it. `what` names it in errors.
+async fn start_attached(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+    what: &str,
+) -> Result<(String, ContainerGuard, bollard::container::AttachContainerResults), IsolationError> {
+    remove_container(docker, name).await.map_err(|err| start_error("removing a stale container", name, err))?;
+    let options = || CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+    let created = match docker.create_container(Some(options()), body.clone()).await {
+        // Another removal of the same name may still be finishing.
+        Err(err) if status_of(&err) == Some(409) => {
+            remove_container(docker, name).await.map_err(|err| start_error("removing a stale container", name, err))?;
+            docker.create_container(Some(options()), body).await
+        }
+        other => other,
+    }
+    .map_err(|err| start_error(&format!("creating {what}"), name, err))?;
+    let guard = ContainerGuard { docker: docker.clone(), id: created.id.clone(), name: name.to_string() };
+    let attach = docker
+        .attach_container(
+            &created.id,
+            Some(AttachContainerOptions {
+                stream: true,
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|err| start_error(&format!("attaching to {what}"), name, err))?;
+    docker
+        .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|err| start_error(&format!("starting {what}"), name, err))?;
+    Ok((created.id, guard, attach))
 }
 
 /// How long a terminal's output may stay quiet after its command exited
