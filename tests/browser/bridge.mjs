@@ -127,7 +127,10 @@ run('bridge', async (t) => {
     const waiting = page.locator('[data-testid="waiting-spawns"] [data-testid="waiting-approval"]');
     await until('"waiting for approval" on the page', async () =>
       ((await waiting.first().textContent({ timeout: 1000 })) ?? '').toLowerCase().includes('waiting for approval'));
-    check(((await tmux.locator('.note').textContent()) ?? '').toLowerCase().includes('waiting for approval'), 'the form says it waits');
+    // The list can show the held spawn (from its event) before the POST's
+    // answer reaches the form: the form's own line follows.
+    await until('the form to say it waits', async () =>
+      ((await tmux.locator('.note').textContent({ timeout: 1000 })) ?? '').toLowerCase().includes('waiting for approval'));
     check((await bindings()).filter((b) => b.terminal === 'tmux').length === 0, 'nothing started before the decision');
     const pending = (await t.apiOk('GET', '/api/v1/approvals?status=pending')).approvals;
     check(pending.length === 1 && pending[0].action.kind === 'terminal' && pending[0].action.action === 'spawn', `pending: ${JSON.stringify(pending)}`);
