@@ -55,19 +55,20 @@ fn data_dir(dir: &Path) -> DoctorCheck {
 }
 
 /// Where an agent keeps the login its CLI made, when no key is in the
-/// environment.
-fn credentials(kind: &str, name: &str, env: &dyn Fn(&str) -> bool) -> Option<(bool, String)> {
+/// environment; known by the provider's name (`codex`, `codex-acp`,
+/// `claude-agent-acp`, `gemini`), as one agent runs under several drivers.
+fn credentials(name: &str, env: &dyn Fn(&str) -> bool) -> Option<(bool, String)> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let (keys, files): (&[&str], Vec<PathBuf>) = match (kind, name) {
-        (_, n) if n.contains("codex") => {
+    let (keys, files): (&[&str], Vec<PathBuf>) = match name {
+        n if n.contains("codex") => {
             let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".codex"));
             (&["OPENAI_API_KEY", "CODEX_API_KEY"], vec![codex_home.join("auth.json")])
         }
-        (_, n) if n.contains("claude") => (
+        n if n.contains("claude") => (
             &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
             vec![home.join(".claude/.credentials.json"), home.join(".claude.json")],
         ),
-        (_, n) if n.contains("gemini") => {
+        n if n.contains("gemini") => {
             (&["GEMINI_API_KEY", "GOOGLE_API_KEY"], vec![home.join(".gemini/oauth_creds.json")])
         }
         _ => return None,
@@ -100,7 +101,7 @@ fn providers(ctx: &Context) -> Vec<DoctorCheck> {
             };
             let version = status.version.clone().unwrap_or_else(|| "version not known yet".into());
             let has = |k: &str| spec.env.contains_key(k) || std::env::var_os(k).is_some_and(|v| !v.is_empty());
-            match credentials(&spec.kind, &spec.name, &has) {
+            match credentials(&spec.name, &has) {
                 Some((false, why)) => check(
                     &name,
                     CheckStatus::Warn,
