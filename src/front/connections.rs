@@ -114,15 +114,21 @@ struct Registry {
 }
 
 impl Registry {
-    /// The oldest connection that is neither busy nor already on its way out.
+    /// The oldest connection that is neither busy nor already on its way out,
+    /// preferring one that has no bytes of a next head either: a kept-alive
+    /// connection whose client has begun a request is about to be busy, and
+    /// closing it fails that request, while a slow head (the slowloris) is
+    /// still evicted once nothing quieter is left.
     fn oldest_idle(&self, remote_only: bool) -> Option<u64> {
-        self.slots
-            .values()
-            .filter(|slot| !(remote_only && slot.loopback))
-            .find(|slot| {
+        let candidates = || {
+            self.slots.values().filter(move |slot| !(remote_only && slot.loopback)).filter(|slot| {
                 let state = slot.state();
                 !state.evicted && state.is_idle()
             })
+        };
+        candidates()
+            .find(|slot| !slot.state().head_started())
+            .or_else(|| candidates().next())
             .map(|slot| slot.id)
     }
 
@@ -218,6 +224,25 @@ impl Connections {
         Some(SlotHandle { connections: self.clone(), slot })
     }
 
+    /// Takes back the eviction of `slot`, whose task found the first bytes of
+    /// a request waiting unread on its socket: its client chose it (a pooled
+    /// keep-alive connection, typically) before the eviction could reach it,
+    /// and closing it now would fail that request. Only while no head has
+    /// been seen, so a connection is spared once per request: a slow head is
+    /// not spared again, and the count goes back under the cap as the next
+    /// newcomer evicts another. Returns whether it was spared.
+    pub fn reprieve(&self, slot: &Slot) -> bool {
+        let mut registry = self.registry();
+        let mut state = slot.state();
+        if !state.evicted || state.head_started() || !registry.slots.contains_key(&slot.id) {
+            return false;
+        }
+        state.evicted = false;
+        registry.evicting -= 1;
+        registry.evicting_remote -= usize::from(!slot.loopback);
+        true
+    }
+
     /// Closes the oldest idle connection, to free a file descriptor when
     /// `accept` itself ran out of them. Returns whether there was one.
     pub fn evict_oldest_idle(&self) -> bool {
@@ -296,6 +321,11 @@ impl SlotState {
     fn is_idle(&self) -> bool {
         self.in_flight == 0 && !self.upgraded
     }
+
+    /// Bytes of the next head were read.
+    fn head_started(&self) -> bool {
+        self.waiting.is_some_and(|w| w.head_started.is_some())
+    }
 }
 
 impl Slot {
@@ -365,6 +395,11 @@ impl Slot {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Whether the connection is to be closed to make room.
+    pub fn evicted(&self) -> bool {
+        self.state().evicted
     }
 
     /// Tells the connection's task to close it; false if already told.
@@ -579,6 +614,42 @@ mod tests {
         b.slot().end_request();
         assert!(connections.evict_oldest_idle());
         assert!(b.slot().state().evicted);
+    }
+
+    #[test]
+    fn a_connection_whose_client_began_a_request_is_evicted_last_and_may_be_spared_once() {
+        let connections = Connections::new(limits(2, 0));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let pooled = connections.admit(peer).unwrap();
+        pooled.slot().begin_request();
+        pooled.slot().end_request();
+        pooled.slot().bytes_read();
+        let quiet = connections.admit(peer).unwrap();
+        // The older connection has a head coming: the quiet one goes instead.
+        let newcomer = connections.admit(peer).unwrap();
+        assert!(quiet.slot().evicted() && !pooled.slot().evicted());
+        newcomer.slot().begin_request();
+        // With nothing quieter left, it goes too.
+        assert!(connections.evict_oldest_idle());
+        assert!(pooled.slot().evicted());
+        // A head already seen is no reason to spare it: a slow head stays evicted.
+        assert!(!connections.reprieve(pooled.slot()), "its head had started");
+        assert!(connections.reprieve(quiet.slot()), "no head yet: may be spared");
+    }
+
+    #[test]
+    fn a_reprieve_takes_the_eviction_back_in_the_counts() {
+        let connections = Connections::new(limits(1, 0));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let first = connections.admit(peer).unwrap();
+        let second = connections.admit(peer).unwrap();
+        assert!(first.slot().evicted());
+        assert!(connections.reprieve(first.slot()));
+        assert!(!first.slot().evicted());
+        assert!(!connections.reprieve(first.slot()), "not evicted any more");
+        // Both count again: the next newcomer makes room by evicting one.
+        let _third = connections.admit(peer).unwrap();
+        assert!(first.slot().evicted() && !second.slot().evicted());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! just then, which would see its request fail.)
 
 use super::authority::RequestAuthority;
-use super::connections::{Connections, Limits, Slot, SlotHandle};
+use super::connections::{Connections, Slot, SlotHandle};
 use super::error::ApiError;
 use bytes::Bytes;
 use http_body::Frame;
@@ -30,6 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -108,7 +109,7 @@ async fn accept_loop<F>(
                     warp: TowerToHyperService::new(warp::service(filter.clone())),
                     conn: ConnInfo { peer, slot: handle.slot().clone() },
                 };
-                tokio::spawn(serve_connection(stream, handle, service, *connections.limits(), stopped.clone()));
+                tokio::spawn(serve_connection(stream, handle, service, connections.clone(), stopped.clone()));
             }
             // The peer gave up before we got to it: nothing to do.
             Err(e) if is_connection_error(&e) => {}
@@ -140,7 +141,7 @@ async fn serve_connection<S>(
     stream: TcpStream,
     handle: SlotHandle,
     service: Boundary<S>,
-    limits: Limits,
+    connections: Arc<Connections>,
     mut stopped: watch::Receiver<bool>,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
@@ -149,6 +150,9 @@ async fn serve_connection<S>(
     S::Future: Send + 'static,
 {
     let slot = handle.slot().clone();
+    let limits = *connections.limits();
+    // Valid as long as `conn`, which owns the stream, lives: this task's life.
+    let fd = stream.as_raw_fd();
     let io = TokioIo::new(ConnIo { stream, handle });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
@@ -165,6 +169,10 @@ async fn serve_connection<S>(
                 return;
             }
             () = sleep_until(deadline) => {
+                if slot.evicted() && has_unread_bytes(fd) && connections.reprieve(&slot) {
+                    tracing::debug!("kept an evicted connection whose client had just sent on it");
+                    continue;
+                }
                 if slot.deadline(&limits).is_some_and(|d| d <= tokio::time::Instant::now()) {
                     tracing::debug!("closing a connection past its deadline (idle, slow head or evicted)");
                     return;
@@ -177,6 +185,15 @@ async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// Whether bytes wait unread on the socket `fd` (peeked, not taken).
+fn has_unread_bytes(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is an open socket (see its caller), and recv writes at
+    // most the one byte it is given; MSG_PEEK leaves the byte for hyper.
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n > 0
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
