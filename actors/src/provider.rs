@@ -216,6 +216,29 @@ impl Actor for ProviderWorker {
         .await
     }
 
+    /// A stop asked for (not a crash, which skips this): the agent process
+    /// goes with the driver, dropped with the state right after, and
+    /// clients are told it was stopped rather than left believing it runs.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
+        crate::heap::on_heap(async move {
+            // The turn first: dropping it aborts it and kills what it started.
+            state.current = None;
+            if state.running.is_none() {
+                return Ok(());
+            }
+            let mut batch = Batch::by(Owner::Provider);
+            batch.event(state.status(ProviderStatusKind::Stopped));
+            state.ctx.store.commit(batch).await?;
+            tracing::info!(session_id = %state.session_id, provider = %state.provider, "agent process stopped");
+            Ok(())
+        })
+        .await
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,

@@ -126,10 +126,7 @@ impl Registry {
                 !state.evicted && state.is_idle()
             })
         };
-        candidates()
-            .find(|slot| !slot.state().head_started())
-            .or_else(|| candidates().next())
-            .map(|slot| slot.id)
+        candidates().find(|slot| !slot.state().head_started()).or_else(|| candidates().next()).map(|slot| slot.id)
     }
 
     /// Marks `id` for closing; its task closes it, which frees the slot.

@@ -6,6 +6,7 @@
 mod api;
 mod auth;
 mod authority;
+mod closing;
 mod connections;
 mod cross_site;
 mod error;
@@ -18,6 +19,7 @@ mod terminals;
 mod workflows;
 mod ws;
 
+pub use closing::Farewell;
 pub use connections::{Connections, Limits as ConnectionLimits};
 pub use error::ApiError;
 
@@ -54,6 +56,7 @@ const MAX_WS_FRAME: usize = 64 * 1024;
 /// its frames claim (the socket's handler lifts the limit once it has).
 fn admit_socket(
     auth: &Arc<crate::auth::Auth>,
+    farewell: &Arc<Farewell>,
     conn: &server::ConnInfo,
     headers: &HeaderMap,
     query: &str,
@@ -65,7 +68,7 @@ fn admit_socket(
     if access.is_none() {
         conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
     }
-    Ok(Admission { peer, access, auth: auth.clone(), slot: conn.slot.clone() })
+    Ok(Admission { peer, access, auth: auth.clone(), slot: conn.slot.clone(), goodbye: farewell.enter() })
 }
 
 /// A WebSocket let in by [`admit_socket`]: who it is, what it may do, and
@@ -76,14 +79,18 @@ pub(crate) struct Admission {
     pub access: Option<crate::auth::Access>,
     pub auth: Arc<crate::auth::Auth>,
     pub slot: Arc<connections::Slot>,
+    /// Counts it among the open sockets, and tells it when the daemon stops.
+    pub goodbye: closing::SocketGuard,
 }
 
 pub fn routes(
     ctx: Context,
     auth: Arc<crate::auth::Auth>,
+    farewell: Arc<Farewell>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
+    let ws_farewell = farewell.clone();
     // What our server (server.rs) knows of the connection and the request's
     // authority, which warp's filters cannot see.
     let boundary = warp::ext::get::<server::ConnInfo>().and(warp::ext::get::<authority::RequestAuthority>());
@@ -103,7 +110,7 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                let admission = match admit_socket(&auth, &ws_farewell, &conn, &headers, &query, &authority) {
                     Ok(admission) => admission,
                     Err(refused) => return *refused,
                 };
@@ -139,7 +146,7 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = term_ctx.clone();
                 let auth = term_auth.clone();
-                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                let admission = match admit_socket(&auth, &farewell, &conn, &headers, &query, &authority) {
                     Ok(admission) => admission,
                     Err(refused) => return *refused,
                 };
@@ -304,6 +311,8 @@ pub struct FrontArgs {
     pub auth: Arc<crate::auth::Auth>,
     /// Made once by the daemon too: connections outlive a restarted front.
     pub connections: Arc<Connections>,
+    /// The goodbye the daemon says to every socket when it stops.
+    pub farewell: Arc<Farewell>,
 }
 
 pub enum FrontMsg {
@@ -324,7 +333,11 @@ impl Actor for Front {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let server = server::Server::start(listener, routes(args.ctx.clone(), args.auth.clone()), args.connections);
+        let server = server::Server::start(
+            listener,
+            routes(args.ctx.clone(), args.auth.clone(), args.farewell),
+            args.connections,
+        );
         Ok(FrontState { ctx: args.ctx, server })
     }
 
