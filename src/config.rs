@@ -40,6 +40,33 @@ pub struct FileConfig {
     /// `[termbridge]`: terminal control (docs/TERMINALS.md).
     #[serde(default)]
     pub termbridge: bosun_actors::TermBridgeSettings,
+    /// `[metrics]`: `GET /metrics` on a listener of its own.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]` (docs/PROTOCOL.md, "Metrics").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second listener that serves only `GET /metrics`, without a token,
+    /// for a Prometheus on the same host; loopback addresses only, since it
+    /// asks for nothing. The main listener serves `/metrics` behind the
+    /// API's gate either way.
+    pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.listen {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "[metrics] listen must be a loopback address (127.0.0.1, ::1): it serves without a token; got {addr}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[auth]`: who needs a token (docs/SECURITY.md).
@@ -126,6 +153,7 @@ impl FileConfig {
             spec.name = name.clone();
         }
         config.server.validate().with_context(|| format!("in config file {}", path.display()))?;
+        config.metrics.validate().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 }
@@ -148,6 +176,7 @@ pub struct DaemonConfig {
     pub git: GitSettings,
     pub prices: bosun_actors::Prices,
     pub termbridge: bosun_actors::TermBridgeSettings,
+    pub metrics: MetricsConfig,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.
@@ -202,6 +231,18 @@ mod tests {
         assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
         let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"proxy.local\"]").unwrap_err();
         assert!(err.to_string().contains("not an IP address or CIDR block"), "{err}");
+    }
+
+    #[test]
+    fn the_metrics_listener_is_loopback_only() {
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
+        assert!(config.metrics.validate().is_ok());
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"[::1]:9464\"").unwrap();
+        assert!(config.metrics.validate().is_ok());
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"0.0.0.0:9464\"").unwrap();
+        let err = config.metrics.validate().unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[metrics]\nlisen = \"127.0.0.1:1\"").is_err());
     }
 
     #[test]

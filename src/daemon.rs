@@ -92,6 +92,19 @@ pub async fn run(
     // Made once, like the listener: connections outlive a restarted front.
     let connections = crate::front::Connections::new(crate::front::ConnectionLimits::new(&config.server));
     let farewell = crate::front::Farewell::new();
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).with_context(|| format!("binding the metrics listener {addr}"))?;
+            let bound = listener.local_addr().context("reading the metrics listener's address")?;
+            tracing::info!(addr = %bound, "serving GET /metrics without a token on a loopback listener");
+            let limits = crate::front::ConnectionLimits::for_metrics(&config.server);
+            Some(crate::front::MetricsListener {
+                listener: Arc::new(listener),
+                connections: crate::front::Connections::new(limits),
+            })
+        }
+        None => None,
+    };
     probe_versions(&ctx);
 
     let sup_config = SupervisorConfig {
@@ -108,7 +121,7 @@ pub async fn run(
         tasks_spec(&ctx),
         terminals_spec(&ctx),
         auth_spec(auth.records()),
-        front_spec(&ctx, listener, auth, connections, farewell.clone()),
+        front_spec(&ctx, listener, auth, connections, farewell.clone(), metrics_listener),
     ];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
@@ -201,6 +214,7 @@ fn front_spec(
     auth: Arc<crate::auth::Auth>,
     connections: Arc<crate::front::Connections>,
     farewell: Arc<crate::front::Farewell>,
+    metrics_listener: Option<crate::front::MetricsListener>,
 ) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
@@ -210,6 +224,7 @@ fn front_spec(
             auth: auth.clone(),
             connections: connections.clone(),
             farewell: farewell.clone(),
+            metrics_listener: metrics_listener.clone(),
         };
         (Front, args)
     })

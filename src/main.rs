@@ -136,6 +136,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         git: file.git,
         prices: file.prices,
         termbridge: file.termbridge,
+        metrics: file.metrics,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

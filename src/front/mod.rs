@@ -313,6 +313,35 @@ pub struct FrontArgs {
     pub connections: Arc<Connections>,
     /// The goodbye the daemon says to every socket when it stops.
     pub farewell: Arc<Farewell>,
+    /// `[metrics] listen`: a second listener for `GET /metrics` alone.
+    pub metrics_listener: Option<MetricsListener>,
+}
+
+/// The loopback listener that serves only `GET /metrics`, without a token,
+/// with connections of its own (its scrapers never take the API's).
+#[derive(Clone)]
+pub struct MetricsListener {
+    pub listener: Arc<TcpListener>,
+    pub connections: Arc<Connections>,
+}
+
+/// What the metrics listener answers: `GET /metrics`, and a JSON error for
+/// anything else.
+fn metrics_routes(
+    ctx: Context,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    warp::method().and(warp::path::full()).map(move |method: Method, path: FullPath| {
+        let answer = match (path.as_str(), &method) {
+            ("/metrics", &Method::GET) => api::metrics(&ctx),
+            ("/metrics", _) => Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path: path.as_str().to_string(),
+                allowed: "GET",
+            }),
+            _ => Err(ApiError::NotFound("this listener serves GET /metrics only".into())),
+        };
+        auth::with_security_headers(answer.unwrap_or_else(|e| e.into_response()))
+    })
 }
 
 pub enum FrontMsg {
@@ -322,6 +351,7 @@ pub enum FrontMsg {
 pub struct FrontState {
     ctx: Context,
     server: server::Server,
+    metrics_server: Option<server::Server>,
 }
 
 impl Actor for Front {
@@ -338,11 +368,23 @@ impl Actor for Front {
             routes(args.ctx.clone(), args.auth.clone(), args.farewell),
             args.connections,
         );
-        Ok(FrontState { ctx: args.ctx, server })
+        let metrics_server = match args.metrics_listener {
+            Some(metrics) => {
+                let std_listener = metrics.listener.try_clone()?;
+                std_listener.set_nonblocking(true)?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                Some(server::Server::start(listener, metrics_routes(args.ctx.clone()), metrics.connections))
+            }
+            None => None,
+        };
+        Ok(FrontState { ctx: args.ctx, server, metrics_server })
     }
 
     async fn post_stop(&self, _myself: ActorRef<FrontMsg>, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
         state.server.stop();
+        if let Some(metrics) = &state.metrics_server {
+            metrics.stop();
+        }
         Ok(())
     }
 
@@ -358,6 +400,9 @@ impl Actor for Front {
                     // Stop accepting on the old server before the panic unwinds,
                     // so the restarted front is the only one serving.
                     state.server.stop();
+                    if let Some(metrics) = &state.metrics_server {
+                        metrics.stop();
+                    }
                     panic!("injected fault: front");
                 }
             }

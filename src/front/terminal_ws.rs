@@ -137,6 +137,7 @@ pub async fn serve(socket: WebSocket, ctx: Context, admission: super::Admission,
         return;
     }
     slot.budget.lift();
+    let _counted = bosun_actors::metrics::Alive::new(&ctx.metrics.terminal_sockets);
     let result = run(&mut conn, &mut frames, from, &mut goodbye).await;
     if let Err(e) = result {
         tracing::debug!(binding = %binding_id, error = %e, "terminal socket ended");

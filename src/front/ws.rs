@@ -149,6 +149,7 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat, admissio
             }
         },
     };
+    let _counted = bosun_actors::metrics::Alive::new(&conn.ctx.metrics.websocket_subscribers);
     // A paired device's socket lives only as long as the device does.
     let device = match access {
         Access::Device(id) => Some(id),
