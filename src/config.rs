@@ -43,6 +43,51 @@ pub struct FileConfig {
     /// `[metrics]`: `GET /metrics` on a listener of its own.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[logs]`: the rotated log files under `<data_dir>/logs/`.
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: `core.log` and `providers/<name>.log` under `<data_dir>/logs/`,
+/// each rotated when it passes `max_bytes`, keeping `keep` old files
+/// (`core.log.1` is the newest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Write the files at all (default true; stderr is logged to either way).
+    pub files: Option<bool>,
+    /// Default 10 MiB; at least 1 KiB.
+    pub max_bytes: Option<usize>,
+    /// Rotated files kept besides the current one (default 5; at least 1).
+    pub keep: Option<usize>,
+}
+
+impl LogsConfig {
+    pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
+    pub const DEFAULT_KEEP: usize = 5;
+    const MIN_MAX_BYTES: usize = 1024;
+
+    pub fn files(&self) -> bool {
+        self.files.unwrap_or(true)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.unwrap_or(Self::DEFAULT_MAX_BYTES)
+    }
+
+    pub fn keep(&self) -> usize {
+        self.keep.unwrap_or(Self::DEFAULT_KEEP)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_bytes.is_some_and(|n| n < Self::MIN_MAX_BYTES) {
+            anyhow::bail!("[logs] max_bytes must be at least {}", Self::MIN_MAX_BYTES);
+        }
+        if self.keep == Some(0) {
+            anyhow::bail!("[logs] keep must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]` (docs/PROTOCOL.md, "Metrics").
@@ -154,6 +199,7 @@ impl FileConfig {
         }
         config.server.validate().with_context(|| format!("in config file {}", path.display()))?;
         config.metrics.validate().with_context(|| format!("in config file {}", path.display()))?;
+        config.logs.validate().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 }
@@ -177,6 +223,7 @@ pub struct DaemonConfig {
     pub prices: bosun_actors::Prices,
     pub termbridge: bosun_actors::TermBridgeSettings,
     pub metrics: MetricsConfig,
+    pub logs: LogsConfig,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.

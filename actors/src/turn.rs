@@ -489,7 +489,7 @@ impl TurnState {
         mut batch: Batch,
         violation: Violation,
     ) -> Result<(), ActorProcessingErr> {
-        tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
+        tracing::warn!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
         batch.event(self.event(EventData::PolicyViolation(events::PolicyViolation {
             turn_id: self.turn_id(),
             provider: self.provider.clone(),
@@ -575,6 +575,7 @@ impl TurnState {
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.observe_wait(&approval);
+                tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "approval accepted by the full-access policy");
                 self.send_decision(&request_id, Decision::Accept);
             }
             Policy::PlanOnly => {
@@ -586,7 +587,7 @@ impl TurnState {
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.notify_session_status();
-                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
+                tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
             }
         }
         Ok(())
@@ -629,6 +630,7 @@ impl TurnState {
         batch.put(&self.record)?;
         self.ctx.store.commit(batch).await?;
         self.observe_wait(&approval);
+        tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %approval.id, status = %approval.status, decided_by = %by, "approval decided");
         self.notify_session_status();
         self.send_decision(&approval.request_id, decision);
         if decision == Decision::Cancel {
