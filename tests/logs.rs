@@ -17,7 +17,7 @@ fn config() -> String {
     format!(
         "[logs]\nmax_bytes = {MAX_BYTES}\nkeep = 2\n\
          [providers.noisy]\nkind = \"acp\"\ncommand = \"sh\"\n\
-         args = [\"-c\", \"echo 'noisy agent says hello' >&2; exit 3\"]\n"
+         args = [\"-c\", \"echo 'noisy agent says hello' >&2; sleep 1; exit 3\"]\n"
     )
 }
 
@@ -100,7 +100,14 @@ async fn logs_rotate_carry_their_context_and_keep_tokens_out() {
     assert!(probed.is_some_and(|l| l["path"] == "/api/v1/sessions"), "the given request id is the line's: {probed:?}");
     // The early lines rotated away, so look for the turn's lines only where
     // they may still be: the provider's file has its own.
+    // Written as the provider's worker takes the line, which may be after
+    // the turn has ended.
     let provider_log = logs.join("providers").join("noisy.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !provider_log.exists() {
+        assert!(std::time::Instant::now() < deadline, "no {}", provider_log.display());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let provider_lines = lines_of(&provider_log);
     let said = provider_lines
         .iter()
