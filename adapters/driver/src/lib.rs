@@ -15,7 +15,7 @@ pub mod safe_commands;
 pub use contract::*;
 pub use lifecycle::{NewTurn, TurnSink, TurnSlot, TurnState};
 pub use registry::{
-    find_program, probe_version, KnownProgram, ProviderFactory, ProviderHealth, ProviderOrigin, ProviderRegistry,
-    ProviderSpec, ProviderStatus, RegistryError, DEFAULT_COMMAND_TIMEOUT, DEFAULT_SILENCE_TIMEOUT,
-    DEFAULT_STARTUP_TIMEOUT,
+    find_program, mask_secret, probe_version, secret_ref, KnownProgram, ProviderFactory, ProviderHealth,
+    ProviderOrigin, ProviderRegistry, ProviderSpec, ProviderStatus, RegistryError, SecretResolver,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_SILENCE_TIMEOUT, DEFAULT_STARTUP_TIMEOUT, SECRET_REF_PREFIX,
 };

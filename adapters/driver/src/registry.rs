@@ -119,8 +119,44 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long one command of the `shell` provider may run.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// One `[providers.NAME]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An `env` value of this form names a secret (`bosun secrets set NAME`),
+/// put in the agent's environment in clear only when its process starts.
+pub const SECRET_REF_PREFIX: &str = "secret:";
+
+/// The secret an `env` value refers to (`"secret:NAME"` → `NAME`), if it does.
+pub fn secret_ref(value: &str) -> Option<&str> {
+    value.strip_prefix(SECRET_REF_PREFIX)
+}
+
+/// Turns the `secret:NAME` values of a provider's `env` into the secrets'
+/// clear values, each time an agent is started: a secret changed since the
+/// daemon started is the one the next agent gets.
+pub trait SecretResolver: Send + Sync + fmt::Debug + 'static {
+    /// The clear value of secret `name`, or why there is none.
+    fn resolve(&self, name: &str) -> Result<String, String>;
+}
+
+/// How a value that may be secret is shown to a person (logs, `Debug`, the
+/// API): `sk-…abcd`. Only a value of 12 characters or more shows its last 4
+/// (and a prefix up to a dash, `sk-`, when 6 or more stay hidden); a shorter
+/// one shows nothing but `…`, as too little of it would stay hidden.
+pub fn mask_secret(value: &str) -> String {
+    const ELLIPSIS: char = '\u{2026}';
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() < 12 {
+        return ELLIPSIS.to_string();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    // A short known-looking prefix ("sk-", "ghp-"): at most 4 characters, a dash last.
+    let prefix_len = chars.iter().take(4).position(|c| *c == '-').map(|dash| dash + 1).unwrap_or(0);
+    let prefix_len = if chars.len() - prefix_len - 4 >= 6 { prefix_len } else { 0 };
+    let prefix: String = chars[..prefix_len].iter().collect();
+    format!("{prefix}{ELLIPSIS}{tail}")
+}
+
+/// One `[providers.NAME]` entry. Its `Debug` masks `env` values, which may
+/// be keys (inline, or resolved from `secret:` references).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
     #[serde(skip)]
@@ -159,6 +195,31 @@ pub struct ProviderSpec {
     /// learned: an agent is known by that, not only by its file name.
     #[serde(skip)]
     pub agent_name: Option<String>,
+}
+
+impl fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A `secret:NAME` reference says nothing secret and helps a reader;
+        // any other value is masked.
+        let env: BTreeMap<&str, String> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), if secret_ref(v).is_some() { v.clone() } else { mask_secret(v) }))
+            .collect();
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &env)
+            .field("startup_timeout_secs", &self.startup_timeout_secs)
+            .field("silence_timeout_secs", &self.silence_timeout_secs)
+            .field("command_timeout_secs", &self.command_timeout_secs)
+            .field("state_dirs", &self.state_dirs)
+            .field("origin", &self.origin)
+            .field("agent_name", &self.agent_name)
+            .finish()
+    }
 }
 
 impl ProviderSpec {
@@ -265,6 +326,8 @@ pub enum RegistryError {
     NoCommand { name: String, kind: String },
     #[error("unknown provider {0:?}")]
     Unknown(String),
+    #[error("provider {provider:?}: env {var} names secret {secret:?}, which cannot be read: {reason}")]
+    Secret { provider: String, var: String, secret: String, reason: String },
 }
 
 /// Where a provider stands, as `GET /api/v1/providers` shows it.
@@ -327,9 +390,35 @@ pub struct ProviderRegistry {
     specs: BTreeMap<String, ProviderSpec>,
     search_path: Option<OsString>,
     runtime: Mutex<BTreeMap<String, Runtime>>,
+    /// Resolves `secret:NAME` env values when an agent starts; without one,
+    /// such a value is an error rather than passed on as it is.
+    secrets: Option<Arc<dyn SecretResolver>>,
 }
 
 impl ProviderRegistry {
+    /// Resolves the `secret:NAME` values of providers' `env` with `secrets`.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretResolver>) -> ProviderRegistry {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// `spec`'s env with each `secret:NAME` value replaced by the secret's
+    /// clear value: what the agent's process is given, and nothing else sees.
+    fn resolve_secrets(&self, spec: &mut ProviderSpec) -> Result<(), RegistryError> {
+        for (var, value) in spec.env.iter_mut() {
+            let Some(secret) = secret_ref(value) else { continue };
+            let refused = |reason: String| RegistryError::Secret {
+                provider: spec.name.clone(),
+                var: var.clone(),
+                secret: secret.to_string(),
+                reason,
+            };
+            let resolver = self.secrets.as_ref().ok_or_else(|| refused("this daemon keeps no secrets".into()))?;
+            *value = resolver.resolve(secret).map_err(refused)?;
+        }
+        Ok(())
+    }
+
     /// The built-in providers of `factories` plus `configured` ones (which
     /// may override them), without looking on `PATH`.
     pub fn new(
@@ -391,7 +480,7 @@ impl ProviderRegistry {
             spec.origin = ProviderOrigin::Config;
             specs.insert(spec.name.clone(), spec);
         }
-        Ok(ProviderRegistry { factories, specs, search_path, runtime: Mutex::new(BTreeMap::new()) })
+        Ok(ProviderRegistry { factories, specs, search_path, runtime: Mutex::new(BTreeMap::new()), secrets: None })
     }
 
     /// The factory of `spec`'s kind; every spec in the registry has one.
@@ -532,8 +621,12 @@ impl ProviderRegistry {
         if let Some(resolved) = self.resolve(&spec) {
             spec.command = Some(resolved.to_string_lossy().into_owned());
         }
+        // The jail's state dirs are expanded from the references, before
+        // they become clear values.
+        let state_dirs = self.state_dirs(&spec);
+        self.resolve_secrets(&mut spec)?;
         if let Isolation::Jail(jail) = &init.isolation {
-            let dirs = self.state_dirs(&spec);
+            let dirs = state_dirs;
             for dir in &dirs {
                 // bwrap can only bind what exists.
                 if let Err(e) = std::fs::create_dir_all(dir) {
@@ -564,6 +657,9 @@ impl ProviderRegistry {
         };
         if let Some(resolved) = self.resolve(&spec) {
             spec.command = Some(resolved.to_string_lossy().into_owned());
+        }
+        if let Err(e) = self.resolve_secrets(&mut spec) {
+            return Box::pin(std::future::ready(Err(e.to_string())));
         }
         factory.probe(spec, scratch)
     }
@@ -808,5 +904,68 @@ mod tests {
         reg.report_started("a", None);
         reg.report_stopped("a", None);
         assert_eq!(health("a"), ProviderHealth::Available);
+    }
+
+    #[test]
+    fn masks_keep_little_of_a_value_and_nothing_of_a_short_one() {
+        assert_eq!(mask_secret("sk-0123456789abcdef"), "sk-\u{2026}cdef");
+        assert_eq!(mask_secret("0123456789abcdef"), "\u{2026}cdef");
+        // Too short for a dash prefix to leave enough hidden.
+        assert_eq!(mask_secret("sk-12345abcd"), "\u{2026}abcd");
+        assert_eq!(mask_secret("sk-123456abcd"), "sk-\u{2026}abcd");
+        // A dash past the 4th character is no known prefix.
+        assert_eq!(mask_secret("abcde-6789abcdef"), "\u{2026}cdef");
+        for short in ["", "x", "sk-abc", "12345678901"] {
+            assert_eq!(mask_secret(short), "\u{2026}", "{short:?}");
+        }
+        // Characters, not bytes: a multi-byte value is not cut mid-character.
+        assert_eq!(mask_secret("ééééééééééééé1234"), "\u{2026}1234");
+    }
+
+    #[test]
+    fn debug_of_a_spec_masks_env_values_but_shows_secret_references() {
+        let mut spec = ProviderSpec::new("p", "agent", Some("agent"), &[]);
+        spec.env.insert("INLINE".into(), "sk-inline-clear-value-1234".into());
+        spec.env.insert("REF".into(), "secret:openai".into());
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("inline-clear-value"), "{shown}");
+        assert!(shown.contains("sk-\u{2026}1234"), "{shown}");
+        assert!(shown.contains("secret:openai"), "{shown}");
+    }
+
+    #[derive(Debug)]
+    struct OneSecret;
+
+    impl SecretResolver for OneSecret {
+        fn resolve(&self, name: &str) -> Result<String, String> {
+            if name == "openai" {
+                Ok("clear-value".into())
+            } else {
+                Err(format!("no secret {name:?}"))
+            }
+        }
+    }
+
+    #[test]
+    fn secret_references_are_resolved_only_with_a_resolver_that_knows_them() {
+        let kinds: Vec<Arc<dyn ProviderFactory>> = vec![Arc::new(TestKind { kind: "agent", program: true })];
+        let mut spec = ProviderSpec::new("p", "agent", Some("agent"), &[]);
+        spec.env.insert("KEY".into(), "secret:openai".into());
+        spec.env.insert("PLAIN".into(), "as-is".into());
+        let without = ProviderRegistry::new(kinds.clone(), [spec.clone()]).unwrap();
+        let err = without.resolve_secrets(&mut spec.clone()).unwrap_err();
+        assert!(matches!(err, RegistryError::Secret { .. }), "{err}");
+
+        let registry = ProviderRegistry::new(kinds, [spec.clone()]).unwrap().with_secrets(Arc::new(OneSecret));
+        let mut resolved = spec.clone();
+        registry.resolve_secrets(&mut resolved).unwrap();
+        assert_eq!(resolved.env["KEY"], "clear-value");
+        assert_eq!(resolved.env["PLAIN"], "as-is");
+        // The registry keeps the reference, not the value.
+        assert_eq!(registry.get("p").unwrap().env["KEY"], "secret:openai");
+
+        spec.env.insert("OTHER".into(), "secret:missing".into());
+        let err = registry.resolve_secrets(&mut spec).unwrap_err().to_string();
+        assert!(err.contains("OTHER") && err.contains("missing"), "{err}");
     }
 }
