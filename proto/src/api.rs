@@ -502,6 +502,42 @@ pub struct DeviceRevoked {
     pub revoked: bool,
 }
 
+/// A secret as clients see it: its value masked (`sk-…abcd`), never clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretView {
+    pub name: String,
+    pub masked: String,
+    /// RFC 3339, when it was last set.
+    pub updated_at: String,
+}
+
+/// `GET /api/v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretView>,
+}
+
+/// `PUT /api/v1/secrets/{name}`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSecretRequest {
+    pub value: String,
+}
+
+impl std::fmt::Debug for SetSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is the one thing here that must never reach a log.
+        f.debug_struct("SetSecretRequest").field("value", &"…").finish()
+    }
+}
+
+/// `DELETE /api/v1/secrets/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretRemoved {
+    pub name: String,
+    pub removed: bool,
+}
+
 /// `POST /auth/totp`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

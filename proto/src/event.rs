@@ -84,6 +84,9 @@ pub enum EventType {
     TerminalDenied,
     #[serde(rename = "termbridge:capability_update")]
     CapabilityUpdate,
+    /// A setting was changed through the API; names it, never its value.
+    #[serde(rename = "settings:changed")]
+    SettingsChanged,
     #[serde(rename = "actor:restarted")]
     ActorRestarted,
     #[serde(rename = "diagnostics:log")]
@@ -129,6 +132,7 @@ impl EventType {
             EventType::TerminalAction => "termbridge:action",
             EventType::TerminalDenied => "termbridge:denied",
             EventType::CapabilityUpdate => "termbridge:capability_update",
+            EventType::SettingsChanged => "settings:changed",
             EventType::ActorRestarted => "actor:restarted",
             EventType::DiagnosticsLog => "diagnostics:log",
             EventType::Other(s) => s,

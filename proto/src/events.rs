@@ -96,6 +96,10 @@ pub enum EventData {
     TerminalDenied(crate::terminal::TerminalDenied),
     #[serde(rename = "termbridge:capability_update")]
     CapabilityUpdate(crate::terminal::CapabilityUpdate),
+    /// A setting was changed through the API (a secret set or removed):
+    /// names what changed, never a value.
+    #[serde(rename = "settings:changed")]
+    SettingsChanged(SettingsChanged),
     #[serde(rename = "actor:restarted")]
     ActorRestarted(ActorRestarted),
     #[serde(rename = "diagnostics:log")]
@@ -140,6 +144,7 @@ impl EventData {
             EventData::TerminalAction(_) => EventType::TerminalAction,
             EventData::TerminalDenied(_) => EventType::TerminalDenied,
             EventData::CapabilityUpdate(_) => EventType::CapabilityUpdate,
+            EventData::SettingsChanged(_) => EventType::SettingsChanged,
             EventData::ActorRestarted(_) => EventType::ActorRestarted,
             EventData::DiagnosticsLog(_) => EventType::DiagnosticsLog,
         }
@@ -188,6 +193,7 @@ impl EventData {
             | EventData::FileWritten(_)
             | EventData::FileDeleted(_)
             | EventData::ActorRestarted(_)
+            | EventData::SettingsChanged(_)
             | EventData::WorkflowStarted(_)
             | EventData::WorkflowStep(_)
             | EventData::WorkflowEvent(_)
@@ -406,6 +412,17 @@ pub struct PolicyModeRestored {
     pub from: String,
     /// The asking mode it was put back in.
     pub to: String,
+}
+
+/// What a `settings:changed` event says changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SettingsChanged {
+    /// The kind of setting: `secret`.
+    pub setting: String,
+    /// Which one (a secret's name).
+    pub name: String,
+    /// `set` or `removed`.
+    pub change: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

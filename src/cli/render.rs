@@ -196,6 +196,7 @@ fn summary(env: &Envelope) -> String {
             format!("{} left mode {} and was put back in {}", e.provider, e.from, e.to)
         }
         EventData::ActorRestarted(e) => format!("{} ({}) restarted", e.actor, e.kind),
+        EventData::SettingsChanged(e) => format!("{} {} {}", e.setting, e.name, e.change),
         EventData::DiagnosticsLog(e) => format!("{}: {}", e.level, clip(&e.message, 100)),
         EventData::TaskUpdated(e) => {
             format!("{} {} {} (by {})", e.task.id, e.task.status, quote(&e.task.title, 60), e.by)

@@ -285,6 +285,9 @@ pub fn document() -> Value {
     op!("post", "/api/v1/terminals/clipboard", "Write the OS clipboard, or through a binding's terminal (OSC 52)", body: ClipboardWrite, 200 => ClipboardContent);
     op!("get", "/api/v1/events", "Stored events after a seq", query: EventsQuery, 200 => EventsPage);
     op!("get", "/api/v1/providers", "The providers and where each stands", 200 => ProviderList);
+    op!("get", "/api/v1/secrets", "The secrets, their values masked (admin)", 200 => SecretList);
+    op!("put", "/api/v1/secrets/{name}", "Set a secret (admin); answers with it masked", body: SetSecretRequest, 200 => SecretView);
+    op!("delete", "/api/v1/secrets/{name}", "Remove a secret (admin)", 200 => SecretRemoved);
     op!("get", "/api/v1/doctor", "The daemon's checks of itself, in its own environment (bosun doctor)", 200 => DoctorReport);
     op!("post", "/api/v1/debug/crash", "Make an actor panic (only with --enable-fault-injection)", body: CrashRequest, 202 => CrashScheduled);
     b.op(Op {

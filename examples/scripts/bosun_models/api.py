@@ -670,6 +670,31 @@ class Enforcement(str, Enum):
     unverified = 'unverified'
 
 
+class SecretView(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+    masked: str
+    updated_at: Annotated[str, Field(description='RFC 3339, when it was last set.')]
+
+
+class SetSecretRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+        populate_by_name=True,
+    )
+    value: str
+
+
+class SecretRemoved(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+    removed: bool
+
+
 class CheckStatus(str, Enum):
     ok = 'ok'
     warn = 'warn'
@@ -929,6 +954,7 @@ class Envelope(BaseModel):
         | Literal['file:changed']
         | Literal['policy:violation']
         | Literal['policy:mode_restored']
+        | Literal['settings:changed']
         | str,
         Field(
             description='Every event kind Bosun emits. The wire name (`session:update`, ...) is the\nserde name; `Other` keeps events written by a newer daemon readable.'
@@ -1186,6 +1212,13 @@ class ProviderView(BaseModel):
             description='What the agent calls itself (`agentInfo` at `initialize`), once started.'
         ),
     ] = None
+
+
+class SecretList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    secrets: list[SecretView]
 
 
 class DoctorCheck(BaseModel):

@@ -630,6 +630,15 @@ class TerminalCapabilities(BaseModel):
     max_clipboard_kb: Annotated[int, Field(ge=0)]
 
 
+class SettingsChanged(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    setting: Annotated[str, Field(description='The kind of setting: `secret`.')]
+    name: Annotated[str, Field(description="Which one (a secret's name).")]
+    change: Annotated[str, Field(description='`set` or `removed`.')]
+
+
 class ActorRestarted(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -970,6 +979,25 @@ class BosunEventTermbridgeDenied(BaseModel):
     ]
     type: Literal['termbridge:denied']
     data: TerminalDenied
+
+
+class BosunEventSettingsChanged(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    v: Annotated[int, Field(description="The envelope layout's version.", ge=0, le=255)]
+    seq: Annotated[
+        int, Field(description='Global, gap-free and strictly increasing.', ge=0)
+    ]
+    ts: Annotated[str, Field(description='RFC 3339 in UTC, microseconds.')]
+    topic: Annotated[
+        str,
+        Field(
+            description='A topic names the stream an event belongs to: `session:<id>` for everything\nabout one session, `workflow:<id>` for one workflow run, `system` for\ndaemon-wide events.'
+        ),
+    ]
+    type: Literal['settings:changed']
+    data: SettingsChanged
 
 
 class BosunEventActorRestarted(BaseModel):
@@ -1929,6 +1957,7 @@ class BosunEvent(
         | BosunEventTermbridgeAction
         | BosunEventTermbridgeDenied
         | BosunEventTermbridgeCapabilityUpdate
+        | BosunEventSettingsChanged
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog
     ]
@@ -1968,6 +1997,7 @@ class BosunEvent(
         | BosunEventTermbridgeAction
         | BosunEventTermbridgeDenied
         | BosunEventTermbridgeCapabilityUpdate
+        | BosunEventSettingsChanged
         | BosunEventActorRestarted
         | BosunEventDiagnosticsLog,
         Field(

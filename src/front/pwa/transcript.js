@@ -206,6 +206,8 @@ export const renderers = {
     }),
 
   'actor:restarted': notInTranscript,
+  // On the system topic, never a session's.
+  'settings:changed': notInTranscript,
 
   // A workflow run's events are on its own topic, not a session's: the run
   // view (workflows.js) draws them from the store.

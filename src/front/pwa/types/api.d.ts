@@ -124,6 +124,7 @@ export type EventType =
   | 'file:changed'
   | 'policy:violation'
   | 'policy:mode_restored'
+  | 'settings:changed'
   | string;
 /**
  * A decision on an approval, as a client sends it.
@@ -268,6 +269,10 @@ export interface ApiSchemas {
   ProviderView: ProviderView;
   ProviderCapabilities: ProviderCapabilities;
   Enforcement: Enforcement;
+  SecretList: SecretList;
+  SecretView: SecretView;
+  SetSecretRequest: SetSecretRequest;
+  SecretRemoved: SecretRemoved;
   DoctorReport: DoctorReport;
   DoctorCheck: DoctorCheck;
   CheckStatus: CheckStatus;
@@ -1197,6 +1202,36 @@ export interface ProviderCapabilities {
   images: boolean;
 }
 /**
+ * `GET /api/v1/secrets`.
+ */
+export interface SecretList {
+  secrets: SecretView[];
+}
+/**
+ * A secret as clients see it: its value masked (`sk-…abcd`), never clear.
+ */
+export interface SecretView {
+  name: string;
+  masked: string;
+  /**
+   * RFC 3339, when it was last set.
+   */
+  updated_at: string;
+}
+/**
+ * `PUT /api/v1/secrets/{name}`.
+ */
+export interface SetSecretRequest {
+  value: string;
+}
+/**
+ * `DELETE /api/v1/secrets/{name}`.
+ */
+export interface SecretRemoved {
+  name: string;
+  removed: boolean;
+}
+/**
  * `GET /api/v1/doctor`: the daemon's checks of itself, made in its own
  * process, so with the environment (`PATH`, credentials) it really has,
  * which under a service manager is not the shell's.
@@ -1364,6 +1399,9 @@ export interface ApiOperations {
   'POST /api/v1/terminals/clipboard': { request: ClipboardWrite; response: ClipboardContent };
   'GET /api/v1/events': { request: undefined; response: EventsPage };
   'GET /api/v1/providers': { request: undefined; response: ProviderList };
+  'GET /api/v1/secrets': { request: undefined; response: SecretList };
+  'PUT /api/v1/secrets/{name}': { request: SetSecretRequest; response: SecretView };
+  'DELETE /api/v1/secrets/{name}': { request: undefined; response: SecretRemoved };
   'GET /api/v1/doctor': { request: undefined; response: DoctorReport };
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };
   'GET /api/v1/openapi.json': { request: undefined; response: Record<string, unknown> };

@@ -156,6 +156,10 @@ export type BosunEvent = {
       data: CapabilityUpdate;
     }
   | {
+      type: 'settings:changed';
+      data: SettingsChanged;
+    }
+  | {
       type: 'actor:restarted';
       data: ActorRestarted;
     }
@@ -1077,6 +1081,23 @@ export interface TerminalCapabilities {
   cwd_sync: boolean;
   bracketed_paste: boolean;
   max_clipboard_kb: number;
+}
+/**
+ * What a `settings:changed` event says changed.
+ */
+export interface SettingsChanged {
+  /**
+   * The kind of setting: `secret`.
+   */
+  setting: string;
+  /**
+   * Which one (a secret's name).
+   */
+  name: string;
+  /**
+   * `set` or `removed`.
+   */
+  change: string;
 }
 export interface ActorRestarted {
   actor: string;
