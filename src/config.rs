@@ -2,12 +2,13 @@
 
 use anyhow::Context as _;
 use bosun_actors::GitSettings;
-use bosun_driver::ProviderSpec;
+use bosun_driver::{ProviderFactory, ProviderSpec};
 use bosun_isolation::container::DockerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -79,14 +80,15 @@ impl LogsConfig {
         self.keep.unwrap_or(Self::DEFAULT_KEEP)
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.max_bytes.is_some_and(|n| n < Self::MIN_MAX_BYTES) {
-            anyhow::bail!("[logs] max_bytes must be at least {}", Self::MIN_MAX_BYTES);
+            problems.push(format!("[logs] max_bytes must be at least {}", Self::MIN_MAX_BYTES));
         }
         if self.keep == Some(0) {
-            anyhow::bail!("[logs] keep must be at least 1");
+            problems.push("[logs] keep must be at least 1".to_string());
         }
-        Ok(())
+        problems
     }
 }
 
@@ -102,15 +104,13 @@ pub struct MetricsConfig {
 }
 
 impl MetricsConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(addr) = self.listen {
-            if !addr.ip().is_loopback() {
-                anyhow::bail!(
-                    "[metrics] listen must be a loopback address (127.0.0.1, ::1): it serves without a token; got {addr}"
-                );
-            }
+    pub fn problems(&self) -> Vec<String> {
+        match self.listen {
+            Some(addr) if !addr.ip().is_loopback() => vec![format!(
+                "[metrics] listen must be a loopback address (127.0.0.1, ::1): it serves without a token; got {addr}"
+            )],
+            _ => Vec::new(),
         }
-        Ok(())
     }
 }
 
@@ -159,15 +159,20 @@ impl ServerConfig {
         self.idle_timeout_secs.map(Duration::from_secs).unwrap_or(Self::DEFAULT_IDLE_TIMEOUT)
     }
 
-    /// Refuses values that would make the daemon unreachable.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Values that would make the daemon unreachable, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.max_connections == Some(0) {
-            anyhow::bail!("[server] max_connections must be at least 1");
+            problems.push("[server] max_connections must be at least 1".to_string());
         }
-        if self.header_timeout_secs == Some(0) || self.idle_timeout_secs == Some(0) {
-            anyhow::bail!("[server] header_timeout_secs and idle_timeout_secs must be at least 1");
+        for (key, value) in
+            [("header_timeout_secs", self.header_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)]
+        {
+            if value == Some(0) {
+                problems.push(format!("[server] {key} must be at least 1"));
+            }
         }
-        Ok(())
+        problems
     }
 }
 
@@ -189,18 +194,110 @@ pub enum LogFormat {
     Json,
 }
 
+/// Every problem found in a config file, listed together so that one run
+/// tells the user all there is to fix. The daemon starts nothing with one.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        write!(f, "config file {} has {n} problem{}:", self.path.display(), if n == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 impl FileConfig {
+    /// Reads and parses `path`. Unknown keys and malformed values are
+    /// refused here (the parser stops at the first); what needs the rest of
+    /// the daemon to judge is [`FileConfig::check`]'s.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let mut config: FileConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigErrors { path: path.to_path_buf(), problems: vec![e.to_string().trim().to_string()] })?;
         for (name, spec) in config.providers.iter_mut() {
             spec.name = name.clone();
         }
-        config.server.validate().with_context(|| format!("in config file {}", path.display()))?;
-        config.metrics.validate().with_context(|| format!("in config file {}", path.display()))?;
-        config.logs.validate().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
+    }
+
+    /// Checks what a parser cannot: limits, provider kinds and names, env
+    /// names, `secret:` references against the `secrets` the data dir
+    /// has, origins. Every problem is reported, not only the first.
+    pub fn check(
+        &self,
+        path: &Path,
+        kinds: &[Arc<dyn ProviderFactory>],
+        secrets: &[String],
+    ) -> Result<(), ConfigErrors> {
+        let mut problems = self.server.problems();
+        problems.extend(self.metrics.problems());
+        problems.extend(self.logs.problems());
+        let known_kinds: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
+        for (name, spec) in &self.providers {
+            let at = format!("[providers.{name}]");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                problems.push(format!("{at}: names may only use letters, digits, '-' and '_'"));
+            }
+            match kinds.iter().find(|k| k.kind() == spec.kind) {
+                None => problems.push(format!(
+                    "{at}: there is no provider kind `{}` (known: {})",
+                    spec.kind,
+                    known_kinds.join(", ")
+                )),
+                Some(kind) if kind.runs_program() && spec.command.as_deref().is_none_or(|c| c.trim().is_empty()) => {
+                    problems.push(format!("{at}: kind `{}` needs a `command`", spec.kind))
+                }
+                Some(_) => {}
+            }
+            for (key, value) in [
+                ("startup_timeout_secs", spec.startup_timeout_secs),
+                ("silence_timeout_secs", spec.silence_timeout_secs),
+                ("command_timeout_secs", spec.command_timeout_secs),
+            ] {
+                if value == Some(0) {
+                    problems.push(format!("{at}: {key} must be at least 1"));
+                }
+            }
+            for (var, value) in &spec.env {
+                if var.is_empty() || var.contains('=') || var.contains('\0') {
+                    problems.push(format!("{at}: env {var:?} is not a name an environment variable can have"));
+                }
+                if value.contains('\0') {
+                    problems.push(format!("{at}: env {var}'s value holds a NUL byte"));
+                }
+                let Some(secret) = bosun_driver::secret_ref(value) else { continue };
+                if let Err(e) = crate::secrets::check_name(secret) {
+                    problems.push(format!("{at}: env {var}: {e}"));
+                } else if !secrets.iter().any(|s| s == secret) {
+                    problems.push(format!(
+                        "{at}: env {var} names secret {secret:?}, which this data dir does not have (bosun secrets set {secret})"
+                    ));
+                }
+            }
+        }
+        for origin in &self.auth.allowed_origins {
+            let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            let host = host.map(|h| h.trim_end_matches('/'));
+            if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+                problems.push(format!(
+                    "[auth] allowed_origins: {origin:?} is not an origin (http:// or https://, a host and maybe a port, no path)"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors { path: path.to_path_buf(), problems })
+        }
     }
 }
 
@@ -283,12 +380,14 @@ mod tests {
     #[test]
     fn the_metrics_listener_is_loopback_only() {
         let config: FileConfig = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
-        assert!(config.metrics.validate().is_ok());
+        assert!(config.metrics.problems().is_empty());
         let config: FileConfig = toml::from_str("[metrics]\nlisten = \"[::1]:9464\"").unwrap();
-        assert!(config.metrics.validate().is_ok());
+        assert!(config.metrics.problems().is_empty());
         let config: FileConfig = toml::from_str("[metrics]\nlisten = \"0.0.0.0:9464\"").unwrap();
-        let err = config.metrics.validate().unwrap_err();
-        assert!(err.to_string().contains("loopback"), "{err}");
+        let problems = config.metrics.problems();
+        assert!(problems.len() == 1 && problems[0].contains("loopback"), "{problems:?}");
+        let config: FileConfig = toml::from_str("[logs]\nmax_bytes = 10\nkeep = 0").unwrap();
+        assert_eq!(config.logs.problems().len(), 2, "both said");
         assert!(toml::from_str::<FileConfig>("[metrics]\nlisen = \"127.0.0.1:1\"").is_err());
     }
 
@@ -302,9 +401,53 @@ mod tests {
         assert_eq!(config.server.max_connections, Some(500));
         assert_eq!(config.server.header_timeout(), Duration::from_secs(5));
         assert_eq!(config.server.idle_timeout(), Duration::from_secs(30));
-        assert!(config.server.validate().is_ok());
-        let zero: FileConfig = toml::from_str("[server]\nidle_timeout_secs = 0").unwrap();
-        assert!(zero.server.validate().is_err());
+        assert!(config.server.problems().is_empty());
+        let zero: FileConfig = toml::from_str("[server]\nidle_timeout_secs = 0\nmax_connections = 0").unwrap();
+        assert_eq!(zero.server.problems().len(), 2, "{:?}", zero.server.problems());
         assert!(toml::from_str::<FileConfig>("[server]\nmax_conections = 5").is_err());
+    }
+
+    #[test]
+    fn check_lists_every_problem_at_once() {
+        let config: FileConfig = toml::from_str(
+            r#"
+            [server]
+            header_timeout_secs = 0
+            [auth]
+            allowed_origins = ["https://ok.example", "ok.example", "https://x/path"]
+            [providers.good]
+            kind = "acp"
+            command = "agent"
+            env = { A = "secret:known", B = "plain" }
+            [providers.nokind]
+            kind = "nosuch"
+            [providers.nocommand]
+            kind = "acp"
+            [providers.refs]
+            kind = "acp"
+            command = "agent"
+            startup_timeout_secs = 0
+            env = { KEY = "secret:unknown", BAD = "secret:a/b" }
+            "#,
+        )
+        .unwrap();
+        let kinds = crate::providers::kinds();
+        let err = config.check(Path::new("c.toml"), &kinds, &["known".to_string()]).unwrap_err();
+        let shown = err.to_string();
+        for expected in [
+            "header_timeout_secs",
+            "\"ok.example\"",
+            "https://x/path",
+            "kind `nosuch`",
+            "[providers.nocommand]: kind `acp` needs a `command`",
+            "startup_timeout_secs",
+            "secret \"unknown\"",
+            "\"a/b\"",
+        ] {
+            assert!(shown.contains(expected), "{expected:?} missing from:\n{shown}");
+        }
+        assert_eq!(err.problems.len(), 8, "{shown}");
+        assert!(!shown.contains("[providers.good]"), "{shown}");
+        assert!(FileConfig::default().check(Path::new("c.toml"), &kinds, &[]).is_ok());
     }
 }

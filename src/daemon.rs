@@ -63,8 +63,21 @@ pub async fn run(
         tracing::warn!(orphans, "stopped agent processes the last run left behind");
     }
     let search_path = if config.discover_agents { std::env::var_os("PATH") } else { None };
+    let secrets = Arc::new(crate::secrets::SecretStore::new(&config.data_dir));
+    {
+        // Finds the key now (a time-bounded keyring probe, logged) and opens
+        // every value with it: a key that was lost is said at start, not at
+        // some agent's spawn.
+        let secrets = secrets.clone();
+        let count = tokio::task::spawn_blocking(move || secrets.list().map(|list| list.len()))
+            .await
+            .context("reading the secrets")?
+            .context("reading the secrets")?;
+        tracing::info!(secrets = count, "secrets");
+    }
     let providers = ProviderRegistry::with_discovery(crate::providers::kinds(), config.providers.clone(), search_path)
-        .context("loading providers")?;
+        .context("loading providers")?
+        .with_secrets(Arc::new(crate::secrets::Resolver(secrets.clone())));
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(
         store.clone(),
@@ -121,7 +134,7 @@ pub async fn run(
         tasks_spec(&ctx),
         terminals_spec(&ctx),
         auth_spec(auth.records()),
-        front_spec(&ctx, listener, auth, connections, farewell.clone(), metrics_listener),
+        front_spec(&ctx, listener, auth, secrets, connections, farewell.clone(), metrics_listener),
     ];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
@@ -212,6 +225,7 @@ fn front_spec(
     ctx: &Context,
     listener: Arc<TcpListener>,
     auth: Arc<crate::auth::Auth>,
+    secrets: Arc<crate::secrets::SecretStore>,
     connections: Arc<crate::front::Connections>,
     farewell: Arc<crate::front::Farewell>,
     metrics_listener: Option<crate::front::MetricsListener>,
@@ -222,6 +236,7 @@ fn front_spec(
             ctx: ctx.clone(),
             listener: listener.clone(),
             auth: auth.clone(),
+            secrets: secrets.clone(),
             connections: connections.clone(),
             farewell: farewell.clone(),
             metrics_listener: metrics_listener.clone(),

@@ -10,6 +10,7 @@ mod front;
 mod logging;
 mod providers;
 mod proxy;
+mod secrets;
 mod service;
 
 use anyhow::Context as _;
@@ -119,12 +120,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let data_dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+    if let Some(path) = &args.config {
+        // Before anything starts: a daemon runs with all of its config or not at all.
+        let secrets = secrets::SecretStore::new(&data_dir)
+            .names()
+            .context("reading the data dir's secrets, which the config may refer to")?;
+        file.check(path, &providers::kinds(), &secrets)?;
+    }
     let config = DaemonConfig {
         listen: args
             .listen
             .or(file.listen)
             .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("the default listen address is valid")),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(config::default_data_dir),
+        data_dir,
         providers: file.providers.into_values().collect(),
         discover_agents: file.discover_agents.unwrap_or(true),
         fault_injection: args.enable_fault_injection,

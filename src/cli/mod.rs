@@ -14,6 +14,7 @@
 
 mod devices;
 mod render;
+mod secrets;
 mod term;
 mod workflow;
 
@@ -93,6 +94,10 @@ pub enum ClientCommand {
     Workflow(workflow::WorkflowArgs),
     /// Terminals: list, spawn, send to, read, close, and attach to the daemon's PTYs.
     Term(term::TermArgs),
+    /// Secrets for providers' env (`KEY = "secret:NAME"`), encrypted at rest:
+    /// set (the value from stdin), ls (masked), rm. Works on --data-dir's
+    /// files, with or without a daemon running there.
+    Secrets(secrets::SecretsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -352,6 +357,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
         ClientCommand::Workflow(args) => workflow::workflow(args).await,
         ClientCommand::Term(args) => term::term(args).await,
+        ClientCommand::Secrets(args) => secrets::secrets(args),
     }
 }
 

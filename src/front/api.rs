@@ -93,7 +93,13 @@ where
 /// Answers one request. Everything that can refuse it is decided from the
 /// head, before a byte of `body` is read: a refused request costs no memory
 /// (docs/SECURITY.md, "Before the body").
-pub async fn dispatch<S, B>(ctx: &Context, auth: &crate::auth::Auth, mut req: Request, body: S) -> Response
+pub async fn dispatch<S, B>(
+    ctx: &Context,
+    auth: &crate::auth::Auth,
+    secrets: &std::sync::Arc<crate::secrets::SecretStore>,
+    mut req: Request,
+    body: S,
+) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -120,7 +126,7 @@ where
         let rest: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
         return super::auth::route(auth, &req, &rest).await;
     }
-    match route_request(ctx, &req).await {
+    match route_request(ctx, secrets, &req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -134,7 +140,11 @@ pub(super) fn not_allowed(req: &Request, allowed: &'static str) -> ApiError {
     ApiError::MethodNotAllowed { method: req.method.to_string(), path: req.path.clone(), allowed }
 }
 
-async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
+async fn route_request(
+    ctx: &Context,
+    secrets: &std::sync::Arc<crate::secrets::SecretStore>,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let m = &req.method;
     if *m == Method::GET || *m == Method::HEAD {
         if let Some(page) = super::pwa::asset(&req.path) {
@@ -191,6 +201,7 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             (["workflows", "runs", more @ ..], _) => super::workflows::route(ctx, req, more).await,
             (["tasks", more @ ..], _) => super::tasks::route(ctx, req, more).await,
             (["terminals", more @ ..], _) => super::terminals::route(ctx, req, more).await,
+            (["secrets", more @ ..], _) => super::secrets::route(ctx, secrets, req, more).await,
             (["events"], Method::GET) => events(ctx, req),
             (["events"], _) => Err(not_allowed(req, "GET")),
             (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),

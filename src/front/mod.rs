@@ -12,6 +12,7 @@ mod cross_site;
 mod error;
 pub mod openapi;
 mod pwa;
+mod secrets;
 mod server;
 mod tasks;
 mod terminal_ws;
@@ -87,6 +88,7 @@ pub fn routes(
     ctx: Context,
     auth: Arc<crate::auth::Auth>,
     farewell: Arc<Farewell>,
+    secrets: Arc<crate::secrets::SecretStore>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
@@ -180,6 +182,7 @@ pub fn routes(
                   body| {
                 let ctx = ctx.clone();
                 let auth = auth.clone();
+                let secrets = secrets.clone();
                 async move {
                     let peer = auth.peer(Some(conn.peer.ip()), &headers, authority.loopback);
                     let req = api::Request {
@@ -193,7 +196,7 @@ pub fn routes(
                         access: None,
                     };
                     // The body is read only once the head has passed the checks.
-                    api::dispatch(&ctx, &auth, req, Box::pin(body)).await
+                    api::dispatch(&ctx, &auth, &secrets, req, Box::pin(body)).await
                 }
             },
         );
@@ -309,6 +312,8 @@ pub struct FrontArgs {
     /// Bound once by the daemon, so a restarted front serves the same address.
     pub listener: Arc<TcpListener>,
     pub auth: Arc<crate::auth::Auth>,
+    /// The data dir's secrets (`/api/v1/secrets`).
+    pub secrets: Arc<crate::secrets::SecretStore>,
     /// Made once by the daemon too: connections outlive a restarted front.
     pub connections: Arc<Connections>,
     /// The goodbye the daemon says to every socket when it stops.
@@ -365,7 +370,7 @@ impl Actor for Front {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let server = server::Server::start(
             listener,
-            routes(args.ctx.clone(), args.auth.clone(), args.farewell),
+            routes(args.ctx.clone(), args.auth.clone(), args.farewell, args.secrets.clone()),
             args.connections,
         );
         let metrics_server = match args.metrics_listener {
