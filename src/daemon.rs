@@ -55,6 +55,18 @@ pub async fn run(
     ready: impl FnOnce(&Context),
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let secrets = Arc::new(crate::secrets::SecretStore::new(&config.data_dir));
+    {
+        // Finds the key now (a time-bounded keyring probe, logged) and opens
+        // every value with it, before the store is touched: a key that was
+        // lost is said at start, not at some agent's spawn.
+        let secrets = secrets.clone();
+        let count = tokio::task::spawn_blocking(move || secrets.list().map(|list| list.len()))
+            .await
+            .context("reading the secrets")?
+            .context("reading the secrets")?;
+        tracing::info!(secrets = count, "secrets open with their key");
+    }
     let store = open_store(&config)?;
     let auth = crate::auth::Auth::open(&config.auth, &config.data_dir, store.clone()).context("setting up auth")?;
     let orphans =
@@ -63,18 +75,6 @@ pub async fn run(
         tracing::warn!(orphans, "stopped agent processes the last run left behind");
     }
     let search_path = if config.discover_agents { std::env::var_os("PATH") } else { None };
-    let secrets = Arc::new(crate::secrets::SecretStore::new(&config.data_dir));
-    {
-        // Finds the key now (a time-bounded keyring probe, logged) and opens
-        // every value with it: a key that was lost is said at start, not at
-        // some agent's spawn.
-        let secrets = secrets.clone();
-        let count = tokio::task::spawn_blocking(move || secrets.list().map(|list| list.len()))
-            .await
-            .context("reading the secrets")?
-            .context("reading the secrets")?;
-        tracing::info!(secrets = count, "secrets");
-    }
     let providers = ProviderRegistry::with_discovery(crate::providers::kinds(), config.providers.clone(), search_path)
         .context("loading providers")?
         .with_secrets(Arc::new(crate::secrets::Resolver(secrets.clone())));

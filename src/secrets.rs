@@ -461,7 +461,16 @@ impl SecretStore {
     pub fn set(&self, name: &str, value: &str) -> Result<(SecretInfo, bool), SecretsError> {
         check_name(name)?;
         check_value(value)?;
-        std::fs::create_dir_all(&self.data_dir).map_err(io_error(&self.data_dir))?;
+        {
+            // Private, as the daemon makes it (src/daemon.rs): `bosun secrets
+            // set` may be the first to make the data dir.
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.data_dir)
+                .map_err(io_error(&self.data_dir))?;
+        }
         let _lock = FileLock::acquire(&self.data_dir)?;
         let mut file = self.read_file()?;
         let (key, _) = self.key(true)?.ok_or_else(|| SecretsError::Key("no key was made".into()))?;

@@ -86,6 +86,7 @@ fn the_cli_sets_lists_and_removes_secrets_with_no_daemon() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&key_file.display().to_string()), "{}", text(&out));
     assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(data.join("secrets.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
 
     let out = secrets_cli(&data, &["set", "github"], Some("ghp-short"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -130,6 +131,17 @@ fn the_cli_sets_lists_and_removes_secrets_with_no_daemon() {
     let out = secrets_cli(&data, &["ls"], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not open"), "{}", text(&out));
+    // And the daemon does not start on them.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env(NO_KEYRING.0, NO_KEYRING.1)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bosun serve");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not open"), "{}", text(&out));
+    assert!(!data.join("store").exists(), "{}", text(&out));
 }
 
 /// An ACP agent that first appends its `FOO` to `$SEEN`: what its process
