@@ -23,6 +23,7 @@ const NO_KEYRING: (&str, &str) = ("BOSUN_SECRETS_KEYRING", "0");
 
 const FIRST: &str = "sk-first-clear-value-7f3a9c";
 const SECOND: &str = "sk-second-clear-value-2b8e41";
+const THIRD: &str = "sk-third-clear-value-c05d17";
 
 fn secrets_cli(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
@@ -253,6 +254,13 @@ async fn an_agent_gets_its_secret_in_clear_and_clients_only_ever_see_it_masked()
     run_a_turn(&d, &work).await;
     assert_eq!(seen(&seen_file).last().map(String::as_str), Some(SECOND), "{:?}", seen(&seen_file));
 
+    // A change made with the CLI while the daemon runs (straight to the
+    // file) reaches the next agent too.
+    let out = secrets_cli(&data, &["set", "api_key"], Some(THIRD));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    run_a_turn(&d, &work).await;
+    assert_eq!(seen(&seen_file).last().map(String::as_str), Some(THIRD), "{:?}", seen(&seen_file));
+
     // Bad input: the standard error, and nothing changes (no event either).
     let before = listed(&d).await;
     let head = d.events(None, 0).await.last().map(|e| e.seq).unwrap_or(0);
@@ -285,7 +293,7 @@ async fn an_agent_gets_its_secret_in_clear_and_clients_only_ever_see_it_masked()
     // Neither value is anywhere in the data dir (store, logs, config) nor in
     // what the daemon wrote on stderr, though the agent got both.
     assert!(count_files(&data) > 3, "the data dir has the store in it");
-    for value in [FIRST, SECOND] {
+    for value in [FIRST, SECOND, THIRD] {
         assert!(files_holding(&data, value).is_empty(), "{value} in {:?}", files_holding(&data, value));
         assert!(!d.stderr().contains(value), "{value} in the daemon's log");
     }
