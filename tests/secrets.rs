@@ -232,6 +232,9 @@ async fn an_agent_gets_its_secret_in_clear_and_clients_only_ever_see_it_masked()
     let (status, providers) = d.get("/api/v1/providers").await;
     assert_eq!(status, 200);
     assert!(!providers.to_string().contains(FIRST), "{providers}");
+    let (status, doctor) = d.get("/api/v1/doctor").await;
+    assert_eq!(status, 200);
+    assert!(!doctor.to_string().contains(FIRST), "{doctor}");
     // Only the admin credential may look.
     let anonymous = d.http.get(format!("{}/api/v1/secrets", d.url)).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 403);
