@@ -141,7 +141,6 @@ impl ProvidersState {
         self.ctx
             .providers
             .get(provider)
-            .cloned()
             .ok_or_else(|| DaemonError::NotFound(format!("unknown provider {provider:?}")))
     }
 
@@ -256,7 +255,7 @@ impl ProvidersState {
         if waiting.len() > 1 {
             return;
         }
-        let Some(spec) = self.ctx.providers.get(&provider).cloned() else { return };
+        let Some(spec) = self.ctx.providers.get(&provider) else { return };
         let registry = self.ctx.providers.clone();
         let scratch = self.ctx.settings.data_dir.join("probe").join(&provider);
         let myself = myself.clone();
