@@ -40,6 +40,25 @@ pub struct FileConfig {
     /// `[termbridge]`: terminal control (docs/TERMINALS.md).
     #[serde(default)]
     pub termbridge: bosun_actors::TermBridgeSettings,
+    /// `[modules]`: which keys signed provider modules may be signed with
+    /// (docs/MODULES.md).
+    #[serde(default)]
+    pub modules: ModulesConfig,
+}
+
+/// `[modules]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesConfig {
+    /// `[{ id = "..", public_key = ".." }]`: several, so keys can rotate.
+    #[serde(default)]
+    pub trusted_keys: Vec<bosun_modules::TrustedKey>,
+}
+
+impl ModulesConfig {
+    pub fn trust(&self) -> anyhow::Result<bosun_modules::Trust> {
+        bosun_modules::Trust::new(&self.trusted_keys).context("[modules] trusted_keys")
+    }
 }
 
 /// `[auth]`: who needs a token (docs/SECURITY.md).
@@ -126,6 +145,9 @@ impl FileConfig {
             spec.name = name.clone();
         }
         config.server.validate().with_context(|| format!("in config file {}", path.display()))?;
+        // A key that is not what its id says is a mistake to hear of now,
+        // not when the first module is refused.
+        config.modules.trust().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 }
@@ -148,6 +170,7 @@ pub struct DaemonConfig {
     pub git: GitSettings,
     pub prices: bosun_actors::Prices,
     pub termbridge: bosun_actors::TermBridgeSettings,
+    pub module_trust: bosun_modules::Trust,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.

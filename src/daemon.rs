@@ -62,6 +62,9 @@ pub async fn run(
     let search_path = if config.discover_agents { std::env::var_os("PATH") } else { None };
     let providers = ProviderRegistry::with_discovery(crate::providers::kinds(), config.providers.clone(), search_path)
         .context("loading providers")?;
+    // What was installed while the daemon was down (`--offline`) or before
+    // it last stopped: the current version of each module.
+    crate::modules::register_installed(&providers, &config.data_dir);
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(
         store.clone(),
@@ -80,6 +83,7 @@ pub async fn run(
             git: config.git.clone(),
             prices: config.prices.clone(),
             termbridge: config.termbridge.clone(),
+            module_trust: config.module_trust.clone(),
         },
     );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed

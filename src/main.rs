@@ -8,6 +8,7 @@ mod daemon;
 mod doctor;
 mod front;
 mod logging;
+mod modules;
 mod providers;
 mod proxy;
 mod service;
@@ -136,6 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         git: file.git,
         prices: file.prices,
         termbridge: file.termbridge,
+        module_trust: file.modules.trust()?,
     };
     logging::init(config.log_format);
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;

@@ -13,6 +13,7 @@
 //! command's exit code, as `ssh` does.
 
 mod devices;
+mod module;
 mod render;
 mod term;
 mod workflow;
@@ -93,6 +94,8 @@ pub enum ClientCommand {
     Workflow(workflow::WorkflowArgs),
     /// Terminals: list, spawn, send to, read, close, and attach to the daemon's PTYs.
     Term(term::TermArgs),
+    /// Signed provider modules: keygen, pack, install, rollback, ls (docs/MODULES.md).
+    Module(module::ModuleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -352,6 +355,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Totp(args) => devices::totp(&Client::admin(&args.common)?, args).await,
         ClientCommand::Workflow(args) => workflow::workflow(args).await,
         ClientCommand::Term(args) => term::term(args).await,
+        ClientCommand::Module(args) => module::module(args).await,
     }
 }
 

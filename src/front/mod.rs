@@ -9,6 +9,7 @@ mod authority;
 mod connections;
 mod cross_site;
 mod error;
+mod modules;
 pub mod openapi;
 mod pwa;
 mod server;
