@@ -264,7 +264,14 @@ async fn every_refusal_has_its_code_and_leaves_the_data_dir_as_it_was() {
     let key = keygen(&keys);
     let stranger = keygen(&dir.path().join("other-keys"));
     let d = start(&dir.path().join("data"), trust_config(&[&key], "[providers.taken]\nkind = \"demo\"\n"));
+    let out = module_cli(&d, &["rollback", NAME]);
+    assert!(text(&out.stderr).contains("(not_found)"), "{}", text(&out.stderr));
     installed(&d, &pack(dir.path(), &keys, &key.0, "1.0.0", "30d"), &[]);
+    let before = tree(&d.data_dir.join("providers"));
+    let out = module_cli(&d, &["rollback", NAME]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("(no_previous)"), "{}", text(&out.stderr));
+    assert_eq!(tree(&d.data_dir.join("providers")), before);
     let good = std::fs::read(pack(dir.path(), &keys, &key.0, "2.0.0", "30d")).unwrap();
 
     // One byte of the agent script changed (tar is uncompressed: it is there as is).
@@ -333,6 +340,14 @@ async fn every_refusal_has_its_code_and_leaves_the_data_dir_as_it_was() {
     assert_eq!(post(std::fs::read(&taken).unwrap(), admin.clone()).await, (409, "provider_conflict".into()));
     // A loopback client without the admin credential may do much, not this.
     assert_eq!(post(good.clone(), None).await, (403, "forbidden".into()));
+    let rollback = d
+        .http
+        .post(format!("{}/api/v1/modules/{NAME}/rollback", d.url))
+        .header("x-bosun-client", "test")
+        .send()
+        .await
+        .expect("POST rollback");
+    assert_eq!(rollback.status().as_u16(), 403, "rollback is the admin's too");
     assert_eq!(live_version(&d).await, "1.0.0");
     assert_eq!(installs(&d).await.len(), 1, "no refusal was announced as an install");
 
@@ -437,7 +452,19 @@ async fn an_offline_install_is_registered_when_the_daemon_starts() {
     let out = bosun(&["module", "install", &path_string(&module), "--offline", "--data-dir", &path_string(&data)]);
     assert!(text(&out.stderr).contains("(unknown_key)"), "{}", text(&out.stderr));
 
+    // Offline upgrade and rollback, with the same checks.
+    let newer = pack(dir.path(), &keys, &key.0, "1.1.0", "30d");
+    let out = offline(&["install", &path_string(&newer)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = offline(&["install", &path_string(&module)]);
+    assert!(text(&out.stderr).contains("(downgrade)"), "{}", text(&out.stderr));
+    let out = offline(&["rollback", NAME]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("rolled back to my-agent 1.0.0 (was 1.1.0)"), "{}", text(&out.stdout));
+
     let d = start(&data, trust_config(&[&key], ""));
     assert_eq!(live_version(&d).await, "1.0.0");
-    assert_eq!(ls(&d)[0]["version"].as_str(), Some("1.0.0"));
+    let listed = ls(&d);
+    assert_eq!((listed[0]["version"].as_str(), listed[0]["previous"].as_str()), (Some("1.0.0"), Some("1.1.0")));
+    assert_eq!(listed[0]["versions"], serde_json::json!(["1.0.0", "1.1.0"]));
 }
