@@ -228,6 +228,28 @@ mod tests {
     }
 
     #[test]
+    fn module_keys_are_checked_when_the_config_is_loaded() {
+        let key = bosun_modules::generate().unwrap();
+        let public = bosun_modules::encode_public(&key.verifying_key());
+        let id = bosun_modules::key_id(&key.verifying_key());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bosun.toml");
+        std::fs::write(&path, format!("[modules]\ntrusted_keys = [{{ id = \"{id}\", public_key = \"{public}\" }}]"))
+            .unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        assert!(config.modules.trust().unwrap().get(&id).is_some());
+        // An id that is not the key's: refused now, naming the right one.
+        std::fs::write(
+            &path,
+            format!("[modules]\ntrusted_keys = [{{ id = \"0000000000000000\", public_key = \"{public}\" }}]"),
+        )
+        .unwrap();
+        let err = format!("{:#}", FileConfig::load(&path).unwrap_err());
+        assert!(err.contains(&id) && err.contains("trusted_keys"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[modules]\ntrusted_key = []").is_err());
+    }
+
+    #[test]
     fn parses_the_server_section() {
         let config = FileConfig::default();
         assert_eq!(config.server.header_timeout(), ServerConfig::DEFAULT_HEADER_TIMEOUT);
