@@ -46,18 +46,28 @@ fn draft_spec(manifest: &Manifest) -> ProviderSpec {
 }
 
 /// Registers the current version of every installed module, at start. A
-/// module the registry refuses (its name is in the config now) is skipped
-/// with a warning: the config wins.
+/// module the registry refuses (its name is in the config now) or that
+/// cannot be read is skipped with a warning: the config wins.
 pub fn register_installed(registry: &ProviderRegistry, data_dir: &std::path::Path) {
-    let installed = match Layout::new(data_dir).list() {
-        Ok(installed) => installed,
+    let layout = Layout::new(data_dir);
+    let names = match layout.names() {
+        Ok(names) => names,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the installed modules; none is registered");
             return;
         }
     };
-    for module in installed {
-        let name = module.manifest.name.clone();
+    // One module that cannot be read (a version dir removed by hand) does
+    // not keep the others from being registered.
+    for name in names {
+        let module = match layout.installed(&name) {
+            Ok(Some(module)) => module,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(module = %name, error = %e, "installed module not registered");
+                continue;
+            }
+        };
         match registry.register_module(spec_of(&module)) {
             Ok(_) => tracing::info!(module = %name, version = %module.manifest.version, "module provider registered"),
             Err(e) => tracing::warn!(module = %name, error = %e, "installed module not registered"),
@@ -79,7 +89,7 @@ pub fn install(
     let now = chrono::Utc::now().timestamp();
     let verified = bosun_modules::open(bytes, trust, now, env!("CARGO_PKG_VERSION"))?;
     check(&draft_spec(&verified.manifest))?;
-    layout.check(&verified, allow_downgrade)?;
+    // Refuses a downgrade or a version conflict before it writes anything.
     let switched = layout.install(&verified, allow_downgrade)?;
     let installed =
         layout.installed(&switched.name)?.ok_or_else(|| ModuleError::NotInstalled(switched.name.clone()))?;

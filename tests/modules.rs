@@ -462,8 +462,15 @@ async fn an_offline_install_is_registered_when_the_daemon_starts() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("rolled back to my-agent 1.0.0 (was 1.1.0)"), "{}", text(&out.stdout));
 
+    // A module whose current version is gone does not keep the others out.
+    let broken = data.join("providers").join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::os::unix::fs::symlink("9.9.9", broken.join("current")).unwrap();
+
     let d = start(&data, trust_config(&[&key], ""));
     assert_eq!(live_version(&d).await, "1.0.0");
+    assert!(d.stderr().contains("installed module not registered"), "the broken one is warned about");
+    std::fs::remove_dir_all(&broken).unwrap();
     let listed = ls(&d);
     assert_eq!((listed[0]["version"].as_str(), listed[0]["previous"].as_str()), (Some("1.0.0"), Some("1.1.0")));
     assert_eq!(listed[0]["versions"], serde_json::json!(["1.0.0", "1.1.0"]));

@@ -109,19 +109,29 @@ impl Layout {
         }))
     }
 
-    /// Every installed module (those with a `current`), by name.
-    pub fn list(&self) -> Result<Vec<Installed>> {
+    /// The names of the modules on disk (installed or not), sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(ModuleError::Io { context: "reading", path: self.root.clone(), source: e }),
         };
-        let mut names: Vec<String> =
-            entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().map(str::to_string)).collect();
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| check_name(n).is_ok())
+            .collect();
         names.sort();
+        Ok(names)
+    }
+
+    /// Every installed module (those with a `current`), by name; the first
+    /// one that cannot be read fails the whole list (see [`Layout::names`]
+    /// to go on past it).
+    pub fn list(&self) -> Result<Vec<Installed>> {
         let mut out = Vec::new();
-        for name in names.iter().filter(|n| check_name(n).is_ok()) {
-            if let Some(installed) = self.installed(name)? {
+        for name in self.names()? {
+            if let Some(installed) = self.installed(&name)? {
                 out.push(installed);
             }
         }
