@@ -379,6 +379,10 @@ async fn keys_rotate_by_trusting_the_new_one_then_dropping_the_old() {
     installed(&d, &pack(dir.path(), &keys, &new.0, "1.1.0", "30d"), &[]);
     assert_eq!(live_version(&d).await, "1.1.0");
     d.terminate();
+    // With the daemon gone, the CLI says how to go on without it.
+    let out = install(&d, &pack(dir.path(), &keys, &new.0, "1.1.1", "30d"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--offline"), "{}", text(&out.stderr));
 
     // The old key is no longer trusted: what it signs is refused, what is
     // installed stays, and the new key goes on.

@@ -105,7 +105,7 @@ pub async fn module(args: ModuleArgs) -> anyhow::Result<i32> {
                 done(common, "installed", &switched.name, &switched.version, switched.replaced.as_deref(), true)
             } else {
                 let client = Client::admin(common)?;
-                let answer = client.api.install_module(bytes, allow_downgrade).await?;
+                let answer = client.api.install_module(bytes, allow_downgrade).await.map_err(offline_hint)?;
                 if client.json {
                     client.print_json(&answer)?;
                     return Ok(0);
@@ -123,7 +123,7 @@ pub async fn module(args: ModuleArgs) -> anyhow::Result<i32> {
                 done(common, "rolled back to", &switched.name, &switched.version, switched.replaced.as_deref(), true)
             } else {
                 let client = Client::admin(common)?;
-                let answer = client.api.rollback_module(&name).await?;
+                let answer = client.api.rollback_module(&name).await.map_err(offline_hint)?;
                 if client.json {
                     client.print_json(&answer)?;
                     return Ok(0);
@@ -132,6 +132,15 @@ pub async fn module(args: ModuleArgs) -> anyhow::Result<i32> {
             }
         }
         ModuleCommand::Ls => ls(common),
+    }
+}
+
+/// With no daemon to go through, says how to do without one.
+fn offline_hint(e: bosun_client::ClientError) -> anyhow::Error {
+    match e {
+        bosun_client::ClientError::Unreachable { .. } => anyhow::Error::new(e)
+            .context("no daemon to install through; with it stopped, --offline --config FILE works on the data dir"),
+        e => e.into(),
     }
 }
 
