@@ -44,6 +44,78 @@ pub struct FileConfig {
     /// (docs/MODULES.md).
     #[serde(default)]
     pub modules: ModulesConfig,
+    /// `[metrics]`: `GET /metrics` on a listener of its own.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// `[logs]`: the rotated log files under `<data_dir>/logs/`.
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: `core.log` and `providers/<name>.log` under `<data_dir>/logs/`,
+/// each rotated when it passes `max_bytes`, keeping `keep` old files
+/// (`core.log.1` is the newest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Write the files at all (default true; stderr is logged to either way).
+    pub files: Option<bool>,
+    /// Default 10 MiB; at least 1 KiB.
+    pub max_bytes: Option<usize>,
+    /// Rotated files kept besides the current one (default 5; at least 1).
+    pub keep: Option<usize>,
+}
+
+impl LogsConfig {
+    pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
+    pub const DEFAULT_KEEP: usize = 5;
+    const MIN_MAX_BYTES: usize = 1024;
+
+    pub fn files(&self) -> bool {
+        self.files.unwrap_or(true)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.unwrap_or(Self::DEFAULT_MAX_BYTES)
+    }
+
+    pub fn keep(&self) -> usize {
+        self.keep.unwrap_or(Self::DEFAULT_KEEP)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_bytes.is_some_and(|n| n < Self::MIN_MAX_BYTES) {
+            anyhow::bail!("[logs] max_bytes must be at least {}", Self::MIN_MAX_BYTES);
+        }
+        if self.keep == Some(0) {
+            anyhow::bail!("[logs] keep must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `[metrics]` (docs/PROTOCOL.md, "Metrics").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second listener that serves only `GET /metrics`, without a token,
+    /// for a Prometheus on the same host; loopback addresses only, since it
+    /// asks for nothing. The main listener serves `/metrics` behind the
+    /// API's gate either way.
+    pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.listen {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "[metrics] listen must be a loopback address (127.0.0.1, ::1): it serves without a token; got {addr}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[modules]`.
@@ -148,6 +220,8 @@ impl FileConfig {
         // A key that is not what its id says is a mistake to hear of now,
         // not when the first module is refused.
         config.modules.trust().with_context(|| format!("in config file {}", path.display()))?;
+        config.metrics.validate().with_context(|| format!("in config file {}", path.display()))?;
+        config.logs.validate().with_context(|| format!("in config file {}", path.display()))?;
         Ok(config)
     }
 }
@@ -171,6 +245,8 @@ pub struct DaemonConfig {
     pub prices: bosun_actors::Prices,
     pub termbridge: bosun_actors::TermBridgeSettings,
     pub module_trust: bosun_modules::Trust,
+    pub metrics: MetricsConfig,
+    pub logs: LogsConfig,
 }
 
 /// `$XDG_DATA_HOME/bosun`, else `~/.local/share/bosun`.
@@ -247,6 +323,18 @@ mod tests {
         let err = format!("{:#}", FileConfig::load(&path).unwrap_err());
         assert!(err.contains(&id) && err.contains("trusted_keys"), "{err}");
         assert!(toml::from_str::<FileConfig>("[modules]\ntrusted_key = []").is_err());
+    }
+
+    #[test]
+    fn the_metrics_listener_is_loopback_only() {
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
+        assert!(config.metrics.validate().is_ok());
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"[::1]:9464\"").unwrap();
+        assert!(config.metrics.validate().is_ok());
+        let config: FileConfig = toml::from_str("[metrics]\nlisten = \"0.0.0.0:9464\"").unwrap();
+        let err = config.metrics.validate().unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[metrics]\nlisen = \"127.0.0.1:1\"").is_err());
     }
 
     #[test]

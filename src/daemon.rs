@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How long a graceful stop waits for the tree before giving up on it.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the sockets have, after the goodbye, to send what they owe and
+/// hear their clients close: a slow client is not worth more of a stop.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
     // Made private (0700): it holds the admin token, the devices' tokens and
@@ -92,6 +95,20 @@ pub async fn run(
     let listener = Arc::new(listener);
     // Made once, like the listener: connections outlive a restarted front.
     let connections = crate::front::Connections::new(crate::front::ConnectionLimits::new(&config.server));
+    let farewell = crate::front::Farewell::new();
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).with_context(|| format!("binding the metrics listener {addr}"))?;
+            let bound = listener.local_addr().context("reading the metrics listener's address")?;
+            tracing::info!(addr = %bound, "serving GET /metrics without a token on a loopback listener");
+            let limits = crate::front::ConnectionLimits::for_metrics(&config.server);
+            Some(crate::front::MetricsListener {
+                listener: Arc::new(listener),
+                connections: crate::front::Connections::new(limits),
+            })
+        }
+        None => None,
+    };
     probe_versions(&ctx);
 
     let sup_config = SupervisorConfig {
@@ -108,7 +125,7 @@ pub async fn run(
         tasks_spec(&ctx),
         terminals_spec(&ctx),
         auth_spec(auth.records()),
-        front_spec(&ctx, listener, auth, connections),
+        front_spec(&ctx, listener, auth, connections, farewell.clone(), metrics_listener),
     ];
     let (root, root_handle) = Supervisor::spawn(Some(names::ROOT.to_string()), Supervisor, (sup_config, children))
         .await
@@ -130,6 +147,12 @@ pub async fn run(
                 root.kill();
             }
             let _ = root_handle.await;
+            // The agents are stopped and their last events committed: the
+            // sockets get them, then a goodbye, before the store closes.
+            let left = farewell.say(GOODBYE_TIMEOUT).await;
+            if left > 0 {
+                tracing::warn!(left, "sockets did not close after the goodbye; closing them anyway");
+            }
             Ok(())
         }
         // The root gave up (its restart intensity was exceeded): exit with an
@@ -194,6 +217,8 @@ fn front_spec(
     listener: Arc<TcpListener>,
     auth: Arc<crate::auth::Auth>,
     connections: Arc<crate::front::Connections>,
+    farewell: Arc<crate::front::Farewell>,
+    metrics_listener: Option<crate::front::MetricsListener>,
 ) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::for_actor(names::FRONT, Restart::Permanent, Shutdown::Timeout(Duration::from_secs(5)), move || {
@@ -202,6 +227,8 @@ fn front_spec(
             listener: listener.clone(),
             auth: auth.clone(),
             connections: connections.clone(),
+            farewell: farewell.clone(),
+            metrics_listener: metrics_listener.clone(),
         };
         (Front, args)
     })

@@ -138,8 +138,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         prices: file.prices,
         termbridge: file.termbridge,
         module_trust: file.modules.trust()?,
+        metrics: file.metrics,
+        logs: file.logs,
     };
-    logging::init(config.log_format);
+    logging::init(config.log_format, Some((&config.data_dir, &config.logs)))?;
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     if !addr.ip().is_loopback() {

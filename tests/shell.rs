@@ -333,3 +333,57 @@ async fn the_jailed_shell_writes_only_in_its_cwd_and_has_no_network() {
     let done = run(&d, &open, &probe).await;
     assert!(done.result.as_ref().is_some_and(|r| r.stdout.contains("CONNECTED")), "{done:?}");
 }
+
+/// SIGTERM: the agents stop, every event committed up to the stop reaches
+/// the socket, and the socket is told goodbye (1001, going away) rather
+/// than cut, so a client can tell a stop from a crash and knows it missed
+/// nothing.
+#[tokio::test]
+async fn sigterm_stops_the_agents_and_says_goodbye_after_the_last_event() {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempdir();
+    let mut d = Daemon::start(&dir.path().join("data"), Options::default());
+    let s = shell_session(&d, dir.path(), "none", Policy::FullAccess, "shell").await;
+    let mut ws = ws_connect(&d).await;
+    ws_subscribe(&mut ws, &["*"], 0).await;
+    let (_turn, a, b) = start_sleeps(&d, &s, dir.path(), 8).await;
+
+    let signalled = chrono::Utc::now();
+    d.sigterm();
+    let mut received = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame with a code"),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if let Ok(ServerFrame::Event(e)) = serde_json::from_str::<ServerFrame>(&text) {
+                    received.push(e);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the socket ended without a goodbye: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert_eq!(close.reason.as_str(), "bosun is stopping");
+    hear_the_close_out(&mut ws).await;
+    let status = d.wait_exit();
+    assert!(status.success(), "a graceful stop exits 0: {status:?}\n{}", d.stderr());
+    assert!(!d.stderr().contains("did not close after the goodbye"), "the closing handshake completed");
+    wait_process_gone(&a).await;
+    wait_process_gone(&b).await;
+
+    // What the daemon committed before it exited is what the socket got:
+    // the restarted daemon's own events come after.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let restarted = chrono::Utc::now();
+    let d = d.restart();
+    let at = |e: &Envelope| chrono::DateTime::parse_from_rfc3339(&e.ts).expect("an RFC 3339 ts");
+    let before: Vec<u64> = d.events(None, 0).await.iter().filter(|e| at(e) < restarted).map(|e| e.seq).collect();
+    assert_eq!(seqs(&received), before, "every event up to the stop, in order, and nothing else");
+    assert!(
+        received.iter().any(|e| at(e) >= signalled && e.session_id() == Some(s.as_str())),
+        "the stop itself said something about the session (its agent stopping): {:?}",
+        received.iter().rev().take(5).collect::<Vec<_>>()
+    );
+}

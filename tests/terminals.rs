@@ -476,3 +476,42 @@ async fn a_clipboard_write_to_a_pty_terminal_reaches_each_screen_showing_it_as_o
         .collect();
     assert_eq!(actions, vec![format!("{} bytes", text.len()), "200000 bytes".to_string()], "the sizes, never the text");
 }
+
+/// SIGTERM: a terminal's socket gets every byte stored, then the goodbye
+/// (1001, going away), not a cut connection.
+#[tokio::test]
+async fn sigterm_says_goodbye_to_a_terminal_socket_after_its_output() {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempdir();
+    let mut d = daemon(dir.path(), false);
+    let b = spawn(&d, &["sh", "-c", "echo ready; exec sleep 1000"]).await;
+    let url = format!("{}/terminal/{}?from=0", d.ws_url(), b.binding_id);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect /ws/terminal");
+    let mut output = Vec::new();
+    let mut signalled = false;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame with a code"),
+            Ok(Some(Ok(Message::Binary(frame)))) => {
+                if let Ok(bosun_proto::TerminalServerFrame::Output { bytes, .. }) =
+                    bosun_proto::TerminalServerFrame::decode(&frame)
+                {
+                    output.extend_from_slice(&bytes);
+                }
+                if !signalled && String::from_utf8_lossy(&output).contains("ready") {
+                    d.sigterm();
+                    signalled = true;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the terminal socket ended without a goodbye: {other:?}"),
+        }
+    };
+    assert!(signalled, "the output came before the close");
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert_eq!(close.reason.as_str(), "bosun is stopping");
+    hear_the_close_out(&mut ws).await;
+    assert!(d.wait_exit().success(), "{}", d.stderr());
+    assert!(!d.stderr().contains("did not close after the goodbye"), "the closing handshake completed");
+}

@@ -15,6 +15,8 @@ pub struct Context {
     pub providers: Arc<ProviderRegistry>,
     pub settings: Settings,
     pub health: Arc<HealthCounters>,
+    /// What `GET /metrics` shows (crate::metrics).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The `pty` terminals running now: their processes outlive a restart
     /// of their binding's actor, which finds them here again.
     pub terminals: Arc<crate::terminals::LiveTerminals>,
@@ -166,7 +168,9 @@ impl GitSettings {
 impl Context {
     pub fn new(store: Store, providers: ProviderRegistry, settings: Settings) -> Context {
         let settings_bridge = settings.termbridge.bridge_config();
+        let metrics = Arc::new(crate::metrics::Metrics::new(store.metrics()));
         Context {
+            metrics,
             store,
             providers: Arc::new(providers),
             settings,
@@ -180,8 +184,11 @@ impl Context {
     /// restart by actor kind and records an `actor:restarted` event.
     pub fn restart_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
         let health = self.health.clone();
+        let metrics = self.metrics.clone();
         Arc::new(move |child: &str| {
             health.record_restart(names::kind_of(child));
+            let kind = crate::metrics::KindLabel { kind: names::kind_of(child).to_string() };
+            metrics.actor_restarts.get_or_create(&kind).inc();
             crate::diagnostics::report_restart(child);
         })
     }

@@ -11,6 +11,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod files;
 mod heap;
+pub mod metrics;
 pub mod names;
 pub mod provider;
 pub mod providers;

@@ -22,7 +22,7 @@ use bosun_driver::{
 use bosun_isolation::jail::BWRAP_PACKAGE;
 use bosun_isolation::{Isolation, Jail};
 use bosun_proto::events::{self, ProviderStatusKind};
-use bosun_proto::{EventData, NewEvent, Sandbox, Topic};
+use bosun_proto::{EventData, LogLevel, NewEvent, Sandbox, Topic};
 use bosun_state::{AgentBinding, AgentProcess, Batch, Owner, SessionRecord, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
@@ -32,6 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub struct ProviderWorker;
+
+/// The tracing target of what a provider's agent says (its stderr lines and
+/// the drivers' protocol notes): the daemon's log writes these to the
+/// provider's own file rather than its core log.
+pub const LOG_TARGET: &str = "bosun::provider_log";
 
 pub struct ProviderArgs {
     pub ctx: Context,
@@ -216,6 +221,29 @@ impl Actor for ProviderWorker {
         .await
     }
 
+    /// A stop asked for (not a crash, which skips this): the agent process
+    /// goes with the driver, dropped with the state right after, and
+    /// clients are told it was stopped rather than left believing it runs.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
+        crate::heap::on_heap(async move {
+            // The turn first: dropping it aborts it and kills what it started.
+            state.current = None;
+            if state.running.is_none() {
+                return Ok(());
+            }
+            let mut batch = Batch::by(Owner::Provider);
+            batch.event(state.status(ProviderStatusKind::Stopped));
+            state.ctx.store.commit(batch).await?;
+            tracing::info!(session_id = %state.session_id, provider = %state.provider, "agent process stopped");
+            Ok(())
+        })
+        .await
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -346,6 +374,19 @@ impl ProviderState {
             }
             DriverNotice::Log { level, message } => {
                 let turn = self.current.as_ref().map(|c| c.turn_id.as_str());
+                let (session_id, provider, turn_id) = (&self.session_id, &self.provider, turn.unwrap_or(""));
+                // The provider's own log file (`providers/<name>.log`), beside the event.
+                match level {
+                    LogLevel::Info => {
+                        tracing::info!(target: LOG_TARGET, %provider, %session_id, %turn_id, "{message}")
+                    }
+                    LogLevel::Warn => {
+                        tracing::warn!(target: LOG_TARGET, %provider, %session_id, %turn_id, "{message}")
+                    }
+                    LogLevel::Error => {
+                        tracing::error!(target: LOG_TARGET, %provider, %session_id, %turn_id, "{message}")
+                    }
+                }
                 crate::diagnostics::report(
                     level,
                     Some(&self.session_id),

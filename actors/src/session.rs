@@ -46,6 +46,7 @@ pub struct SessionState {
     closed: bool,
     /// Held by a push under way: the session's pushes go one at a time.
     pushes: Arc<tokio::sync::Mutex<()>>,
+    _alive: crate::metrics::Alive,
 }
 
 pub enum SessionMsg {
@@ -115,6 +116,7 @@ impl Actor for SessionActor {
                 on_restart: Some(args.ctx.restart_hook()),
             };
             Ok(SessionState {
+                _alive: crate::metrics::Alive::new(&args.ctx.metrics.sessions),
                 sup: Supervision::new(config),
                 record,
                 ctx: args.ctx,

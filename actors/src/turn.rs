@@ -66,6 +66,10 @@ pub struct TurnState {
     provider: String,
     /// Why the turn must end at once, failed ([`TurnStart::Cut`]).
     cut: Option<String>,
+    /// When an interrupt was asked for, for its latency (lost with a
+    /// restart of this actor: the measure is of this actor's interrupts).
+    interrupt_asked: Option<std::time::Instant>,
+    _alive: crate::metrics::Alive,
 }
 
 /// An action the agent reports done that nothing allowed, in a plan-only
@@ -123,6 +127,8 @@ impl Actor for TurnActor {
                 record,
                 progress,
                 replay_asked: None,
+                interrupt_asked: None,
+                _alive: crate::metrics::Alive::new(&args.ctx.metrics.turns),
                 cut: match args.start {
                     TurnStart::Cut(reason) => Some(reason),
                     _ => None,
@@ -483,7 +489,7 @@ impl TurnState {
         mut batch: Batch,
         violation: Violation,
     ) -> Result<(), ActorProcessingErr> {
-        tracing::warn!(session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
+        tracing::warn!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, provider = %self.provider, what = %violation.what, "policy violation");
         batch.event(self.event(EventData::PolicyViolation(events::PolicyViolation {
             turn_id: self.turn_id(),
             provider: self.provider.clone(),
@@ -568,6 +574,8 @@ impl TurnState {
                 batch.event(self.event(approval.resolved_event(true)));
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
+                self.observe_wait(&approval);
+                tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "approval accepted by the full-access policy");
                 self.send_decision(&request_id, Decision::Accept);
             }
             Policy::PlanOnly => {
@@ -579,7 +587,7 @@ impl TurnState {
                 batch.put(&approval)?.put(&self.record)?.put(&self.progress)?;
                 self.ctx.store.commit(batch).await?;
                 self.notify_session_status();
-                tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
+                tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %id, "awaiting approval");
             }
         }
         Ok(())
@@ -621,6 +629,8 @@ impl TurnState {
         }
         batch.put(&self.record)?;
         self.ctx.store.commit(batch).await?;
+        self.observe_wait(&approval);
+        tracing::info!(subsystem = "approval-policy", session_id = %self.record.session_id, turn_id = %self.record.id, approval_id = %approval.id, status = %approval.status, decided_by = %by, "approval decided");
         self.notify_session_status();
         self.send_decision(&approval.request_id, decision);
         if decision == Decision::Cancel {
@@ -675,6 +685,8 @@ impl TurnState {
 
     async fn interrupt(&mut self, myself: &ActorRef<TurnMsg>) -> DaemonResult<()> {
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, "interrupt requested");
+        // The first ask: a repeated interrupt does not restart the clock.
+        self.interrupt_asked.get_or_insert_with(std::time::Instant::now);
         if self.control(TurnControl::Interrupt) {
             myself.send_after(INTERRUPT_GRACE, || TurnMsg::InterruptTimeout);
             Ok(())
@@ -748,11 +760,13 @@ impl TurnState {
     ) -> Result<(), ActorProcessingErr> {
         let now = bosun_proto::now_ts();
         let mut batch = Batch::by(Owner::Turn);
+        let mut cancelled_approvals = Vec::new();
         for id in self.record.approvals.clone() {
             if let Some(mut a) = self.ctx.store.get::<ApprovalRecord>(&id)? {
                 if let Some(cancelled) = a.cancel_by_daemon(&now) {
                     batch.event(self.event(cancelled));
                     batch.put(&a)?;
+                    cancelled_approvals.push(a);
                 }
             }
         }
@@ -766,6 +780,14 @@ impl TurnState {
         })));
         batch.event(self.event(self.record.completed_event()));
         self.ctx.store.commit(batch).await?;
+        for approval in &cancelled_approvals {
+            self.observe_wait(approval);
+        }
+        let metrics = &self.ctx.metrics;
+        metrics.turn_ended(&self.provider, &status.to_string(), self.record.usage);
+        if let (TurnStatus::Interrupted, Some(asked)) = (status, self.interrupt_asked) {
+            metrics.interrupt_latency.observe(asked.elapsed().as_secs_f64());
+        }
         tracing::info!(session_id = %self.record.session_id, turn_id = %self.record.id, %status, reason = reason.as_deref().unwrap_or(""), "turn ended");
         crate::route::send(
             &names::provider(self.session_id()),
@@ -774,6 +796,12 @@ impl TurnState {
         self.notify_session_ended();
         myself.stop(None);
         Ok(())
+    }
+
+    /// An approval's wait, once its decision is committed.
+    fn observe_wait(&self, approval: &ApprovalRecord) {
+        let (Some(by), Some(decided_at)) = (approval.decided_by, approval.decided_at.as_deref()) else { return };
+        self.ctx.metrics.observe_approval_wait(&by.to_string(), &approval.requested_at, decided_at);
     }
 
     fn notify_session_status(&self) {

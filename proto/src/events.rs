@@ -305,6 +305,10 @@ pub enum ProviderStatusKind {
     Bound { binding: Value, resumed: bool },
     /// The agent process died unasked.
     Crashed { reason: String },
+    /// The daemon stopped the agent process on purpose: it is stopping
+    /// (SIGTERM), or the session's worker was stopped. A turn under way is
+    /// taken up again when the session next runs.
+    Stopped,
     /// The worker actor itself failed and is being restarted. (Written as
     /// `error` before events were typed.)
     Restarting {

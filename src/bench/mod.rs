@@ -392,6 +392,8 @@ where
         // The bench starts its own commands in its terminals: nothing to ask.
         termbridge: bosun_actors::TermBridgeSettings { policy: bosun_proto::Policy::FullAccess, ..Default::default() },
         module_trust: Default::default(),
+        metrics: Default::default(),
+        logs: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel::<bosun_actors::Context>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

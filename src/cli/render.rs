@@ -150,6 +150,7 @@ fn summary(env: &Envelope) -> String {
                     format!("bound{}", if resumed { " (resumed)" } else { "" })
                 }
                 ProviderStatusKind::Crashed { reason } => format!("crashed: {}", clip(&reason, 80)),
+                ProviderStatusKind::Stopped => "stopped".to_string(),
                 ProviderStatusKind::Restarting { reason } => format!("restarting: {}", clip(&reason, 80)),
                 ProviderStatusKind::Enforcement { enforcement, detail, .. } => {
                     format!("enforcement {enforcement}: {}", clip(&detail, 80))

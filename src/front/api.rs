@@ -149,6 +149,10 @@ async fn route_request(ctx: &Context, req: &Request) -> Result<Response, ApiErro
             Method::GET => Ok(json_reply(StatusCode::OK, &health(ctx))),
             _ => Err(not_allowed(req, "GET")),
         },
+        ["metrics"] => match *m {
+            Method::GET => metrics(ctx),
+            _ => Err(not_allowed(req, "GET")),
+        },
         // A WebSocket upgrade is answered before this dispatcher; anything else here is a mistake.
         ["ws"] => Err(ApiError::BadRequest(
             "/ws speaks WebSocket: send GET with Connection: Upgrade and Upgrade: websocket".into(),
@@ -255,6 +259,36 @@ fn load_session(ctx: &Context, id: &str) -> Result<SessionRecord, ApiError> {
         return Err(ApiError::NotFound(format!("session {id:?} not found")));
     }
     ctx.store.get::<SessionRecord>(id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))
+}
+
+/// Who polls the event log, for the count of clients following by polling:
+/// a device by its id, anyone else by the client's address.
+fn poller(req: &Request) -> String {
+    match (&req.access, req.peer.client) {
+        (Some(crate::auth::Access::Device(id)), _) => format!("device:{id}"),
+        (_, Some(ip)) => format!("addr:{ip}"),
+        (_, None) => "unknown".to_string(),
+    }
+}
+
+/// `GET /metrics`: the exposition, OpenMetrics text (which Prometheus reads).
+pub(super) fn metrics(ctx: &Context) -> Result<Response, ApiError> {
+    let pending = ctx
+        .store
+        .scan::<bosun_state::ApprovalRecord>()?
+        .iter()
+        .filter(|a| a.status == bosun_proto::ApprovalStatus::Pending)
+        .count();
+    let text = ctx
+        .metrics
+        .encode(pending)
+        .map_err(|e| ApiError::Daemon(bosun_actors::DaemonError::Internal(format!("encoding the metrics: {e}"))))?;
+    let mut response = Response::new(text.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 fn health(ctx: &Context) -> Health {
@@ -493,6 +527,7 @@ async fn decide(ctx: &Context, req: &Request, id: &str) -> Result<Response, ApiE
 
 fn events(ctx: &Context, req: &Request) -> Result<Response, ApiError> {
     let q: EventsQuery = query(req)?;
+    ctx.metrics.polled(poller(req));
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > MAX_EVENTS_PAGE {
         return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_EVENTS_PAGE}")));

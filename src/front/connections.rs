@@ -70,6 +70,22 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// For the loopback metrics listener: a scraper or two, with the
+    /// server's timeouts.
+    pub fn for_metrics(config: &ServerConfig) -> Limits {
+        Limits {
+            max: METRICS_MAX_CONNECTIONS,
+            loopback_reserve: 0,
+            header_timeout: config.header_timeout(),
+            idle_timeout: config.idle_timeout(),
+        }
+    }
+}
+
+/// Connections the metrics listener holds at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// The soft open-file limit (what `accept` runs into), if it can be read.
 fn open_files_soft_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -126,10 +142,7 @@ impl Registry {
                 !state.evicted && state.is_idle()
             })
         };
-        candidates()
-            .find(|slot| !slot.state().head_started())
-            .or_else(|| candidates().next())
-            .map(|slot| slot.id)
+        candidates().find(|slot| !slot.state().head_started()).or_else(|| candidates().next()).map(|slot| slot.id)
     }
 
     /// Marks `id` for closing; its task closes it, which frees the slot.

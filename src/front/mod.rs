@@ -6,6 +6,7 @@
 mod api;
 mod auth;
 mod authority;
+mod closing;
 mod connections;
 mod cross_site;
 mod error;
@@ -19,6 +20,7 @@ mod terminals;
 mod workflows;
 mod ws;
 
+pub use closing::Farewell;
 pub use connections::{Connections, Limits as ConnectionLimits};
 pub use error::ApiError;
 
@@ -55,6 +57,7 @@ const MAX_WS_FRAME: usize = 64 * 1024;
 /// its frames claim (the socket's handler lifts the limit once it has).
 fn admit_socket(
     auth: &Arc<crate::auth::Auth>,
+    farewell: &Arc<Farewell>,
     conn: &server::ConnInfo,
     headers: &HeaderMap,
     query: &str,
@@ -66,7 +69,7 @@ fn admit_socket(
     if access.is_none() {
         conn.slot.budget.limit(ws::PRE_AUTH_BYTES);
     }
-    Ok(Admission { peer, access, auth: auth.clone(), slot: conn.slot.clone() })
+    Ok(Admission { peer, access, auth: auth.clone(), slot: conn.slot.clone(), goodbye: farewell.enter() })
 }
 
 /// A WebSocket let in by [`admit_socket`]: who it is, what it may do, and
@@ -77,14 +80,18 @@ pub(crate) struct Admission {
     pub access: Option<crate::auth::Access>,
     pub auth: Arc<crate::auth::Auth>,
     pub slot: Arc<connections::Slot>,
+    /// Counts it among the open sockets, and tells it when the daemon stops.
+    pub goodbye: closing::SocketGuard,
 }
 
 pub fn routes(
     ctx: Context,
     auth: Arc<crate::auth::Auth>,
+    farewell: Arc<Farewell>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ws_ctx = ctx.clone();
     let ws_auth = auth.clone();
+    let ws_farewell = farewell.clone();
     // What our server (server.rs) knows of the connection and the request's
     // authority, which warp's filters cannot see.
     let boundary = warp::ext::get::<server::ConnInfo>().and(warp::ext::get::<authority::RequestAuthority>());
@@ -104,7 +111,7 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = ws_ctx.clone();
                 let auth = ws_auth.clone();
-                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                let admission = match admit_socket(&auth, &ws_farewell, &conn, &headers, &query, &authority) {
                     Ok(admission) => admission,
                     Err(refused) => return *refused,
                 };
@@ -140,7 +147,7 @@ pub fn routes(
                   authority: authority::RequestAuthority| {
                 let ctx = term_ctx.clone();
                 let auth = term_auth.clone();
-                let admission = match admit_socket(&auth, &conn, &headers, &query, &authority) {
+                let admission = match admit_socket(&auth, &farewell, &conn, &headers, &query, &authority) {
                     Ok(admission) => admission,
                     Err(refused) => return *refused,
                 };
@@ -305,6 +312,37 @@ pub struct FrontArgs {
     pub auth: Arc<crate::auth::Auth>,
     /// Made once by the daemon too: connections outlive a restarted front.
     pub connections: Arc<Connections>,
+    /// The goodbye the daemon says to every socket when it stops.
+    pub farewell: Arc<Farewell>,
+    /// `[metrics] listen`: a second listener for `GET /metrics` alone.
+    pub metrics_listener: Option<MetricsListener>,
+}
+
+/// The loopback listener that serves only `GET /metrics`, without a token,
+/// with connections of its own (its scrapers never take the API's).
+#[derive(Clone)]
+pub struct MetricsListener {
+    pub listener: Arc<TcpListener>,
+    pub connections: Arc<Connections>,
+}
+
+/// What the metrics listener answers: `GET /metrics`, and a JSON error for
+/// anything else.
+fn metrics_routes(
+    ctx: Context,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    warp::method().and(warp::path::full()).map(move |method: Method, path: FullPath| {
+        let answer = match (path.as_str(), &method) {
+            ("/metrics", &Method::GET) => api::metrics(&ctx),
+            ("/metrics", _) => Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path: path.as_str().to_string(),
+                allowed: "GET",
+            }),
+            _ => Err(ApiError::NotFound("this listener serves GET /metrics only".into())),
+        };
+        auth::with_security_headers(answer.unwrap_or_else(|e| e.into_response()))
+    })
 }
 
 pub enum FrontMsg {
@@ -314,6 +352,7 @@ pub enum FrontMsg {
 pub struct FrontState {
     ctx: Context,
     server: server::Server,
+    metrics_server: Option<server::Server>,
 }
 
 impl Actor for Front {
@@ -325,12 +364,28 @@ impl Actor for Front {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let server = server::Server::start(listener, routes(args.ctx.clone(), args.auth.clone()), args.connections);
-        Ok(FrontState { ctx: args.ctx, server })
+        let server = server::Server::start(
+            listener,
+            routes(args.ctx.clone(), args.auth.clone(), args.farewell),
+            args.connections,
+        );
+        let metrics_server = match args.metrics_listener {
+            Some(metrics) => {
+                let std_listener = metrics.listener.try_clone()?;
+                std_listener.set_nonblocking(true)?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                Some(server::Server::start(listener, metrics_routes(args.ctx.clone()), metrics.connections))
+            }
+            None => None,
+        };
+        Ok(FrontState { ctx: args.ctx, server, metrics_server })
     }
 
     async fn post_stop(&self, _myself: ActorRef<FrontMsg>, state: &mut FrontState) -> Result<(), ActorProcessingErr> {
         state.server.stop();
+        if let Some(metrics) = &state.metrics_server {
+            metrics.stop();
+        }
         Ok(())
     }
 
@@ -346,6 +401,9 @@ impl Actor for Front {
                     // Stop accepting on the old server before the panic unwinds,
                     // so the restarted front is the only one serving.
                     state.server.stop();
+                    if let Some(metrics) = &state.metrics_server {
+                        metrics.stop();
+                    }
                     panic!("injected fault: front");
                 }
             }

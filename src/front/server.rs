@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 use warp::http::header::{HeaderValue, CONNECTION};
 use warp::http::{Request, Response, StatusCode};
 use warp::reply::Reply;
@@ -305,13 +306,29 @@ where
         };
         req.extensions_mut().insert(authority);
         req.extensions_mut().insert(self.conn.clone());
-        let answer = self.warp.call(req);
+        let request_id = request_id(req.headers());
+        // Every line logged while answering carries the id, which the answer
+        // also gives back, so a client's report finds the daemon's lines.
+        let span = tracing::info_span!("request", %request_id, method = %req.method(), path = %req.uri().path());
+        let answer = {
+            let _entered = span.enter();
+            self.warp.call(req)
+        };
+        let started = std::time::Instant::now();
         Box::pin(async move {
-            let response = match answer.await {
+            let response = match answer.instrument(span.clone()).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            span.in_scope(|| {
+                let status = response.status().as_u16();
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(status, elapsed_ms, "answered");
+            });
             let mut response = response;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 in_flight.slot.mark_upgraded();
             } else if in_flight.slot.draining() {
@@ -320,6 +337,22 @@ where
             }
             Ok(in_flight.track(response))
         })
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request's `X-Request-Id` when a proxy or client gave a sane one
+/// (up to 64 of `[A-Za-z0-9._-]`), else a new one.
+fn request_id(headers: &warp::http::HeaderMap) -> String {
+    let given = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|id| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    });
+    match given {
+        Some(id) => id.to_string(),
+        None => uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! falls behind the live chunks catches up from the store. The end frame
 //! goes out only once every byte before the terminal's end has.
 
+use super::closing;
 use super::connections::Slot;
 use super::ws::{auth_token, AUTH_TIMEOUT, CLOSE_UNAUTHORIZED, PING_EVERY};
 use crate::auth::{Auth, AuthError, Peer};
@@ -35,8 +36,6 @@ const REPLAY_BYTES: usize = 1024 * 1024;
 /// The close code of an ended terminal is a normal close; its reason says
 /// how it ended.
 const CLOSE_NORMAL: u16 = 1000;
-/// How long a client that was sent the close frame has to answer it.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum TermConnError {
@@ -121,7 +120,7 @@ fn exit_of(record: &BindingRecord, end: u64) -> TerminalExit {
 }
 
 pub async fn serve(socket: WebSocket, ctx: Context, admission: super::Admission, binding_id: String, from: u64) {
-    let super::Admission { peer, access, auth, slot } = admission;
+    let super::Admission { peer, access, auth, slot, mut goodbye } = admission;
     let (sink, mut stream) = socket.split();
     let (frames_tx, mut frames) = tokio::sync::mpsc::channel(16);
     let reader = tokio::spawn(async move {
@@ -138,12 +137,17 @@ pub async fn serve(socket: WebSocket, ctx: Context, admission: super::Admission,
         return;
     }
     slot.budget.lift();
-    let result = run(&mut conn, &mut frames, from).await;
+    let _counted = bosun_actors::metrics::Alive::new(&ctx.metrics.terminal_sockets);
+    let result = run(&mut conn, &mut frames, from, &mut goodbye).await;
     if let Err(e) = result {
         tracing::debug!(binding = %binding_id, error = %e, "terminal socket ended");
     }
+    if !conn.sent_close && goodbye.is_said() {
+        let farewell = Message::close_with(closing::CLOSE_GOING_AWAY, closing::GOODBYE_REASON);
+        conn.sent_close = conn.send(farewell).await.is_ok();
+    }
     if conn.sent_close {
-        await_close(&mut frames).await;
+        closing::await_client_close(&mut frames).await;
     }
     reader.abort();
     let _ = conn.sink.close().await;
@@ -151,22 +155,6 @@ pub async fn serve(socket: WebSocket, ctx: Context, admission: super::Admission,
 
 /// The first frame must be `{"op":"auth","token":…}` (a browser cannot set
 /// a header on a WebSocket, and a token in the URL ends up in logs).
-/// The closing handshake's second half: what the client still sends (the
-/// acks of frames it has not finished reading) is read and dropped until its
-/// close frame, or [`CLOSE_WAIT`]. Dropping the socket with those frames
-/// unread would make the kernel answer with a reset, and a reset can discard
-/// output and the exit frame the client had not read yet.
-async fn await_close(frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>) {
-    let drained = async {
-        while let Some(Ok(msg)) = frames.recv().await {
-            if msg.is_close() {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
-}
-
 async fn first_message_auth(
     conn: &mut TermConn,
     frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
@@ -208,6 +196,7 @@ async fn run(
     conn: &mut TermConn,
     frames: &mut tokio::sync::mpsc::Receiver<Result<Message, warp::Error>>,
     from: u64,
+    goodbye: &mut closing::SocketGuard,
 ) -> Result<(), TermConnError> {
     let ctx = conn.ctx.clone();
     let Some(record) = ctx.store.get::<BindingRecord>(&conn.binding_id)? else {
@@ -288,6 +277,9 @@ async fn run(
                     Err(RecvError::Closed) => clipboard_open = false,
                 },
                 _ = ping.tick() => conn.send(Message::ping(Vec::new())).await?,
+                // The daemon is stopping: every byte stored so far, then
+                // the goodbye (in `serve`).
+                () = goodbye.said() => return conn.catch_up(live.durable_end()).await,
             }
         }
     }

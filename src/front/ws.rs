@@ -120,7 +120,7 @@ struct Connection {
 /// by its first message; its `slot`'s read budget is then limited to
 /// [`PRE_AUTH_BYTES`], and lifted here once it has.
 pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat, admission: super::Admission) {
-    let super::Admission { peer, access, auth, slot } = admission;
+    let super::Admission { peer, access, auth, slot, mut goodbye } = admission;
     let (sink, mut stream) = socket.split();
     // The socket is read on its own task: polling `stream.next()` afresh in
     // every `select!` pass makes tungstenite zero its 128 KiB read buffer each
@@ -149,6 +149,7 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat, admissio
             }
         },
     };
+    let _counted = bosun_actors::metrics::Alive::new(&conn.ctx.metrics.websocket_subscribers);
     // A paired device's socket lives only as long as the device does.
     let device = match access {
         Access::Device(id) => Some(id),
@@ -190,6 +191,11 @@ pub async fn serve(socket: WebSocket, ctx: Context, format: WireFormat, admissio
                     conn.flush().await?;
                 }
                 _ = ping.tick() => conn.send_raw(Message::ping(Vec::new())).await?,
+                () = goodbye.said() => {
+                    conn.say_goodbye().await?;
+                    super::closing::await_client_close(&mut frames).await;
+                    return Ok(());
+                }
                 revoked = revocations.recv(), if device.is_some() => {
                     let gone = match revoked {
                         Ok(id) => device.as_deref() == Some(id.as_str()),
@@ -405,6 +411,19 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+
+    /// The daemon is stopping, its tree stopped: every event committed so far
+    /// on the subscribed topics (from the store, which has them all, rather
+    /// than the fan-out, which may have dropped some for a slow socket),
+    /// then a close frame with 1001, going away.
+    async fn say_goodbye(&mut self) -> Result<(), ConnError> {
+        let head = self.ctx.store.durable_head();
+        let filters = self.filters.clone();
+        self.replay(&filters, self.cursor, head).await?;
+        self.cursor = self.cursor.max(head);
+        use super::closing::{CLOSE_GOING_AWAY, GOODBYE_REASON};
+        self.send_raw(Message::close_with(CLOSE_GOING_AWAY, GOODBYE_REASON)).await
     }
 
     /// Sends every stored event with `since < seq ≤ until` on `filters`, in seq order.

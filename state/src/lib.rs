@@ -19,6 +19,7 @@
 
 mod batch;
 mod codec;
+mod metrics;
 mod owner;
 mod pending;
 pub mod records;
@@ -33,6 +34,7 @@ mod tests;
 
 pub use batch::Batch;
 pub use codec::decode_body;
+pub use metrics::StoreMetrics;
 pub use owner::Owner;
 pub use records::*;
 pub use store::{FlushPolicy, Store, StoreConfig, FORMAT_VERSION};

@@ -78,6 +78,7 @@ pub(crate) struct Shared {
     /// Highest seq that is flushed and published. Readers never go past it.
     pub(crate) head: AtomicU64,
     pub(crate) flushes: AtomicU64,
+    pub(crate) metrics: crate::StoreMetrics,
     pub(crate) live: broadcast::Sender<Arc<Envelope>>,
     /// Lets tests stop the writer between apply and flush, or fail the flush.
     #[cfg(test)]
@@ -177,6 +178,7 @@ impl Store {
             trees: RwLock::new(HashMap::new()),
             head: AtomicU64::new(head),
             flushes: AtomicU64::new(0),
+            metrics: crate::StoreMetrics::default(),
             live,
             #[cfg(test)]
             before_flush: Mutex::new(None),
@@ -234,7 +236,13 @@ impl Store {
     }
 
     fn submit(&self, batch: Batch, ack: Ack) -> Result<(), StoreError> {
-        self.inner.sender.send(Msg::Commit(Request { batch, ack })).map_err(|_| StoreError::Closed)
+        let submitted = std::time::Instant::now();
+        self.inner.sender.send(Msg::Commit(Request { batch, ack, submitted })).map_err(|_| StoreError::Closed)
+    }
+
+    /// What the writer measures (commit latency, events per flush...).
+    pub fn metrics(&self) -> &crate::StoreMetrics {
+        &self.inner.shared.metrics
     }
 
     /// The live tail, in seq order, from the next published event on.

@@ -33,6 +33,8 @@ pub(crate) enum Msg {
 pub(crate) struct Request {
     pub(crate) batch: Batch,
     pub(crate) ack: Ack,
+    /// When the caller handed it over: the commit latency counts from here.
+    pub(crate) submitted: Instant,
 }
 
 pub(crate) enum Ack {
@@ -102,6 +104,7 @@ struct Olds {
 struct Staged {
     ack: Ack,
     envelopes: Vec<Arc<Envelope>>,
+    submitted: Instant,
 }
 
 impl Writer {
@@ -169,11 +172,11 @@ impl Writer {
             writes: Vec::new(),
         };
         let mut staged = Vec::with_capacity(group.len());
-        for Request { batch, ack } in group {
+        for Request { batch, ack, submitted } in group {
             // A request that cannot be encoded fails alone and gives its seqs
             // back, so the rest of the group stays gap-free.
             match self.stage(batch, &mut plan) {
-                Ok(envelopes) => staged.push(Staged { ack, envelopes }),
+                Ok(envelopes) => staged.push(Staged { ack, envelopes, submitted }),
                 Err(e) => ack.send(Err(e)),
             }
         }
@@ -228,8 +231,12 @@ impl Writer {
                     let _ = self.shared.live.send(envelope.clone());
                 }
                 tracing::trace!(requests = staged.len(), events = plan.encoded.len(), "group committed");
-                for Staged { ack, envelopes } in staged {
+                let metrics = &self.shared.metrics;
+                metrics.events_per_flush.observe(plan.encoded.len() as f64);
+                metrics.events_appended.inc_by(plan.encoded.len() as u64);
+                for Staged { ack, envelopes, submitted } in staged {
                     ack.send(Ok(envelopes));
+                    metrics.commit_latency.observe(submitted.elapsed().as_secs_f64());
                 }
             }
             Err(error) => {
@@ -242,6 +249,7 @@ impl Writer {
                     self.failed = Some(why);
                 }
                 self.next_seq = first_seq;
+                self.shared.metrics.commit_failures.inc();
                 for Staged { ack, .. } in staged {
                     ack.send(Err(StoreError::Sled(error.clone())));
                 }

@@ -177,9 +177,21 @@ impl Daemon {
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.check_events();
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM, without waiting: the test goes on talking to the
+    /// stopping daemon.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid, which it has until reaped.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+    }
+
+    /// Waits (up to 30 s) for the daemon to exit after a signal.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -580,6 +592,17 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 pub async fn ws_connect(daemon: &Daemon) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(daemon.ws_url()).await.expect("ws connect");
     ws
+}
+
+/// After the daemon's close frame: reads on until the socket ends, as a
+/// client should (the WebSocket library sends its reply to the close while
+/// it is polled), so the daemon hears our half of the closing handshake.
+pub async fn hear_the_close_out<S>(ws: &mut S)
+where
+    S: futures::Stream + Unpin,
+{
+    let rest = async { while ws.next().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(10), rest).await.expect("the socket ends after the close");
 }
 
 /// Sends a frame as JSON: raw, so a test can send what no `ClientOp` is.

@@ -135,6 +135,7 @@ pub struct Binding {
     /// OSC 7 and 9;9 in a `pty` terminal's output move its cwd.
     osc: OscParser,
     checker: Option<tokio::task::JoinHandle<()>>,
+    _alive: crate::metrics::Alive,
 }
 
 impl Actor for BindingActor {
@@ -166,6 +167,7 @@ impl Actor for BindingActor {
             };
             let control = super::bridge::control(&ctx, record.terminal);
             return Ok(Binding {
+                _alive: crate::metrics::Alive::new(&ctx.metrics.terminals),
                 scrollback: Scrollback::empty(&record.id, retention),
                 ctx,
                 record,
@@ -187,6 +189,7 @@ impl Actor for BindingActor {
         let live = ctx.terminals.get(&record.id).filter(|l| l.pty.pid() == record.pid);
         let control = super::bridge::control(&ctx, record.terminal);
         let mut state = Binding {
+            _alive: crate::metrics::Alive::new(&ctx.metrics.terminals),
             ctx,
             record,
             live,

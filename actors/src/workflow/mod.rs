@@ -79,6 +79,7 @@ pub struct RunState {
     /// Set while a `Tick` is in the mailbox, so ticks do not pile up.
     tick_queued: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _alive: crate::metrics::Alive,
 }
 
 impl Actor for RunActor {
@@ -197,6 +198,7 @@ impl Actor for RunActor {
 impl RunState {
     fn new(ctx: Context, record: WorkflowRunRecord, workflow: Workflow) -> RunState {
         RunState {
+            _alive: crate::metrics::Alive::new(&ctx.metrics.workflow_runs),
             ctx,
             record,
             workflow,

@@ -238,6 +238,20 @@ class ProviderStatusEventCrashed(BaseModel):
     reason: str
 
 
+class ProviderStatusEventStopped(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    provider: str
+    kind: Annotated[
+        str | None,
+        Field(
+            description='The driver kind (`acp`, `codex-app-server`...), when the worker knows it.'
+        ),
+    ] = None
+    status: Literal['stopped']
+
+
 class ProviderStatusEventRestarting(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1447,6 +1461,7 @@ class BosunEventProviderStatus(BaseModel):
         | ProviderStatusEventRunning
         | ProviderStatusEventBound
         | ProviderStatusEventCrashed
+        | ProviderStatusEventStopped
         | ProviderStatusEventRestarting
         | ProviderStatusEventEnforcement
         | ProviderStatusEventInstalled,

@@ -21,6 +21,9 @@ use crate::error::ClientError;
 use crate::http::Client;
 use crate::Result;
 
+/// How long a closed socket may take to send our reply to the close.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
+
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where a follower says what happens to its connection.
@@ -164,7 +167,16 @@ impl Follower {
                 // The daemon pings; tungstenite answers by itself. We never
                 // ask for MessagePack, so binary frames are not for us.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => {
+                Some(Ok(Message::Close(_))) => {
+                    // The library queued its reply to the close: send it, so
+                    // the daemon (which waits for it when stopping) is not
+                    // left waiting. A daemon going away says 1001; either
+                    // way the resume from `last_seq` is the same.
+                    let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, socket.flush()).await;
+                    self.socket = None;
+                    continue;
+                }
+                None => {
                     self.socket = None;
                     continue;
                 }

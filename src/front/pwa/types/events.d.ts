@@ -298,6 +298,14 @@ export type ProviderStatusEvent =
        * The driver kind (`acp`, `codex-app-server`...), when the worker knows it.
        */
       kind?: string | null;
+      status: 'stopped';
+    }
+  | {
+      provider: string;
+      /**
+       * The driver kind (`acp`, `codex-app-server`...), when the worker knows it.
+       */
+      kind?: string | null;
       status: 'restarting';
       reason: string;
     }
