@@ -41,6 +41,10 @@ pub struct FileConfig {
     /// `[termbridge]`: terminal control (docs/TERMINALS.md).
     #[serde(default)]
     pub termbridge: bosun_actors::TermBridgeSettings,
+    /// `[modules]`: which keys signed provider modules may be signed with
+    /// (docs/MODULES.md).
+    #[serde(default)]
+    pub modules: ModulesConfig,
     /// `[metrics]`: `GET /metrics` on a listener of its own.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -111,6 +115,21 @@ impl MetricsConfig {
             )],
             _ => Vec::new(),
         }
+    }
+}
+
+/// `[modules]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesConfig {
+    /// `[{ id = "..", public_key = ".." }]`: several, so keys can rotate.
+    #[serde(default)]
+    pub trusted_keys: Vec<bosun_modules::TrustedKey>,
+}
+
+impl ModulesConfig {
+    pub fn trust(&self) -> anyhow::Result<bosun_modules::Trust> {
+        bosun_modules::Trust::new(&self.trusted_keys).context("[modules] trusted_keys")
     }
 }
 
@@ -241,6 +260,11 @@ impl FileConfig {
         let mut problems = self.server.problems();
         problems.extend(self.metrics.problems());
         problems.extend(self.logs.problems());
+        // A key that is not what its id says is a mistake to hear of now,
+        // not when the first module is refused.
+        if let Err(e) = self.modules.trust() {
+            problems.push(format!("{e:#}"));
+        }
         let known_kinds: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
         for (name, spec) in &self.providers {
             let at = format!("[providers.{name}]");
@@ -319,6 +343,7 @@ pub struct DaemonConfig {
     pub git: GitSettings,
     pub prices: bosun_actors::Prices,
     pub termbridge: bosun_actors::TermBridgeSettings,
+    pub module_trust: bosun_modules::Trust,
     pub metrics: MetricsConfig,
     pub logs: LogsConfig,
 }
@@ -375,6 +400,29 @@ mod tests {
         assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
         let err = toml::from_str::<FileConfig>("[auth]\ntrusted_proxies = [\"proxy.local\"]").unwrap_err();
         assert!(err.to_string().contains("not an IP address or CIDR block"), "{err}");
+    }
+
+    #[test]
+    fn module_keys_are_checked_with_the_rest_of_the_config() {
+        let key = bosun_modules::generate().unwrap();
+        let public = bosun_modules::encode_public(&key.verifying_key());
+        let id = bosun_modules::key_id(&key.verifying_key());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bosun.toml");
+        std::fs::write(&path, format!("[modules]\ntrusted_keys = [{{ id = \"{id}\", public_key = \"{public}\" }}]"))
+            .unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        assert!(config.modules.trust().unwrap().get(&id).is_some());
+        // An id that is not the key's: refused now, naming the right one.
+        std::fs::write(
+            &path,
+            format!("[modules]\ntrusted_keys = [{{ id = \"0000000000000000\", public_key = \"{public}\" }}]"),
+        )
+        .unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        let err = config.check(&path, &crate::providers::kinds(), &[]).unwrap_err().to_string();
+        assert!(err.contains(&id) && err.contains("trusted_keys"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[modules]\ntrusted_key = []").is_err());
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub async fn run(
     let providers = ProviderRegistry::with_discovery(crate::providers::kinds(), config.providers.clone(), search_path)
         .context("loading providers")?
         .with_secrets(Arc::new(crate::secrets::Resolver(secrets.clone())));
+    // What was installed while the daemon was down (`--offline`) or before
+    // it last stopped: the current version of each module.
+    crate::modules::register_installed(&providers, &config.data_dir);
     let default_cwd = std::env::current_dir().context("reading the current directory")?;
     let ctx = Context::new(
         store.clone(),
@@ -96,6 +99,7 @@ pub async fn run(
             git: config.git.clone(),
             prices: config.prices.clone(),
             termbridge: config.termbridge.clone(),
+            module_trust: config.module_trust.clone(),
         },
     );
     // Small WebSocket frames must not wait for Nagle's algorithm and delayed

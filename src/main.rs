@@ -8,6 +8,7 @@ mod daemon;
 mod doctor;
 mod front;
 mod logging;
+mod modules;
 mod providers;
 mod proxy;
 mod secrets;
@@ -145,6 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         git: file.git,
         prices: file.prices,
         termbridge: file.termbridge,
+        module_trust: file.modules.trust()?,
         metrics: file.metrics,
         logs: file.logs,
     };

@@ -52,6 +52,9 @@ pub struct Settings {
     pub prices: Prices,
     /// `[termbridge]`: terminals.
     pub termbridge: TermBridgeSettings,
+    /// `[modules] trusted_keys`: the keys a module must be signed with to
+    /// be installed (docs/MODULES.md).
+    pub module_trust: bosun_modules::Trust,
 }
 
 /// `[termbridge]` in the daemon's config (docs/TERMINALS.md).

@@ -56,6 +56,14 @@ pub enum ProvidersMsg {
         provider: String,
         result: Result<EnforcementReport, String>,
     },
+    /// A module install or rollback (done on a task, src/modules.rs) made
+    /// `version` of a provider current: register it and announce it.
+    ModuleSwitched {
+        spec: ProviderSpec,
+        version: String,
+        replaced: Option<String>,
+        reply: RpcReplyPort<DaemonResult<()>>,
+    },
     Crash,
 }
 
@@ -121,6 +129,9 @@ impl Actor for ProvidersActor {
                     let _ = reply.send(answer.clone());
                 }
             }
+            ProvidersMsg::ModuleSwitched { spec, version, replaced, reply } => {
+                let _ = reply.send(state.module_switched(spec, version, replaced).await);
+            }
             ProvidersMsg::Crash => {
                 if state.ctx.settings.fault_injection {
                     panic!("injected fault: providers");
@@ -138,11 +149,7 @@ fn report_of(record: &ProviderRecord) -> EnforcementReport {
 
 impl ProvidersState {
     fn spec(&self, provider: &str) -> DaemonResult<ProviderSpec> {
-        self.ctx
-            .providers
-            .get(provider)
-            .cloned()
-            .ok_or_else(|| DaemonError::NotFound(format!("unknown provider {provider:?}")))
+        self.ctx.providers.get(provider).ok_or_else(|| DaemonError::NotFound(format!("unknown provider {provider:?}")))
     }
 
     fn known(&self, provider: &str) -> DaemonResult<EnforcementReport> {
@@ -232,6 +239,30 @@ impl ProvidersState {
         Ok(())
     }
 
+    /// Puts a module's provider in the registry (new sessions start it;
+    /// running ones keep the agent they have) and announces it on the
+    /// system topic, once that is durable.
+    async fn module_switched(
+        &mut self,
+        spec: ProviderSpec,
+        version: String,
+        replaced: Option<String>,
+    ) -> DaemonResult<()> {
+        let provider = spec.name.clone();
+        let kind = spec.kind.clone();
+        self.ctx.providers.register_module(spec).map_err(|e| DaemonError::Conflict(e.to_string()))?;
+        let mut batch = Batch::by(Owner::Providers);
+        let installed = events::ProviderStatusEvent {
+            provider: provider.clone(),
+            kind: Some(kind),
+            status: events::ProviderStatusKind::Installed { version: version.clone(), replaced },
+        };
+        batch.event(EventData::ProviderStatus(installed).into_event(Topic::system()));
+        self.ctx.store.commit(batch).await?;
+        tracing::info!(%provider, %version, "a module's provider is registered");
+        Ok(())
+    }
+
     /// Answers at once when the provider is known; else starts a probe (one
     /// per provider at a time) and answers when it is done.
     fn learn(
@@ -256,7 +287,7 @@ impl ProvidersState {
         if waiting.len() > 1 {
             return;
         }
-        let Some(spec) = self.ctx.providers.get(&provider).cloned() else { return };
+        let Some(spec) = self.ctx.providers.get(&provider) else { return };
         let registry = self.ctx.providers.clone();
         let scratch = self.ctx.settings.data_dir.join("probe").join(&provider);
         let myself = myself.clone();
@@ -295,6 +326,19 @@ pub async fn learn(provider: &str) -> DaemonResult<EnforcementReport> {
         PROBE_TIMEOUT + Duration::from_secs(5),
         |reply| ProvidersMsg::Learn { provider, reply },
     )
+    .await
+    .and_then(|r| r)
+}
+
+/// Has the providers actor register a module's provider; see
+/// [`ProvidersMsg::ModuleSwitched`].
+pub async fn module_switched(spec: ProviderSpec, version: String, replaced: Option<String>) -> DaemonResult<()> {
+    crate::route::call::<ProvidersMsg, _, _>(crate::names::PROVIDERS, |reply| ProvidersMsg::ModuleSwitched {
+        spec,
+        version,
+        replaced,
+        reply,
+    })
     .await
     .and_then(|r| r)
 }

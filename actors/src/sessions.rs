@@ -299,7 +299,7 @@ impl SessionsState {
     /// session's id, title and policy.
     fn validate(&self, req: &CreateSessionRequest, id: String) -> DaemonResult<(String, String, Policy)> {
         if self.ctx.providers.get(&req.provider).is_none() {
-            let known: Vec<&str> = self.ctx.providers.list().map(|p| p.name.as_str()).collect();
+            let known: Vec<String> = self.ctx.providers.list().into_iter().map(|p| p.name).collect();
             return Err(DaemonError::BadRequest(format!(
                 "unknown provider {:?}; known: {}",
                 req.provider,

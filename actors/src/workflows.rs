@@ -136,7 +136,7 @@ impl Supervises for WorkflowsSupervisor {
 
 /// What a daemon's workflows can name: its providers.
 pub fn known(ctx: &Context) -> Known {
-    Known { providers: ctx.providers.list().map(|p| p.name.clone()).collect() }
+    Known { providers: ctx.providers.list().into_iter().map(|p| p.name).collect() }
 }
 
 /// How long reading a definition's file may take: a path naming a device

@@ -349,7 +349,8 @@ pub struct CrashRequest {
 pub struct ProviderView {
     pub name: String,
     pub kind: String,
-    /// `built_in`, `config` or `discovered` (a known agent found on `PATH`).
+    /// `built_in`, `config`, `discovered` (a known agent found on `PATH`) or
+    /// `module` (a signed module, docs/MODULES.md).
     pub origin: String,
     pub command: Option<String>,
     #[serde(default)]
@@ -602,4 +603,26 @@ pub struct DoctorCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DoctorReport {
     pub checks: Vec<DoctorCheck>,
+}
+
+/// `POST /api/v1/modules/install?allow_downgrade=true`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallModuleQuery {
+    /// Install even when the module is older than the installed version.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+/// What an install or a rollback made current (docs/MODULES.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ModuleSwitched {
+    /// The module's name, and the provider's.
+    pub name: String,
+    pub version: String,
+    /// The version that was current before, if any.
+    #[serde(default)]
+    pub replaced: Option<String>,
+    /// The signing key's id.
+    pub key_id: String,
 }

@@ -324,6 +324,14 @@ pub enum ProviderStatusKind {
     /// What was learned about holding the provider's agent to a policy
     /// (on the `system` topic).
     Enforcement { enforcement: Enforcement, detail: String, agent: Option<String> },
+    /// A signed module made `version` of this provider current, by an
+    /// install or a rollback (on the `system` topic): new sessions start it.
+    Installed {
+        version: String,
+        /// The version it replaced, if one was current.
+        #[serde(default)]
+        replaced: Option<String>,
+    },
 }
 
 /// A tool call as the agent announced it.

@@ -391,6 +391,7 @@ where
         prices: Default::default(),
         // The bench starts its own commands in its terminals: nothing to ask.
         termbridge: bosun_actors::TermBridgeSettings { policy: bosun_proto::Policy::FullAccess, ..Default::default() },
+        module_trust: Default::default(),
         metrics: Default::default(),
         logs: Default::default(),
     };

@@ -13,6 +13,7 @@
 //! command's exit code, as `ssh` does.
 
 mod devices;
+mod module;
 mod render;
 mod secrets;
 mod term;
@@ -98,6 +99,8 @@ pub enum ClientCommand {
     /// set (the value from stdin), ls (masked), rm. Works on --data-dir's
     /// files, with or without a daemon running there.
     Secrets(secrets::SecretsArgs),
+    /// Signed provider modules: keygen, pack, install, rollback, ls (docs/MODULES.md).
+    Module(module::ModuleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -358,6 +361,7 @@ async fn dispatch(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Workflow(args) => workflow::workflow(args).await,
         ClientCommand::Term(args) => term::term(args).await,
         ClientCommand::Secrets(args) => secrets::secrets(args),
+        ClientCommand::Module(args) => module::module(args).await,
     }
 }
 

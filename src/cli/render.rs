@@ -155,6 +155,10 @@ fn summary(env: &Envelope) -> String {
                 ProviderStatusKind::Enforcement { enforcement, detail, .. } => {
                     format!("enforcement {enforcement}: {}", clip(&detail, 80))
                 }
+                ProviderStatusKind::Installed { version, replaced } => match replaced {
+                    Some(old) => format!("module {version} installed (was {old})"),
+                    None => format!("module {version} installed"),
+                },
             };
             format!("{} {detail}", e.provider)
         }

@@ -53,6 +53,8 @@ pub fn body_limit(method: &Method, path: &str) -> usize {
     // `/auth/token` is the one route anyone may post to: a few KiB is all it needs.
     if path.starts_with("/auth/") {
         super::auth::MAX_AUTH_BODY_BYTES
+    } else if *method == Method::POST && super::modules::admin_only(path) {
+        super::modules::MAX_BODY_BYTES
     } else if *method == Method::PUT
         && path.starts_with("/api/v1/sessions/")
         && path.trim_end_matches('/').ends_with("/file")
@@ -202,6 +204,7 @@ async fn route_request(
             (["tasks", more @ ..], _) => super::tasks::route(ctx, req, more).await,
             (["terminals", more @ ..], _) => super::terminals::route(ctx, req, more).await,
             (["secrets", more @ ..], _) => super::secrets::route(ctx, secrets, req, more).await,
+            (["modules", more @ ..], _) => super::modules::route(ctx, req, more).await,
             (["events"], Method::GET) => events(ctx, req),
             (["events"], _) => Err(not_allowed(req, "GET")),
             (["providers"], Method::GET) => Ok(json_reply(StatusCode::OK, &providers(ctx))),

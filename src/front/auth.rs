@@ -75,7 +75,14 @@ pub const MAX_AUTH_BODY_BYTES: usize = 4 * 1024;
 /// but the static assets.
 pub fn gate(auth: &Auth, req: &Request) -> Result<Option<Access>, AuthError> {
     let Some(rest) = req.path.strip_prefix("/auth/") else {
-        return auth.authorize(req.peer, bearer(&req.headers)).map(Some);
+        let access = auth.authorize(req.peer, bearer(&req.headers))?;
+        // Installing a module puts a program on the machine that sessions
+        // will run: the admin credential only, decided before the (large)
+        // body is read.
+        if super::modules::admin_only(&req.path) && access != Access::Admin {
+            return Err(AuthError::AdminOnly);
+        }
+        return Ok(Some(access));
     };
     if rest.trim_end_matches('/') == "token" {
         return Ok(None);

@@ -43,6 +43,9 @@ pub enum ApiError {
     NotText(String),
     #[error("store: {0}")]
     Store(#[from] bosun_state::StoreError),
+    /// A module refused, with its own code (`bad_signature`, `downgrade`...).
+    #[error(transparent)]
+    Module(#[from] crate::modules::InstallError),
 }
 
 impl ApiError {
@@ -71,6 +74,17 @@ impl ApiError {
             ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotText(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Module(e) => match e.code() {
+                // Not signed by a key this daemon trusts.
+                "bad_signature" | "unknown_key" => StatusCode::FORBIDDEN,
+                // Would undo or contradict what is installed or configured.
+                "downgrade" | "version_conflict" | "provider_conflict" | "no_previous" => StatusCode::CONFLICT,
+                "not_found" => StatusCode::NOT_FOUND,
+                "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+                "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+                // Signed, but not installable: expired, altered, unsafe, too new.
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
         }
     }
 
@@ -89,6 +103,7 @@ impl ApiError {
             ApiError::FileTooLarge(_) => "payload_too_large",
             ApiError::NotText(_) => "unsupported_media_type",
             ApiError::Store(_) => "internal",
+            ApiError::Module(e) => e.code(),
         }
     }
 

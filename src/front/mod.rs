@@ -10,6 +10,7 @@ mod closing;
 mod connections;
 mod cross_site;
 mod error;
+mod modules;
 pub mod openapi;
 mod pwa;
 mod secrets;

@@ -24,6 +24,8 @@ struct Op {
     /// Another success status with the same body (202 for an action held
     /// for a person's approval).
     also: Option<u16>,
+    /// The request body is a file (`application/octet-stream`), not JSON.
+    binary_body: bool,
 }
 
 /// Builds the operations with one schema generator, so shared types are
@@ -92,6 +94,11 @@ impl Builder {
             }
             if let Some(body) = op.body {
                 operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
+            } else if op.binary_body {
+                operation["requestBody"] = json!({
+                    "required": true,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
+                });
             }
             let (status, schema) = op.ok;
             let ok = match schema {
@@ -169,6 +176,7 @@ pub fn document() -> Value {
                 body: Some(body),
                 ok: ($status, Some(resp)),
                 also: None,
+                binary_body: false,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, query: $q:ty, $status:literal => $resp:ty) => {{
@@ -182,6 +190,7 @@ pub fn document() -> Value {
                 body: None,
                 ok: ($status, Some(resp)),
                 also: None,
+                binary_body: false,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, body: $body:ty, $status:literal => $resp:ty) => {{
@@ -195,6 +204,7 @@ pub fn document() -> Value {
                 body: Some(body),
                 ok: ($status, Some(resp)),
                 also: None,
+                binary_body: false,
             });
         }};
         ($method:literal, $path:literal, $summary:literal, $status:literal => $resp:ty) => {{
@@ -207,6 +217,7 @@ pub fn document() -> Value {
                 body: None,
                 ok: ($status, Some(resp)),
                 also: None,
+                binary_body: false,
             });
         }};
     }
@@ -260,6 +271,7 @@ pub fn document() -> Value {
             body: Some(body),
             ok: (201, Some(resp)),
             also: Some(202),
+            binary_body: false,
         });
     }
     op!("get", "/api/v1/terminals/bindings/{id}", "One binding", 200 => BindingView);
@@ -276,6 +288,7 @@ pub fn document() -> Value {
             body: Some(body),
             ok: (200, Some(resp)),
             also: Some(202),
+            binary_body: false,
         });
     }
     op!("post", "/api/v1/terminals/bindings/{id}/focus", "Focus a binding's window or pane", 200 => ActionDone);
@@ -298,6 +311,7 @@ pub fn document() -> Value {
         body: None,
         ok: (200, Some(json!({"type": "object"}))),
         also: None,
+        binary_body: false,
     });
     b.op(Op {
         method: "get",
@@ -307,7 +321,22 @@ pub fn document() -> Value {
         body: None,
         ok: (200, Some(json!({"type": "object"}))),
         also: None,
+        binary_body: false,
     });
+    let query = b.query::<InstallModuleQuery>();
+    let switched = b.schema::<ModuleSwitched>();
+    b.op(Op {
+        method: "post",
+        path: "/api/v1/modules/install",
+        summary: "Verify a signed provider module (the body: the file `bosun module pack` wrote) and install it, \
+                  registering its provider (admin)",
+        query: Some(query),
+        body: None,
+        ok: (200, Some(switched)),
+        also: None,
+        binary_body: true,
+    });
+    op!("post", "/api/v1/modules/{name}/rollback", "Make a module's previous version current again (admin)", 200 => ModuleSwitched);
     op!("post", "/auth/token", "Exchange a pairing code for a device token", body: TokenRequest, 200 => TokenResponse);
     op!("post", "/auth/pairing", "A single-use pairing code (admin)", 201 => Pairing);
     op!("get", "/auth/devices", "The paired devices (admin)", 200 => DeviceList);

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// One kind of provider (`kind = "..."` in a config file): what the daemon
@@ -100,6 +100,8 @@ pub enum ProviderOrigin {
     Config,
     /// A known agent found on `PATH`.
     Discovered,
+    /// A signed module installed under `<data_dir>/providers/` (docs/MODULES.md).
+    Module,
 }
 
 impl ProviderOrigin {
@@ -108,6 +110,7 @@ impl ProviderOrigin {
             ProviderOrigin::BuiltIn => "built_in",
             ProviderOrigin::Config => "config",
             ProviderOrigin::Discovered => "discovered",
+            ProviderOrigin::Module => "module",
         }
     }
 }
@@ -328,6 +331,10 @@ pub enum RegistryError {
     Unknown(String),
     #[error("provider {provider:?}: env {var} names secret {secret:?}, which cannot be read: {reason}")]
     Secret { provider: String, var: String, secret: String, reason: String },
+    /// A module may not take a name the config or a built-in kind holds:
+    /// the config is the operator's word and wins.
+    #[error("provider {name:?} is {origin} already; a module may not replace it")]
+    Taken { name: String, origin: &'static str },
 }
 
 /// Where a provider stands, as `GET /api/v1/providers` shows it.
@@ -387,7 +394,10 @@ pub struct ProviderStatus {
 pub struct ProviderRegistry {
     /// By [`ProviderFactory::kind`].
     factories: BTreeMap<&'static str, Arc<dyn ProviderFactory>>,
-    specs: BTreeMap<String, ProviderSpec>,
+    /// Behind a lock because a module can add or replace a provider while
+    /// the daemon runs ([`ProviderRegistry::register_module`]); held only to
+    /// copy out or swap a spec, never across an await.
+    specs: RwLock<BTreeMap<String, ProviderSpec>>,
     search_path: Option<OsString>,
     runtime: Mutex<BTreeMap<String, Runtime>>,
     /// Resolves `secret:NAME` env values when an agent starts; without one,
@@ -442,12 +452,13 @@ impl ProviderRegistry {
             let known: Vec<(&'static str, KnownProgram)> =
                 registry.factories.values().flat_map(|f| f.known_programs().iter().map(|p| (f.kind(), *p))).collect();
             for (kind, known) in known {
-                if registry.specs.contains_key(known.program) || find_program(known.program, Some(path)).is_none() {
+                let specs = registry.specs.get_mut().unwrap_or_else(|p| p.into_inner());
+                if specs.contains_key(known.program) || find_program(known.program, Some(path)).is_none() {
                     continue;
                 }
                 let mut spec = ProviderSpec::new(known.program, kind, Some(known.program), known.args);
                 spec.origin = ProviderOrigin::Discovered;
-                registry.specs.insert(spec.name.clone(), spec);
+                specs.insert(spec.name.clone(), spec);
             }
         }
         Ok(registry)
@@ -467,20 +478,49 @@ impl ProviderRegistry {
             specs.insert(spec.name.clone(), spec);
         }
         for mut spec in configured {
-            if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(RegistryError::BadName(spec.name));
-            }
-            let Some(factory) = factories.get(spec.kind.as_str()) else {
-                let known = factories.keys().copied().collect::<Vec<_>>().join(", ");
-                return Err(RegistryError::UnknownKind { name: spec.name, kind: spec.kind, known });
-            };
-            if factory.runs_program() && spec.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                return Err(RegistryError::NoCommand { name: spec.name, kind: spec.kind });
-            }
+            check_spec(&factories, &spec)?;
             spec.origin = ProviderOrigin::Config;
             specs.insert(spec.name.clone(), spec);
         }
-        Ok(ProviderRegistry { factories, specs, search_path, runtime: Mutex::new(BTreeMap::new()), secrets: None })
+        Ok(ProviderRegistry {
+            factories,
+            specs: RwLock::new(specs),
+            search_path,
+            runtime: Mutex::new(BTreeMap::new()),
+            secrets: None,
+        })
+    }
+
+    fn specs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ProviderSpec>> {
+        self.specs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the provider of an installed module, or replaces the one an
+    /// earlier version of it (or a discovered agent of that name) gave, while
+    /// the daemon runs. A name the config or a built-in kind holds is
+    /// refused. Returns the spec it replaced.
+    pub fn register_module(&self, mut spec: ProviderSpec) -> Result<Option<ProviderSpec>, RegistryError> {
+        check_spec(&self.factories, &spec)?;
+        spec.origin = ProviderOrigin::Module;
+        let mut specs = self.specs.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = specs.get(&spec.name) {
+            if matches!(existing.origin, ProviderOrigin::Config | ProviderOrigin::BuiltIn) {
+                return Err(RegistryError::Taken { name: spec.name, origin: existing.origin.as_str() });
+            }
+        }
+        Ok(specs.insert(spec.name.clone(), spec))
+    }
+
+    /// Whether [`ProviderRegistry::register_module`] would take `spec`:
+    /// asked before a module is unpacked, so a refusal changes nothing.
+    pub fn check_module(&self, spec: &ProviderSpec) -> Result<(), RegistryError> {
+        check_spec(&self.factories, spec)?;
+        match self.specs().get(&spec.name) {
+            Some(existing) if matches!(existing.origin, ProviderOrigin::Config | ProviderOrigin::BuiltIn) => {
+                Err(RegistryError::Taken { name: spec.name.clone(), origin: existing.origin.as_str() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The factory of `spec`'s kind; every spec in the registry has one.
@@ -490,12 +530,12 @@ impl ProviderRegistry {
 
     /// What provider `name`'s driver can do.
     pub fn capabilities(&self, name: &str) -> Option<Capabilities> {
-        Some(self.factory(self.specs.get(name)?)?.capabilities())
+        Some(self.factory(self.specs().get(name)?)?.capabilities())
     }
 
     /// Whether provider `name` may run a session in `sandbox`.
     pub fn supports(&self, name: &str, sandbox: Sandbox) -> bool {
-        self.specs.get(name).and_then(|spec| self.factory(spec)).is_some_and(|f| f.supports(sandbox))
+        self.specs().get(name).and_then(|spec| self.factory(spec)).is_some_and(|f| f.supports(sandbox))
     }
 
     /// Whether provider `name`'s agent needs the network to reach its model.
@@ -507,7 +547,7 @@ impl ProviderRegistry {
     /// Provider `name`'s spec, with what its agent called itself the last
     /// time it started: an agent is known by that, not only by its file name.
     fn with_learned_name(&self, name: &str) -> Option<ProviderSpec> {
-        let mut spec = self.specs.get(name)?.clone();
+        let mut spec = self.specs().get(name)?.clone();
         spec.agent_name = self.enforcement(name).and_then(|e| e.agent);
         Some(spec)
     }
@@ -518,12 +558,13 @@ impl ProviderRegistry {
         spec.state_dirs(default)
     }
 
-    pub fn get(&self, name: &str) -> Option<&ProviderSpec> {
-        self.specs.get(name)
+    /// A copy: a module may replace the spec at any time.
+    pub fn get(&self, name: &str) -> Option<ProviderSpec> {
+        self.specs().get(name).cloned()
     }
 
-    pub fn list(&self) -> impl Iterator<Item = &ProviderSpec> {
-        self.specs.values()
+    pub fn list(&self) -> Vec<ProviderSpec> {
+        self.specs().values().cloned().collect()
     }
 
     /// The program a provider's `command` resolves to, if it exists.
@@ -535,9 +576,10 @@ impl ProviderRegistry {
 
     /// Every provider with where it stands now.
     pub fn statuses(&self) -> Vec<ProviderStatus> {
+        let specs = self.list();
         let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-        self.specs
-            .values()
+        specs
+            .iter()
             .map(|spec| {
                 let rt = runtime.get(&spec.name).cloned().unwrap_or_default();
                 let factory = self.factory(spec);
@@ -592,10 +634,10 @@ impl ProviderRegistry {
 
     /// How provider `name` is held to a policy, as far as is known now.
     pub fn enforcement(&self, name: &str) -> Option<EnforcementReport> {
-        let spec = self.specs.get(name)?;
+        let spec = self.get(name)?;
         let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
         let learned = runtime.get(name).and_then(|rt| rt.learned.clone());
-        Some(learned.unwrap_or_else(|| before_start(self.factory(spec))))
+        Some(learned.unwrap_or_else(|| before_start(self.factory(&spec))))
     }
 
     /// Sets what was learned about provider `name` (by the providers actor,
@@ -668,6 +710,24 @@ impl ProviderRegistry {
         let known = self.factories.keys().copied().collect::<Vec<_>>().join(", ");
         RegistryError::UnknownKind { name: spec.name.clone(), kind: spec.kind.clone(), known }
     }
+}
+
+/// A spec's name, kind and command, as the config and modules must give them.
+fn check_spec(
+    factories: &BTreeMap<&'static str, Arc<dyn ProviderFactory>>,
+    spec: &ProviderSpec,
+) -> Result<(), RegistryError> {
+    if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(RegistryError::BadName(spec.name.clone()));
+    }
+    let Some(factory) = factories.get(spec.kind.as_str()) else {
+        let known = factories.keys().copied().collect::<Vec<_>>().join(", ");
+        return Err(RegistryError::UnknownKind { name: spec.name.clone(), kind: spec.kind.clone(), known });
+    };
+    if factory.runs_program() && spec.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        return Err(RegistryError::NoCommand { name: spec.name.clone(), kind: spec.kind.clone() });
+    }
+    Ok(())
 }
 
 /// What is known of a kind before any of its agents started; nothing, for a
@@ -858,7 +918,7 @@ mod tests {
         assert_eq!(codex.args, ["app-server"]);
         assert_eq!(reg.get("gemini").unwrap().origin, ProviderOrigin::Config, "the config wins");
         assert!(reg.get("not-an-agent").is_none());
-        assert_eq!(reg.resolve(codex), Some(dir.path().join("codex")));
+        assert_eq!(reg.resolve(&codex), Some(dir.path().join("codex")));
         // Present but not executable: not found.
         std::fs::remove_file(dir.path().join("codex")).unwrap();
         std::fs::write(dir.path().join("codex"), "").unwrap();
@@ -885,6 +945,28 @@ mod tests {
         gemini.env.insert("STATE".into(), "/var/state".into());
         assert_eq!(reg.state_dirs(&gemini), [PathBuf::from("/var/state/x")], "configured dirs replace the defaults");
         assert!(reg.state_dirs(&spec("other", "agent")).is_empty());
+    }
+
+    #[test]
+    fn a_module_adds_or_replaces_a_provider_at_runtime_but_never_the_config() {
+        let reg = ProviderRegistry::new(kinds(), [spec("mine", "agent")]).unwrap();
+        let module = ProviderSpec::new("added", "agent", Some("/opt/m/1.0.0/files/agent"), &[]);
+        assert!(reg.check_module(&module).is_ok());
+        assert_eq!(reg.register_module(module).unwrap(), None);
+        assert_eq!(reg.get("added").unwrap().origin, ProviderOrigin::Module);
+        assert!(reg.statuses().iter().any(|s| s.spec.name == "added"));
+        let newer = ProviderSpec::new("added", "agent", Some("/opt/m/2.0.0/files/agent"), &[]);
+        let replaced = reg.register_module(newer).unwrap().unwrap();
+        assert_eq!(replaced.command.as_deref(), Some("/opt/m/1.0.0/files/agent"));
+        assert_eq!(reg.get("added").unwrap().command.as_deref(), Some("/opt/m/2.0.0/files/agent"));
+        for taken in [spec("mine", "agent"), spec("builtin", "builtin")] {
+            let err = reg.register_module(taken.clone()).unwrap_err();
+            assert!(matches!(err, RegistryError::Taken { .. }), "{err}");
+            assert!(reg.check_module(&taken).is_err());
+        }
+        assert_eq!(reg.get("mine").unwrap().origin, ProviderOrigin::Config, "the config is untouched");
+        let unknown = ProviderSpec::new("x", "pty", Some("/bin/true"), &[]);
+        assert!(matches!(reg.check_module(&unknown), Err(RegistryError::UnknownKind { .. })));
     }
 
     #[test]

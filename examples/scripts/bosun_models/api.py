@@ -722,6 +722,18 @@ class CrashScheduled(BaseModel):
     actor: Annotated[str, Field(description='The actor that will panic.')]
 
 
+class ModuleSwitched(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: Annotated[str, Field(description="The module's name, and the provider's.")]
+    version: str
+    replaced: Annotated[
+        str | None, Field(description='The version that was current before, if any.')
+    ] = None
+    key_id: Annotated[str, Field(description="The signing key's id.")]
+
+
 class TokenRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
@@ -1167,7 +1179,7 @@ class ProviderView(BaseModel):
     origin: Annotated[
         str,
         Field(
-            description='`built_in`, `config` or `discovered` (a known agent found on `PATH`).'
+            description='`built_in`, `config`, `discovered` (a known agent found on `PATH`) or\n`module` (a signed module, docs/MODULES.md).'
         ),
     ]
     command: str | None = None

@@ -267,6 +267,24 @@ class ProviderStatusEventRestarting(BaseModel):
     reason: str
 
 
+class ProviderStatusEventInstalled(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    provider: str
+    kind: Annotated[
+        str | None,
+        Field(
+            description='The driver kind (`acp`, `codex-app-server`...), when the worker knows it.'
+        ),
+    ] = None
+    status: Literal['installed']
+    version: str
+    replaced: Annotated[
+        str | None, Field(description='The version it replaced, if one was current.')
+    ] = None
+
+
 class ProviderCapabilities(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1473,7 +1491,8 @@ class BosunEventProviderStatus(BaseModel):
         | ProviderStatusEventCrashed
         | ProviderStatusEventStopped
         | ProviderStatusEventRestarting
-        | ProviderStatusEventEnforcement,
+        | ProviderStatusEventEnforcement
+        | ProviderStatusEventInstalled,
         Field(
             description="`provider:status`: where a session's provider worker and its agent\nprocess stand, or (on the `system` topic) what was learned about a\nprovider.",
             discriminator='status',

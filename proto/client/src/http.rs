@@ -399,6 +399,23 @@ impl Client {
         self.post(&["api", "v1", "debug", "crash"]).json(&body).send().await
     }
 
+    /// Installs a signed module (admin): `module` is the file `bosun module
+    /// pack` wrote. The daemon verifies it before anything changes.
+    pub async fn install_module(&self, module: Vec<u8>, allow_downgrade: bool) -> Result<ModuleSwitched> {
+        let query = InstallModuleQuery { allow_downgrade };
+        self.post(&["api", "v1", "modules", "install"])
+            .query(&query)
+            .bytes(module)
+            .within(LONG_REQUEST_TIMEOUT)
+            .send()
+            .await
+    }
+
+    /// Makes a module's previous version current again (admin).
+    pub async fn rollback_module(&self, name: &str) -> Result<ModuleSwitched> {
+        self.post(&["api", "v1", "modules", name, "rollback"]).send().await
+    }
+
     pub async fn pair(&self, req: &TokenRequest) -> Result<TokenResponse> {
         self.post(&["auth", "token"]).json(req).send().await
     }
@@ -443,6 +460,12 @@ impl Call<'_> {
     /// The body, as JSON (`.json` also sets `content-type: application/json`).
     fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Self {
         self.request = self.request.json(body);
+        self
+    }
+
+    /// A binary body (`application/octet-stream`).
+    fn bytes(mut self, body: Vec<u8>) -> Self {
+        self.request = self.request.header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body);
         self
     }
 

@@ -278,6 +278,7 @@ export interface ApiSchemas {
   CheckStatus: CheckStatus;
   CrashRequest: CrashRequest;
   CrashScheduled: CrashScheduled;
+  ModuleSwitched: ModuleSwitched;
   TokenRequest: TokenRequest;
   TokenResponse: TokenResponse;
   DeviceId: DeviceId;
@@ -1148,7 +1149,8 @@ export interface ProviderView {
   name: string;
   kind: string;
   /**
-   * `built_in`, `config` or `discovered` (a known agent found on `PATH`).
+   * `built_in`, `config`, `discovered` (a known agent found on `PATH`) or
+   * `module` (a signed module, docs/MODULES.md).
    */
   origin: string;
   command?: string | null;
@@ -1270,6 +1272,24 @@ export interface CrashScheduled {
    * The actor that will panic.
    */
   actor: string;
+}
+/**
+ * What an install or a rollback made current (docs/MODULES.md).
+ */
+export interface ModuleSwitched {
+  /**
+   * The module's name, and the provider's.
+   */
+  name: string;
+  version: string;
+  /**
+   * The version that was current before, if any.
+   */
+  replaced?: string | null;
+  /**
+   * The signing key's id.
+   */
+  key_id: string;
 }
 /**
  * `POST /auth/token`: what a pairing code is exchanged for.
@@ -1406,6 +1426,8 @@ export interface ApiOperations {
   'POST /api/v1/debug/crash': { request: CrashRequest; response: CrashScheduled };
   'GET /api/v1/openapi.json': { request: undefined; response: Record<string, unknown> };
   'GET /api/v1/schema/events.json': { request: undefined; response: Record<string, unknown> };
+  'POST /api/v1/modules/install': { request: undefined; response: ModuleSwitched };
+  'POST /api/v1/modules/{name}/rollback': { request: undefined; response: ModuleSwitched };
   'POST /auth/token': { request: TokenRequest; response: TokenResponse };
   'POST /auth/pairing': { request: undefined; response: Pairing };
   'GET /auth/devices': { request: undefined; response: DeviceList };

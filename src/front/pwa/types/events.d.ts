@@ -323,6 +323,19 @@ export type ProviderStatusEvent =
       enforcement: Enforcement;
       detail: string;
       agent?: string | null;
+    }
+  | {
+      provider: string;
+      /**
+       * The driver kind (`acp`, `codex-app-server`...), when the worker knows it.
+       */
+      kind?: string | null;
+      status: 'installed';
+      version: string;
+      /**
+       * The version it replaced, if one was current.
+       */
+      replaced?: string | null;
     };
 /**
  * How a provider's agent is held to the session's policy
